@@ -1,0 +1,41 @@
+# Rainforest Logger. `make demo` and `make test` are the quick start; both install what is missing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench bench-pinger deps redis-server clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --upgrade pip
+	@$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+deps: $(STAMP) redis-server
+
+# redis-server is a Debian package, not a Python one: install it when missing (needs root).
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" != 0 ]; then echo "redis-server is missing: run 'sudo apt-get install redis-server' and try again."; exit 1; fi; \
+	  echo "installing redis-server with apt-get..."; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
+	    || { echo "apt-get could not install redis-server: install it by hand and try again."; exit 1; }; }
+
+demo: deps
+	@$(BIN)/python scripts/demo.py
+
+test: deps
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check app tests bench scripts
+	$(BIN)/ruff format --check app tests bench scripts
+	$(BIN)/mypy
+
+bench: deps
+	$(BIN)/python bench/pinger.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,201 @@
+"""The `rainforest` command: one entry point, a subcommand per process or chore."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from app import logs
+from app.credentials import Vault, new_key
+from app.errors import ConfigError, RainforestError, ValidationError
+from app.settings import Settings
+
+log = logging.getLogger("rainforest")
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = Settings.from_env()
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        return settings.replace(**changes) if changes else settings
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _run_async(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except RainforestError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Rainforest Logger: poll EAGLE gateways every few seconds and keep every reading.
+
+    Settings come from the environment and a .env file (see .env.template).
+    """
+
+
+@main.command("secret-key")
+def secret_key() -> None:
+    """Print a new SECRET_KEY (a Fernet key) for .env."""
+    click.echo(new_key())
+
+
+# --- pinger --------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--interval-s", type=float, help="Override POLL_INTERVAL_S for this run.")
+def pinger(interval_s: float | None) -> None:
+    """Poll every active device each interval and append readings to hourly .jl files.
+
+    Runs until SIGTERM or Ctrl-C, then finishes in-flight polls, flushes and exits 0.
+    """
+    from app import lifecycle
+    from app.pinger import Pinger
+
+    settings = _settings(poll_interval_s=interval_s)
+    logs.setup("pinger", settings)
+    _vault(settings)  # a missing or bad SECRET_KEY stops us here, with one line
+    lifecycle.run(lambda: Pinger.create(settings))
+
+
+# --- simulator -----------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--devices", default=50, show_default=True, help="How many simulated gateways.")
+@click.option("--port", default=9445, show_default=True, help="Port to serve the relay protocol on.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--seed", default=1, show_default=True, help="Same seed, same fleet and readings.")
+@click.option("--reading-interval-s", default=8.0, show_default=True, help="How often each meter makes a new reading.")
+@click.option("--fault", "faults", multiple=True, metavar="SPEC",
+              help="KIND[=VALUE][@TARGET]: e.g. timeout@10%, http_503@00ab12, latency_ms=300. Repeatable.")
+@click.option("--record", is_flag=True, help="Keep every distinct reading served (GET /control/served).")
+@click.option("--record-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also append every distinct reading served to this JSON-lines file.")
+@click.option("--export-users", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the fleet as a users file for `rainforest users import` and exit.")
+@click.option("--timeout-hold-s", default=30.0, show_default=True, help="How long a 'timeout' fault holds a request.")
+def sim(devices: int, port: int, host: str, seed: int, reading_interval_s: float, faults: tuple[str, ...],
+        record: bool, record_file: Path | None, export_users: Path | None, timeout_hold_s: float) -> None:
+    """Serve a simulated EAGLE fleet over the cloud-relay protocol (plus /control/ endpoints)."""
+    from aiohttp import web
+
+    from app.sim.fleet import build_fleet
+    from app.sim.server import Simulator, make_app
+
+    if devices < 1 or reading_interval_s < 1:
+        raise click.BadParameter("--devices must be at least 1 and --reading-interval-s at least 1 s.")
+    fleet = build_fleet(devices, seed)
+    if export_users is not None:
+        export_users.parent.mkdir(parents=True, exist_ok=True)
+        export_users.write_bytes(b"".join(orjson.dumps(d.users_line()) + b"\n" for d in fleet))
+        click.echo(f"wrote {devices} users to {export_users}")
+        return
+    settings = _settings()
+    logs.setup("sim", settings)
+    simulator = Simulator(fleet, seed, reading_interval_s, record, record_file, timeout_hold_s)
+    try:
+        for spec in faults:
+            simulator.faults.apply_spec(spec, fleet)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--fault") from None
+    log.info("simulator serving", extra={"devices": devices, "host": host, "port": port, "seed": seed})
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    web.run_app(make_app(simulator), host=host, port=port, print=None, access_log=None)
+    simulator.close()
+
+
+# --- users ---------------------------------------------------------------------------------
+
+
+@main.group()
+def users() -> None:
+    """Manage the device registry in Redis directly (works inside a container too)."""
+
+
+@users.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def users_import(file: Path) -> None:
+    """Create or update devices from FILE: one JSON object per line with cloud_id,
+    user_email, user_pw (optional protocol, address, active). Bad lines are reported by
+    number and skipped; running it again changes nothing."""
+    from app.store import Store
+    from app.users import import_users
+
+    settings = _settings()
+    vault = _vault(settings)
+
+    async def go() -> Any:
+        store = Store.from_url(settings.redis_url)
+        try:
+            return await import_users(file, store, vault)
+        finally:
+            await store.close()
+
+    report = _run_async(go())
+    for number, message in report.problems:
+        click.echo(f"{file}:{number}: {message}", err=True)
+    c = report.counts
+    click.echo(f"created {c['created']}, updated {c['updated']}, unchanged {c['unchanged']}, failed {report.failed}")
+    if report.failed:
+        sys.exit(1)
+
+
+@users.command("list")
+@click.option("--active/--inactive", default=None, help="Only active (or only inactive) devices.")
+@click.option("--status", type=click.Choice(["ok", "failing", "never"]), help="Only devices in this poll status.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
+def users_list(active: bool | None, status: str | None, as_json: bool) -> None:
+    """Print the fleet with each device's poll status and counters (passwords never shown)."""
+    from app.store import Store
+
+    settings = _settings()
+
+    async def go() -> list[Any]:
+        store = Store.from_url(settings.redis_url)
+        try:
+            records, after = [], ""
+            while True:
+                page, cursor = await store.list_devices(after=after, limit=1000, active=active, status=status)
+                records.extend(page)
+                if cursor is None:
+                    return records
+                after = cursor
+        finally:
+            await store.close()
+
+    records = _run_async(go())
+    if as_json:
+        for r in records:
+            click.echo(orjson.dumps(r.public()).decode())
+        return
+    click.echo(f"{'cloud_id':<8} {'active':<6} {'status':<7} {'events':>8}  {'failures':>8}  {'email':<32} last_error")
+    for r in records:
+        click.echo(
+            f"{r.cloud_id:<8} {'yes' if r.active else 'no':<6} {r.status:<7} {r.total_events_logged:>8}  "
+            f"{r.consecutive_failures:>8}  {r.user_email:<32} {r.last_error}"
+        )
+    click.echo(f"{len(records)} devices")
+
+
+def _vault(settings: Settings) -> Vault:
+    try:
+        return Vault(settings.secret_key)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+

@@ -1,0 +1,205 @@
+"""Pure functions from an EAGLE-100 reply body (XML or JSON) to a reading.
+
+Element names are case-insensitive on the wire, so documents are read into dicts keyed by
+lower-case names. XML is parsed with defusedxml (no DTDs, no entity expansion, no external
+references) and only after the body passed a size bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+from xml.etree.ElementTree import ParseError
+
+import orjson
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+
+from app.errors import (
+    DeviceAuthError,
+    DeviceBadReply,
+    DeviceReplyError,
+    DeviceUnavailable,
+)
+from app.eagle.readings import (
+    NO_PRICE,
+    DemandReading,
+    NetworkInfo,
+    PriceReading,
+    SummationReading,
+    hex_int,
+    signed_hex,
+)
+
+MAX_REPLY_BYTES = 64 * 1024
+T = TypeVar("T")
+
+_AUTH_WORDS = ("auth", "password", "credential", "login", "invalid user", "unknown user")
+_OFFLINE_WORDS = ("offline", "not connected", "unreachable", "unable to connect", "no response")
+
+
+def parse_document(body: bytes) -> tuple[str, dict[str, str]]:
+    """The root element's lower-case name and its children's text, keyed by lower-case name."""
+    if len(body) > MAX_REPLY_BYTES:
+        raise DeviceBadReply(f"reply of {len(body)} bytes exceeds the {MAX_REPLY_BYTES}-byte bound")
+    text = body.strip()
+    if not text:
+        raise DeviceBadReply("empty reply")
+    first = text[:1]
+    if first == b"<":
+        root, fields = _parse_xml(text)
+    elif first in (b"{", b'"'):
+        root, fields = _parse_json(text)
+    else:
+        raise DeviceBadReply(f"reply is neither XML nor JSON (starts {text[:20]!r})")
+    if root == "error":
+        raise_device_error(fields)
+    return root, fields
+
+
+def _parse_xml(text: bytes) -> tuple[str, dict[str, str]]:
+    try:
+        root = fromstring(text, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as exc:
+        raise DeviceBadReply(f"reply XML uses a forbidden construct ({type(exc).__name__})") from exc
+    except ParseError as exc:
+        raise DeviceBadReply(f"reply is malformed XML: {exc}") from exc
+    fields = {child.tag.lower(): (child.text or "").strip() for child in root}
+    if not fields and root.text and root.text.strip():
+        fields["text"] = root.text.strip()
+    return root.tag.lower(), fields
+
+
+def _parse_json(text: bytes) -> tuple[str, dict[str, str]]:
+    # HistoryData and friends arrive without the outer braces.
+    if text[:1] == b'"':
+        text = b"{" + text + b"}"
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise DeviceBadReply(f"reply is malformed JSON: {exc}") from exc
+    if not isinstance(doc, dict) or len(doc) != 1:
+        raise DeviceBadReply("JSON reply must be one object with a single root name")
+    ((name, body),) = doc.items()
+    if isinstance(body, str):
+        return name.lower(), {"text": body}
+    if not isinstance(body, dict):
+        raise DeviceBadReply(f"JSON reply's {name} is not an object")
+    return name.lower(), {str(k).lower(): "" if v is None else str(v) for k, v in body.items()}
+
+
+def raise_device_error(fields: dict[str, str]) -> None:
+    """Turn an `<Error>` reply into the matching DeviceError."""
+    message = next(
+        (fields[k] for k in ("text", "description", "message", "reason") if fields.get(k)),
+        " ".join(v for v in fields.values() if v) or "device returned an empty <Error>",
+    )
+    lowered = message.lower()
+    if any(word in lowered for word in _AUTH_WORDS):
+        raise DeviceAuthError(message)
+    if any(word in lowered for word in _OFFLINE_WORDS):
+        raise DeviceUnavailable(message)
+    raise DeviceReplyError(message)
+
+
+def _expect(root: str, fields: dict[str, str], name: str, build: Callable[[], T]) -> T:
+    if root != name.lower():
+        raise DeviceBadReply(f"expected a {name} reply, got {root}")
+    try:
+        return build()
+    except KeyError as exc:
+        raise DeviceBadReply(f"{name} reply lacks {exc.args[0]}") from None
+    except ValueError as exc:
+        raise DeviceBadReply(f"{name} reply has a field that is not hex ({exc})") from None
+
+
+def _hex(fields: dict[str, str], name: str, default: str | None = None) -> int:
+    value = fields.get(name.lower(), default)
+    if value is None:
+        raise KeyError(name)
+    try:
+        return hex_int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}") from None
+
+
+def parse_demand(body: bytes) -> DemandReading:
+    """InstantaneousDemand reply → DemandReading."""
+    root, f = parse_document(body)
+
+    def build() -> DemandReading:
+        demand = f.get("demand")
+        if demand is None:
+            raise KeyError("Demand")
+        try:
+            signed = signed_hex(demand)
+        except ValueError:
+            raise ValueError(f"Demand={demand!r}") from None
+        return DemandReading(
+            device_mac_id=_hex(f, "DeviceMacId"),
+            meter_mac_id=_hex(f, "MeterMacId", "0x0"),
+            timestamp=_hex(f, "TimeStamp"),
+            demand=signed,
+            multiplier=_hex(f, "Multiplier", "0x1"),
+            divisor=_hex(f, "Divisor", "0x1"),
+            digits_right=_hex(f, "DigitsRight", "0x0"),
+            digits_left=_hex(f, "DigitsLeft", "0x0"),
+            suppress_leading_zero=f.get("suppressleadingzero", ""),
+        )
+
+    return _expect(root, f, "InstantaneousDemand", build)
+
+
+def parse_summation(body: bytes) -> SummationReading:
+    """CurrentSummation (or CurrentSummationDelivered) reply → SummationReading."""
+    root, f = parse_document(body)
+    if root == "currentsummationdelivered":
+        root = "currentsummation"
+    return _expect(
+        root,
+        f,
+        "CurrentSummation",
+        lambda: SummationReading(
+            device_mac_id=_hex(f, "DeviceMacId"),
+            meter_mac_id=_hex(f, "MeterMacId", "0x0"),
+            timestamp=_hex(f, "TimeStamp"),
+            summation_delivered=_hex(f, "SummationDelivered"),
+            summation_received=_hex(f, "SummationReceived", "0x0"),
+            multiplier=_hex(f, "Multiplier", "0x1"),
+            divisor=_hex(f, "Divisor", "0x1"),
+        ),
+    )
+
+
+def parse_price(body: bytes) -> PriceReading:
+    """PriceCluster reply → PriceReading (0xffffffff means no price)."""
+    root, f = parse_document(body)
+
+    def build() -> PriceReading:
+        raw = _hex(f, "Price")
+        digits = _hex(f, "TrailingDigits", "0x0")
+        return PriceReading(
+            device_mac_id=_hex(f, "DeviceMacId"),
+            meter_mac_id=_hex(f, "MeterMacId", "0x0"),
+            timestamp=_hex(f, "TimeStamp"),
+            price=None if raw == NO_PRICE else raw / 10**digits,
+            currency=_hex(f, "Currency", "0x0"),
+            tier=_hex(f, "Tier", "0x0"),
+        )
+
+    return _expect(root, f, "PriceCluster", build)
+
+
+_NETWORK_FIELDS = (
+    "DeviceMacId", "InstallCode", "LinkKey", "FWVersion", "HWVersion", "ImageType",
+    "Manufacturer", "ModelId", "DateCode",
+)  # fmt: skip
+
+
+def parse_network_info(body: bytes) -> NetworkInfo:
+    """NetworkInfo reply → NetworkInfo (identity strings as sent)."""
+    root, f = parse_document(body)
+    named = {name: f[name.lower()] for name in _NETWORK_FIELDS if name.lower() in f}
+    return _expect(
+        root, f, "NetworkInfo", lambda: NetworkInfo(_hex(f, "DeviceMacId"), named)
+    )

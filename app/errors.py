@@ -1,0 +1,78 @@
+"""The exceptions Rainforest Logger raises, all under one root.
+
+    RainforestError
+    ├── ConfigError            a setting is missing or malformed (the process stops at start)
+    ├── ValidationError        input from a person or a file is not acceptable
+    ├── StoreError             Redis is unreachable or answered in a way we cannot use
+    ├── WriteError             a reading could not be appended to its hourly file
+    └── DeviceError            a gateway (or the relay in front of it) did not give a reading
+        ├── DeviceTimeout      no complete reply within the timeout
+        ├── DeviceAuthError    the credentials were refused
+        ├── DeviceUnavailable  unreachable, offline, or HTTP 5xx
+        ├── DeviceBadReply     a reply we cannot parse (malformed, oversized, wrong shape)
+        └── DeviceReplyError   the device answered with an <Error> of its own
+
+Lower-level exceptions (aiohttp, redis, XML, OS) are translated at one boundary each,
+with ``raise ... from exc``, so callers only ever catch these.
+"""
+
+from __future__ import annotations
+
+
+class RainforestError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(RainforestError):
+    """A setting is missing or malformed."""
+
+
+class ValidationError(RainforestError):
+    """Input from a person or a file is not acceptable; the message says how to fix it."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class StoreError(RainforestError):
+    """Redis could not be reached or gave an unusable answer."""
+
+
+class WriteError(RainforestError):
+    """A reading could not be appended to its hourly file."""
+
+
+class DeviceError(RainforestError):
+    """A gateway did not give a usable reading."""
+
+    kind = "device_error"
+
+    def __init__(self, message: str, *, cloud_id: str | None = None) -> None:
+        super().__init__(message)
+        self.cloud_id = cloud_id
+
+    @property
+    def reason(self) -> str:
+        """`kind: message`, the form stored as a device's last_error."""
+        return f"{self.kind}: {self}"
+
+
+class DeviceTimeout(DeviceError):
+    kind = "timeout"
+
+
+class DeviceAuthError(DeviceError):
+    kind = "auth"
+
+
+class DeviceUnavailable(DeviceError):
+    kind = "unavailable"
+
+
+class DeviceBadReply(DeviceError):
+    kind = "bad_reply"
+
+
+class DeviceReplyError(DeviceError):
+    kind = "device_error"

@@ -1,0 +1,227 @@
+"""Hourly JSON-lines files: one per device per UTC hour, appended a whole line at a time.
+
+Layout: DATA_DIR/logs/YYYY-MM-DD-HH/<prefix>-<cloud_id>-YYYY-MM-DD-HH.jl
+
+Each line goes out in one write(2) on an O_APPEND descriptor, so a killed process leaves
+every accepted line complete in the page cache; only a power loss or a full disk can leave a
+partial tail, which is cut off (and counted) before the file is appended to again. Open
+descriptors are pooled in an LRU bounded well below the process's file limit, and a closed
+hour's files are fsynced once, so rotate ships durable data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from app.errors import WriteError
+
+log = logging.getLogger(__name__)
+TAIL_BYTES = 8192
+
+
+def hour_key(unix_s: float) -> str:
+    """`2026-11-24-03` for any instant in that UTC hour."""
+    return time.strftime("%Y-%m-%d-%H", time.gmtime(unix_s))
+
+
+def reading_path(logs_dir: Path, prefix: str, cloud_id: str, hour: str) -> Path:
+    return logs_dir / hour / f"{prefix}-{cloud_id}-{hour}.jl"
+
+
+@dataclass
+class ReadResult:
+    """Lines read from a `.jl` file; `partial` counts an unterminated or unparseable tail."""
+
+    records: list[dict[str, object]]
+    partial: int = 0
+
+
+def read_lines(path: Path) -> ReadResult:
+    """Every complete reading in a file, skipping (and counting) a partial last line."""
+    data = path.read_bytes()
+    result = ReadResult([])
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    elif lines:
+        lines.pop()
+        result.partial += 1
+    for raw in lines:
+        try:
+            result.records.append(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            result.partial += 1
+    return result
+
+
+class HourlyWriter:
+    """Appends reading lines to their hourly files through a bounded pool of descriptors."""
+
+    def __init__(self, logs_dir: Path, prefix: str, max_open: int) -> None:
+        self.logs_dir = logs_dir
+        self.prefix = prefix
+        self.max_open = max(1, min(max_open, _fd_budget()))
+        self._fds: OrderedDict[Path, int] = OrderedDict()
+        self._checked: set[Path] = set()  # files whose tail was verified by this process
+        self._hour_dirs: dict[str, Path] = {}
+        self._written: dict[str, set[Path]] = {}  # hour → files written, fsynced at close
+        self.partial_tails_repaired = 0
+
+    def path_for(self, cloud_id: str, polled_at: float) -> Path:
+        hour = hour_key(polled_at)
+        folder = self._hour_dirs.get(hour)
+        if folder is None:
+            folder = self.logs_dir / hour
+            folder.mkdir(parents=True, exist_ok=True)
+            self._hour_dirs[hour] = folder
+        return folder / f"{self.prefix}-{cloud_id}-{hour}.jl"
+
+    def append(self, cloud_id: str, polled_at: float, line: bytes) -> Path:
+        """Write one newline-terminated line to the file for its hour; all or nothing."""
+        path = self.path_for(cloud_id, polled_at)
+        try:
+            fd = self._fd(path)
+            size = os.fstat(fd).st_size
+            _write_all(fd, line, size)
+        except OSError as exc:
+            self._drop(path)
+            raise WriteError(f"cannot append to {path}: {exc.strerror or exc}") from exc
+        self._written.setdefault(hour_key(polled_at), set()).add(path)
+        return path
+
+    def last_timestamp(self, cloud_id: str, now: float) -> int | None:
+        """TimeStamp of the last complete line written for a device this hour or the last."""
+        for at in (now, now - 3600):
+            path = reading_path(self.logs_dir, self.prefix, cloud_id, hour_key(at))
+            record = _last_record(path)
+            if record is not None and isinstance(record.get("TimeStamp"), int):
+                return int(record["TimeStamp"])  # type: ignore[arg-type]
+        return None
+
+    def close_hours_before(self, now: float) -> list[Path]:
+        """Close the files of hours that ended before `now`'s hour; returns them for `sync`."""
+        current = hour_key(now)
+        to_sync: list[Path] = []
+        for hour in [h for h in self._written if h < current]:
+            for path in self._written.pop(hour):
+                self._drop(path)
+                self._checked.discard(path)
+                to_sync.append(path)
+            self._hour_dirs.pop(hour, None)
+        return to_sync
+
+    def close(self) -> list[Path]:
+        """Close every descriptor; returns every file written, for `sync` (the SIGTERM path)."""
+        for path in list(self._fds):
+            self._drop(path)
+        to_sync = [path for paths in self._written.values() for path in paths]
+        self._written.clear()
+        return to_sync
+
+    @staticmethod
+    def sync(paths: list[Path]) -> None:
+        """fsync files (blocking: run it in a thread when the loop must stay responsive)."""
+        for path in paths:
+            _fsync_path(path)
+
+    def _fd(self, path: Path) -> int:
+        fd = self._fds.get(path)
+        if fd is not None:
+            self._fds.move_to_end(path)
+            return fd
+        while len(self._fds) >= self.max_open:
+            _, old = self._fds.popitem(last=False)
+            os.close(old)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if path not in self._checked:
+            self._repair_tail(fd, path)
+            self._checked.add(path)
+        self._fds[path] = fd
+        return fd
+
+    def _repair_tail(self, fd: int, path: Path) -> None:
+        size = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return
+        start = max(0, size - TAIL_BYTES)
+        tail = os.pread(fd, size - start, start)
+        cut = tail.rfind(b"\n")
+        keep = start + cut + 1 if cut >= 0 else 0
+        os.ftruncate(fd, keep)
+        self.partial_tails_repaired += 1
+        log.warning(
+            "cut a partial last line left by a crash",
+            extra={"path": str(path), "partial_bytes": size - keep},
+        )
+
+    def _drop(self, path: Path) -> None:
+        fd = self._fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+
+def _write_all(fd: int, line: bytes, size_before: int) -> None:
+    view = memoryview(line)
+    try:
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+    except OSError:
+        # Undo a short write (ENOSPC mid-line) so the file never ends in half a reading.
+        try:
+            os.ftruncate(fd, size_before)
+        except OSError:
+            pass
+        raise
+
+
+def _last_record(path: Path) -> dict[str, object] | None:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - TAIL_BYTES))
+            tail = f.read()
+    except FileNotFoundError:
+        return None
+    for raw in _complete_lines_backwards(tail):
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def _complete_lines_backwards(tail: bytes) -> Iterator[bytes]:
+    lines = tail.split(b"\n")
+    lines.pop()  # after the last newline: empty, or a partial line
+    yield from reversed([line for line in lines if line])
+
+
+def _fsync_path(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return  # rotate got there first
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fd_budget() -> int:
+    """Leave room under RLIMIT_NOFILE for sockets (the HTTP pool) and everything else."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(16, soft // 2 - 64)

@@ -1,0 +1,35 @@
+"""Every Redis key and channel name, built in one place."""
+
+from __future__ import annotations
+
+PREFIX = "rf"
+
+
+def device(cloud_id: str) -> str:
+    """Hash holding one device's record and counters."""
+    return f"{PREFIX}:device:{cloud_id}"
+
+
+def devices_all() -> str:
+    """Set of every cloud_id ever registered (active or not)."""
+    return f"{PREFIX}:devices"
+
+
+def devices_active() -> str:
+    """Set of cloud_ids the pingers should poll."""
+    return f"{PREFIX}:devices:active"
+
+
+def devices_changed() -> str:
+    """Pub/sub channel: a cloud_id is published whenever its record changes."""
+    return f"{PREFIX}:devices:changed"
+
+
+def pingers() -> str:
+    """Sorted set of live pinger ids scored by their last heartbeat (Unix seconds)."""
+    return f"{PREFIX}:pingers"
+
+
+def pinger(pinger_id: str) -> str:
+    """Hash describing one pinger process (host, pid, started_at, devices)."""
+    return f"{PREFIX}:pinger:{pinger_id}"

@@ -1,0 +1,59 @@
+"""Logging: JSON lines to DATA_DIR/logs/<process>/<process>.log (rolled by size) and
+readable `key=value` lines to stderr. One logger per module; extras become fields."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+import time
+from pathlib import Path
+
+from pythonjsonlogger.json import JsonFormatter
+
+from app.settings import Settings
+
+MAX_BYTES = 20 * 1024 * 1024
+BACKUPS = 5
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+
+class ReadableFormatter(logging.Formatter):
+    """`2026-11-24T03:10:00Z INFO  pinger  poll cycle  ok=50 failed=0` for people at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
+        extras = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _STANDARD)
+        line = f"{stamp} {record.levelname:<7} {record.name}  {record.getMessage()}"
+        if extras:
+            line += f"  {extras}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup(process: str, settings: Settings, *, to_file: bool = True) -> Path | None:
+    """Configure the root logger for one process; returns the JSON log file's path."""
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(settings.log_level.upper())
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(ReadableFormatter())
+    root.addHandler(stderr)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if not to_file:
+        return None
+    folder = settings.process_logs_dir / process
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{process}.log"
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
+    handler.setFormatter(
+        JsonFormatter(
+            "%(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger"},
+            static_fields={"process": process},
+            timestamp=True,
+        )
+    )
+    root.addHandler(handler)
+    return path

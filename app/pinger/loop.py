@@ -1,0 +1,325 @@
+"""The poll loop: a drift-free ticker starts a cycle every interval; `poll_once` is one cycle.
+
+Within a cycle each device is polled at its own phase, so requests are spread evenly over the
+interval. A device whose previous poll is still running is skipped (an overrun, counted), a
+failing one waits out its backoff, and bounded concurrency plus a per-request timeout below
+the interval keep a slow or dead device from delaying any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+
+from app.credentials import Vault
+from app.eagle.client import EagleCloudClient, new_session
+from app.eagle.readings import DemandReading
+from app.errors import DeviceError, StoreError
+from app.hourly import HourlyWriter
+from app.pinger.backoff import Backoff
+from app.pinger.fleet import DeviceState, FleetView, Ownership, OwnsAll
+from app.pinger.ledger import Ledger, Unwritten, WriteBacklog
+from app.pinger.schedule import next_cycle_start, percentile
+from app.settings import Settings
+from app.store import PollUpdate, Store
+
+log = logging.getLogger(__name__)
+HEARTBEAT_S = 10.0
+
+
+@dataclass
+class CycleStats:
+    """What one cycle did; logged as one line when its last poll finishes."""
+
+    cycle_start: float
+    devices: int = 0
+    ok: int = 0  # polls that returned a reading
+    new_readings: int = 0  # distinct readings appended to files
+    failed: int = 0
+    skipped: int = 0  # previous poll still in flight: an overrun
+    backoff: int = 0  # waiting out a backoff after failures
+    held: int = 0  # not polled: readings are waiting for the disk
+    errors: Counter[str] = field(default_factory=Counter)
+    lateness_s: list[float] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "cycle_start": self.cycle_start,
+            "devices": self.devices,
+            "ok": self.ok,
+            "new_readings": self.new_readings,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "backoff": self.backoff,
+            "held": self.held,
+            "errors": dict(self.errors),
+            "duration_s": round(self.duration_s, 3),
+            "lateness_p50_s": round(percentile(self.lateness_s, 0.5), 4),
+            "lateness_p99_s": round(percentile(self.lateness_s, 0.99), 4),
+        }
+
+
+class Pinger:
+    """Polls the owned fleet; build with `Pinger.create(settings)` or inject collaborators."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        vault: Vault,
+        session: aiohttp.ClientSession,
+        *,
+        clock: Callable[[], float] = time.time,
+        ownership: Ownership | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.session = session
+        self.clock = clock
+        self.interval_s = settings.poll_interval_s
+        self.client = EagleCloudClient(session, settings.eagle_cloud_url, settings.poll_timeout_s)
+        self.fleet = FleetView(store, vault, ownership or OwnsAll())
+        self.writer = HourlyWriter(settings.logs_dir, settings.file_prefix, settings.max_open_files)
+        self.ledger = Ledger(store)
+        self.backlog = WriteBacklog(self.writer, self.ledger)
+        self.backoff = Backoff(self.interval_s, settings.backoff_max_s, settings.auth_backoff_s)
+        self.pinger_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.totals: Counter[str] = Counter()
+        self._sem = asyncio.Semaphore(settings.max_concurrency)
+        self._stop = asyncio.Event()
+        self._cycles: set[asyncio.Task[CycleStats]] = set()
+        self._background: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def create(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Pinger:
+        vault = Vault(settings.secret_key)
+        store = Store.from_url(settings.redis_url)
+        session = new_session(settings.max_concurrency, settings.eagle_tls_verify)
+        return cls(settings, store, vault, session, clock=clock)
+
+    # --- one cycle -----------------------------------------------------------------------------
+
+    async def poll_once(self, cycle_start: float | None = None, spread: bool = True) -> CycleStats:
+        """Poll every owned device once, each at its phase (or all at once with spread=False)."""
+        loop = asyncio.get_running_loop()
+        now = self.clock()
+        cycle_start = now if cycle_start is None else cycle_start
+        stats = CycleStats(cycle_start, devices=len(self.fleet.devices))
+        started = loop.time()
+        base = started + (cycle_start - now)  # the cycle start on the loop's clock
+        tasks: list[asyncio.Task[None]] = []
+        self.backlog.retry()
+        for phase, cid in self.fleet.schedule:
+            target = base + phase * self.interval_s if spread else started
+            delay = target - loop.time()
+            if delay > 0.002:
+                await asyncio.sleep(delay)
+            if self._stop.is_set():
+                break
+            state = self.fleet.devices.get(cid)
+            if state is not None and self._should_poll(state, stats):
+                state.in_flight = True
+                tasks.append(asyncio.create_task(self._poll(cid, state, target, stats)))
+        if tasks:
+            await asyncio.gather(*tasks)
+        stats.duration_s = loop.time() - started
+        await self.ledger.flush(self.clock())
+        self.totals.update(ok=stats.ok, new_readings=stats.new_readings, failed=stats.failed, skipped=stats.skipped)
+        log.info("poll cycle", extra=stats.summary())
+        return stats
+
+    def _should_poll(self, state: DeviceState, stats: CycleStats) -> bool:
+        if state.in_flight:
+            stats.skipped += 1
+            return False
+        if state.retry_at and self.clock() < state.retry_at:
+            stats.backoff += 1
+            return False
+        if self.backlog.full:
+            stats.held += 1
+            return False
+        return True
+
+    async def _poll(self, cid: str, state: DeviceState, target: float, stats: CycleStats) -> None:
+        try:
+            async with self._sem:
+                stats.lateness_s.append(max(0.0, asyncio.get_running_loop().time() - target))
+                reading = await self.client.get_instantaneous_demand(state.creds)
+            self._on_reading(cid, state, reading, stats)
+        except DeviceError as exc:
+            self._on_failure(cid, state, exc, stats)
+        finally:
+            state.in_flight = False
+
+    def _on_reading(self, cid: str, state: DeviceState, reading: DemandReading, stats: CycleStats) -> None:
+        polled_at = self.clock()
+        stats.ok += 1
+        if state.consecutive_failures:
+            log.info("device recovered", extra={"cloud_id": cid, "after_failures": state.consecutive_failures})
+        state.consecutive_failures = 0
+        state.retry_at = 0.0
+        state.last_error_kind = ""
+        if not state.recovered:
+            # After a restart the files may be ahead of Redis: never write a reading twice.
+            on_disk = self.writer.last_timestamp(cid, polled_at)
+            if on_disk is not None:
+                state.last_ts = on_disk
+            state.recovered = True
+        if reading.timestamp == state.last_ts:
+            self.ledger.add(PollUpdate(cid, last_success_at=polled_at))
+            return
+        state.last_ts = reading.timestamp
+        line = orjson.dumps(reading.record(cid, polled_at))
+        update = PollUpdate(
+            cid,
+            events=1,
+            first_timestamp=reading.device_time,
+            last_timestamp=reading.device_time,
+            last_success_at=polled_at,
+            last_reading=line.decode(),
+        )
+        if self.backlog.write(Unwritten(cid, polled_at, line + b"\n", update)):
+            stats.new_readings += 1
+
+    def _on_failure(self, cid: str, state: DeviceState, exc: DeviceError, stats: CycleStats) -> None:
+        stats.failed += 1
+        stats.errors[exc.kind] += 1
+        state.consecutive_failures += 1
+        delay = self.backoff.delay_s(state.consecutive_failures, exc)
+        state.retry_at = self.clock() + delay if delay else 0.0
+        if exc.kind != state.last_error_kind:
+            log.warning(
+                "device poll failed",
+                extra={"cloud_id": cid, "reason": exc.reason, "retry_in_s": round(delay, 1)},
+            )
+            state.last_error_kind = exc.kind
+        self.ledger.add(
+            PollUpdate(cid, consecutive_failures=state.consecutive_failures, last_error=exc.reason)
+        )
+
+    # --- the process -------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop starting polls; `run` then finishes in-flight ones, flushes and returns."""
+        self._stop.set()
+
+    async def start(self) -> None:
+        """Load the fleet (waiting for Redis if needed) and start the background tasks."""
+        while not self._stop.is_set():
+            try:
+                await self.fleet.resync()
+                break
+            except StoreError as exc:
+                log.error("cannot load the fleet yet; retrying", extra={"reason": str(exc)})
+                await self._sleep(2.0)
+        log.info("pinger started", extra={"pinger_id": self.pinger_id, "devices": len(self.fleet.devices),
+                                          "interval_s": self.interval_s})
+        self._background = [
+            asyncio.create_task(self._follow_changes()),
+            asyncio.create_task(self._resync_every()),
+            asyncio.create_task(self._heartbeat_every()),
+        ]
+
+    async def run(self) -> None:
+        """Tick cycles until `request_stop`, then drain and close."""
+        try:
+            await self.start()
+            cycle_start = next_cycle_start(self.clock(), self.interval_s)
+            while not self._stop.is_set():
+                await self._sleep(cycle_start - self.clock())
+                if self._stop.is_set():
+                    break
+                now = self.clock()
+                if now - cycle_start >= self.interval_s:
+                    log.warning("pinger fell behind: cycles skipped", extra={"behind_s": round(now - cycle_start, 2)})
+                    cycle_start = next_cycle_start(now, self.interval_s)
+                    continue
+                self._close_past_hours(now)
+                task = asyncio.create_task(self.poll_once(cycle_start))
+                self._cycles.add(task)
+                task.add_done_callback(self._cycles.discard)
+                cycle_start += self.interval_s
+            if self._cycles:
+                await asyncio.gather(*self._cycles)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Stop background work, write what is held, close files, Redis and HTTP; log totals."""
+        self._stop.set()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self.backlog.retry()
+        await self.ledger.flush(self.clock())
+        await asyncio.to_thread(HourlyWriter.sync, self.writer.close())
+        try:
+            await self.store.remove_pinger(self.pinger_id)
+        except StoreError:
+            pass
+        await self.store.close()
+        await self.session.close()
+        log.info(
+            "pinger stopped",
+            extra={**self.totals, "held_readings": len(self.backlog.items),
+                   "held_counter_updates": len(self.ledger.pending)},
+        )
+
+    def _close_past_hours(self, now: float) -> None:
+        paths = self.writer.close_hours_before(now)
+        if paths:
+            task = asyncio.create_task(asyncio.to_thread(HourlyWriter.sync, paths))
+            self._background.append(task)  # type: ignore[arg-type]
+            log.info("hour closed", extra={"files": len(paths)})
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early when a stop is requested."""
+        if seconds <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _follow_changes(self) -> None:
+        """Apply published device changes; after a dropped subscription, resync in full."""
+        while not self._stop.is_set():
+            try:
+                async for cloud_id in self.store.device_changes():
+                    await self.fleet.refresh([cloud_id])
+            except StoreError as exc:
+                log.warning("device change feed lost; reconnecting", extra={"reason": str(exc)})
+                await self._sleep(1.0)
+                try:
+                    await self.fleet.resync()
+                except StoreError:
+                    pass
+
+    async def _resync_every(self) -> None:
+        while not self._stop.is_set():
+            await self._sleep(self.settings.resync_interval_s)
+            try:
+                await self.fleet.resync()
+            except StoreError as exc:
+                log.warning("fleet resync failed; polling the devices already known", extra={"reason": str(exc)})
+
+    async def _heartbeat_every(self) -> None:
+        info = {"host": socket.gethostname(), "pid": str(os.getpid()), "started_at": repr(self.clock())}
+        while not self._stop.is_set():
+            try:
+                await self.store.heartbeat(
+                    self.pinger_id, {**info, "devices": str(len(self.fleet.devices))}, self.clock()
+                )
+            except StoreError:
+                pass  # the ledger already reports Redis outages
+            await self._sleep(HEARTBEAT_S)

@@ -1,0 +1,120 @@
+"""Settings: the only module that reads the environment (and the `.env` file).
+
+Every process builds one `Settings` with `Settings.from_env()` at start and passes it down.
+A missing or malformed value stops the process with one line naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from app.errors import ConfigError
+
+RAINFOREST_RELAY_URL = "https://rainforestcloud.com:9445/cgi-bin/post_manager"
+SECRET_FIELDS = frozenset({"secret_key"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed, immutable configuration. Secrets are masked in `repr`."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    data_dir: Path = Path("data")
+    archive_url: str = ""
+    s3_endpoint_url: str | None = None
+    eagle_cloud_url: str = RAINFOREST_RELAY_URL
+    eagle_tls_verify: bool = True
+    poll_interval_s: float = 6.0
+    poll_timeout_s: float = 0.0  # 0: derived as 80% of the interval, at most 5 s
+    max_concurrency: int = 1000
+    max_open_files: int = 1024
+    resync_interval_s: float = 60.0
+    auth_backoff_s: float = 600.0
+    backoff_max_s: float = 300.0
+    file_prefix: str = "iseif-rainforest"
+    secret_key: str = field(default="", repr=False)
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not self.archive_url:
+            object.__setattr__(self, "archive_url", f"file://{self.data_dir.resolve()}/archive")
+        if self.poll_timeout_s <= 0:
+            object.__setattr__(self, "poll_timeout_s", min(5.0, self.poll_interval_s * 0.8))
+        self._validate()
+
+    def _validate(self) -> None:
+        if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix://, got {self.redis_url!r}.")
+        if urlsplit(self.eagle_cloud_url).scheme not in ("http", "https"):
+            raise ConfigError(f"EAGLE_CLOUD_URL must be an http(s) URL, got {self.eagle_cloud_url!r}.")
+        if urlsplit(self.archive_url).scheme not in ("file", "s3"):
+            raise ConfigError(f"ARCHIVE_URL must start with file:// or s3://, got {self.archive_url!r}.")
+        if self.poll_interval_s <= 0:
+            raise ConfigError("POLL_INTERVAL_S must be a positive number of seconds.")
+        if self.poll_timeout_s >= self.poll_interval_s:
+            raise ConfigError("POLL_TIMEOUT_S must be shorter than POLL_INTERVAL_S, so polls cannot pile up.")
+        if self.max_concurrency < 1 or self.max_open_files < 1:
+            raise ConfigError("MAX_CONCURRENCY and MAX_OPEN_FILES must be at least 1.")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}.")
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where the hourly `.jl` reading files live (DATA_DIR/logs)."""
+        return self.data_dir / "logs"
+
+    @property
+    def process_logs_dir(self) -> Path:
+        """Where each process writes its own JSON log (DATA_DIR/logs/<process>/)."""
+        return self.data_dir / "logs"
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with some fields changed (tests and subcommands' flags use this)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        if "data_dir" in changes and "archive_url" not in changes:
+            values["archive_url"] = ""
+        return Settings(**values)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env"
+    ) -> Settings:
+        """Build settings from `.env` overlaid by the process environment."""
+        env: dict[str, str] = {}
+        if dotenv_path is not None and Path(dotenv_path).is_file():
+            env.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+        env.update(os.environ if environ is None else environ)
+        kwargs: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f.name.upper())
+            if raw is None or raw.strip() == "":
+                continue
+            kwargs[f.name] = _convert(f.name, f.type, raw.strip())
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def _convert(name: str, type_name: object, raw: str) -> object:
+    label = name.upper()
+    kind = str(type_name)
+    try:
+        if kind == "bool":
+            lowered = raw.lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return lowered in ("1", "true", "yes", "on")
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+    except ValueError:
+        raise ConfigError(f"{label} must be a {kind}, got {raw!r}.") from None
+    return raw

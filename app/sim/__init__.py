@@ -1,0 +1,1 @@
+"""A simulated EAGLE fleet speaking the cloud-relay protocol (see eagle-protocols.md)."""

@@ -1,0 +1,260 @@
+"""The device registry and per-device counters in Redis, named for what they do.
+
+Counters change with HINCRBY/HSET in pipelines; nothing on the hot path uses KEYS or rewrites
+a whole record. Every change to the device list is published so pingers pick it up at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from app import keys
+from app.credentials import Vault
+from app.devices import DeviceInput, DeviceRecord
+from app.errors import StoreError
+
+CHUNK = 1000  # commands per pipeline round trip when loading the fleet
+
+
+@dataclass
+class PollUpdate:
+    """What one or more polls of a device changed since the last flush (merged in memory)."""
+
+    cloud_id: str
+    events: int = 0
+    first_timestamp: float | None = None
+    last_timestamp: float | None = None
+    last_success_at: float | None = None
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    last_reading: str | None = None
+
+    def merge(self, newer: PollUpdate) -> None:
+        """Fold a later update into this one, so an outage's backlog is one write per device."""
+        self.events += newer.events
+        if self.first_timestamp is None:
+            self.first_timestamp = newer.first_timestamp
+        if newer.last_timestamp is not None:
+            self.last_timestamp = newer.last_timestamp
+            self.last_reading = newer.last_reading
+        if newer.last_success_at is not None:
+            self.last_success_at = newer.last_success_at
+        self.consecutive_failures = newer.consecutive_failures
+        if newer.last_error is not None:
+            self.last_error = newer.last_error
+
+
+@asynccontextmanager
+async def _translated(action: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except RedisError as exc:
+        raise StoreError(f"Redis failed while trying to {action}: {exc}") from exc
+    except OSError as exc:
+        raise StoreError(f"Redis is unreachable while trying to {action}: {exc}") from exc
+
+
+class Store:
+    """Domain operations on Redis. One per process; pass it down."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        client = aioredis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=30,
+        )
+        return cls(client)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        async with _translated("ping"):
+            return bool(await self.redis.ping())
+
+    # --- the registry ------------------------------------------------------------------
+
+    async def upsert_device(self, inp: DeviceInput, vault: Vault, now: float | None = None) -> bool:
+        """Create or update a device; counters are kept on update. True when it was new."""
+        now = time.time() if now is None else now
+        key = keys.device(inp.cloud_id)
+        fields = {
+            "cloud_id": inp.cloud_id,
+            "user_email": inp.user_email,
+            "user_pw_enc": vault.encrypt(inp.user_pw),
+            "protocol": inp.protocol,
+            "address": inp.address,
+            "active": "1" if inp.active else "0",
+        }
+        async with _translated(f"save device {inp.cloud_id}"):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hsetnx(key, "created_at", repr(now))
+                pipe.hset(key, mapping=fields)
+                pipe.sadd(keys.devices_all(), inp.cloud_id)
+                if inp.active:
+                    pipe.sadd(keys.devices_active(), inp.cloud_id)
+                else:
+                    pipe.srem(keys.devices_active(), inp.cloud_id)
+                pipe.publish(keys.devices_changed(), inp.cloud_id)
+                created, *_ = await pipe.execute()
+        return bool(created)
+
+    async def save_device(self, inp: DeviceInput, vault: Vault) -> str:
+        """Create or update a device: "created", "updated", or "unchanged" (nothing written)."""
+        current = await self.get_device(inp.cloud_id)
+        if current is not None and _same(current, inp, vault):
+            return "unchanged"
+        created = await self.upsert_device(inp, vault)
+        return "created" if created else "updated"
+
+    async def deactivate_device(self, cloud_id: str) -> bool:
+        """Stop polling a device, keeping its record and data. False when it is unknown."""
+        key = keys.device(cloud_id)
+        async with _translated(f"deactivate device {cloud_id}"):
+            if not await self.redis.exists(key):
+                return False
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, "active", "0")
+                pipe.srem(keys.devices_active(), cloud_id)
+                pipe.publish(keys.devices_changed(), cloud_id)
+                await pipe.execute()
+        return True
+
+    async def get_device(self, cloud_id: str) -> DeviceRecord | None:
+        async with _translated(f"read device {cloud_id}"):
+            h = await self.redis.hgetall(keys.device(cloud_id))
+        return DeviceRecord.from_hash(h) if h else None
+
+    async def active_ids(self) -> set[str]:
+        async with _translated("list active devices"):
+            return set(await self.redis.smembers(keys.devices_active()))
+
+    async def all_ids(self) -> list[str]:
+        async with _translated("list devices"):
+            return sorted(await self.redis.smembers(keys.devices_all()))
+
+    async def load_devices(self, cloud_ids: Iterable[str]) -> list[DeviceRecord]:
+        """Records for many devices, fetched in pipelined chunks; unknown ids are skipped."""
+        ids = list(cloud_ids)
+        records: list[DeviceRecord] = []
+        async with _translated("load device records"):
+            for start in range(0, len(ids), CHUNK):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for cid in ids[start : start + CHUNK]:
+                        pipe.hgetall(keys.device(cid))
+                    hashes = await pipe.execute()
+                records.extend(DeviceRecord.from_hash(h) for h in hashes if h)
+        return records
+
+    async def list_devices(
+        self,
+        *,
+        after: str = "",
+        limit: int = 100,
+        active: bool | None = None,
+        status: str | None = None,
+    ) -> tuple[list[DeviceRecord], str | None]:
+        """A page of devices ordered by cloud_id after the cursor, and the next cursor."""
+        ids = [cid for cid in await self.all_ids() if cid > after]
+        page: list[DeviceRecord] = []
+        for start in range(0, len(ids), CHUNK):
+            for record in await self.load_devices(ids[start : start + CHUNK]):
+                if active is not None and record.active != active:
+                    continue
+                if status is not None and record.status != status:
+                    continue
+                page.append(record)
+                if len(page) == limit:
+                    more = record.cloud_id != ids[-1]
+                    return page, (record.cloud_id if more else None)
+        return page, None
+
+    async def latest_reading(self, cloud_id: str) -> str | None:
+        """The last logged reading of a device as its JSON line, or None."""
+        async with _translated(f"read the latest reading of {cloud_id}"):
+            value = await self.redis.hget(keys.device(cloud_id), "last_reading")
+        return value if value else None
+
+    # --- the pinger's batched writes ---------------------------------------------------------
+
+    async def record_polls(self, updates: Sequence[PollUpdate]) -> None:
+        """Apply a cycle's worth of poll outcomes in pipelined round trips."""
+        async with _translated("record poll results"):
+            for start in range(0, len(updates), CHUNK):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for u in updates[start : start + CHUNK]:
+                        _queue_update(pipe, u)
+                    await pipe.execute()
+
+    async def device_changes(self) -> AsyncIterator[str]:
+        """cloud_ids as their records change; raises StoreError when the subscription drops."""
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            async with _translated("subscribe to device changes"):
+                await pubsub.subscribe(keys.devices_changed())
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        yield str(message["data"])
+        finally:
+            try:
+                await pubsub.aclose()
+            except (RedisError, OSError):
+                pass
+
+    async def heartbeat(self, pinger_id: str, info: dict[str, str], now: float) -> None:
+        """Announce a live pinger (the basis for sharing a fleet between pingers)."""
+        async with _translated("send the pinger heartbeat"):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(keys.pingers(), {pinger_id: now})
+                pipe.hset(keys.pinger(pinger_id), mapping=info)
+                pipe.expire(keys.pinger(pinger_id), 120)
+                await pipe.execute()
+
+    async def remove_pinger(self, pinger_id: str) -> None:
+        async with _translated("remove the pinger heartbeat"):
+            await self.redis.zrem(keys.pingers(), pinger_id)
+            await self.redis.delete(keys.pinger(pinger_id))
+
+
+def _same(record: DeviceRecord, inp: DeviceInput, vault: Vault) -> bool:
+    try:
+        password_same = vault.decrypt(record.password_token) == inp.user_pw
+    except StoreError:
+        return False  # unreadable under the current key: rewrite it
+    return password_same and (record.user_email, record.protocol, record.address, record.active) == (
+        inp.user_email,
+        inp.protocol,
+        inp.address,
+        inp.active,
+    )
+
+
+def _queue_update(pipe: aioredis.client.Pipeline, u: PollUpdate) -> None:
+    key = keys.device(u.cloud_id)
+    fields: dict[str, str] = {"consecutive_failures": str(u.consecutive_failures)}
+    if u.last_error is not None:
+        fields["last_error"] = u.last_error
+    if u.last_success_at is not None:
+        fields["last_success_at"] = repr(u.last_success_at)
+    if u.last_timestamp is not None:
+        fields["last_timestamp"] = repr(u.last_timestamp)
+    if u.last_reading is not None:
+        fields["last_reading"] = u.last_reading
+    pipe.hset(key, mapping=fields)
+    if u.events:
+        pipe.hincrby(key, "total_events_logged", u.events)
+    if u.first_timestamp is not None:
+        pipe.hsetnx(key, "first_timestamp", repr(u.first_timestamp))

@@ -1,0 +1,51 @@
+"""Operators' direct path into the registry: a users file, one JSON object per line."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from app.credentials import Vault
+from app.devices import DeviceInput
+from app.errors import ValidationError
+from app.store import Store
+
+
+@dataclass
+class ImportReport:
+    """Counts by outcome and one message per bad line, by line number."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    problems: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.problems)
+
+
+def parse_line(raw: bytes) -> DeviceInput:
+    """One users-file line → a validated DeviceInput, or ValidationError saying what is wrong."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValidationError("not valid JSON (each line must be one JSON object).") from None
+    return DeviceInput.from_mapping(data)
+
+
+async def import_users(path: Path, store: Store, vault: Vault) -> ImportReport:
+    """Create or update every valid line; bad lines are reported and skipped; safe to re-run."""
+    report = ImportReport()
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                inp = parse_line(raw)
+            except ValidationError as exc:
+                report.problems.append((number, str(exc)))
+                continue
+            report.counts[await store.save_device(inp, vault)] += 1
+    return report
