@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,17 +77,52 @@ def pinger(interval_s: float | None) -> None:
 @click.option("--port", default=9445, show_default=True, help="Port to serve the relay protocol on.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--seed", default=1, show_default=True, help="Same seed, same fleet and readings.")
-@click.option("--reading-interval-s", default=8.0, show_default=True, help="How often each meter makes a new reading.")
-@click.option("--fault", "faults", multiple=True, metavar="SPEC",
-              help="KIND[=VALUE][@TARGET]: e.g. timeout@10%, http_503@00ab12, latency_ms=300. Repeatable.")
+@click.option(
+    "--reading-interval-s",
+    default=8.0,
+    show_default=True,
+    help="How often each meter makes a new reading.",
+)
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="SPEC",
+    help="KIND[=VALUE][@TARGET]: e.g. timeout@10%, http_503@00ab12, latency_ms=300. Repeatable.",
+)
 @click.option("--record", is_flag=True, help="Keep every distinct reading served (GET /control/served).")
-@click.option("--record-file", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also append every distinct reading served to this JSON-lines file.")
-@click.option("--export-users", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the fleet as a users file for `rainforest users import` and exit.")
-@click.option("--timeout-hold-s", default=30.0, show_default=True, help="How long a 'timeout' fault holds a request.")
-def sim(devices: int, port: int, host: str, seed: int, reading_interval_s: float, faults: tuple[str, ...],
-        record: bool, record_file: Path | None, export_users: Path | None, timeout_hold_s: float) -> None:
+@click.option(
+    "--record-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also append every distinct reading served to this JSON-lines file.",
+)
+@click.option(
+    "--export-users",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the fleet as a users file for `rainforest users import` and exit.",
+)
+@click.option(
+    "--time-offset-s", default=0.0, help="Shift the simulated clock (e.g. to local noon for solar homes)."
+)
+@click.option(
+    "--timeout-hold-s",
+    default=30.0,
+    show_default=True,
+    help="How long a 'timeout' fault holds a request.",
+)
+def sim(
+    devices: int,
+    port: int,
+    host: str,
+    seed: int,
+    reading_interval_s: float,
+    faults: tuple[str, ...],
+    record: bool,
+    record_file: Path | None,
+    export_users: Path | None,
+    time_offset_s: float,
+    timeout_hold_s: float,
+) -> None:
     """Serve a simulated EAGLE fleet over the cloud-relay protocol (plus /control/ endpoints)."""
     from aiohttp import web
 
@@ -103,7 +139,15 @@ def sim(devices: int, port: int, host: str, seed: int, reading_interval_s: float
         return
     settings = _settings()
     logs.setup("sim", settings)
-    simulator = Simulator(fleet, seed, reading_interval_s, record, record_file, timeout_hold_s)
+    simulator = Simulator(
+        fleet,
+        seed,
+        reading_interval_s,
+        record,
+        record_file,
+        timeout_hold_s,
+        clock=lambda: time.time() + time_offset_s,
+    )
     try:
         for spec in faults:
             simulator.faults.apply_spec(spec, fleet)
@@ -151,14 +195,20 @@ def users_import(file: Path) -> None:
     for number, message in report.problems:
         click.echo(f"{file}:{number}: {message}", err=True)
     c = report.counts
-    click.echo(f"created {c['created']}, updated {c['updated']}, unchanged {c['unchanged']}, failed {report.failed}")
+    click.echo(
+        f"created {c['created']}, updated {c['updated']}, unchanged {c['unchanged']}, failed {report.failed}"
+    )
     if report.failed:
         sys.exit(1)
 
 
 @users.command("list")
 @click.option("--active/--inactive", default=None, help="Only active (or only inactive) devices.")
-@click.option("--status", type=click.Choice(["ok", "failing", "never"]), help="Only devices in this poll status.")
+@click.option(
+    "--status",
+    type=click.Choice(["ok", "failing", "never"]),
+    help="Only devices in this poll status.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
 def users_list(active: bool | None, status: str | None, as_json: bool) -> None:
     """Print the fleet with each device's poll status and counters (passwords never shown)."""
@@ -184,7 +234,10 @@ def users_list(active: bool | None, status: str | None, as_json: bool) -> None:
         for r in records:
             click.echo(orjson.dumps(r.public()).decode())
         return
-    click.echo(f"{'cloud_id':<8} {'active':<6} {'status':<7} {'events':>8}  {'failures':>8}  {'email':<32} last_error")
+    click.echo(
+        f"{'cloud_id':<8} {'active':<6} {'status':<7} {'events':>8}  {'failures':>8}  "
+        f"{'email':<32} last_error"
+    )
     for r in records:
         click.echo(
             f"{r.cloud_id:<8} {'yes' if r.active else 'no':<6} {r.status:<7} {r.total_events_logged:>8}  "
@@ -199,3 +252,6 @@ def _vault(settings: Settings) -> Vault:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
+
+if __name__ == "__main__":
+    main()

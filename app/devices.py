@@ -45,22 +45,35 @@ class DeviceInput:
             raise ValidationError("expected a JSON object with cloud_id, user_email and user_pw.")
         unknown = sorted(set(data) - INPUT_FIELDS)
         if unknown:
-            raise ValidationError(f"unknown field {unknown[0]!r}; allowed: {', '.join(sorted(INPUT_FIELDS))}.", field=unknown[0])
+            raise ValidationError(
+                f"unknown field {unknown[0]!r}; allowed: {', '.join(sorted(INPUT_FIELDS))}.",
+                field=unknown[0],
+            )
         cid = normalize_cloud_id(cloud_id if cloud_id is not None else data.get("cloud_id"))
         if cloud_id is not None and "cloud_id" in data and normalize_cloud_id(data["cloud_id"]) != cid:
             raise ValidationError("cloud_id in the body differs from the one in the URL.", field="cloud_id")
         email = data.get("user_email")
         if not isinstance(email, str) or not EMAIL_RE.match(email.strip()):
-            raise ValidationError("user_email must be an email address such as me@example.com.", field="user_email")
+            raise ValidationError(
+                "user_email must be an email address such as me@example.com.", field="user_email"
+            )
         password = data.get("user_pw")
         if not isinstance(password, str) or not password:
-            raise ValidationError("user_pw must be a non-empty string (the gateway account password).", field="user_pw")
+            raise ValidationError(
+                "user_pw must be a non-empty string (the gateway account password).",
+                field="user_pw",
+            )
         protocol = data.get("protocol", DEFAULT_PROTOCOL)
         if protocol not in PROTOCOLS:
-            raise ValidationError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}.", field="protocol")
+            raise ValidationError(
+                f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}.",
+                field="protocol",
+            )
         address = data.get("address", "")
         if not isinstance(address, str):
-            raise ValidationError("address must be a string (host or URL of a local gateway).", field="address")
+            raise ValidationError(
+                "address must be a string (host or URL of a local gateway).", field="address"
+            )
         active = data.get("active", True)
         if not isinstance(active, bool):
             raise ValidationError("active must be true or false.", field="active")

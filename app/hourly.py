@@ -11,6 +11,7 @@ hour's files are fsynced once, so rotate ships durable data.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -86,14 +87,15 @@ class HourlyWriter:
 
     def append(self, cloud_id: str, polled_at: float, line: bytes) -> Path:
         """Write one newline-terminated line to the file for its hour; all or nothing."""
-        path = self.path_for(cloud_id, polled_at)
         try:
+            path = self.path_for(cloud_id, polled_at)
             fd = self._fd(path)
             size = os.fstat(fd).st_size
             _write_all(fd, line, size)
         except OSError as exc:
-            self._drop(path)
-            raise WriteError(f"cannot append to {path}: {exc.strerror or exc}") from exc
+            where = reading_path(self.logs_dir, self.prefix, cloud_id, hour_key(polled_at))
+            self._drop(where)
+            raise WriteError(f"cannot append to {where}: {exc.strerror or exc}") from exc
         self._written.setdefault(hour_key(polled_at), set()).add(path)
         return path
 
@@ -102,8 +104,9 @@ class HourlyWriter:
         for at in (now, now - 3600):
             path = reading_path(self.logs_dir, self.prefix, cloud_id, hour_key(at))
             record = _last_record(path)
-            if record is not None and isinstance(record.get("TimeStamp"), int):
-                return int(record["TimeStamp"])  # type: ignore[arg-type]
+            stamp = record.get("TimeStamp") if record is not None else None
+            if isinstance(stamp, int):
+                return stamp
         return None
 
     def close_hours_before(self, now: float) -> list[Path]:
@@ -140,7 +143,7 @@ class HourlyWriter:
         while len(self._fds) >= self.max_open:
             _, old = self._fds.popitem(last=False)
             os.close(old)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         if path not in self._checked:
             self._repair_tail(fd, path)
             self._checked.add(path)
@@ -176,10 +179,8 @@ def _write_all(fd: int, line: bytes, size_before: int) -> None:
             view = view[written:]
     except OSError:
         # Undo a short write (ENOSPC mid-line) so the file never ends in half a reading.
-        try:
+        with contextlib.suppress(OSError):
             os.ftruncate(fd, size_before)
-        except OSError:
-            pass
         raise
 
 

@@ -28,7 +28,7 @@ def run(build: Callable[[], Service]) -> None:
     try:
         import uvloop
 
-        factory = uvloop.new_event_loop
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
         factory = asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:

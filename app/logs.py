@@ -15,7 +15,11 @@ from app.settings import Settings
 
 MAX_BYTES = 20 * 1024 * 1024
 BACKUPS = 5
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 class ReadableFormatter(logging.Formatter):
@@ -46,7 +50,9 @@ def setup(process: str, settings: Settings, *, to_file: bool = True) -> Path | N
     folder = settings.process_logs_dir / process
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{process}.log"
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
+    handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
+    )
     handler.setFormatter(
         JsonFormatter(
             "%(levelname)s %(name)s %(message)s",

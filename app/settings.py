@@ -50,7 +50,9 @@ class Settings:
 
     def _validate(self) -> None:
         if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
-            raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix://, got {self.redis_url!r}.")
+            raise ConfigError(
+                f"REDIS_URL must start with redis://, rediss:// or unix://, got {self.redis_url!r}."
+            )
         if urlsplit(self.eagle_cloud_url).scheme not in ("http", "https"):
             raise ConfigError(f"EAGLE_CLOUD_URL must be an http(s) URL, got {self.eagle_cloud_url!r}.")
         if urlsplit(self.archive_url).scheme not in ("file", "s3"):
@@ -80,7 +82,7 @@ class Settings:
         values.update(changes)
         if "data_dir" in changes and "archive_url" not in changes:
             values["archive_url"] = ""
-        return Settings(**values)  # type: ignore[arg-type]
+        return Settings(**values)
 
     @classmethod
     def from_env(

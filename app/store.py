@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -98,17 +99,16 @@ class Store:
             "address": inp.address,
             "active": "1" if inp.active else "0",
         }
-        async with _translated(f"save device {inp.cloud_id}"):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hsetnx(key, "created_at", repr(now))
-                pipe.hset(key, mapping=fields)
-                pipe.sadd(keys.devices_all(), inp.cloud_id)
-                if inp.active:
-                    pipe.sadd(keys.devices_active(), inp.cloud_id)
-                else:
-                    pipe.srem(keys.devices_active(), inp.cloud_id)
-                pipe.publish(keys.devices_changed(), inp.cloud_id)
-                created, *_ = await pipe.execute()
+        async with _translated(f"save device {inp.cloud_id}"), self.redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(key, "created_at", repr(now))
+            pipe.hset(key, mapping=cast(dict[Any, Any], fields))
+            pipe.sadd(keys.devices_all(), inp.cloud_id)
+            if inp.active:
+                pipe.sadd(keys.devices_active(), inp.cloud_id)
+            else:
+                pipe.srem(keys.devices_active(), inp.cloud_id)
+            pipe.publish(keys.devices_changed(), inp.cloud_id)
+            created, *_ = await pipe.execute()
         return bool(created)
 
     async def save_device(self, inp: DeviceInput, vault: Vault) -> str:
@@ -134,16 +134,16 @@ class Store:
 
     async def get_device(self, cloud_id: str) -> DeviceRecord | None:
         async with _translated(f"read device {cloud_id}"):
-            h = await self.redis.hgetall(keys.device(cloud_id))
+            h = cast(dict[str, str], await self.redis.hgetall(keys.device(cloud_id)))
         return DeviceRecord.from_hash(h) if h else None
 
     async def active_ids(self) -> set[str]:
         async with _translated("list active devices"):
-            return set(await self.redis.smembers(keys.devices_active()))
+            return cast(set[str], await self.redis.smembers(keys.devices_active()))
 
     async def all_ids(self) -> list[str]:
         async with _translated("list devices"):
-            return sorted(await self.redis.smembers(keys.devices_all()))
+            return sorted(cast(set[str], await self.redis.smembers(keys.devices_all())))
 
     async def load_devices(self, cloud_ids: Iterable[str]) -> list[DeviceRecord]:
         """Records for many devices, fetched in pipelined chunks; unknown ids are skipped."""
@@ -184,7 +184,7 @@ class Store:
     async def latest_reading(self, cloud_id: str) -> str | None:
         """The last logged reading of a device as its JSON line, or None."""
         async with _translated(f"read the latest reading of {cloud_id}"):
-            value = await self.redis.hget(keys.device(cloud_id), "last_reading")
+            value = cast(str | None, await self.redis.hget(keys.device(cloud_id), "last_reading"))
         return value if value else None
 
     # --- the pinger's batched writes ---------------------------------------------------------
@@ -209,19 +209,16 @@ class Store:
                     if message is not None and message.get("type") == "message":
                         yield str(message["data"])
         finally:
-            try:
-                await pubsub.aclose()
-            except (RedisError, OSError):
-                pass
+            with suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def heartbeat(self, pinger_id: str, info: dict[str, str], now: float) -> None:
         """Announce a live pinger (the basis for sharing a fleet between pingers)."""
-        async with _translated("send the pinger heartbeat"):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zadd(keys.pingers(), {pinger_id: now})
-                pipe.hset(keys.pinger(pinger_id), mapping=info)
-                pipe.expire(keys.pinger(pinger_id), 120)
-                await pipe.execute()
+        async with _translated("send the pinger heartbeat"), self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(keys.pingers(), {pinger_id: now})
+            pipe.hset(keys.pinger(pinger_id), mapping=cast(dict[Any, Any], info))
+            pipe.expire(keys.pinger(pinger_id), 120)
+            await pipe.execute()
 
     async def remove_pinger(self, pinger_id: str) -> None:
         async with _translated("remove the pinger heartbeat"):
@@ -234,7 +231,12 @@ def _same(record: DeviceRecord, inp: DeviceInput, vault: Vault) -> bool:
         password_same = vault.decrypt(record.password_token) == inp.user_pw
     except StoreError:
         return False  # unreadable under the current key: rewrite it
-    return password_same and (record.user_email, record.protocol, record.address, record.active) == (
+    return password_same and (
+        record.user_email,
+        record.protocol,
+        record.address,
+        record.active,
+    ) == (
         inp.user_email,
         inp.protocol,
         inp.address,
@@ -253,7 +255,7 @@ def _queue_update(pipe: aioredis.client.Pipeline, u: PollUpdate) -> None:
         fields["last_timestamp"] = repr(u.last_timestamp)
     if u.last_reading is not None:
         fields["last_reading"] = u.last_reading
-    pipe.hset(key, mapping=fields)
+    pipe.hset(key, mapping=cast(dict[Any, Any], fields))
     if u.events:
         pipe.hincrby(key, "total_events_logged", u.events)
     if u.first_timestamp is not None:

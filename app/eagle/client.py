@@ -6,7 +6,6 @@ the mapping of aiohttp's exceptions to DeviceError kinds live there and nowhere 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -51,7 +50,7 @@ def new_session(max_connections: int, tls_verify: bool = True) -> aiohttp.Client
     connector = aiohttp.TCPConnector(
         limit=max_connections,
         limit_per_host=max_connections,
-        ssl=None if tls_verify else False,
+        ssl=tls_verify,
         keepalive_timeout=30,
         ttl_dns_cache=300,
     )
@@ -83,7 +82,7 @@ class EagleCloudClient:
         except DeviceError as exc:
             exc.cloud_id = creds.cloud_id
             raise
-        except (asyncio.TimeoutError, TimeoutError) as exc:
+        except TimeoutError as exc:
             raise DeviceTimeout("no reply within the timeout", cloud_id=creds.cloud_id) from exc
         except aiohttp.ClientError as exc:
             reason = str(exc) or type(exc).__name__

@@ -15,12 +15,6 @@ import orjson
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-from app.errors import (
-    DeviceAuthError,
-    DeviceBadReply,
-    DeviceReplyError,
-    DeviceUnavailable,
-)
 from app.eagle.readings import (
     NO_PRICE,
     DemandReading,
@@ -29,6 +23,12 @@ from app.eagle.readings import (
     SummationReading,
     hex_int,
     signed_hex,
+)
+from app.errors import (
+    DeviceAuthError,
+    DeviceBadReply,
+    DeviceReplyError,
+    DeviceUnavailable,
 )
 
 MAX_REPLY_BYTES = 64 * 1024
@@ -200,6 +200,4 @@ def parse_network_info(body: bytes) -> NetworkInfo:
     """NetworkInfo reply → NetworkInfo (identity strings as sent)."""
     root, f = parse_document(body)
     named = {name: f[name.lower()] for name in _NETWORK_FIELDS if name.lower() in f}
-    return _expect(
-        root, f, "NetworkInfo", lambda: NetworkInfo(_hex(f, "DeviceMacId"), named)
-    )
+    return _expect(root, f, "NetworkInfo", lambda: NetworkInfo(_hex(f, "DeviceMacId"), named))

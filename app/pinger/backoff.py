@@ -15,7 +15,9 @@ class Backoff:
     `max_s`, with jitter so a fleet that failed together does not retry together.
     """
 
-    def __init__(self, interval_s: float, max_s: float, auth_s: float, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, interval_s: float, max_s: float, auth_s: float, rng: random.Random | None = None
+    ) -> None:
         self.interval_s = interval_s
         self.max_s = max(max_s, interval_s)
         self.auth_s = auth_s
@@ -28,4 +30,4 @@ class Backoff:
         if failures <= 1:
             return 0.0
         ceiling = min(self.max_s, self.interval_s * 2 ** (failures - 1))
-        return ceiling / 2 + self._rng.random() * ceiling / 2
+        return float(ceiling / 2 + self._rng.random() * ceiling / 2)

@@ -73,7 +73,10 @@ class FleetView:
         self.devices = fresh
         self._reschedule()
         if added or removed:
-            log.info("fleet resynced", extra={"devices": len(fresh), "added": len(added), "removed": len(removed)})
+            log.info(
+                "fleet resynced",
+                extra={"devices": len(fresh), "added": len(added), "removed": len(removed)},
+            )
 
     async def refresh(self, cloud_ids: Iterable[str]) -> None:
         """Apply published changes to a few devices (added, updated, deactivated)."""
@@ -99,7 +102,10 @@ class FleetView:
         try:
             creds = Credentials(record.cloud_id, record.user_email, self.vault.decrypt(record.password_token))
         except StoreError as exc:
-            log.error("device credentials unreadable", extra={"cloud_id": record.cloud_id, "reason": str(exc)})
+            log.error(
+                "device credentials unreadable",
+                extra={"cloud_id": record.cloud_id, "reason": str(exc)},
+            )
             return None
         old = self.devices.get(record.cloud_id)
         if old is not None:

@@ -95,7 +95,10 @@ class WriteBacklog:
         try:
             self.writer.append(item.cloud_id, item.polled_at, item.line)
         except WriteError as exc:
-            log.error("reading held in memory: append failed", extra={"cloud_id": item.cloud_id, "reason": str(exc)})
+            log.error(
+                "reading held in memory: append failed",
+                extra={"cloud_id": item.cloud_id, "reason": str(exc)},
+            )
             self.items.append(item)
             return False
         self.ledger.add(item.update)

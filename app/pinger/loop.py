@@ -9,6 +9,7 @@ the interval keep a slow or dead device from delaying any other.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -134,7 +135,9 @@ class Pinger:
             await asyncio.gather(*tasks)
         stats.duration_s = loop.time() - started
         await self.ledger.flush(self.clock())
-        self.totals.update(ok=stats.ok, new_readings=stats.new_readings, failed=stats.failed, skipped=stats.skipped)
+        self.totals.update(
+            ok=stats.ok, new_readings=stats.new_readings, failed=stats.failed, skipped=stats.skipped
+        )
         log.info("poll cycle", extra=stats.summary())
         return stats
 
@@ -165,7 +168,10 @@ class Pinger:
         polled_at = self.clock()
         stats.ok += 1
         if state.consecutive_failures:
-            log.info("device recovered", extra={"cloud_id": cid, "after_failures": state.consecutive_failures})
+            log.info(
+                "device recovered",
+                extra={"cloud_id": cid, "after_failures": state.consecutive_failures},
+            )
         state.consecutive_failures = 0
         state.retry_at = 0.0
         state.last_error_kind = ""
@@ -222,8 +228,14 @@ class Pinger:
             except StoreError as exc:
                 log.error("cannot load the fleet yet; retrying", extra={"reason": str(exc)})
                 await self._sleep(2.0)
-        log.info("pinger started", extra={"pinger_id": self.pinger_id, "devices": len(self.fleet.devices),
-                                          "interval_s": self.interval_s})
+        log.info(
+            "pinger started",
+            extra={
+                "pinger_id": self.pinger_id,
+                "devices": len(self.fleet.devices),
+                "interval_s": self.interval_s,
+            },
+        )
         self._background = [
             asyncio.create_task(self._follow_changes()),
             asyncio.create_task(self._resync_every()),
@@ -241,7 +253,10 @@ class Pinger:
                     break
                 now = self.clock()
                 if now - cycle_start >= self.interval_s:
-                    log.warning("pinger fell behind: cycles skipped", extra={"behind_s": round(now - cycle_start, 2)})
+                    log.warning(
+                        "pinger fell behind: cycles skipped",
+                        extra={"behind_s": round(now - cycle_start, 2)},
+                    )
                     cycle_start = next_cycle_start(now, self.interval_s)
                     continue
                 self._close_past_hours(now)
@@ -263,33 +278,32 @@ class Pinger:
         self.backlog.retry()
         await self.ledger.flush(self.clock())
         await asyncio.to_thread(HourlyWriter.sync, self.writer.close())
-        try:
+        with contextlib.suppress(StoreError):
             await self.store.remove_pinger(self.pinger_id)
-        except StoreError:
-            pass
         await self.store.close()
         await self.session.close()
         log.info(
             "pinger stopped",
-            extra={**self.totals, "held_readings": len(self.backlog.items),
-                   "held_counter_updates": len(self.ledger.pending)},
+            extra={
+                **self.totals,
+                "held_readings": len(self.backlog.items),
+                "held_counter_updates": len(self.ledger.pending),
+            },
         )
 
     def _close_past_hours(self, now: float) -> None:
         paths = self.writer.close_hours_before(now)
         if paths:
             task = asyncio.create_task(asyncio.to_thread(HourlyWriter.sync, paths))
-            self._background.append(task)  # type: ignore[arg-type]
+            self._background.append(task)
             log.info("hour closed", extra={"files": len(paths)})
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early when a stop is requested."""
         if seconds <= 0:
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
-        except TimeoutError:
-            pass
 
     async def _follow_changes(self) -> None:
         """Apply published device changes; after a dropped subscription, resync in full."""
@@ -300,10 +314,8 @@ class Pinger:
             except StoreError as exc:
                 log.warning("device change feed lost; reconnecting", extra={"reason": str(exc)})
                 await self._sleep(1.0)
-                try:
+                with contextlib.suppress(StoreError):
                     await self.fleet.resync()
-                except StoreError:
-                    pass
 
     async def _resync_every(self) -> None:
         while not self._stop.is_set():
@@ -311,15 +323,20 @@ class Pinger:
             try:
                 await self.fleet.resync()
             except StoreError as exc:
-                log.warning("fleet resync failed; polling the devices already known", extra={"reason": str(exc)})
+                log.warning(
+                    "fleet resync failed; polling the devices already known",
+                    extra={"reason": str(exc)},
+                )
 
     async def _heartbeat_every(self) -> None:
-        info = {"host": socket.gethostname(), "pid": str(os.getpid()), "started_at": repr(self.clock())}
+        info = {
+            "host": socket.gethostname(),
+            "pid": str(os.getpid()),
+            "started_at": repr(self.clock()),
+        }
         while not self._stop.is_set():
-            try:
+            with contextlib.suppress(StoreError):  # the ledger already reports Redis outages
                 await self.store.heartbeat(
                     self.pinger_id, {**info, "devices": str(len(self.fleet.devices))}, self.clock()
                 )
-            except StoreError:
-                pass  # the ledger already reports Redis outages
             await self._sleep(HEARTBEAT_S)

@@ -28,7 +28,7 @@ class Fault:
     @classmethod
     def from_json(cls, data: object) -> Fault:
         if not isinstance(data, dict):
-            raise ValidationError("a fault is an object such as {\"error\": \"timeout\", \"rate\": 0.5}.")
+            raise ValidationError('a fault is an object such as {"error": "timeout", "rate": 0.5}.')
         unknown = set(data) - {"error", "latency_ms", "rate"}
         if unknown:
             raise ValidationError(f"unknown fault field {sorted(unknown)[0]!r}; use error, latency_ms, rate.")
@@ -65,7 +65,7 @@ class FaultBook:
     def replace(self, data: object) -> None:
         """Set everything from `{"fleet": {...} | null, "devices": {cid: {...}}}`."""
         if not isinstance(data, dict) or set(data) - {"fleet", "devices"}:
-            raise ValidationError("faults are {\"fleet\": FAULT or null, \"devices\": {cloud_id: FAULT}}.")
+            raise ValidationError('faults are {"fleet": FAULT or null, "devices": {cloud_id: FAULT}}.')
         fleet = data.get("fleet")
         devices = data.get("devices") or {}
         if not isinstance(devices, dict):

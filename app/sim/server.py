@@ -1,11 +1,11 @@
 """The simulator's HTTP server: the relay endpoint plus a small control API.
 
-    POST /cgi-bin/post_manager     the EAGLE-100 REST protocol (Cloud-ID / User / Password)
-    GET|PUT|DELETE /control/faults  show, replace or clear faults
-    GET  /control/users.jl          the fleet as a users file for `rainforest users import`
-    GET  /control/served            every distinct reading served so far (when recording)
-    GET  /control/stats             request counts by outcome
-    GET  /healthz
+POST /cgi-bin/post_manager     the EAGLE-100 REST protocol (Cloud-ID / User / Password)
+GET|PUT|DELETE /control/faults  show, replace or clear faults
+GET  /control/users.jl          the fleet as a users file for `rainforest users import`
+GET  /control/served            every distinct reading served so far (when recording)
+GET  /control/stats             request counts by outcome
+GET  /healthz
 """
 
 from __future__ import annotations
@@ -66,7 +66,11 @@ class Simulator:
             return
         self._last_served[device.cloud_id] = reading.timestamp
         line = orjson.dumps(
-            {"cloud_id": device.cloud_id, "TimeStamp": reading.timestamp, "demand_w": reading.demand_w}
+            {
+                "cloud_id": device.cloud_id,
+                "TimeStamp": reading.timestamp,
+                "demand_w": reading.demand_w,
+            }
         )
         self.served.append(line)
         if self._record_out:
@@ -164,10 +168,15 @@ class Simulator:
     async def served_readings(self, request: web.Request) -> web.Response:
         if not self.recording:
             return web.json_response(
-                {"error": "not_recording", "message": "start the simulator with --record to keep served readings."},
+                {
+                    "error": "not_recording",
+                    "message": "start the simulator with --record to keep served readings.",
+                },
                 status=409,
             )
-        return web.Response(body=b"".join(line + b"\n" for line in self.served), content_type="application/x-ndjson")
+        return web.Response(
+            body=b"".join(line + b"\n" for line in self.served), content_type="application/x-ndjson"
+        )
 
     async def get_stats(self, request: web.Request) -> web.Response:
         return web.json_response({"devices": len(self.fleet), **self.stats})

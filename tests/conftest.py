@@ -1,0 +1,198 @@
+"""Fixtures that start real servers on free ports: redis-server and the project's simulator."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pytest
+import redis as syncredis
+from cryptography.fernet import Fernet
+
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@dataclass
+class RedisServer:
+    """A private redis-server with append-only persistence, restartable on the same port."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        redis_bin = shutil.which("redis-server")
+        if redis_bin is None:
+            pytest.fail("redis-server is not installed: run `make test`, which installs it.")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [redis_bin, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_until(self.ping, what=f"redis-server on port {self.port}")
+
+    def ping(self) -> bool:
+        try:
+            return bool(syncredis.Redis(port=self.port, socket_connect_timeout=0.2).ping())
+        except syncredis.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def client(self) -> syncredis.Redis:
+        return syncredis.Redis(port=self.port, decode_responses=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The shared test Redis, emptied for each test."""
+    redis_server.client().flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, for tests that stop and restart it."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Sim:
+    """A running `rainforest sim` subprocess and helpers for its control API."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    devices: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/cgi-bin/post_manager"
+
+    def get(self, path: str) -> bytes:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as resp:
+            return bytes(resp.read())
+
+    def set_faults(self, faults: dict[str, object]) -> None:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/control/faults", data=orjson.dumps(faults), method="PUT"
+        )
+        urllib.request.urlopen(req, timeout=5).read()
+
+    def users(self) -> list[dict[str, object]]:
+        return [orjson.loads(line) for line in self.get("/control/users.jl").splitlines()]
+
+    def served(self) -> list[dict[str, object]]:
+        return [orjson.loads(line) for line in self.get("/control/served").splitlines()]
+
+
+def start_sim_process(devices: int, *args: str) -> Sim:
+    port = free_port()
+    cmd = [sys.executable, "-m", "app.cli", "sim", "--devices", str(devices), "--port", str(port), *args]
+    workdir = Path(tempfile.mkdtemp(prefix="rf-sim-"))
+    env = {**os.environ, "DATA_DIR": str(workdir)}
+    with (workdir / "stderr.log").open("wb") as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    sim = Sim(port, proc, devices)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"simulator exited: {(workdir / 'stderr.log').read_text()}")
+        try:
+            sim.get("/healthz")
+            return True
+        except OSError:
+            return False
+
+    wait_until(up, what="the simulator")
+    return sim
+
+
+@pytest.fixture
+def start_sim() -> Iterator[Callable[..., Sim]]:
+    """Factory: start_sim(devices, *extra_cli_args) → a running simulator, stopped afterwards."""
+    started: list[Sim] = []
+
+    def start(devices: int = 20, *args: str) -> Sim:
+        sim = start_sim_process(devices, "--seed", "7", "--reading-interval-s", "1", "--record", *args)
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.proc.terminate()
+        sim.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def secret_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, secret_key: str) -> Callable[..., Settings]:
+    """Settings for a test: its own DATA_DIR, short intervals, the given Redis and relay URL."""
+
+    def make(redis_url: str, eagle_cloud_url: str = "http://127.0.0.1:9/none", **kw: object) -> Settings:
+        values: dict[str, object] = {
+            "redis_url": redis_url,
+            "eagle_cloud_url": eagle_cloud_url,
+            "data_dir": tmp_path / "data",
+            "poll_interval_s": 0.5,
+            "poll_timeout_s": 0.4,
+            "resync_interval_s": 2.0,
+            "secret_key": secret_key,
+            "log_level": "INFO",
+        }
+        values.update(kw)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return make

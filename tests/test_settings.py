@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.credentials import Vault, new_key
+from app.errors import ConfigError, StoreError
+from app.settings import RAINFOREST_RELAY_URL, Settings
+
+
+def test_defaults_follow_the_design(tmp_path: Path) -> None:
+    s = Settings.from_env({}, dotenv_path=None)
+    assert s.poll_interval_s == 6 and s.data_dir == Path("data")
+    assert s.eagle_cloud_url == RAINFOREST_RELAY_URL
+    assert s.archive_url.startswith("file://") and s.archive_url.endswith("/data/archive")
+    assert s.poll_timeout_s == pytest.approx(4.8)
+
+
+def test_environment_overrides_dotenv(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("POLL_INTERVAL_S=10\nLOG_LEVEL=DEBUG\n")
+    s = Settings.from_env({"POLL_INTERVAL_S": "3"}, dotenv_path=dotenv)
+    assert s.poll_interval_s == 3.0 and s.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [({"POLL_INTERVAL_S": "fast"}, "POLL_INTERVAL_S"), ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
+     ({"ARCHIVE_URL": "ftp://x"}, "ARCHIVE_URL"), ({"EAGLE_TLS_VERIFY": "maybe"}, "EAGLE_TLS_VERIFY"),
+     ({"POLL_INTERVAL_S": "2", "POLL_TIMEOUT_S": "3"}, "POLL_TIMEOUT_S")],
+)  # fmt: skip
+def test_malformed_settings_stop_with_one_line_naming_them(env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named) as info:
+        Settings.from_env(env, dotenv_path=None)
+    assert "\n" not in str(info.value)
+
+
+def test_secret_key_is_masked_in_repr() -> None:
+    key = new_key()
+    s = Settings.from_env({"SECRET_KEY": key}, dotenv_path=None)
+    assert key not in repr(s) and s.secret_key == key
+
+
+def test_vault_round_trip_rotation_and_clear_errors() -> None:
+    old, new = new_key(), new_key()
+    token = Vault(old).encrypt("hunter2")
+    assert "hunter2" not in token
+    assert Vault(f"{new},{old}").decrypt(token) == "hunter2"
+    with pytest.raises(StoreError, match="SECRET_KEY"):
+        Vault(new).decrypt(token)
+    with pytest.raises(ConfigError, match="SECRET_KEY is not set"):
+        Vault("")
+    with pytest.raises(ConfigError, match="not a valid Fernet key"):
+        Vault("plaintext123")
