@@ -100,10 +100,16 @@ class HourlyWriter:
         return path
 
     def last_timestamp(self, cloud_id: str, now: float) -> int | None:
-        """TimeStamp of the last complete line written for a device this hour or the last."""
+        """TimeStamp of the last complete line written for a device this hour or the last.
+
+        Raises WriteError when a file exists but cannot be read (the answer is unknown).
+        """
         for at in (now, now - 3600):
             path = reading_path(self.logs_dir, self.prefix, cloud_id, hour_key(at))
-            record = _last_record(path)
+            try:
+                record = _last_record(path)
+            except OSError as exc:
+                raise WriteError(f"cannot read {path}: {exc.strerror or exc}") from exc
             stamp = record.get("TimeStamp") if record is not None else None
             if isinstance(stamp, int):
                 return stamp
@@ -191,7 +197,7 @@ def _last_record(path: Path) -> dict[str, object] | None:
             size = f.tell()
             f.seek(max(0, size - TAIL_BYTES))
             tail = f.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     for raw in _complete_lines_backwards(tail):
         try:

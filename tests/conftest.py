@@ -140,7 +140,7 @@ def start_sim_process(devices: int, *args: str) -> Sim:
     workdir = Path(tempfile.mkdtemp(prefix="rf-sim-"))
     env = {**os.environ, "DATA_DIR": str(workdir)}
     with (workdir / "stderr.log").open("wb") as err:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=err)
     sim = Sim(port, proc, devices)
 
     def up() -> bool:

@@ -7,12 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
-
 
 def rainforest(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as an operator would, outside the repository so no .env is read."""
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], cwd=ROOT, env={**os.environ, **env},
+        [sys.executable, "-m", "app.cli", *args], cwd=env.get("DATA_DIR", "/"), env={**os.environ, **env},
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
@@ -49,7 +48,10 @@ def test_missing_secret_key_is_one_clear_line(tmp_path: Path, redis_url: str) ->
     users = tmp_path / "users.jl"
     users.write_text('{"cloud_id": "002738", "user_email": "a@example.com", "user_pw": "x"}\n')
     result = rainforest(
-        "users", "import", str(users), env={"REDIS_URL": redis_url, "SECRET_KEY": "", "DATA_DIR": str(tmp_path)}
+        "users",
+        "import",
+        str(users),
+        env={"REDIS_URL": redis_url, "SECRET_KEY": "", "DATA_DIR": str(tmp_path)},
     )
     assert result.returncode == 1
     assert "SECRET_KEY is not set" in result.stderr and "Traceback" not in result.stderr

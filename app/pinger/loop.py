@@ -24,7 +24,7 @@ import orjson
 from app.credentials import Vault
 from app.eagle.client import EagleCloudClient, new_session
 from app.eagle.readings import DemandReading
-from app.errors import DeviceError, StoreError
+from app.errors import DeviceError, StoreError, WriteError
 from app.hourly import HourlyWriter
 from app.pinger.backoff import Backoff
 from app.pinger.fleet import DeviceState, FleetView, Ownership, OwnsAll
@@ -161,6 +161,9 @@ class Pinger:
             self._on_reading(cid, state, reading, stats)
         except DeviceError as exc:
             self._on_failure(cid, state, exc, stats)
+        except Exception as exc:  # a bug must cost one poll of one device, never the cycle
+            log.exception("unexpected error polling a device", extra={"cloud_id": cid})
+            self._on_failure(cid, state, DeviceError(f"internal error: {exc!r}"), stats)
         finally:
             state.in_flight = False
 
@@ -176,11 +179,7 @@ class Pinger:
         state.retry_at = 0.0
         state.last_error_kind = ""
         if not state.recovered:
-            # After a restart the files may be ahead of Redis: never write a reading twice.
-            on_disk = self.writer.last_timestamp(cid, polled_at)
-            if on_disk is not None:
-                state.last_ts = on_disk
-            state.recovered = True
+            self._recover_last_timestamp(cid, state, polled_at)
         if reading.timestamp == state.last_ts:
             self.ledger.add(PollUpdate(cid, last_success_at=polled_at))
             return
@@ -196,6 +195,19 @@ class Pinger:
         )
         if self.backlog.write(Unwritten(cid, polled_at, line + b"\n", update)):
             stats.new_readings += 1
+
+    def _recover_last_timestamp(self, cid: str, state: DeviceState, now: float) -> None:
+        """After a restart the files may be ahead of Redis: never write a reading twice."""
+        try:
+            on_disk = self.writer.last_timestamp(cid, now)
+        except WriteError as exc:
+            log.warning(
+                "cannot check the last reading on disk yet", extra={"cloud_id": cid, "reason": str(exc)}
+            )
+            return  # try again at the next reading; the in-memory timestamp still dedups
+        if on_disk is not None:
+            state.last_ts = on_disk
+        state.recovered = True
 
     def _on_failure(self, cid: str, state: DeviceState, exc: DeviceError, stats: CycleStats) -> None:
         stats.failed += 1

@@ -1,0 +1,256 @@
+"""The pinger end to end: real simulator over HTTP, real redis-server, real files.
+
+The simulator records every distinct reading it served; the files must hold each exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+
+import orjson
+import pytest
+
+from app.credentials import Vault
+from app.devices import DeviceInput
+from app.hourly import hour_key, read_lines
+from app.pinger import Pinger
+from app.settings import Settings
+from app.store import Store
+from tests.conftest import RedisServer, Sim
+
+Key = tuple[str, int]
+
+
+async def register(sim: Sim, settings: Settings, only: list[str] | None = None) -> list[str]:
+    """Put the simulator's users into Redis, as `rainforest users import` would."""
+    store, vault = Store.from_url(settings.redis_url), Vault(settings.secret_key)
+    ids = []
+    for user in sim.users():
+        if only is None or user["cloud_id"] in only:
+            await store.save_device(DeviceInput.from_mapping(user), vault)
+            ids.append(str(user["cloud_id"]))
+    await store.close()
+    return ids
+
+
+async def run_for(pinger: Pinger, seconds: float) -> None:
+    task = asyncio.create_task(pinger.run())
+    await asyncio.sleep(seconds)
+    pinger.request_stop()
+    await asyncio.wait_for(task, 10)
+
+
+def written(settings: Settings) -> dict[Key, list[dict[str, object]]]:
+    """Every line in every hourly file, by (cloud_id, TimeStamp); fails on any partial line."""
+    found: dict[Key, list[dict[str, object]]] = {}
+    for path in settings.logs_dir.glob("????-??-??-??/*.jl"):
+        result = read_lines(path)
+        assert result.partial == 0, f"{path} has a partial or corrupt line"
+        for record in result.records:
+            assert path.parent.name == hour_key(float(record["polled_at"])), "line in the wrong hour"  # type: ignore[arg-type]
+            assert path.name.endswith(f"-{record['cloud_id']}-{path.parent.name}.jl")
+            found.setdefault((str(record["cloud_id"]), int(record["TimeStamp"])), []).append(record)  # type: ignore[call-overload]
+    return found
+
+
+def served(sim: Sim, devices: set[str] | None = None) -> dict[Key, dict[str, object]]:
+    return {
+        (str(r["cloud_id"]), int(r["TimeStamp"])): r  # type: ignore[call-overload]
+        for r in sim.served()
+        if devices is None or r["cloud_id"] in devices
+    }
+
+
+def noon_offset_s() -> float:
+    """Shift the simulator to 19:30 UTC (about noon in its US time zones) so solar homes export."""
+    now = time.time()
+    return (now - now % 86400 + 19.5 * 3600) - now
+
+
+@pytest.fixture
+async def stack(
+    start_sim: Callable[..., Sim], make_settings: Callable[..., Settings], redis_url: str
+) -> AsyncIterator[tuple[Sim, Settings]]:
+    sim = start_sim(200, "--time-offset-s", str(noon_offset_s()))
+    yield sim, make_settings(redis_url, sim.url)
+
+
+async def test_every_served_reading_lands_exactly_once_with_decoded_values(
+    stack: tuple[Sim, Settings],
+) -> None:
+    sim, settings = stack
+    await register(sim, settings)
+    pinger = Pinger.create(settings)
+    await run_for(pinger, 3.5)
+
+    files, truth = written(settings), served(sim)
+    assert truth, "the simulator served nothing"
+    assert files.keys() == truth.keys()
+    assert all(len(lines) == 1 for lines in files.values()), "a reading was written twice"
+    for key, (record,) in files.items():
+        assert record["demand_kw"] == truth[key]["demand_w"] / 1000  # type: ignore[operator]
+        assert record["device_time"] == record["TimeStamp"] + 946684800  # type: ignore[operator]
+        assert record["DeviceMacId"] & 0xFFFFFF == int(key[0], 16)  # type: ignore[operator]
+    assert any(r[0]["demand_kw"] < 0 for r in files.values()), "no exporting (solar) home was seen"  # type: ignore[operator]
+    assert any(cid.startswith("00") for cid, _ in files), "cloud_ids with leading zeros were lost"
+
+    store = Store.from_url(settings.redis_url)
+    per_device = Counter(cid for cid, _ in files)
+    for record in await store.load_devices(per_device):
+        assert record.total_events_logged == per_device[record.cloud_id]
+        assert record.status == "ok" and record.last_success_at is not None
+        last = max(ts for cid, ts in files if cid == record.cloud_id)
+        assert record.last_timestamp == last + 946684800
+    latest = await store.latest_reading(next(iter(per_device)))
+    assert latest is not None and orjson.loads(latest)["cloud_id"] == next(iter(per_device))
+    await store.close()
+
+
+async def test_polls_faster_than_readings_never_duplicate(stack: tuple[Sim, Settings]) -> None:
+    sim, settings = stack
+    await register(sim, settings)
+    pinger = Pinger.create(settings)
+    await pinger.fleet.resync()
+    first = await pinger.poll_once(spread=False)
+    second = await pinger.poll_once(spread=False)  # same second: the meters have nothing new
+    await pinger.close()
+    assert first.ok == second.ok == 200 and first.new_readings > 0
+    assert first.new_readings + second.new_readings == len(written(settings))
+
+
+async def test_a_faulty_quarter_never_delays_the_healthy_and_each_gets_its_status(
+    start_sim: Callable[..., Sim], make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    sim = start_sim(200, "--reading-interval-s", "2", "--timeout-hold-s", "5")
+    settings = make_settings(redis_url, sim.url)
+    ids = [str(u["cloud_id"]) for u in sim.users()]
+    kinds = {"timeout": "timeout", "http_503": "unavailable", "malformed": "bad_reply",
+             "bad_credentials": "auth"}  # fmt: skip
+    faulty: dict[str, str] = {}
+    for n, fault in enumerate(kinds):
+        for cid in ids[150 + 13 * n : 150 + 13 * (n + 1) if n < 3 else 200]:
+            faulty[cid] = fault
+    sim.set_faults({"devices": {cid: {"error": fault} for cid, fault in faulty.items()}})
+    await register(sim, settings)
+    pinger = Pinger.create(settings)
+    await run_for(pinger, 4.5)
+
+    healthy = set(ids) - set(faulty)
+    files, truth = written(settings), served(sim, healthy)
+    assert files.keys() == truth.keys()
+    # Healthy meters were read at every new reading: no gaps in what was served to the pinger.
+    for cid in healthy:
+        stamps = sorted(ts for c, ts in truth if c == cid)
+        assert len(stamps) >= 2 and all(b - a == 2 for a, b in itertools.pairwise(stamps)), cid
+
+    store = Store.from_url(settings.redis_url)
+    for record in await store.load_devices(ids):
+        if record.cloud_id in healthy:
+            assert record.status == "ok" and record.consecutive_failures == 0
+        else:
+            expected = kinds[faulty[record.cloud_id]]
+            assert record.status == "failing", record.cloud_id
+            assert record.last_error.startswith(f"{expected}:"), (record.cloud_id, record.last_error)
+    await store.close()
+    # Refused credentials are not retried for minutes: each such device was asked exactly once.
+    stats = orjson.loads(sim.get("/control/stats"))
+    assert stats["bad_credentials"] == sum(1 for f in faulty.values() if f == "bad_credentials")
+
+
+async def test_crossing_an_hour_boundary_with_an_injected_clock(
+    stack: tuple[Sim, Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    sim, settings = stack
+    await register(sim, settings, only=[str(u["cloud_id"]) for u in sim.users()[:20]])
+    now = time.time()
+    offset = (now - now % 3600 + 3600 - 1.3) - now  # the pinger's clock starts 1.3 s before the hour
+    pinger = Pinger.create(settings, clock=lambda: time.time() + offset)
+    with caplog.at_level(logging.INFO):
+        await run_for(pinger, 3.0)
+    files = written(settings)  # also checks each line sits in its polled_at hour
+    hours = {hour_key(float(lines[0]["polled_at"])) for lines in files.values()}  # type: ignore[arg-type]
+    assert len(hours) == 2, hours
+    assert files.keys() == served(sim).keys()
+    assert any(r.getMessage() == "hour closed" for r in caplog.records)
+
+
+async def test_redis_restart_mid_run_loses_nothing(
+    start_sim: Callable[..., Sim], make_settings: Callable[..., Settings], own_redis: RedisServer
+) -> None:
+    sim = start_sim(50)
+    settings = make_settings(own_redis.url, sim.url)
+    await register(sim, settings)
+    pinger = Pinger.create(settings)
+    task = asyncio.create_task(pinger.run())
+    await asyncio.sleep(1.5)
+    await asyncio.to_thread(own_redis.stop)
+    down_at = len(written(settings))
+    await asyncio.sleep(1.5)
+    assert len(written(settings)) > down_at, "polling stopped while Redis was down"
+    await asyncio.to_thread(own_redis.start)
+    await asyncio.sleep(2.5)
+    pinger.request_stop()
+    await asyncio.wait_for(task, 15)
+
+    files = written(settings)
+    assert files.keys() == served(sim).keys()
+    assert all(len(lines) == 1 for lines in files.values())
+    store = Store.from_url(own_redis.url)
+    per_device = Counter(cid for cid, _ in files)
+    records = await store.load_devices(per_device)
+    assert len(records) == 50
+    assert {r.cloud_id: r.total_events_logged for r in records} == dict(per_device), (
+        "counters did not catch up"
+    )
+    await store.close()
+
+
+async def test_changes_reach_the_pinger_without_waiting_for_a_resync(
+    start_sim: Callable[..., Sim], make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    sim = start_sim(6)
+    settings = make_settings(redis_url, sim.url, resync_interval_s=3600.0)
+    users = sim.users()
+    await register(sim, settings, only=[str(u["cloud_id"]) for u in users[:5]])
+    pinger = Pinger.create(settings)
+    task = asyncio.create_task(pinger.run())
+    await asyncio.sleep(1.0)
+    newcomer, leaver = str(users[5]["cloud_id"]), str(users[0]["cloud_id"])
+    store, vault = Store.from_url(settings.redis_url), Vault(settings.secret_key)
+    await store.save_device(DeviceInput.from_mapping(users[5]), vault)
+    await store.deactivate_device(leaver)
+    for _ in range(50):  # up to 5 s, the promise made to operators
+        if newcomer in pinger.fleet.devices and leaver not in pinger.fleet.devices:
+            break
+        await asyncio.sleep(0.1)
+    assert newcomer in pinger.fleet.devices and leaver not in pinger.fleet.devices
+    await asyncio.sleep(1.5)
+    pinger.request_stop()
+    await asyncio.wait_for(task, 10)
+    await store.close()
+    assert any(cid == newcomer for cid, _ in written(settings))
+
+
+async def test_a_failing_disk_holds_readings_until_it_recovers(stack: tuple[Sim, Settings]) -> None:
+    sim, settings = stack
+    await register(sim, settings, only=[str(u["cloud_id"]) for u in sim.users()[:10]])
+    pinger = Pinger.create(settings)
+    blocker = settings.logs_dir / hour_key(time.time())
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a folder: appends into this hour fail")
+    task = asyncio.create_task(pinger.run())
+    await asyncio.sleep(1.5)
+    held = len(pinger.backlog.items)
+    blocker.unlink()
+    await asyncio.sleep(1.5)
+    pinger.request_stop()
+    await asyncio.wait_for(task, 10)
+    assert held > 0
+    files = written(settings)
+    assert files.keys() == served(sim).keys()
+    assert all(len(lines) == 1 for lines in files.values())
