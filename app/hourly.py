@@ -72,18 +72,20 @@ class HourlyWriter:
         self.max_open = max(1, min(max_open, _fd_budget()))
         self._fds: OrderedDict[Path, int] = OrderedDict()
         self._checked: set[Path] = set()  # files whose tail was verified by this process
-        self._hour_dirs: dict[str, Path] = {}
+        self._hour_dirs: dict[int, tuple[Path, str]] = {}  # hour number → (folder, name suffix)
         self._written: dict[str, set[Path]] = {}  # hour → files written, fsynced at close
         self.partial_tails_repaired = 0
 
     def path_for(self, cloud_id: str, polled_at: float) -> Path:
-        hour = hour_key(polled_at)
-        folder = self._hour_dirs.get(hour)
-        if folder is None:
+        start = int(polled_at // 3600)
+        cached = self._hour_dirs.get(start)
+        if cached is None:
+            hour = hour_key(polled_at)
             folder = self.logs_dir / hour
             folder.mkdir(parents=True, exist_ok=True)
-            self._hour_dirs[hour] = folder
-        return folder / f"{self.prefix}-{cloud_id}-{hour}.jl"
+            cached = self._hour_dirs[start] = (folder, f"-{hour}.jl")
+        folder, suffix = cached
+        return folder / f"{self.prefix}-{cloud_id}{suffix}"
 
     def append(self, cloud_id: str, polled_at: float, line: bytes) -> Path:
         """Write one newline-terminated line to the file for its hour; all or nothing."""
@@ -124,7 +126,8 @@ class HourlyWriter:
                 self._drop(path)
                 self._checked.discard(path)
                 to_sync.append(path)
-            self._hour_dirs.pop(hour, None)
+        for start in [s for s in self._hour_dirs if hour_key(s * 3600) < current]:
+            del self._hour_dirs[start]
         return to_sync
 
     def close(self) -> list[Path]:

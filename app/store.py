@@ -68,18 +68,22 @@ class Store:
         self.redis = redis
 
     @classmethod
-    def from_url(cls, url: str) -> Store:
-        client = aioredis.Redis.from_url(
+    def from_url(cls, url: str, max_connections: int = 50) -> Store:
+        """A client whose pool waits (up to 5 s) for a free connection instead of failing a burst."""
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=5,
             decode_responses=True,
             socket_connect_timeout=2,
             socket_timeout=5,
             health_check_interval=30,
         )
-        return cls(client)
+        return cls(aioredis.Redis(connection_pool=pool))
 
     async def close(self) -> None:
         await self.redis.aclose()
+        await self.redis.connection_pool.disconnect()
 
     async def ping(self) -> bool:
         async with _translated("ping"):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import aiohttp
+from aiohttp.payload import BytesPayload
 
 from app.eagle import parse
 from app.eagle.readings import DemandReading, NetworkInfo, PriceReading, SummationReading
@@ -39,7 +40,8 @@ def command_body(name: str, extra: str = "") -> bytes:
     return f"<Command><Name>{name}</Name>{extra}</Command>".encode()
 
 
-_DEMAND_BODY = command_body("get_instantaneous_demand")
+# Built once: aiohttp documents BytesPayload as reusable, and this is sent on every poll.
+_DEMAND_BODY = BytesPayload(command_body("get_instantaneous_demand"), content_type="text/xml")
 
 
 def new_session(max_connections: int, tls_verify: bool = True) -> aiohttp.ClientSession:
@@ -69,7 +71,9 @@ class EagleCloudClient:
         self._url = url
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
 
-    async def _request(self, creds: Credentials, body: bytes, parser: Callable[[bytes], T]) -> T:
+    async def _request(
+        self, creds: Credentials, body: bytes | BytesPayload, parser: Callable[[bytes], T]
+    ) -> T:
         """POST one command and parse the reply; every failure becomes a DeviceError."""
         headers = {"Cloud-ID": creds.cloud_id, "User": creds.user, "Password": creds.password}
         try:
@@ -115,9 +119,12 @@ def _check_status(status: int, reason: str | None) -> None:
 
 
 async def _read_bounded(resp: aiohttp.ClientResponse) -> bytes:
-    if (resp.content_length or 0) > parse.MAX_REPLY_BYTES:
-        raise DeviceBadReply(f"reply of {resp.content_length} bytes exceeds the bound")
-    buf = bytearray()
+    length = resp.content_length
+    if length is not None:
+        if length > parse.MAX_REPLY_BYTES:
+            raise DeviceBadReply(f"reply of {length} bytes exceeds the bound")
+        return await resp.read()
+    buf = bytearray()  # chunked: count as it arrives
     async for chunk in resp.content.iter_any():
         buf += chunk
         if len(buf) > parse.MAX_REPLY_BYTES:

@@ -47,6 +47,7 @@ class DeviceState:
     recovered: bool = False  # last_ts checked against the files on disk
     last_error_kind: str = ""
     in_flight: bool = False
+    first_recorded: bool = False  # first_timestamp already sent to Redis by this process
 
 
 class FleetView:
