@@ -19,7 +19,8 @@ BODY = b"<Command><Name>get_instantaneous_demand</Name></Command>"
 
 
 async def main(url: str, users_file: str, requests: int, concurrency: int) -> None:
-    users = [orjson.loads(line) for line in open(users_file, "rb")]
+    with open(users_file, "rb") as f:
+        users = [orjson.loads(line) for line in f]
     headers = [{"Cloud-ID": u["cloud_id"], "User": u["user_email"], "Password": u["user_pw"]} for u in users]
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
     timeout = aiohttp.ClientTimeout(total=5)

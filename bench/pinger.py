@@ -114,10 +114,9 @@ def run_size(devices: int, cycles: int, interval_s: float, work: Path) -> Result
                                        "--appendonly", "no"], **quiet))  # type: ignore[call-overload]  # fmt: skip
         rainforest = [sys.executable, "-m", "app.cli"]
         users = work / "users.jl"
-        subprocess.run([*rainforest, "sim", "--devices", str(devices), "--export-users", str(users)],
-                       check=True, **quiet)  # type: ignore[call-overload]  # fmt: skip
-        procs.append(subprocess.Popen([*rainforest, "sim", "--devices", str(devices), "--port", str(sim_port)],
-                                      **quiet))  # type: ignore[call-overload]  # fmt: skip
+        sim = [*rainforest, "sim", "--devices", str(devices)]
+        subprocess.run([*sim, "--export-users", str(users)], check=True, **quiet)  # type: ignore[call-overload]
+        procs.append(subprocess.Popen([*sim, "--port", str(sim_port)], **quiet))  # type: ignore[call-overload]
         wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{sim_port}/healthz").status == 200, "sim")
         wait_for(lambda: socket.create_connection(("127.0.0.1", redis_port)).close() is None, "redis")
         asyncio.run(import_fleet(env["REDIS_URL"], users, secret))
@@ -194,16 +193,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rf-bench-") as tmp:
         for size in args.sizes:
             r = run_size(size, args.cycles, args.interval_s, Path(tmp) / str(size))
-            print(f"{r.devices:>8} {r.polls_per_s:>9.1f} {r.p50_lateness_s:>9.4f} {r.p99_lateness_s:>9.4f} "
-                  f"{r.cpu_per_1k_polls_s:>8.3f} {r.bare_cpu_per_1k_s:>8.3f} {r.ratio:>6.2f} {r.rss_mb:>7.1f} "
-                  f"{r.failed:>7} {r.skipped + r.fell_behind:>8}  {'yes' if r.on_schedule else 'no'}",
-                  flush=True)  # fmt: skip
+            print(f"{r.devices:>8} {r.polls_per_s:>9.1f} {r.p50_lateness_s:>9.4f} "
+                  f"{r.p99_lateness_s:>9.4f} {r.cpu_per_1k_polls_s:>8.3f} {r.bare_cpu_per_1k_s:>8.3f} "
+                  f"{r.ratio:>6.2f} {r.rss_mb:>7.1f} {r.failed:>7} {r.skipped + r.fell_behind:>8}  "
+                  f"{'yes' if r.on_schedule else 'no'}", flush=True)  # fmt: skip
             if r.on_schedule:
                 best = r
     if best is None:
-        print(
-            "devices=0 polls_per_s=0 p99_lateness_s=0 cpu_per_1k_polls_s=0 ratio_vs_bare=0 rss_mb=0 on_schedule=no"
-        )
+        print("devices=0 polls_per_s=0 p99_lateness_s=0 cpu_per_1k_polls_s=0 ratio_vs_bare=0 rss_mb=0 "
+              "on_schedule=no")  # fmt: skip
         return
     print(
         f"devices={best.devices} polls_per_s={best.polls_per_s:.1f} p99_lateness_s={best.p99_lateness_s:.4f} "
