@@ -1,0 +1,154 @@
+"""`make demo`: the whole system in simulated mode under supervisord, until Ctrl-C.
+
+Creates .env from .env.template (with a fresh SECRET_KEY) when missing, starts redis-server,
+the simulated fleet and the pinger under supervisord (deploy/supervisord.conf), imports the
+simulator's users, waits for the first readings and prints where to look.
+
+    .venv/bin/python scripts/demo.py [--devices 50] [--redis-port 6399] [--sim-port 9445]
+    .venv/bin/python scripts/demo.py --smoke   # stop once readings appear (used by the tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def ensure_env_file() -> None:
+    env, template = ROOT / ".env", ROOT / ".env.template"
+    if env.exists() or os.environ.get("SECRET_KEY"):
+        return
+    key = subprocess.run([BIN / "rainforest", "secret-key"], capture_output=True, text=True, check=True)
+    text = template.read_text().replace("SECRET_KEY=\n", f"SECRET_KEY={key.stdout.strip()}\n")
+    env.write_text(text)
+    env.chmod(0o600)
+    print("created .env from .env.template with a new SECRET_KEY")
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def wait_for(check, timeout_s: float, what: str, supervisor: subprocess.Popen[bytes]) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if supervisor.poll() is not None:
+            raise SystemExit(f"supervisord exited while waiting for {what}; see data/logs/supervisord/.")
+        if check():
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"{what} did not happen within {timeout_s:.0f} s; see data/logs/ for each process.")
+
+
+def first_reading(logs_dir: Path) -> Path | None:
+    for path in sorted(logs_dir.glob("????-??-??-??/*.jl")):
+        if path.stat().st_size:
+            return path
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--devices", type=int, default=50)
+    parser.add_argument("--redis-port", type=int, default=6399)
+    parser.add_argument("--sim-port", type=int, default=9445)
+    parser.add_argument("--smoke", action="store_true", help="stop everything once readings appear")
+    args = parser.parse_args()
+
+    os.chdir(ROOT)
+    ensure_env_file()
+    sys.path.insert(0, str(ROOT))
+    from app.settings import Settings
+
+    data_dir = Settings.from_env().data_dir.resolve()
+    for port, name in ((args.redis_port, "redis"), (args.sim_port, "the simulator")):
+        if not port_free(port):
+            raise SystemExit(f"port {port} (for {name}) is in use: stop what holds it, or pick another port.")
+    for sub in ("redis", "logs/redis", "logs/supervisord", "demo"):
+        (data_dir / sub).mkdir(parents=True, exist_ok=True)
+
+    env = {
+        **os.environ,
+        "RF_ROOT": str(ROOT), "RF_BIN": str(BIN), "RF_DATA_DIR": str(data_dir),
+        "RF_REDIS_PORT": str(args.redis_port), "RF_SIM_PORT": str(args.sim_port),
+        "RF_SIM_DEVICES": str(args.devices),
+        # simulated mode, whatever .env says about Redis and the relay
+        "REDIS_URL": f"redis://127.0.0.1:{args.redis_port}/0",
+        "EAGLE_CLOUD_URL": f"http://127.0.0.1:{args.sim_port}/cgi-bin/post_manager",
+    }  # fmt: skip
+    users = data_dir / "demo" / "users.jl"
+    subprocess.run([BIN / "rainforest", "sim", "--devices", str(args.devices), "--seed", "1",
+                    "--export-users", str(users)], check=True, env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+
+    conf = ROOT / "deploy" / "supervisord.conf"
+    ctl_conf = data_dir / "supervisorctl.conf"  # lets supervisorctl find the demo without RF_* set
+    ctl_conf.write_text(f"[supervisorctl]\nserverurl=unix://{data_dir}/supervisor.sock\n")
+    supervisor = subprocess.Popen([BIN / "supervisord", "-n", "-c", str(conf)], env=env)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            print("\nstopping: every process finishes its work and exits...", flush=True)
+            supervisor.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        wait_for(lambda: not port_free(args.redis_port), 20, "redis-server starting", supervisor)
+        imported = subprocess.run([BIN / "rainforest", "users", "import", str(users)], env=env,
+                                  capture_output=True, text=True)  # fmt: skip
+        print(imported.stdout.strip() or imported.stderr.strip())
+        wait_for(lambda: first_reading(data_dir / "logs") is not None, 30, "the first reading", supervisor)
+        path = first_reading(data_dir / "logs")
+        assert path is not None
+        print_welcome(path, data_dir, args, ctl_conf)
+        if args.smoke:
+            stop()
+        supervisor.wait()
+    finally:
+        if supervisor.poll() is None:
+            stop()
+            supervisor.wait(60)
+    print("stopped.")
+
+
+def print_welcome(path: Path, data_dir: Path, args: argparse.Namespace, ctl_conf: Path) -> None:
+    sample = path.read_text().splitlines()[0]
+
+    def rel(p: Path) -> str:
+        return os.path.relpath(p) if p.is_relative_to(ROOT) else str(p)
+
+    print(f"""
+Rainforest Logger is running in simulated mode ({args.devices} simulated EAGLE gateways).
+
+  Readings (one .jl file per device per UTC hour):
+    {rel(data_dir / "logs")}/YYYY-MM-DD-HH/iseif-rainforest-<cloud_id>-YYYY-MM-DD-HH.jl
+    first one: {rel(path)}
+    {sample}
+
+  Look around (in another terminal, from {ROOT}):
+    .venv/bin/rainforest users list                  the fleet with each device's poll status
+    tail -f {rel(data_dir / "logs/pinger/pinger.log")}   the pinger's JSON log, one line per cycle
+    .venv/bin/supervisorctl -c {rel(ctl_conf)} status
+    curl -s localhost:{args.sim_port}/control/stats       the simulator's request counts
+
+Ctrl-C stops everything cleanly.
+""", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
