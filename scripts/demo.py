@@ -89,8 +89,9 @@ def main() -> None:
         "EAGLE_CLOUD_URL": f"http://127.0.0.1:{args.sim_port}/cgi-bin/post_manager",
     }  # fmt: skip
     users = data_dir / "demo" / "users.jl"
-    subprocess.run([BIN / "rainforest", "sim", "--devices", str(args.devices), "--seed", "1",
-                    "--export-users", str(users)], check=True, env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+    sim = [BIN / "rainforest", "sim", "--devices", str(args.devices), "--seed", "1"]
+    export = [*sim, "--export-users", str(users)]
+    subprocess.run(export, check=True, env=env, stdout=subprocess.DEVNULL)
 
     conf = ROOT / "deploy" / "supervisord.conf"
     ctl_conf = data_dir / "supervisorctl.conf"  # lets supervisorctl find the demo without RF_* set
