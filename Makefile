@@ -8,7 +8,11 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint bench bench-pinger deps redis-server clean
 
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  rm -rf $(VENV); \
+	  if [ "$$(id -u)" != 0 ]; then echo "python3 cannot make a virtualenv: run 'sudo apt-get install python3-venv' and try again."; exit 1; fi; \
+	  echo "installing python3-venv with apt-get..."; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
 	@$(BIN)/pip install --quiet --upgrade pip
 	@$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
@@ -36,6 +40,8 @@ lint: $(STAMP)
 
 bench: deps
 	$(BIN)/python bench/pinger.py
+
+bench-pinger: bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
