@@ -47,7 +47,7 @@ def setup(process: str, settings: Settings, *, to_file: bool = True) -> Path | N
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if not to_file:
         return None
-    folder = settings.process_logs_dir / process
+    folder = settings.logs_dir / process
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{process}.log"
     handler = logging.handlers.RotatingFileHandler(

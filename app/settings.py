@@ -68,12 +68,7 @@ class Settings:
 
     @property
     def logs_dir(self) -> Path:
-        """Where the hourly `.jl` reading files live (DATA_DIR/logs)."""
-        return self.data_dir / "logs"
-
-    @property
-    def process_logs_dir(self) -> Path:
-        """Where each process writes its own JSON log (DATA_DIR/logs/<process>/)."""
+        """DATA_DIR/logs: hourly `.jl` files in YYYY-MM-DD-HH/ folders, process logs in <process>/."""
         return self.data_dir / "logs"
 
     def replace(self, **changes: object) -> Settings:

@@ -46,6 +46,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def wait_for(check: object, what: str, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -70,6 +75,7 @@ class Result:
     skipped: int
     fell_behind: int
     bare_cpu_per_1k_s: float
+    sim_rps: float  # the simulator's rate under the bare loop: a lower bound of its capacity
 
     @property
     def on_schedule(self) -> bool:
@@ -118,7 +124,7 @@ def run_size(devices: int, cycles: int, interval_s: float, work: Path) -> Result
         subprocess.run([*sim, "--export-users", str(users)], check=True, **quiet)  # type: ignore[call-overload]
         procs.append(subprocess.Popen([*sim, "--port", str(sim_port)], **quiet))  # type: ignore[call-overload]
         wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{sim_port}/healthz").status == 200, "sim")
-        wait_for(lambda: socket.create_connection(("127.0.0.1", redis_port)).close() is None, "redis")
+        wait_for(lambda: port_open(redis_port), "redis")
         asyncio.run(import_fleet(env["REDIS_URL"], users, secret))
 
         pinger = subprocess.Popen([*rainforest, "pinger"], **quiet)  # type: ignore[call-overload]
@@ -144,7 +150,7 @@ def run_size(devices: int, cycles: int, interval_s: float, work: Path) -> Result
                   and window_start - 0.5 <= r["cycle_start"] < window_end - 0.5]  # fmt: skip
         polls = sum(r["ok"] + r["failed"] for r in window)
         cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
-        bare = bare_reference(env["EAGLE_CLOUD_URL"], users, max(polls, 5000))
+        bare, sim_rps = bare_reference(env["EAGLE_CLOUD_URL"], users, max(polls, 5000))
         return Result(
             devices=devices,
             polls_per_s=polls / (len(window) * interval_s) if window else 0.0,
@@ -156,6 +162,7 @@ def run_size(devices: int, cycles: int, interval_s: float, work: Path) -> Result
             skipped=sum(r["skipped"] + r["held"] for r in window),
             fell_behind=sum(1 for r in records if r["message"] == "pinger fell behind: cycles skipped"),
             bare_cpu_per_1k_s=bare,
+            sim_rps=sim_rps,
         )
     finally:
         for proc in reversed(procs):
@@ -164,13 +171,14 @@ def run_size(devices: int, cycles: int, interval_s: float, work: Path) -> Result
                 proc.wait(30)
 
 
-def bare_reference(url: str, users: Path, requests: int) -> float:
+def bare_reference(url: str, users: Path, requests: int) -> tuple[float, float]:
+    """CPU seconds per 1,000 bare requests, and the request rate the simulator sustained."""
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bare_client.py"), url, str(users), str(requests), "64"],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     figures = orjson.loads(out.stdout.strip().splitlines()[-1])
-    return float(1000 * figures["cpu_s"] / figures["requests"])
+    return 1000 * figures["cpu_s"] / figures["requests"], figures["requests"] / figures["wall_s"]
 
 
 def main() -> None:
@@ -196,7 +204,8 @@ def main() -> None:
             print(f"{r.devices:>8} {r.polls_per_s:>9.1f} {r.p50_lateness_s:>9.4f} "
                   f"{r.p99_lateness_s:>9.4f} {r.cpu_per_1k_polls_s:>8.3f} {r.bare_cpu_per_1k_s:>8.3f} "
                   f"{r.ratio:>6.2f} {r.rss_mb:>7.1f} {r.failed:>7} {r.skipped + r.fell_behind:>8}  "
-                  f"{'yes' if r.on_schedule else 'no'}", flush=True)  # fmt: skip
+                  f"{'yes' if r.on_schedule else 'no'}   (simulator sustained {r.sim_rps:,.0f} req/s)",
+                  flush=True)  # fmt: skip
             if r.on_schedule:
                 best = r
     if best is None:

@@ -106,6 +106,7 @@ class Pinger:
         self._stop = asyncio.Event()
         self._cycles: set[asyncio.Task[CycleStats]] = set()
         self._background: list[asyncio.Task[None]] = []
+        self._syncs: set[asyncio.Task[None]] = set()  # fsyncs of closed hours, awaited at close
 
     @classmethod
     def create(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Pinger:
@@ -308,6 +309,7 @@ class Pinger:
         await asyncio.gather(*self._background, return_exceptions=True)
         self.backlog.retry()
         await self.ledger.flush(self.clock())
+        await asyncio.gather(*self._syncs)
         await asyncio.to_thread(HourlyWriter.sync, self.writer.close())
         with contextlib.suppress(StoreError):
             await self.store.remove_pinger(self.pinger_id)
@@ -326,7 +328,8 @@ class Pinger:
         paths = self.writer.close_hours_before(now)
         if paths:
             task = asyncio.create_task(asyncio.to_thread(HourlyWriter.sync, paths))
-            self._background.append(task)
+            self._syncs.add(task)
+            task.add_done_callback(self._syncs.discard)
             log.info("hour closed", extra={"files": len(paths)})
 
     async def _sleep(self, seconds: float) -> None:
