@@ -69,6 +69,77 @@ def pinger(interval_s: float | None) -> None:
     lifecycle.run(lambda: Pinger.create(settings))
 
 
+# --- server --------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (nginx in front).")
+@click.option("--port", default=8000, show_default=True)
+def server(host: str, port: int) -> None:
+    """Serve the HTTP API (users, events, health, metrics, OpenAPI) until SIGTERM."""
+    from app import lifecycle
+    from app.web.server import ApiServer
+
+    settings = _settings()
+    logs.setup("server", settings)
+    _vault(settings)
+    lifecycle.run(lambda: ApiServer(settings, host, port))
+
+
+# --- tokens --------------------------------------------------------------------------------
+
+
+@main.group()
+def tokens() -> None:
+    """API bearer tokens: create (shown once), list, revoke. Stored only as SHA-256 digests."""
+
+
+def _with_tokens(action: Any) -> Any:
+    from app.store import Store
+    from app.tokens import Tokens
+
+    settings = _settings()
+
+    async def go() -> Any:
+        store = Store.from_url(settings.redis_url)
+        try:
+            return await action(Tokens(store))
+        finally:
+            await store.close()
+
+    try:
+        return _run_async(go())
+    except ValidationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@tokens.command("create")
+@click.argument("name")
+@click.option("--read-only", is_flag=True, help="May read (GET) but not change anything.")
+def tokens_create(name: str, read_only: bool) -> None:
+    """Create a token called NAME and print only the token (keep it: it is not stored)."""
+    click.echo(_with_tokens(lambda t: t.create(name, read_only)))
+
+
+@tokens.command("list")
+def tokens_list() -> None:
+    """List token names, scopes and creation times (never the tokens)."""
+    found = _with_tokens(lambda t: t.list())
+    for token in found:
+        made = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(token.created_at))
+        click.echo(f"{token.name:<32} {token.scope:<6} {made}")
+    click.echo(f"{len(found)} tokens")
+
+
+@tokens.command("revoke")
+@click.argument("name")
+def tokens_revoke(name: str) -> None:
+    """Revoke the token called NAME; requests using it fail at once."""
+    if not _with_tokens(lambda t: t.revoke(name)):
+        raise click.ClickException(f"no token named {name!r}; `rainforest tokens list` shows them.")
+    click.echo(f"revoked {name}")
+
+
 # --- simulator -----------------------------------------------------------------------------
 
 

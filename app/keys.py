@@ -25,6 +25,16 @@ def devices_changed() -> str:
     return f"{PREFIX}:devices:changed"
 
 
+def token(digest: str) -> str:
+    """Hash describing one API token, keyed by the SHA-256 of the token (never the token)."""
+    return f"{PREFIX}:token:{digest}"
+
+
+def tokens() -> str:
+    """Hash from token name to its digest: names are unique, for `tokens list|revoke`."""
+    return f"{PREFIX}:tokens"
+
+
 def pingers() -> str:
     """Sorted set of live pinger ids scored by their last heartbeat (Unix seconds)."""
     return f"{PREFIX}:pingers"

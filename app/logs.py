@@ -45,6 +45,7 @@ def setup(process: str, settings: Settings, *, to_file: bool = True) -> Path | N
     stderr.setFormatter(ReadableFormatter())
     root.addHandler(stderr)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)  # 4xx/5xx only; /metrics counts the rest
     if not to_file:
         return None
     folder = settings.logs_dir / process

@@ -39,6 +39,8 @@ class Settings:
     backoff_max_s: float = 300.0
     file_prefix: str = "iseif-rainforest"
     secret_key: str = field(default="", repr=False)
+    api_tokens: str = field(default="", repr=False)  # comma-separated admin tokens (bootstrap)
+    max_body_bytes: int = 64 * 1024
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:

@@ -52,7 +52,8 @@ class PollUpdate:
 
 
 @asynccontextmanager
-async def _translated(action: str) -> AsyncIterator[None]:
+async def translated(action: str) -> AsyncIterator[None]:
+    """Turn Redis and socket errors inside the block into StoreError naming the action."""
     try:
         yield
     except RedisError as exc:
@@ -86,7 +87,7 @@ class Store:
         await self.redis.connection_pool.disconnect()
 
     async def ping(self) -> bool:
-        async with _translated("ping"):
+        async with translated("ping"):
             return bool(await self.redis.ping())
 
     # --- the registry ------------------------------------------------------------------
@@ -103,7 +104,7 @@ class Store:
             "address": inp.address,
             "active": "1" if inp.active else "0",
         }
-        async with _translated(f"save device {inp.cloud_id}"), self.redis.pipeline(transaction=True) as pipe:
+        async with translated(f"save device {inp.cloud_id}"), self.redis.pipeline(transaction=True) as pipe:
             pipe.hsetnx(key, "created_at", repr(now))
             pipe.hset(key, mapping=cast(dict[Any, Any], fields))
             pipe.sadd(keys.devices_all(), inp.cloud_id)
@@ -126,7 +127,7 @@ class Store:
     async def deactivate_device(self, cloud_id: str) -> bool:
         """Stop polling a device, keeping its record and data. False when it is unknown."""
         key = keys.device(cloud_id)
-        async with _translated(f"deactivate device {cloud_id}"):
+        async with translated(f"deactivate device {cloud_id}"):
             if not await self.redis.exists(key):
                 return False
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -137,23 +138,23 @@ class Store:
         return True
 
     async def get_device(self, cloud_id: str) -> DeviceRecord | None:
-        async with _translated(f"read device {cloud_id}"):
+        async with translated(f"read device {cloud_id}"):
             h = cast(dict[str, str], await self.redis.hgetall(keys.device(cloud_id)))
         return DeviceRecord.from_hash(h) if h else None
 
     async def active_ids(self) -> set[str]:
-        async with _translated("list active devices"):
+        async with translated("list active devices"):
             return cast(set[str], await self.redis.smembers(keys.devices_active()))
 
     async def all_ids(self) -> list[str]:
-        async with _translated("list devices"):
+        async with translated("list devices"):
             return sorted(cast(set[str], await self.redis.smembers(keys.devices_all())))
 
     async def load_devices(self, cloud_ids: Iterable[str]) -> list[DeviceRecord]:
         """Records for many devices, fetched in pipelined chunks; unknown ids are skipped."""
         ids = list(cloud_ids)
         records: list[DeviceRecord] = []
-        async with _translated("load device records"):
+        async with translated("load device records"):
             for start in range(0, len(ids), CHUNK):
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for cid in ids[start : start + CHUNK]:
@@ -187,7 +188,7 @@ class Store:
 
     async def latest_reading(self, cloud_id: str) -> str | None:
         """The last logged reading of a device as its JSON line, or None."""
-        async with _translated(f"read the latest reading of {cloud_id}"):
+        async with translated(f"read the latest reading of {cloud_id}"):
             value = cast(str | None, await self.redis.hget(keys.device(cloud_id), "last_reading"))
         return value if value else None
 
@@ -195,7 +196,7 @@ class Store:
 
     async def record_polls(self, updates: Sequence[PollUpdate]) -> None:
         """Apply a cycle's worth of poll outcomes in pipelined round trips."""
-        async with _translated("record poll results"):
+        async with translated("record poll results"):
             for start in range(0, len(updates), CHUNK):
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for u in updates[start : start + CHUNK]:
@@ -206,7 +207,7 @@ class Store:
         """cloud_ids as their records change; raises StoreError when the subscription drops."""
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
-            async with _translated("subscribe to device changes"):
+            async with translated("subscribe to device changes"):
                 await pubsub.subscribe(keys.devices_changed())
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
@@ -218,14 +219,14 @@ class Store:
 
     async def heartbeat(self, pinger_id: str, info: dict[str, str], now: float) -> None:
         """Announce a live pinger (the basis for sharing a fleet between pingers)."""
-        async with _translated("send the pinger heartbeat"), self.redis.pipeline(transaction=False) as pipe:
+        async with translated("send the pinger heartbeat"), self.redis.pipeline(transaction=False) as pipe:
             pipe.zadd(keys.pingers(), {pinger_id: now})
             pipe.hset(keys.pinger(pinger_id), mapping=cast(dict[Any, Any], info))
             pipe.expire(keys.pinger(pinger_id), 120)
             await pipe.execute()
 
     async def remove_pinger(self, pinger_id: str) -> None:
-        async with _translated("remove the pinger heartbeat"):
+        async with translated("remove the pinger heartbeat"):
             await self.redis.zrem(keys.pingers(), pinger_id)
             await self.redis.delete(keys.pinger(pinger_id))
 

@@ -1,0 +1,104 @@
+"""API bearer tokens: random, shown once, stored only as SHA-256 digests, scoped admin or read.
+
+Tokens carry 256 bits of randomness, so a fast digest is the right tool (a slow password hash
+would only add latency to every request); the stored digest is compared in constant time.
+`API_TOKENS` in the environment may also name admin tokens, for bootstrapping a deployment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+from app import keys
+from app.errors import ValidationError
+from app.store import Store, translated
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SCOPES = ("admin", "read")
+TOKEN_PREFIX = "rft_"
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Token:
+    """A token's public description (never the token itself)."""
+
+    name: str
+    scope: str
+    created_at: float
+
+    @property
+    def can_write(self) -> bool:
+        return self.scope == "admin"
+
+    def public(self) -> dict[str, Any]:
+        return {"name": self.name, "scope": self.scope, "created_at": self.created_at}
+
+
+class Tokens:
+    """Create, list, revoke and verify tokens in Redis, plus admin tokens from API_TOKENS."""
+
+    def __init__(self, store: Store, env_tokens: str = "") -> None:
+        self.redis = store.redis
+        self._env = {digest(t.strip()): f"env-{i}" for i, t in enumerate(env_tokens.split(",")) if t.strip()}
+
+    async def create(self, name: str, read_only: bool = False) -> str:
+        """A new token for `name`; the only time the token itself exists outside the caller."""
+        if not NAME_RE.match(name):
+            raise ValidationError(
+                "a token name is 1-64 letters, digits, '.', '_' or '-', starting alphanumeric."
+            )
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        d = digest(token)
+        record = {"name": name, "scope": "read" if read_only else "admin", "created_at": repr(time.time())}
+        async with translated(f"create token {name}"):
+            if not await self.redis.hsetnx(keys.tokens(), name, d):
+                raise ValidationError(
+                    f"a token named {name!r} exists already: revoke it first or pick another name."
+                )
+            await self.redis.hset(keys.token(d), mapping=cast(dict[Any, Any], record))
+        return token
+
+    async def list(self) -> list[Token]:
+        async with translated("list tokens"):
+            names = cast(dict[str, str], await self.redis.hgetall(keys.tokens()))
+            found = []
+            for name, d in sorted(names.items()):
+                h = cast(dict[str, str], await self.redis.hgetall(keys.token(d)))
+                if h:
+                    found.append(Token(name, h["scope"], float(h["created_at"])))
+        return found
+
+    async def revoke(self, name: str) -> bool:
+        """Revoke by name; False when no such token exists."""
+        async with translated(f"revoke token {name}"):
+            d = cast(str | None, await self.redis.hget(keys.tokens(), name))
+            if d is None:
+                return False
+            await self.redis.delete(keys.token(d))
+            await self.redis.hdel(keys.tokens(), name)
+        return True
+
+    async def verify(self, presented: str) -> Token | None:
+        """The token's description if `presented` is a live token, else None."""
+        d = digest(presented)
+        for known, name in self._env.items():
+            if hmac.compare_digest(known, d):
+                return Token(name, "admin", 0.0)
+        async with translated("check a token"):
+            h = cast(dict[str, str], await self.redis.hgetall(keys.token(d)))
+        if not h:
+            return None
+        stored = cast(str | None, await self.redis.hget(keys.tokens(), h["name"]))
+        if stored is None or not hmac.compare_digest(stored, d):
+            return None  # revoked while we looked
+        return Token(h["name"], h["scope"], float(h["created_at"]))

@@ -1,0 +1,48 @@
+"""make_app: the Tornado application, its routes and collaborators."""
+
+from __future__ import annotations
+
+import tornado.web
+
+from app.credentials import Vault
+from app.eagle.client import EagleCloudClient
+from app.settings import Settings
+from app.store import Store
+from app.tokens import Tokens
+from app.web.base import BaseHandler, NotFoundHandler
+from app.web.context import Context, Metrics
+from app.web.events import EventHandler
+from app.web.health import HealthHandler, MetricsHandler
+from app.web.openapi import document
+from app.web.users import UserHandler, UsersHandler
+
+CLOUD_ID_SEGMENT = r"([^/]+)"  # validated by the handler, so a bad id gets a clear 400, not a 404
+
+
+class OpenApiHandler(BaseHandler):
+    route = "/api/openapi.json"
+
+    def get(self) -> None:
+        self.query(set())
+        self.send_json(document())
+
+
+def make_app(settings: Settings, store: Store, client: EagleCloudClient) -> tornado.web.Application:
+    ctx = Context(
+        settings, store, Vault(settings.secret_key), Tokens(store, settings.api_tokens), client, Metrics()
+    )
+    routes = [
+        (r"/healthz", HealthHandler),
+        (r"/metrics", MetricsHandler),
+        (r"/api/openapi.json", OpenApiHandler),
+        (rf"/api/event/{CLOUD_ID_SEGMENT}", EventHandler),
+        (r"/api/users/?", UsersHandler),
+        (rf"/api/users/{CLOUD_ID_SEGMENT}", UserHandler),
+    ]
+    return tornado.web.Application(
+        [(pattern, handler, {"ctx": ctx}) for pattern, handler in routes],
+        default_handler_class=NotFoundHandler,
+        default_handler_args={"ctx": ctx},
+        compress_response=False,
+        xheaders=True,  # behind nginx: the client's address comes from X-Real-IP / X-Forwarded-For
+    )

@@ -1,0 +1,147 @@
+"""BaseHandler: bearer-token auth, JSON in and out, one error shape, metrics per request."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+import tornado.web
+
+from app.errors import StoreError, ValidationError
+from app.tokens import Token
+from app.web.context import Context
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(tornado.web.HTTPError):
+    """An error answer: HTTP status, a short code and one sentence a person can act on."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(status)
+        self.code, self.message = code, message
+
+
+_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+                 500: "internal_error", 503: "unavailable"}  # fmt: skip
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    """Every route but /healthz needs `Authorization: Bearer <token>`; writes need admin scope."""
+
+    ctx: Context
+    route = "unknown"  # the route pattern, for metrics
+    public = False  # True: no token needed
+    token: Token | None = None
+
+    def initialize(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._started = time.perf_counter()
+
+    async def prepare(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        if self.public:
+            return
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            raise ApiError(401, "unauthorized", "send an API token as 'Authorization: Bearer <token>'.")
+        try:
+            self.token = await self.ctx.tokens.verify(presented.strip())
+        except StoreError as exc:
+            raise ApiError(
+                503, "unavailable", "the token store (Redis) is unreachable; try again shortly."
+            ) from exc
+        if self.token is None:
+            raise ApiError(401, "unauthorized", "this API token is not valid (unknown or revoked).")
+        if self.request.method not in ("GET", "HEAD", "OPTIONS") and not self.token.can_write:
+            raise ApiError(403, "forbidden", "this token is read-only; use an admin token to change things.")
+
+    def json_body(self) -> dict[str, Any]:
+        """The request body as a JSON object, or a 4xx saying what is wrong with it."""
+        if len(self.request.body) > self.ctx.settings.max_body_bytes:
+            raise ApiError(413, "too_large", f"the body is over {self.ctx.settings.max_body_bytes} bytes.")
+        ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise ApiError(
+                415, "unsupported_media_type", "send the body as JSON with Content-Type: application/json."
+            )
+        try:
+            body = orjson.loads(self.request.body or b"null")
+        except orjson.JSONDecodeError:
+            raise ApiError(400, "invalid_json", "the body is not valid JSON.") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid_json", "the body must be a JSON object.")
+        return body
+
+    def query(self, allowed: set[str]) -> dict[str, str]:
+        """Query arguments, refusing unknown or repeated ones by name."""
+        args: dict[str, str] = {}
+        for name, values in self.request.query_arguments.items():
+            if name not in allowed:
+                raise ApiError(
+                    400,
+                    "unknown_parameter",
+                    f"unknown query parameter {name!r}; allowed: {', '.join(sorted(allowed)) or 'none'}.",
+                )
+            if len(values) != 1:
+                raise ApiError(400, "bad_parameter", f"give the query parameter {name!r} once.")
+            args[name] = values[0].decode("utf-8", "replace")
+        return args
+
+    def send_json(self, body: object, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(orjson.dumps(body))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            code, message = exc.code, exc.message
+        elif isinstance(exc, ValidationError):
+            code, message = "invalid_field", str(exc)
+            self.set_status(400)
+        elif isinstance(exc, StoreError):
+            code, message = "unavailable", "Redis is unreachable; try again shortly."
+            self.set_status(503)
+        elif status_code == 405:
+            code = "method_not_allowed"
+            message = f"{self.request.method} is not allowed here; GET /api/openapi.json lists each route's methods."
+        elif status_code < 500:
+            code = _STATUS_CODES.get(status_code, "error")
+            message = (
+                f"{self._reason}: {exc.log_message}."
+                if getattr(exc, "log_message", None)
+                else f"{self._reason}."
+            )
+        else:
+            code, message = "internal_error", "the server failed on this request; the error is logged."
+        self.set_header("Content-Type", "application/json")
+        self.finish(orjson.dumps({"error": code, "message": message}))
+
+    def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
+        if isinstance(value, ApiError | ValidationError):
+            return  # the caller's mistake, answered; not a server problem
+        if isinstance(value, StoreError):
+            log.error("request failed: Redis unreachable", extra={"route": self.route, "reason": str(value)})
+            return
+        super().log_exception(typ, value, tb)
+
+    def on_finish(self) -> None:
+        elapsed = time.perf_counter() - self._started
+        method = self.request.method or "GET"
+        self.ctx.metrics.requests.labels(self.route, method, str(self.get_status())).inc()
+        self.ctx.metrics.latency.labels(self.route, method).observe(elapsed)
+
+
+class NotFoundHandler(BaseHandler):
+    """Unknown paths: a JSON 404 (after auth, so the route map is not probeable anonymously)."""
+
+    public = True
+    route = "(unmatched)"
+
+    def prepare(self) -> None:  # type: ignore[override]
+        raise ApiError(404, "not_found", f"no route {self.request.path}; see GET /api/openapi.json.")

@@ -1,0 +1,43 @@
+"""What handlers share: settings, store, credentials, tokens, the device client, metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from app.credentials import Vault
+from app.eagle.client import EagleCloudClient
+from app.settings import Settings
+from app.store import Store
+from app.tokens import Tokens
+
+
+class Metrics:
+    """The server's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "rainforest_http_requests_total", "HTTP requests by route, method and status",
+            ["route", "method", "status"], registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "rainforest_http_request_duration_seconds", "HTTP request latency by route and method",
+            ["route", "method"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )  # fmt: skip
+        self.devices = Gauge(
+            "rainforest_devices", "Registered devices by poll status (inactive counted apart)",
+            ["status"], registry=self.registry,
+        )  # fmt: skip
+
+
+@dataclass
+class Context:
+    settings: Settings
+    store: Store
+    vault: Vault
+    tokens: Tokens
+    client: EagleCloudClient
+    metrics: Metrics

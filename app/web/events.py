@@ -1,0 +1,47 @@
+"""/api/event/{cloud_id}: a reading from the device now, or the last one logged."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+
+from app.eagle.client import Credentials
+from app.errors import DeviceError, DeviceTimeout
+from app.web.base import ApiError, BaseHandler
+from app.web.users import cloud_id_from_path
+
+
+class EventHandler(BaseHandler):
+    route = "/api/event/{cloud_id}"
+
+    async def get(self, raw_id: str) -> None:
+        cloud_id = cloud_id_from_path(raw_id)
+        source = self.query({"source"}).get("source", "device")
+        if source not in ("device", "latest"):
+            raise ApiError(
+                400, "bad_parameter", "source must be 'device' (ask it now) or 'latest' (last logged)."
+            )
+        record = await self.ctx.store.get_device(cloud_id)
+        if record is None:
+            raise ApiError(
+                404,
+                "unknown_device",
+                f"no device {cloud_id} is registered; POST /api/users/{cloud_id} first.",
+            )
+        if source == "latest":
+            line = await self.ctx.store.latest_reading(cloud_id)
+            if line is None:
+                raise ApiError(404, "no_reading", f"no reading has been logged for {cloud_id} yet.")
+            self.send_json({**orjson.loads(line), "source": "latest"})
+            return
+        creds = Credentials(cloud_id, record.user_email, self.ctx.vault.decrypt(record.password_token))
+        try:
+            reading = await self.ctx.client.get_instantaneous_demand(creds)
+        except DeviceTimeout as exc:
+            raise ApiError(504, "timeout", f"device {cloud_id} did not answer in time: {exc}.") from exc
+        except DeviceError as exc:
+            raise ApiError(
+                502, exc.kind, f"device {cloud_id} did not give a reading ({exc.kind}): {exc}."
+            ) from exc
+        self.send_json({**reading.record(cloud_id, time.time()), "source": "device"})

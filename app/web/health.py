@@ -1,0 +1,42 @@
+"""/healthz (no token) and /metrics (Prometheus text)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.errors import StoreError
+from app.web.base import BaseHandler
+
+
+class HealthHandler(BaseHandler):
+    route = "/healthz"
+    public = True
+
+    async def get(self) -> None:
+        try:
+            await self.ctx.store.ping()
+        except StoreError:
+            self.send_json({"ok": False, "redis": "unreachable"}, status=503)
+            return
+        self.send_json({"ok": True, "redis": "reachable"})
+
+
+class MetricsHandler(BaseHandler):
+    route = "/metrics"
+
+    async def get(self) -> None:
+        self.query(set())
+        counts: Counter[str] = Counter({"ok": 0, "failing": 0, "never": 0, "inactive": 0})
+        after = ""
+        while True:
+            page, cursor = await self.ctx.store.list_devices(after=after, limit=1000)
+            counts.update("inactive" if not r.active else r.status for r in page)
+            if cursor is None:
+                break
+            after = cursor
+        for status, n in counts.items():
+            self.ctx.metrics.devices.labels(status).set(n)
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(generate_latest(self.ctx.metrics.registry))

@@ -1,0 +1,146 @@
+"""The OpenAPI 3 description of every route, served at GET /api/openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app import __version__
+from app.devices import PROTOCOLS
+
+CLOUD_ID = {"type": "string", "pattern": "^[0-9a-fA-F]{6}$", "example": "002738"}
+NULLABLE_NUMBER = {"type": "number", "nullable": True}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    text = {400: "Bad input (the message names the problem)", 401: "Missing or invalid token",
+            403: "Token lacks the scope", 404: "Unknown device or route", 413: "Body too large",
+            415: "Body is not JSON", 502: "The device refused or answered badly",
+            503: "Redis unreachable", 504: "The device did not answer in time"}  # fmt: skip
+    return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
+
+
+PATH_ID = [{"name": "cloud_id", "in": "path", "required": True, "schema": CLOUD_ID}]
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object", "required": ["error", "message"], "additionalProperties": False,
+        "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+    },
+    "UserInput": {
+        "type": "object", "required": ["user_email", "user_pw"], "additionalProperties": False,
+        "properties": {
+            "cloud_id": CLOUD_ID,
+            "user_email": {"type": "string", "format": "email"},
+            "user_pw": {"type": "string", "minLength": 1, "writeOnly": True},
+            "protocol": {"type": "string", "enum": list(PROTOCOLS)},
+            "address": {"type": "string"},
+            "active": {"type": "boolean"},
+        },
+    },
+    "User": {
+        "type": "object", "additionalProperties": False,
+        "required": ["cloud_id", "user_email", "protocol", "active", "status", "total_events_logged"],
+        "properties": {
+            "cloud_id": CLOUD_ID, "user_email": {"type": "string"}, "protocol": {"type": "string"},
+            "address": {"type": "string"}, "active": {"type": "boolean"}, "created_at": {"type": "number"},
+            "status": {"type": "string", "enum": ["ok", "failing", "never"]},
+            "total_events_logged": {"type": "integer"}, "first_timestamp": NULLABLE_NUMBER,
+            "last_timestamp": NULLABLE_NUMBER, "consecutive_failures": {"type": "integer"},
+            "last_error": {"type": "string"}, "last_success_at": NULLABLE_NUMBER,
+            "outcome": {"type": "string", "enum": ["created", "updated", "unchanged"]},
+        },
+    },
+    "UserList": {
+        "type": "object", "required": ["users", "next"], "additionalProperties": False,
+        "properties": {"users": {"type": "array", "items": _ref("User")},
+                       "next": {"type": "string", "nullable": True}},
+    },
+    "Reading": {
+        "type": "object", "required": ["cloud_id", "polled_at", "device_time", "demand_kw", "TimeStamp", "source"],
+        "properties": {
+            "cloud_id": CLOUD_ID, "polled_at": {"type": "number"}, "device_time": {"type": "integer"},
+            "demand_kw": {"type": "number"}, "DeviceMacId": {"type": "integer"}, "MeterMacId": {"type": "integer"},
+            "TimeStamp": {"type": "integer"}, "Demand": {"type": "integer"}, "Multiplier": {"type": "integer"},
+            "Divisor": {"type": "integer"}, "DigitsRight": {"type": "integer"}, "DigitsLeft": {"type": "integer"},
+            "SuppressLeadingZero": {"type": "string"}, "source": {"type": "string", "enum": ["device", "latest"]},
+        },
+    },
+    "Health": {
+        "type": "object", "required": ["ok", "redis"],
+        "properties": {"ok": {"type": "boolean"}, "redis": {"type": "string"}},
+    },
+}  # fmt: skip
+
+
+def document() -> dict[str, Any]:
+    users_list_params = [
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+        {
+            "name": "after",
+            "in": "query",
+            "description": "cursor: the `next` of the previous page",
+            "schema": CLOUD_ID,
+        },
+        {"name": "active", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}},
+        {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["ok", "failing", "never"]}},
+    ]
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Rainforest Logger", "version": __version__,
+                 "description": "Manage a fleet of EAGLE gateways and read their energy data."},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": SCHEMAS,
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {"get": {
+                "summary": "Liveness, with Redis reachability", "security": [],
+                "responses": {"200": _json(_ref("Health"), "Healthy"), "503": _json(_ref("Health"), "Redis unreachable")},
+            }},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics",
+                "responses": {"200": {"description": "Prometheus text format",
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}},
+                              **_errors(400, 401, 503)},
+            }},
+            "/api/openapi.json": {"get": {
+                "summary": "This document",
+                "responses": {"200": _json({"type": "object"}, "The OpenAPI document"), **_errors(401, 503)},
+            }},
+            "/api/event/{cloud_id}": {"get": {
+                "summary": "A reading from the device now, or the last logged one with ?source=latest",
+                "parameters": [*PATH_ID, {"name": "source", "in": "query",
+                                          "schema": {"type": "string", "enum": ["device", "latest"]}}],
+                "responses": {"200": _json(_ref("Reading"), "A reading"), **_errors(400, 401, 404, 502, 503, 504)},
+            }},
+            "/api/users/": {"get": {
+                "summary": "Devices, paginated by cursor, filterable by active and status",
+                "parameters": users_list_params,
+                "responses": {"200": _json(_ref("UserList"), "A page of devices"), **_errors(400, 401, 503)},
+            }},
+            "/api/users/{cloud_id}": {
+                "parameters": PATH_ID,
+                "get": {"summary": "One device (credentials never returned)",
+                        "responses": {"200": _json(_ref("User"), "The device"), **_errors(400, 401, 404, 503)}},
+                "post": {
+                    "summary": "Create (201) or update (200) a device",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("UserInput")}}},
+                    "responses": {"200": _json(_ref("User"), "Updated or unchanged"),
+                                  "201": _json(_ref("User"), "Created"),
+                                  **_errors(400, 401, 403, 404, 413, 415, 503)},
+                },
+                "delete": {"summary": "Stop polling the device; its data is kept",
+                           "responses": {"200": _json(_ref("User"), "Deactivated"),
+                                         **_errors(400, 401, 403, 404, 503)}},
+            },
+        },
+    }  # fmt: skip

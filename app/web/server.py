@@ -1,0 +1,43 @@
+"""The `rainforest server` process: serve the API until SIGTERM, then drain and close."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import tornado.httpserver
+
+from app.eagle.client import EagleCloudClient, new_session
+from app.settings import Settings
+from app.store import Store
+from app.web.app import make_app
+
+log = logging.getLogger(__name__)
+
+
+class ApiServer:
+    """One HTTP server bound to host:port; `run` returns after `request_stop` and a drain."""
+
+    def __init__(self, settings: Settings, host: str, port: int) -> None:
+        self.settings, self.host, self.port = settings, host, port
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        store = Store.from_url(self.settings.redis_url, max_connections=100)
+        session = new_session(200, self.settings.eagle_tls_verify)
+        client = EagleCloudClient(session, self.settings.eagle_cloud_url, self.settings.poll_timeout_s)
+        app = make_app(self.settings, store, client)
+        server = tornado.httpserver.HTTPServer(app, xheaders=True, max_body_size=1024 * 1024)
+        server.listen(self.port, self.host)
+        log.info("server listening", extra={"host": self.host, "port": self.port})
+        try:
+            await self._stop.wait()
+        finally:
+            server.stop()
+            await asyncio.wait_for(server.close_all_connections(), 10)
+            await store.close()
+            await session.close()
+            log.info("server stopped")

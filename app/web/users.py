@@ -1,0 +1,76 @@
+"""/api/users/: create, update, read, list and deactivate devices (credentials never returned)."""
+
+from __future__ import annotations
+
+from app.devices import DeviceInput, normalize_cloud_id
+from app.devices import DeviceRecord as Record
+from app.web.base import ApiError, BaseHandler
+
+STATUSES = ("ok", "failing", "never")
+
+
+def cloud_id_from_path(raw: str) -> str:
+    try:
+        return normalize_cloud_id(raw)
+    except Exception:
+        raise ApiError(
+            400, "invalid_cloud_id", f"cloud_id must be 6 hex digits such as 002738, got {raw!r}."
+        ) from None
+
+
+class UserHandler(BaseHandler):
+    route = "/api/users/{cloud_id}"
+
+    async def _record(self, cloud_id: str) -> Record:
+        record = await self.ctx.store.get_device(cloud_id)
+        if record is None:
+            raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered; POST it first.")
+        return record
+
+    async def get(self, raw_id: str) -> None:
+        self.query(set())
+        self.send_json((await self._record(cloud_id_from_path(raw_id))).public())
+
+    async def post(self, raw_id: str) -> None:
+        cloud_id = cloud_id_from_path(raw_id)
+        self.query(set())
+        inp = DeviceInput.from_mapping(self.json_body(), cloud_id=cloud_id)
+        outcome = await self.ctx.store.save_device(inp, self.ctx.vault)
+        record = await self._record(cloud_id)
+        self.send_json({**record.public(), "outcome": outcome}, status=201 if outcome == "created" else 200)
+
+    async def delete(self, raw_id: str) -> None:
+        cloud_id = cloud_id_from_path(raw_id)
+        self.query(set())
+        if not await self.ctx.store.deactivate_device(cloud_id):
+            raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
+        self.send_json((await self._record(cloud_id)).public())
+
+
+class UsersHandler(BaseHandler):
+    route = "/api/users/"
+
+    async def get(self) -> None:
+        args = self.query({"limit", "after", "active", "status"})
+        limit = _limit(args.get("limit", "100"))
+        after = cloud_id_from_path(args["after"]) if "after" in args else ""
+        active = _bool(args["active"]) if "active" in args else None
+        status = args.get("status")
+        if status is not None and status not in STATUSES:
+            raise ApiError(400, "bad_parameter", f"status must be one of {', '.join(STATUSES)}.")
+        page, cursor = await self.ctx.store.list_devices(
+            after=after, limit=limit, active=active, status=status
+        )
+        self.send_json({"users": [r.public() for r in page], "next": cursor})
+
+
+def _limit(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise ApiError(400, "bad_parameter", "limit must be a whole number from 1 to 1000.")
+    return int(raw)
+
+
+def _bool(raw: str) -> bool:
+    if raw not in ("true", "false"):
+        raise ApiError(400, "bad_parameter", "active must be true or false.")
+    return raw == "true"
