@@ -109,7 +109,8 @@ class BaseHandler(tornado.web.RequestHandler):
             self.set_status(503)
         elif status_code == 405:
             code = "method_not_allowed"
-            message = f"{self.request.method} is not allowed here; GET /api/openapi.json lists each route's methods."
+            method = self.request.method
+            message = f"{method} is not allowed here; GET /api/openapi.json lists each route's methods."
         elif status_code < 500:
             code = _STATUS_CODES.get(status_code, "error")
             message = (
