@@ -1,0 +1,233 @@
+"""The HTTP API as a client sees it: a real `rainforest server`, real Redis, the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+
+from app.store import PollUpdate, Store
+from tests.api_helpers import ApiServer, conforms, make_token, revoke_token, start_api
+from tests.conftest import RedisServer, Sim, start_sim_process
+
+SECRET_PW = "S3cret-pw-never-shown"
+
+
+@pytest.fixture(scope="module")
+def module_sim() -> Iterator[Sim]:
+    sim = start_sim_process(5, "--seed", "11", "--timeout-hold-s", "3")
+    yield sim
+    sim.proc.terminate()
+    sim.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def api(redis_server: RedisServer, secret_key: str, module_sim: Sim) -> Iterator[ApiServer]:
+    server = start_api(redis_server.url, secret_key, module_sim.url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def admin(api: ApiServer, redis_url: str, module_sim: Sim) -> Callable[..., requests.Response]:
+    """A request function carrying a fresh admin token (Redis is emptied for each test)."""
+    module_sim.set_faults({})
+    token = make_token(redis_url, "admin-test")
+    return lambda method, path, **kw: requests.request(
+        method,
+        api.url + path,
+        headers={"Authorization": f"Bearer {token}", **kw.pop("headers", {})},
+        timeout=10,
+        **kw,
+    )
+
+
+def user_body(**kw: object) -> dict[str, object]:
+    return {"user_email": "owner@example.com", "user_pw": SECRET_PW, **kw}
+
+
+def test_auth_matrix(api: ApiServer, redis_url: str) -> None:
+    admin_token = make_token(redis_url, "admin")
+    reader = make_token(redis_url, "reader", read_only=True)
+    gone = make_token(redis_url, "gone")
+    revoke_token(redis_url, "gone")
+    requests.post(
+        f"{api.url}/api/users/002738", json=user_body(), headers={"Authorization": f"Bearer {admin_token}"}
+    )
+    routes = [("GET", "/api/users/"), ("GET", "/api/users/002738"), ("GET", "/metrics"),
+              ("GET", "/api/openapi.json"), ("POST", "/api/users/002738"),
+              ("DELETE", "/api/users/002739")]  # fmt: skip
+    for method, path in routes:
+        write = method != "GET"
+        body = {"json": user_body()} if method == "POST" else {}
+        cases = {None: 401, "Bearer wrong-token": 401, f"Basic {admin_token}": 401, f"Bearer {gone}": 401,
+                 f"Bearer {reader}": 403 if write else 200, f"Bearer {admin_token}": None}  # fmt: skip
+        for header, expected in cases.items():
+            headers = {"Authorization": header} if header else {}
+            resp = requests.request(method, api.url + path, headers=headers, timeout=10, **body)  # type: ignore[arg-type]
+            if expected is None:
+                assert resp.status_code < 400 or (method == "DELETE" and resp.status_code == 404), (
+                    method,
+                    path,
+                )
+            else:
+                assert resp.status_code == expected, (method, path, header)
+            if resp.status_code >= 400:
+                assert set(resp.json()) == {"error", "message"}
+    assert requests.get(api.url + "/healthz", timeout=10).status_code == 200  # the one open route
+
+
+def test_user_lifecycle(admin: Callable[..., requests.Response]) -> None:
+    created = admin("POST", "/api/users/002738", json=user_body())
+    assert created.status_code == 201 and created.json()["outcome"] == "created"
+    conforms(created, "/api/users/{cloud_id}", "POST")
+    again = admin("POST", "/api/users/002738", json=user_body())
+    assert again.status_code == 200 and again.json()["outcome"] == "unchanged"
+    changed = admin("POST", "/api/users/002738", json=user_body(user_email="new@example.com"))
+    assert changed.status_code == 200 and changed.json()["outcome"] == "updated"
+    one = admin("GET", "/api/users/002738")
+    conforms(one, "/api/users/{cloud_id}", "GET")
+    assert one.json()["user_email"] == "new@example.com" and one.json()["status"] == "never"
+    gone = admin("DELETE", "/api/users/002738")
+    conforms(gone, "/api/users/{cloud_id}", "DELETE")
+    assert gone.json()["active"] is False
+    assert admin("GET", "/api/users/002738").json()["active"] is False  # deactivated, data kept
+    assert admin("GET", "/api/users/00ffff").status_code == 404
+    assert admin("DELETE", "/api/users/00ffff").status_code == 404
+
+
+def test_list_paginates_and_filters(admin: Callable[..., requests.Response]) -> None:
+    for i in range(1, 8):
+        admin("POST", f"/api/users/{i:06x}", json=user_body(active=i != 3))
+    seen, after = [], None
+    while True:
+        resp = admin("GET", "/api/users/", params={"limit": 3, **({"after": after} if after else {})})
+        conforms(resp, "/api/users/", "GET")
+        seen += [u["cloud_id"] for u in resp.json()["users"]]
+        after = resp.json()["next"]
+        if after is None:
+            break
+    assert seen == [f"{i:06x}" for i in range(1, 8)]
+    inactive = admin("GET", "/api/users/", params={"active": "false"}).json()["users"]
+    assert [u["cloud_id"] for u in inactive] == ["000003"]
+    assert len(admin("GET", "/api/users/", params={"status": "never"}).json()["users"]) == 7
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "error"),
+    [("GET", "/api/users/27", {}, 400, "invalid_cloud_id"),
+     ("GET", "/api/users/00273G", {}, 400, "invalid_cloud_id"),
+     ("GET", "/api/users/", {"params": {"limit": "0"}}, 400, "bad_parameter"),
+     ("GET", "/api/users/", {"params": {"limit": "1001"}}, 400, "bad_parameter"),
+     ("GET", "/api/users/", {"params": {"status": "sad"}}, 400, "bad_parameter"),
+     ("GET", "/api/users/", {"params": {"sort": "x"}}, 400, "unknown_parameter"),
+     ("POST", "/api/users/002738", {"json": {"user_pw": "x"}}, 400, "invalid_field"),
+     ("POST", "/api/users/002738", {"json": {"user_email": "not-an-email", "user_pw": "x"}}, 400,
+      "invalid_field"),
+     ("POST", "/api/users/002738", {"json": {**user_body(), "pw": "plaintext123"}}, 400, "invalid_field"),
+     ("POST", "/api/users/002738", {"json": {**user_body(), "cloud_id": "00ce69"}}, 400, "invalid_field"),
+     ("POST", "/api/users/002738", {"json": [1, 2]}, 400, "invalid_json"),
+     ("POST", "/api/users/002738", {"data": b"{nope", "headers": {"Content-Type": "application/json"}}, 400,
+      "invalid_json"),
+     ("POST", "/api/users/002738", {"data": b"user_email=a", "headers": {"Content-Type": "text/plain"}}, 415,
+      "unsupported_media_type"),
+     ("POST", "/api/users/002738", {"json": {**user_body(), "address": "x" * 70000}}, 413, "too_large"),
+     ("PUT", "/api/users/002738", {}, 405, "method_not_allowed"),
+     ("GET", "/api/nothing", {}, 404, "not_found"),
+     ("GET", "/api/event/002738", {"params": {"source": "cache"}}, 400, "bad_parameter"),
+     ("GET", "/api/event/002738", {}, 404, "unknown_device")],
+)  # fmt: skip
+def test_bad_input_gets_one_clear_sentence(
+    admin: Callable[..., requests.Response],
+    method: str,
+    path: str,
+    kwargs: dict[str, object],
+    status: int,
+    error: str,
+) -> None:
+    resp = admin(method, path, **kwargs)
+    assert resp.status_code == status
+    body = resp.json()
+    assert body["error"] == error and body["message"].endswith(".") and "Traceback" not in resp.text
+    assert "\n" not in body["message"]
+
+
+def test_unknown_field_is_named(admin: Callable[..., requests.Response]) -> None:
+    resp = admin("POST", "/api/users/002738", json={**user_body(), "pw": "x"})
+    assert "'pw'" in resp.json()["message"]
+
+
+def test_event_from_the_device_and_the_latest_logged(
+    admin: Callable[..., requests.Response], module_sim: Sim, redis_url: str
+) -> None:
+    user = module_sim.users()[0]
+    cid = str(user["cloud_id"])
+    admin("POST", f"/api/users/{cid}", json={k: v for k, v in user.items() if k != "cloud_id"})
+    live = admin("GET", f"/api/event/{cid}")
+    conforms(live, "/api/event/{cloud_id}", "GET")
+    assert live.json()["source"] == "device" and live.json()["cloud_id"] == cid
+    assert admin("GET", f"/api/event/{cid}", params={"source": "latest"}).json()["error"] == "no_reading"
+
+    async def log_one() -> None:  # what the pinger records after a poll
+        store = Store.from_url(redis_url)
+        await store.record_polls(
+            [
+                PollUpdate(
+                    cid,
+                    events=1,
+                    last_timestamp=1.0,
+                    last_reading=live.text.replace('"source":"device"', '"source":"device"'),
+                )
+            ]
+        )
+        await store.close()
+
+    asyncio.run(log_one())
+    latest = admin("GET", f"/api/event/{cid}", params={"source": "latest"})
+    conforms(latest, "/api/event/{cloud_id}", "GET")
+    assert latest.json()["source"] == "latest" and latest.json()["TimeStamp"] == live.json()["TimeStamp"]
+
+    faults = (("timeout", 504, "timeout"), ("http_503", 502, "unavailable"),
+              ("bad_credentials", 502, "auth"), ("malformed", 502, "bad_reply"))  # fmt: skip
+    for fault, status, error in faults:
+        module_sim.set_faults({"devices": {cid: {"error": fault}}})
+        resp = admin("GET", f"/api/event/{cid}")
+        conforms(resp, "/api/event/{cloud_id}", "GET")
+        assert (resp.status_code, resp.json()["error"]) == (status, error)
+        assert cid in resp.json()["message"]
+
+
+def test_passwords_never_leave_the_server(admin: Callable[..., requests.Response], api: ApiServer) -> None:
+    texts = [admin("POST", "/api/users/002738", json=user_body()).text,
+             admin("GET", "/api/users/002738").text, admin("GET", "/api/users/").text,
+             admin("POST", "/api/users/002738", json=user_body(user_email="bad")).text,
+             admin("DELETE", "/api/users/002738").text, admin("GET", "/metrics").text]  # fmt: skip
+    assert all(SECRET_PW not in t and "user_pw_enc" not in t for t in texts)
+    assert SECRET_PW not in api.logs()
+
+
+def test_metrics_count_requests_and_devices(admin: Callable[..., requests.Response]) -> None:
+    admin("POST", "/api/users/002738", json=user_body())
+    admin("GET", "/api/users/002738")
+    text = admin("GET", "/metrics").text
+    assert 'rainforest_http_requests_total{method="GET",route="/api/users/{cloud_id}",status="200"}' in text
+    assert 'rainforest_devices{status="never"} 1.0' in text
+    assert "rainforest_http_request_duration_seconds_bucket" in text
+
+
+def test_healthz_follows_redis(own_redis: RedisServer, secret_key: str) -> None:
+    server = start_api(own_redis.url, secret_key)
+    try:
+        ok = requests.get(server.url + "/healthz", timeout=10)
+        conforms(ok, "/healthz", "GET")
+        assert ok.json() == {"ok": True, "redis": "reachable"}
+        own_redis.stop()
+        down = requests.get(server.url + "/healthz", timeout=10)
+        conforms(down, "/healthz", "GET")
+        assert down.status_code == 503 and down.json()["redis"] == "unreachable"
+        own_redis.start()
+        assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+    finally:
+        server.stop()
