@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=50)
     parser.add_argument("--redis-port", type=int, default=6399)
     parser.add_argument("--sim-port", type=int, default=9445)
+    parser.add_argument("--server-port", type=int, default=8000)
     parser.add_argument("--smoke", action="store_true", help="stop everything once readings appear")
     args = parser.parse_args()
 
@@ -73,7 +75,12 @@ def main() -> None:
     from app.settings import Settings
 
     data_dir = Settings.from_env().data_dir.resolve()
-    for port, name in ((args.redis_port, "redis"), (args.sim_port, "the simulator")):
+    ports = (
+        (args.redis_port, "redis"),
+        (args.sim_port, "the simulator"),
+        (args.server_port, "the API server"),
+    )
+    for port, name in ports:
         if not port_free(port):
             raise SystemExit(f"port {port} (for {name}) is in use: stop what holds it, or pick another port.")
     for sub in ("redis", "logs/redis", "logs/supervisord", "demo"):
@@ -83,7 +90,7 @@ def main() -> None:
         **os.environ,
         "RF_ROOT": str(ROOT), "RF_BIN": str(BIN), "RF_DATA_DIR": str(data_dir),
         "RF_REDIS_PORT": str(args.redis_port), "RF_SIM_PORT": str(args.sim_port),
-        "RF_SIM_DEVICES": str(args.devices),
+        "RF_SIM_DEVICES": str(args.devices), "RF_SERVER_PORT": str(args.server_port),
         # simulated mode, whatever .env says about Redis and the relay
         "REDIS_URL": f"redis://127.0.0.1:{args.redis_port}/0",
         "EAGLE_CLOUD_URL": f"http://127.0.0.1:{args.sim_port}/cgi-bin/post_manager",
@@ -113,10 +120,16 @@ def main() -> None:
         imported = subprocess.run([BIN / "rainforest", "users", "import", str(users)], env=env,
                                   capture_output=True, text=True)  # fmt: skip
         print(imported.stdout.strip() or imported.stderr.strip())
+        token = demo_token(env)
         wait_for(lambda: first_reading(data_dir / "logs") is not None, 30, "the first reading", supervisor)
         path = first_reading(data_dir / "logs")
         assert path is not None
-        print_welcome(path, data_dir, args, ctl_conf)
+        cloud_id = path.name.split("-")[2]
+        api = f"http://127.0.0.1:{args.server_port}"
+        wait_for(
+            lambda: api_answers(f"{api}/api/event/{cloud_id}?source=latest", token), 20, "the API", supervisor
+        )
+        print_welcome(path, data_dir, args, ctl_conf, token, cloud_id)
         if args.smoke:
             stop()
         supervisor.wait()
@@ -127,7 +140,30 @@ def main() -> None:
     print("stopped.")
 
 
-def print_welcome(path: Path, data_dir: Path, args: argparse.Namespace, ctl_conf: Path) -> None:
+def demo_token(env: dict[str, str]) -> str:
+    """A fresh admin token named demo-admin (an older one is revoked first)."""
+    rainforest = str(BIN / "rainforest")
+    subprocess.run([rainforest, "tokens", "revoke", "demo-admin"], env=env, capture_output=True)
+    made = subprocess.run(
+        [rainforest, "tokens", "create", "demo-admin"], env=env, capture_output=True, text=True
+    )
+    if made.returncode != 0:
+        raise SystemExit(f"could not create the demo token: {made.stderr.strip()}")
+    return made.stdout.strip()
+
+
+def api_answers(url: str, token: str) -> bool:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+def print_welcome(
+    path: Path, data_dir: Path, args: argparse.Namespace, ctl_conf: Path, token: str, cloud_id: str
+) -> None:
     sample = path.read_text().splitlines()[0]
 
     def rel(p: Path) -> str:
@@ -140,6 +176,11 @@ Rainforest Logger is running in simulated mode ({args.devices} simulated EAGLE g
     {rel(data_dir / "logs")}/YYYY-MM-DD-HH/iseif-rainforest-<cloud_id>-YYYY-MM-DD-HH.jl
     first one: {rel(path)}
     {sample}
+
+  The HTTP API (admin token for this demo: {token}):
+    curl -s -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{args.server_port}/api/event/{cloud_id}?source=latest'
+    curl -s -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{args.server_port}/api/users/?limit=5'
+    the routes: README.md, or GET /api/openapi.json with the token
 
   Look around (in another terminal, from {ROOT}):
     .venv/bin/rainforest users list                  the fleet with each device's poll status

@@ -14,11 +14,11 @@ from tests.conftest import ROOT, free_port
 
 
 def test_demo_brings_the_stack_up_shows_readings_and_stops_cleanly(tmp_path: Path, secret_key: str) -> None:
-    redis_port, sim_port = free_port(), free_port()
+    redis_port, sim_port, server_port = free_port(), free_port(), free_port()
     env = {**os.environ, "DATA_DIR": str(tmp_path), "SECRET_KEY": secret_key, "POLL_INTERVAL_S": "1"}
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "demo.py"), "--smoke", "--devices", "5",
-         "--redis-port", str(redis_port), "--sim-port", str(sim_port)],
+         "--redis-port", str(redis_port), "--sim-port", str(sim_port), "--server-port", str(server_port)],
         env=env, capture_output=True, text=True, timeout=90,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -30,9 +30,10 @@ def test_demo_brings_the_stack_up_shows_readings_and_stops_cleanly(tmp_path: Pat
     record = orjson.loads(files[0].read_bytes().splitlines()[0])
     assert {"cloud_id", "polled_at", "device_time", "demand_kw", "TimeStamp"} <= record.keys()
     supervisord_log = (tmp_path / "logs" / "supervisord" / "supervisord.log").read_text()
-    for program in ("pinger", "sim", "redis"):
+    assert "curl -s -H 'Authorization: Bearer rft_" in result.stdout
+    for program in ("pinger", "server", "sim", "redis"):
         assert f"stopped: {program} (exit status 0)" in supervisord_log
-    marks = (f"--port {sim_port}", f"--port {redis_port}")
+    marks = (f"--port {sim_port}", f"--port {redis_port}", f"--port {server_port}")
     leftovers = [
         p
         for p in psutil.process_iter(["cmdline"])
