@@ -59,7 +59,8 @@ class Tokens:
             )
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         d = digest(token)
-        record = {"name": name, "scope": "read" if read_only else "admin", "created_at": repr(time.time())}
+        record = {"name": name, "scope": "read" if read_only else "admin", "created_at": repr(time.time()),
+                  "digest": d}  # fmt: skip
         async with translated(f"create token {name}"):
             if not await self.redis.hsetnx(keys.tokens(), name, d):
                 raise ValidationError(
@@ -96,9 +97,7 @@ class Tokens:
                 return Token(name, "admin", 0.0)
         async with translated("check a token"):
             h = cast(dict[str, str], await self.redis.hgetall(keys.token(d)))
-        if not h:
+        # One round trip: revoking deletes this hash, so a revoked token fails at once.
+        if not h or not hmac.compare_digest(h.get("digest", ""), d):
             return None
-        stored = cast(str | None, await self.redis.hget(keys.tokens(), h["name"]))
-        if stored is None or not hmac.compare_digest(stored, d):
-            return None  # revoked while we looked
         return Token(h["name"], h["scope"], float(h["created_at"]))

@@ -67,18 +67,20 @@ class RedisServer:
 
     def ping(self) -> bool:
         try:
-            return bool(syncredis.Redis(port=self.port, socket_connect_timeout=0.2).ping())
+            with syncredis.Redis(port=self.port, socket_connect_timeout=0.2) as client:
+                return bool(client.ping())
         except syncredis.ConnectionError:
             return False
+
+    def flushall(self) -> None:
+        with syncredis.Redis(port=self.port) as client:
+            client.flushall()
 
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
-
-    def client(self) -> syncredis.Redis:
-        return syncredis.Redis(port=self.port, decode_responses=True)
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +94,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     """The shared test Redis, emptied for each test."""
-    redis_server.client().flushall()
+    redis_server.flushall()
     return redis_server.url
 
 

@@ -32,7 +32,7 @@ CHECKS = [not_our_fault, status_code_conformance, content_type_conformance, resp
 
 @pytest.fixture(scope="module")
 def schema_api(redis_server: RedisServer, secret_key: str) -> Iterator[tuple[ApiServer, str]]:
-    redis_server.client().flushall()  # start from an empty registry, whatever ran before
+    redis_server.flushall()  # start from an empty registry, whatever ran before
     server = start_api(redis_server.url, secret_key)
     token = make_token(redis_server.url, "schemathesis")
     yield server, token

@@ -21,7 +21,7 @@ def test_demo_brings_the_stack_up_shows_readings_and_stops_cleanly(tmp_path: Pat
          "--redis-port", str(redis_port), "--sim-port", str(sim_port), "--server-port", str(server_port)],
         env=env, capture_output=True, text=True, timeout=90,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert "created 5, updated 0, unchanged 0, failed 0" in result.stdout
     assert "Rainforest Logger is running in simulated mode" in result.stdout
     assert result.stdout.rstrip().endswith("stopped.")

@@ -34,7 +34,8 @@ def device(cid: str = "002738", **kw: object) -> DeviceInput:
 
 async def test_password_is_encrypted_at_rest(store: Store, vault: Vault, redis_url: str) -> None:
     assert await store.save_device(device(), vault) == "created"
-    raw = syncredis.Redis.from_url(redis_url, decode_responses=True).hgetall(keys.device("002738"))
+    with syncredis.Redis.from_url(redis_url, decode_responses=True) as client:
+        raw = client.hgetall(keys.device("002738"))
     assert "plaintext123" not in str(raw)
     record = await store.get_device("002738")
     assert record is not None and vault.decrypt(record.password_token) == "plaintext123"

@@ -1,0 +1,127 @@
+"""Benchmark: the HTTP API with 10,000 devices against a bare Tornado handler.
+
+Starts a private redis-server holding DEVICES devices (each with a logged reading),
+`rainforest server`, and bench/bare_tornado.py (a constant JSON body), then drives them
+with bench/load.py from its own process:
+  - max throughput (closed loop, 32 in flight) of GET /api/users/{id},
+    GET /api/event/{id}?source=latest and the bare handler;
+  - p50/p99 latency at a fixed 1,000 req/s (open loop).
+
+    .venv/bin/python bench/api.py [--devices 10000] [--seconds 5]
+
+The last line is key=value: rps_users, rps_latest, rps_bare, ratio, p99_ms_at_1000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.credentials import Vault, new_key  # noqa: E402
+from app.devices import DeviceInput  # noqa: E402
+from app.store import PollUpdate, Store  # noqa: E402
+from app.tokens import Tokens  # noqa: E402
+from bench.pinger import free_port, port_open, wait_for  # noqa: E402
+
+
+async def seed(redis_url: str, devices: int, secret: str) -> tuple[list[str], str]:
+    store, vault = Store.from_url(redis_url), Vault(secret)
+    ids = [f"{i:06x}" for i in range(1, devices + 1)]
+    for start in range(0, devices, 500):
+        chunk = ids[start : start + 500]
+        await asyncio.gather(*(store.upsert_device(DeviceInput(cid, f"h{cid}@example.com", "pw"), vault)
+                               for cid in chunk))  # fmt: skip
+        reading = '{"cloud_id":"%s","polled_at":1.0,"device_time":1,"demand_kw":0.5,"TimeStamp":1}'
+        await store.record_polls([PollUpdate(c, events=1, last_timestamp=1.0, last_success_at=1.0,
+                                             last_reading=reading % c) for c in chunk])  # fmt: skip
+    token = await Tokens(store).create("bench", read_only=True)
+    await store.close()
+    return ids, token
+
+
+def load(mode: str, urls: Path, token: str, seconds: float, knob: int) -> dict[str, float]:
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "load.py"), mode, str(urls), token,
+                          str(seconds), str(knob)], check=True, capture_output=True, text=True)  # fmt: skip
+    return dict(orjson.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--devices", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="rf-bench-api-") as tmp:
+        work = Path(tmp)
+        secret, redis_port, api_port, bare_port = new_key(), free_port(), free_port(), free_port()
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "SECRET_KEY": secret,
+            "DATA_DIR": str(work),
+            "LOG_LEVEL": "WARNING",
+        }
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": work, "env": env}
+        try:
+            procs.append(subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", ""], **quiet))  # type: ignore[call-overload]
+            wait_for(lambda: port_open(redis_port), "redis")
+            ids, token = asyncio.run(seed(redis_url, args.devices, secret))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "app.cli", "server", "--port", str(api_port)], **quiet
+                )
+            )  # type: ignore[call-overload]
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(ROOT / "bench" / "bare_tornado.py"), str(bare_port)], **quiet
+                )
+            )  # type: ignore[call-overload]
+            wait_for(lambda: port_open(api_port) and port_open(bare_port), "the servers")
+            lists = {
+                "users": [f"http://127.0.0.1:{api_port}/api/users/{c}" for c in ids],
+                "latest": [f"http://127.0.0.1:{api_port}/api/event/{c}?source=latest" for c in ids],
+                "bare": [f"http://127.0.0.1:{bare_port}/api/users/{c}" for c in ids],
+            }
+            files = {}
+            for name, urls in lists.items():
+                files[name] = work / f"{name}.urls"
+                files[name].write_text("\n".join(urls))
+            results = {}
+            print(
+                f"{'target':<8} {'max rps':>9} {'errors':>7} {'p50 ms @1000/s':>15} {'p99 ms @1000/s':>15}",
+                flush=True,
+            )
+            for name, path in files.items():
+                top = load("max", path, token, args.seconds, 32)
+                time.sleep(0.5)
+                paced = load("rate", path, token, args.seconds, 1000)
+                results[name] = (top, paced)
+                print(f"{name:<8} {top['rps']:>9.0f} {top['errors'] + paced['errors']:>7.0f} "
+                      f"{paced['p50_ms']:>15.2f} {paced['p99_ms']:>15.2f}", flush=True)  # fmt: skip
+        finally:
+            for proc in reversed(procs):
+                proc.terminate()
+                proc.wait(20)
+    users, latest, bare = results["users"], results["latest"], results["bare"]
+    ratio = users[0]["rps"] / bare[0]["rps"]
+    p99 = max(users[1]["p99_ms"], latest[1]["p99_ms"])
+    print(f"rps_users={users[0]['rps']:.0f} rps_latest={latest[0]['rps']:.0f} rps_bare={bare[0]['rps']:.0f} "
+          f"ratio={ratio:.2f} p99_ms_at_1000={p99:.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
