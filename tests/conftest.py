@@ -11,6 +11,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,6 +157,17 @@ def start_sim_process(devices: int, *args: str) -> Sim:
 
     wait_until(up, what="the simulator")
     return sim
+
+
+@contextmanager
+def running_sim(devices: int, *args: str) -> Iterator[Sim]:
+    """A simulator for a with-block (module-scoped fixtures use it)."""
+    sim = start_sim_process(devices, *args)
+    try:
+        yield sim
+    finally:
+        sim.proc.terminate()
+        sim.proc.wait(10)
 
 
 @pytest.fixture

@@ -10,17 +10,15 @@ import requests
 
 from app.store import PollUpdate, Store
 from tests.api_helpers import ApiServer, conforms, make_token, revoke_token, start_api
-from tests.conftest import RedisServer, Sim, start_sim_process
+from tests.conftest import RedisServer, Sim, running_sim
 
 SECRET_PW = "S3cret-pw-never-shown"
 
 
 @pytest.fixture(scope="module")
 def module_sim() -> Iterator[Sim]:
-    sim = start_sim_process(5, "--seed", "11", "--timeout-hold-s", "3")
-    yield sim
-    sim.proc.terminate()
-    sim.proc.wait(10)
+    with running_sim(5, "--seed", "11", "--timeout-hold-s", "3") as sim:
+        yield sim
 
 
 @pytest.fixture(scope="module")

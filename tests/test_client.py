@@ -14,15 +14,13 @@ from app.errors import (
     DeviceTimeout,
     DeviceUnavailable,
 )
-from tests.conftest import Sim, free_port, start_sim_process
+from tests.conftest import Sim, free_port, running_sim
 
 
 @pytest.fixture(scope="module")
 def module_sim() -> Iterator[Sim]:
-    sim = start_sim_process(4, "--seed", "3", "--timeout-hold-s", "3")
-    yield sim
-    sim.proc.terminate()
-    sim.proc.wait(10)
+    with running_sim(4, "--seed", "3", "--timeout-hold-s", "3") as sim:
+        yield sim
 
 
 @pytest.fixture
