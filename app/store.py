@@ -203,12 +203,14 @@ class Store:
                         _queue_update(pipe, u)
                     await pipe.execute()
 
-    async def device_changes(self) -> AsyncIterator[str]:
-        """cloud_ids as their records change; raises StoreError when the subscription drops."""
+    async def device_changes(self) -> AsyncIterator[str | None]:
+        """None once subscribed (take a snapshot then: nothing published from here on is
+        missed), then cloud_ids as their records change; StoreError when the subscription drops."""
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             async with translated("subscribe to device changes"):
                 await pubsub.subscribe(keys.devices_changed())
+                yield None
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":

@@ -254,3 +254,25 @@ async def test_a_failing_disk_holds_readings_until_it_recovers(stack: tuple[Sim,
     files = written(settings)
     assert files.keys() == served(sim).keys()
     assert all(len(lines) == 1 for lines in files.values())
+
+
+async def test_a_change_published_before_the_feed_subscribes_is_not_missed(
+    start_sim: Callable[..., Sim], make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    sim = start_sim(2)
+    settings = make_settings(redis_url, sim.url, resync_interval_s=3600.0)
+    pinger = Pinger.create(settings)
+    await pinger.fleet.resync()  # what start() does first: an empty fleet
+    store, vault = Store.from_url(settings.redis_url), Vault(settings.secret_key)
+    await store.save_device(DeviceInput.from_mapping(sim.users()[0]), vault)  # published to nobody
+    await store.close()
+    follower = asyncio.create_task(pinger._follow_changes())  # then the feed subscribes
+    for _ in range(50):
+        if pinger.fleet.devices:
+            break
+        await asyncio.sleep(0.1)
+    follower.cancel()
+    await pinger.close()
+    assert len(pinger.fleet.devices) == 1, (
+        "a change made before the feed subscribed waited for the hourly resync"
+    )

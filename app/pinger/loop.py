@@ -340,16 +340,18 @@ class Pinger:
             await asyncio.wait_for(self._stop.wait(), seconds)
 
     async def _follow_changes(self) -> None:
-        """Apply published device changes; after a dropped subscription, resync in full."""
+        """Apply published device changes. Each time the subscription is (re)established the
+        fleet is re-read in full, so a change made before we were listening is not missed."""
         while not self._stop.is_set():
             try:
                 async for cloud_id in self.store.device_changes():
-                    await self.fleet.refresh([cloud_id])
+                    if cloud_id is None:
+                        await self.fleet.resync()
+                    else:
+                        await self.fleet.refresh([cloud_id])
             except StoreError as exc:
                 log.warning("device change feed lost; reconnecting", extra={"reason": str(exc)})
                 await self._sleep(1.0)
-                with contextlib.suppress(StoreError):
-                    await self.fleet.resync()
 
     async def _resync_every(self) -> None:
         while not self._stop.is_set():
