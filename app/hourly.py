@@ -34,6 +34,7 @@ def hour_key(unix_s: float) -> str:
 
 
 def reading_path(logs_dir: Path, prefix: str, cloud_id: str, hour: str) -> Path:
+    """DATA_DIR/logs/<hour>/<prefix>-<cloud_id>-<hour>.jl: the one place the name is spelled."""
     return logs_dir / hour / f"{prefix}-{cloud_id}-{hour}.jl"
 
 
@@ -72,33 +73,24 @@ class HourlyWriter:
         self.max_open = max(1, min(max_open, _fd_budget()))
         self._fds: OrderedDict[Path, int] = OrderedDict()
         self._checked: set[Path] = set()  # files whose tail was verified by this process
-        self._hour_dirs: dict[int, tuple[Path, str]] = {}  # hour number → (folder, name suffix)
-        self._written: dict[str, set[Path]] = {}  # hour → files written, fsynced at close
+        self._hours: dict[int, str] = {}  # hour number (Unix s // 3600) → "YYYY-MM-DD-HH", folder made
+        self._written: dict[int, set[Path]] = {}  # hour number → files written, fsynced at close
         self.partial_tails_repaired = 0
-
-    def path_for(self, cloud_id: str, polled_at: float) -> Path:
-        start = int(polled_at // 3600)
-        cached = self._hour_dirs.get(start)
-        if cached is None:
-            hour = hour_key(polled_at)
-            folder = self.logs_dir / hour
-            folder.mkdir(parents=True, exist_ok=True)
-            cached = self._hour_dirs[start] = (folder, f"-{hour}.jl")
-        folder, suffix = cached
-        return folder / f"{self.prefix}-{cloud_id}{suffix}"
 
     def append(self, cloud_id: str, polled_at: float, line: bytes) -> Path:
         """Write one newline-terminated line to the file for its hour; all or nothing."""
+        number = int(polled_at // 3600)
+        hour = self._hours.get(number)  # the name is formatted and its folder made once an hour
+        path = reading_path(self.logs_dir, self.prefix, cloud_id, hour or hour_key(polled_at))
         try:
-            path = self.path_for(cloud_id, polled_at)
-            fd = self._fd(path)
-            size = os.fstat(fd).st_size
-            _write_all(fd, line, size)
+            if hour is None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._hours[number] = path.parent.name
+            _write_all(self._fd(path), line)
         except OSError as exc:
-            where = reading_path(self.logs_dir, self.prefix, cloud_id, hour_key(polled_at))
-            self._drop(where)
-            raise WriteError(f"cannot append to {where}: {exc.strerror or exc}") from exc
-        self._written.setdefault(hour_key(polled_at), set()).add(path)
+            self._drop(path)
+            raise WriteError(f"cannot append to {path}: {exc.strerror or exc}") from exc
+        self._written.setdefault(number, set()).add(path)
         return path
 
     def last_timestamp(self, cloud_id: str, now: float) -> int | None:
@@ -119,15 +111,15 @@ class HourlyWriter:
 
     def close_hours_before(self, now: float) -> list[Path]:
         """Close the files of hours that ended before `now`'s hour; returns them for `sync`."""
-        current = hour_key(now)
+        current = int(now // 3600)
         to_sync: list[Path] = []
-        for hour in [h for h in self._written if h < current]:
-            for path in self._written.pop(hour):
+        for number in [n for n in self._written if n < current]:
+            for path in self._written.pop(number):
                 self._drop(path)
                 self._checked.discard(path)
                 to_sync.append(path)
-        for start in [s for s in self._hour_dirs if hour_key(s * 3600) < current]:
-            del self._hour_dirs[start]
+        for number in [n for n in self._hours if n < current]:
+            del self._hours[number]
         return to_sync
 
     def close(self) -> list[Path]:
@@ -180,16 +172,18 @@ class HourlyWriter:
             os.close(fd)
 
 
-def _write_all(fd: int, line: bytes, size_before: int) -> None:
+def _write_all(fd: int, line: bytes) -> None:
     view = memoryview(line)
+    done = 0
     try:
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        while done < len(line):
+            done += os.write(fd, view[done:])
     except OSError:
-        # Undo a short write (ENOSPC mid-line) so the file never ends in half a reading.
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, size_before)
+        # Undo a short write (ENOSPC mid-line) so the file never ends in half a reading: this
+        # process is the file's only writer, so its last `done` bytes are ours.
+        if done:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, os.fstat(fd).st_size - done)
         raise
 
 
