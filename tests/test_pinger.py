@@ -276,3 +276,19 @@ async def test_a_change_published_before_the_feed_subscribes_is_not_missed(
     assert len(pinger.fleet.devices) == 1, (
         "a change made before the feed subscribed waited for the hourly resync"
     )
+
+
+async def test_readings_held_at_shutdown_go_to_a_rescue_file(stack: tuple[Sim, Settings]) -> None:
+    sim, settings = stack
+    await register(sim, settings, only=[str(u["cloud_id"]) for u in sim.users()[:10]])
+    pinger = Pinger.create(settings)
+    now = time.time()
+    for at in (now, now + 3600):  # the disk never recovers, even across an hour boundary
+        blocker = settings.logs_dir / hour_key(at)
+        blocker.parent.mkdir(parents=True, exist_ok=True)
+        blocker.write_text("not a folder")
+    await run_for(pinger, 1.5)
+    (rescue,) = settings.data_dir.glob("unwritten-*.jl")
+    saved = {(r["cloud_id"], r["TimeStamp"]) for r in read_lines(rescue).records}
+    assert saved and saved == served(sim).keys()
+    assert not pinger.backlog.items

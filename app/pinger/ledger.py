@@ -9,8 +9,10 @@ full the pinger stops polling rather than drop a reading it already received.
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 from app.errors import StoreError, WriteError
 from app.hourly import HourlyWriter
@@ -87,18 +89,15 @@ class WriteBacklog:
         return len(self.items) >= self.limit
 
     def write(self, item: Unwritten) -> bool:
-        """Append a reading now, or hold it (behind any older held ones). True when written."""
+        """Append a reading now, or hold it behind older held ones (the cycle's `retry` writes
+        them in order). True when written."""
         if self.items:
             self.items.append(item)
-            self.retry()
             return False
         try:
             self.writer.append(item.cloud_id, item.polled_at, item.line)
         except WriteError as exc:
-            log.error(
-                "reading held in memory: append failed",
-                extra={"cloud_id": item.cloud_id, "reason": str(exc)},
-            )
+            log.error("cannot append readings: holding them in memory", extra={"reason": str(exc)})
             self.items.append(item)
             return False
         self.ledger.add(item.update)
@@ -119,3 +118,27 @@ class WriteBacklog:
         if written:
             log.info("held readings written", extra={"written": written, "still_held": len(self.items)})
         return written
+
+    def rescue(self, folder: Path, now: float) -> Path | None:
+        """At shutdown, put readings the hourly files never took into one file of their own, so a
+        process exit does not lose them; returns it (None when nothing was held or it failed)."""
+        if not self.items:
+            return None
+        path = folder / f"unwritten-{int(now)}-{os.getpid()}.jl"
+        try:
+            with path.open("ab") as f:
+                f.writelines(item.line for item in self.items)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            log.error(
+                "readings lost: neither their hourly files nor a rescue file could be written",
+                extra={"readings": len(self.items), "rescue_file": str(path), "reason": str(exc)},
+            )
+            return None
+        log.error(
+            "readings saved to a rescue file: append them to their hourly files once the disk is fixed",
+            extra={"readings": len(self.items), "rescue_file": str(path)},
+        )
+        self.items.clear()
+        return path

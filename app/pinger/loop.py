@@ -308,6 +308,7 @@ class Pinger:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self.backlog.retry()
+        self.backlog.rescue(self.settings.data_dir, self.clock())
         await self.ledger.flush(self.clock())
         await asyncio.gather(*self._syncs)
         await asyncio.to_thread(HourlyWriter.sync, self.writer.close())
