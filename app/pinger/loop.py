@@ -107,6 +107,7 @@ class Pinger:
         self._cycles: set[asyncio.Task[CycleStats]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._syncs: set[asyncio.Task[None]] = set()  # fsyncs of closed hours, awaited at close
+        self._fleet_loaded = asyncio.Event()
 
     @classmethod
     def create(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Pinger:
@@ -250,14 +251,22 @@ class Pinger:
         self._stop.set()
 
     async def start(self) -> None:
-        """Load the fleet (waiting for Redis if needed) and start the background tasks."""
-        while not self._stop.is_set():
-            try:
-                await self.fleet.resync()
-                break
-            except StoreError as exc:
-                log.error("cannot load the fleet yet; retrying", extra={"reason": str(exc)})
-                await self._sleep(2.0)
+        """Start the background tasks and wait until the change feed has loaded the fleet
+        (it retries while Redis is away), so the fleet is read once, after subscribing."""
+        self._background = [
+            asyncio.create_task(self._follow_changes()),
+            asyncio.create_task(self._resync_every()),
+            asyncio.create_task(self._heartbeat_every()),
+        ]
+        loaded, stopped = (
+            asyncio.create_task(self._fleet_loaded.wait()),
+            asyncio.create_task(self._stop.wait()),
+        )
+        await asyncio.wait({loaded, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        loaded.cancel()
+        stopped.cancel()
+        if self._stop.is_set():
+            return
         gc.collect()
         gc.freeze()  # the fleet loaded at start lives for the process: keep it out of GC scans
         log.info(
@@ -268,11 +277,6 @@ class Pinger:
                 "interval_s": self.interval_s,
             },
         )
-        self._background = [
-            asyncio.create_task(self._follow_changes()),
-            asyncio.create_task(self._resync_every()),
-            asyncio.create_task(self._heartbeat_every()),
-        ]
 
     async def run(self) -> None:
         """Tick cycles until `request_stop`, then drain and close."""
@@ -348,15 +352,21 @@ class Pinger:
                 async for cloud_id in self.store.device_changes():
                     if cloud_id is None:
                         await self.fleet.resync()
+                        self._fleet_loaded.set()
                     else:
                         await self.fleet.refresh([cloud_id])
             except StoreError as exc:
-                log.warning("device change feed lost; reconnecting", extra={"reason": str(exc)})
+                if self._fleet_loaded.is_set():
+                    log.warning("device change feed lost; reconnecting", extra={"reason": str(exc)})
+                else:
+                    log.error("cannot load the fleet yet; retrying", extra={"reason": str(exc)})
                 await self._sleep(1.0)
 
     async def _resync_every(self) -> None:
         while not self._stop.is_set():
             await self._sleep(self.settings.resync_interval_s)
+            if self._stop.is_set():
+                return
             try:
                 await self.fleet.resync()
             except StoreError as exc:
