@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from app.errors import ConfigError, StoreError
+from app.errors import ConfigError, CredentialError
 
 
 def new_key() -> str:
@@ -45,7 +45,7 @@ class Vault:
         try:
             plaintext = self._fernet.decrypt(token.encode()).decode()
         except InvalidToken:
-            raise StoreError(
+            raise CredentialError(
                 "a stored device password does not decrypt with SECRET_KEY "
                 "(was the key changed without keeping the old one in the list?)"
             ) from None

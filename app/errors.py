@@ -4,6 +4,7 @@
     ├── ConfigError            a setting is missing or malformed (the process stops at start)
     ├── ValidationError        input from a person or a file is not acceptable
     ├── StoreError             Redis is unreachable or answered in a way we cannot use
+    │   └── CredentialError    a stored device password does not decrypt with SECRET_KEY
     ├── WriteError             a reading could not be appended to its hourly file
     └── DeviceError            a gateway (or the relay in front of it) did not give a reading
         ├── DeviceTimeout      no complete reply within the timeout
@@ -37,6 +38,10 @@ class ValidationError(RainforestError):
 
 class StoreError(RainforestError):
     """Redis could not be reached or gave an unusable answer."""
+
+
+class CredentialError(StoreError):
+    """A stored device password does not decrypt with SECRET_KEY (the key changed)."""
 
 
 class WriteError(RainforestError):

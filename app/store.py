@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from app import keys
 from app.credentials import Vault
 from app.devices import DeviceInput, DeviceRecord
-from app.errors import StoreError
+from app.errors import CredentialError, StoreError
 
 CHUNK = 1000  # commands per pipeline round trip when loading the fleet
 
@@ -236,7 +236,7 @@ class Store:
 def _same(record: DeviceRecord, inp: DeviceInput, vault: Vault) -> bool:
     try:
         password_same = vault.decrypt(record.password_token) == inp.user_pw
-    except StoreError:
+    except CredentialError:
         return False  # unreadable under the current key: rewrite it
     return password_same and (
         record.user_email,

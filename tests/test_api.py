@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
+from app.credentials import Vault, new_key
+from app.devices import DeviceInput
 from app.store import PollUpdate, Store
 from tests.api_helpers import ApiServer, conforms, make_token, revoke_token, start_api
 from tests.conftest import RedisServer, Sim, running_sim
@@ -229,3 +231,22 @@ def test_healthz_follows_redis(own_redis: RedisServer, secret_key: str) -> None:
         assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
     finally:
         server.stop()
+
+
+def test_a_password_sealed_with_another_key_gets_an_actionable_answer(
+    admin: Callable[..., requests.Response], redis_url: str
+) -> None:
+    async def save_with_another_key() -> None:
+        store = Store.from_url(redis_url)
+        inp = DeviceInput.from_mapping({"cloud_id": "00beef", **user_body()})
+        await store.upsert_device(inp, Vault(new_key()))
+        await store.close()
+
+    asyncio.run(save_with_another_key())
+    resp = admin("GET", "/api/event/00beef")
+    conforms(resp, "/api/event/{cloud_id}", "GET")
+    assert resp.status_code == 500 and resp.json()["error"] == "credentials_unreadable"
+    assert "SECRET_KEY" in resp.json()["message"] and "POST /api/users/00beef" in resp.json()["message"]
+    assert "Redis" not in resp.json()["message"]
+    # re-saving the device (as the message says) mends it
+    assert admin("POST", "/api/users/00beef", json=user_body()).json()["outcome"] == "updated"

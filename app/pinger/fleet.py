@@ -15,7 +15,7 @@ from app.credentials import Vault
 from app.devices import DeviceRecord
 from app.eagle.client import Credentials
 from app.eagle.readings import Y2K_EPOCH
-from app.errors import StoreError
+from app.errors import CredentialError, StoreError
 from app.pinger.schedule import phase_fraction
 from app.store import Store
 
@@ -102,7 +102,7 @@ class FleetView:
             return None
         try:
             creds = Credentials(record.cloud_id, record.user_email, self.vault.decrypt(record.password_token))
-        except StoreError as exc:
+        except CredentialError as exc:
             log.error(
                 "device credentials unreadable",
                 extra={"cloud_id": record.cloud_id, "reason": str(exc)},

@@ -7,7 +7,7 @@ import time
 import orjson
 
 from app.eagle.client import Credentials
-from app.errors import DeviceError, DeviceTimeout
+from app.errors import CredentialError, DeviceError, DeviceTimeout
 from app.web.base import ApiError, BaseHandler
 from app.web.users import cloud_id_from_path
 
@@ -35,7 +35,15 @@ class EventHandler(BaseHandler):
                 raise ApiError(404, "no_reading", f"no reading has been logged for {cloud_id} yet.")
             self.send_json({**orjson.loads(line), "source": "latest"})
             return
-        creds = Credentials(cloud_id, record.user_email, self.ctx.vault.decrypt(record.password_token))
+        try:
+            password = self.ctx.vault.decrypt(record.password_token)
+        except CredentialError:
+            raise ApiError(
+                500, "credentials_unreadable",
+                f"the stored password of {cloud_id} does not decrypt with this server's SECRET_KEY; "
+                f"restore the old key in SECRET_KEY or re-save the device with POST /api/users/{cloud_id}.",
+            ) from None  # fmt: skip
+        creds = Credentials(cloud_id, record.user_email, password)
         try:
             reading = await self.ctx.client.get_instantaneous_demand(creds)
         except DeviceTimeout as exc:
