@@ -290,17 +290,15 @@ def users_list(active: bool | None, status: str | None, as_json: bool) -> None:
     async def go() -> list[Any]:
         store = Store.from_url(settings.redis_url)
         try:
-            records, after = [], ""
-            while True:
-                page, cursor = await store.list_devices(after=after, limit=1000, active=active, status=status)
-                records.extend(page)
-                if cursor is None:
-                    return records
-                after = cursor
+            return await store.all_devices()
         finally:
             await store.close()
 
-    records = _run_async(go())
+    records = [
+        r
+        for r in _run_async(go())
+        if (active is None or r.active == active) and (status is None or r.status == status)
+    ]
     if as_json:
         for r in records:
             click.echo(orjson.dumps(r.public()).decode())

@@ -163,6 +163,10 @@ class Store:
                 records.extend(DeviceRecord.from_hash(h) for h in hashes if h)
         return records
 
+    async def all_devices(self) -> list[DeviceRecord]:
+        """Every registered device, ordered by cloud_id (the id set read once)."""
+        return await self.load_devices(await self.all_ids())
+
     async def list_devices(
         self,
         *,
@@ -174,7 +178,7 @@ class Store:
         """A page of devices ordered by cloud_id after the cursor, and the next cursor."""
         ids = [cid for cid in await self.all_ids() if cid > after]
         page: list[DeviceRecord] = []
-        for start in range(0, len(ids), CHUNK):
+        for start in range(0, len(ids), CHUNK):  # stop loading once the page is full
             for record in await self.load_devices(ids[start : start + CHUNK]):
                 if active is not None and record.active != active:
                     continue

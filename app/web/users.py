@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from app.devices import DeviceInput, normalize_cloud_id
 from app.devices import DeviceRecord as Record
+from app.errors import ValidationError
 from app.web.base import ApiError, BaseHandler
 
 STATUSES = ("ok", "failing", "never")
@@ -12,7 +13,7 @@ STATUSES = ("ok", "failing", "never")
 def cloud_id_from_path(raw: str) -> str:
     try:
         return normalize_cloud_id(raw)
-    except Exception:
+    except ValidationError:
         raise ApiError(
             400, "invalid_cloud_id", f"cloud_id must be 6 hex digits such as 002738, got {raw!r}."
         ) from None
