@@ -86,6 +86,84 @@ def server(host: str, port: int) -> None:
     lifecycle.run(lambda: ApiServer(settings, host, port))
 
 
+# --- rotate --------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--every", "every_s", type=click.FloatRange(min=1), help="Repeat a pass every SECONDS until SIGTERM."
+)
+@click.option("--dry-run", is_flag=True, help="List what a pass would ship, touching nothing.")
+@click.option("--hour", metavar="YYYY-MM-DD-HH", help="Ship only this (closed) UTC hour.")
+@click.option(
+    "--metrics-port", type=click.IntRange(1, 65535), help="With --every: serve Prometheus metrics here."
+)
+def rotate(every_s: float | None, dry_run: bool, hour: str | None, metrics_port: int | None) -> None:
+    """Ship closed hours to ARCHIVE_URL: gzip, store, confirm, then delete the local files.
+
+    One pass by default; exits 1 when anything was left behind (the next pass retries it).
+    """
+    from app.archive.backend import open_archive
+    from app.rotate.runner import RotateService, Rotator
+    from app.rotate.scan import hour_start, is_closed
+
+    settings = _settings()
+    if hour is not None:
+        if every_s is not None:
+            raise click.UsageError("--hour is for a single pass; leave out --every.")
+        try:
+            start = hour_start(hour)
+        except ValidationError as exc:
+            raise click.BadParameter(str(exc), param_hint="--hour") from None
+        if not is_closed(hour, time.time(), settings.rotate_grace_s):
+            ready = time.strftime("%Y-%m-%d %H:%M", time.gmtime(start + 3600 + settings.rotate_grace_s))
+            raise click.ClickException(
+                f"hour {hour} is still open: it can be shipped from {ready} UTC "
+                "(hour end plus ROTATE_GRACE_S)."
+            )
+    try:
+        archive = open_archive(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    if dry_run:
+        files = Rotator(settings, archive, None).plan(hour)
+        total = 0
+        for item in files:
+            size = item.path.stat().st_size
+            total += size
+            click.echo(f"{item.path}  ->  {archive.url}/{item.device_hour.key()}  ({size} bytes)")
+        click.echo(f"{len(files)} files, {total / 1e6:.1f} MB would be shipped to {archive.url} (dry run).")
+        return
+    if every_s is not None:
+        from app import lifecycle
+
+        logs.setup("rotate", settings)
+        lifecycle.run(lambda: RotateService(settings, every_s, metrics_port))
+        return
+    logs.setup("rotate", settings)
+    report = _run_async(_rotate_once(settings, archive, hour))
+    click.echo(
+        f"{report.stored} stored ({report.new_parts} as further parts), {report.already} already archived, "
+        f"{report.busy} busy, {report.failed} failed, {report.left} left; "
+        f"{report.source_bytes / 1e6:.1f} MB in, {report.stored_bytes / 1e6:.1f} MB stored in {archive.url}."
+    )
+    if report.error is not None:
+        raise click.ClickException(f"archive trouble ({report.error.kind}): {report.error}")
+    if not report.ok:
+        sys.exit(1)
+
+
+async def _rotate_once(settings: Settings, archive: Any, hour: str | None) -> Any:
+    from app.rotate.runner import Rotator
+    from app.store import Store
+
+    store = Store.from_url(settings.redis_url, max_connections=4)
+    try:
+        return await Rotator(settings, archive, store, progress=sys.stderr.isatty()).pass_once(hour)
+    finally:
+        await store.close()
+
+
 # --- tokens --------------------------------------------------------------------------------
 
 
@@ -173,6 +251,11 @@ def tokens_revoke(name: str) -> None:
     help="Write the fleet as a users file for `rainforest users import` and exit.",
 )
 @click.option(
+    "--backfill-hours",
+    type=click.IntRange(min=1, max=24 * 366),
+    help="Write this many past hours of readings into DATA_DIR/logs (as the pinger would) and exit.",
+)
+@click.option(
     "--time-offset-s", default=0.0, help="Shift the simulated clock (e.g. to local noon for solar homes)."
 )
 @click.option(
@@ -191,6 +274,7 @@ def sim(
     record: bool,
     record_file: Path | None,
     export_users: Path | None,
+    backfill_hours: int | None,
     time_offset_s: float,
     timeout_hold_s: float,
 ) -> None:
@@ -209,6 +293,15 @@ def sim(
         click.echo(f"wrote {devices} users to {export_users}")
         return
     settings = _settings()
+    if backfill_hours is not None:
+        from app.sim.backfill import backfill
+
+        files, lines = backfill(
+            settings, fleet, seed, hours=backfill_hours, now=time.time() + time_offset_s,
+            reading_interval_s=reading_interval_s,
+        )  # fmt: skip
+        click.echo(f"wrote {lines} readings in {files} hourly files under {settings.logs_dir}")
+        return
     logs.setup("sim", settings)
     simulator = Simulator(
         fleet,

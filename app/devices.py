@@ -97,6 +97,8 @@ class DeviceRecord:
     consecutive_failures: int = 0
     last_error: str = ""
     last_success_at: float | None = None
+    archived_hours: int = 0  # device-hours rotate has put in the archive
+    last_archived_hour: str | None = None  # YYYY-MM-DD-HH, the latest of them
 
     @property
     def status(self) -> str:
@@ -121,6 +123,8 @@ class DeviceRecord:
             consecutive_failures=int(h.get("consecutive_failures", "0")),
             last_error=h.get("last_error", ""),
             last_success_at=_opt_float(h.get("last_success_at")),
+            archived_hours=int(h.get("archived_hours", "0")),
+            last_archived_hour=h.get("last_archived_hour") or None,
         )
 
     def public(self) -> dict[str, Any]:
@@ -139,6 +143,8 @@ class DeviceRecord:
             "consecutive_failures": self.consecutive_failures,
             "last_error": self.last_error,
             "last_success_at": self.last_success_at,
+            "archived_hours": self.archived_hours,
+            "last_archived_hour": self.last_archived_hour,
         }
 
 

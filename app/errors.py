@@ -6,6 +6,7 @@
     ├── StoreError             Redis is unreachable or answered in a way we cannot use
     │   └── CredentialError    a stored device password does not decrypt with SECRET_KEY
     ├── WriteError             a reading could not be appended to its hourly file
+    ├── ArchiveError           the archive (S3 or a folder) is down, refuses us, or lies
     └── DeviceError            a gateway (or the relay in front of it) did not give a reading
         ├── DeviceTimeout      no complete reply within the timeout
         ├── DeviceAuthError    the credentials were refused
@@ -46,6 +47,17 @@ class CredentialError(StoreError):
 
 class WriteError(RainforestError):
     """A reading could not be appended to its hourly file."""
+
+
+class ArchiveError(RainforestError):
+    """The archive could not be used; `kind` says why, for logs and metrics.
+
+    Kinds: unreachable, timeout, credentials, no_bucket, integrity, error.
+    """
+
+    def __init__(self, message: str, *, kind: str = "error") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class DeviceError(RainforestError):

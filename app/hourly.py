@@ -6,12 +6,15 @@ Each line goes out in one write(2) on an O_APPEND descriptor, so a killed proces
 every accepted line complete in the page cache; only a power loss or a full disk can leave a
 partial tail, which is cut off (and counted) before the file is appended to again. Open
 descriptors are pooled in an LRU bounded well below the process's file limit, and a closed
-hour's files are fsynced once, so rotate ships durable data.
+hour's files are fsynced once, so rotate ships durable data. Each open descriptor holds a
+shared flock(2); rotate takes a file only with an exclusive one (see app/rotate/).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import logging
 import os
 import time
@@ -86,7 +89,12 @@ class HourlyWriter:
             if hour is None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._hours[number] = path.parent.name
-            _write_all(self._fd(path), line)
+            try:
+                fd = self._fd(path)
+            except FileNotFoundError:  # rotate shipped this hour and removed its folder
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = self._fd(path)
+            _write_all(fd, line)
         except OSError as exc:
             self._drop(path)
             raise WriteError(f"cannot append to {path}: {exc.strerror or exc}") from exc
@@ -145,6 +153,13 @@ class HourlyWriter:
             _, old = self._fds.popitem(last=False)
             os.close(old)
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            # A shared lock for as long as the descriptor is open: rotate takes the file only
+            # when it can lock it exclusively, so it never ships (and deletes) a file mid-write.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OSError(errno.EAGAIN, "rotate is archiving this file right now") from None
         if path not in self._checked:
             self._repair_tail(fd, path)
             self._checked.add(path)

@@ -43,3 +43,8 @@ def pingers() -> str:
 def pinger(pinger_id: str) -> str:
     """Hash describing one pinger process (host, pid, started_at, devices)."""
     return f"{PREFIX}:pinger:{pinger_id}"
+
+
+def rotate_last_pass() -> str:
+    """Hash describing the last rotate pass (when, outcome, counts), for `rainforest status`."""
+    return f"{PREFIX}:rotate:last_pass"

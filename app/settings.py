@@ -17,7 +17,7 @@ from dotenv import dotenv_values
 from app.errors import ConfigError
 
 RAINFOREST_RELAY_URL = "https://rainforestcloud.com:9445/cgi-bin/post_manager"
-SECRET_FIELDS = frozenset({"secret_key"})
+SECRET_FIELDS = frozenset({"secret_key", "api_tokens", "aws_secret_access_key"})
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,12 @@ class Settings:
     secret_key: str = field(default="", repr=False)
     api_tokens: str = field(default="", repr=False)  # comma-separated admin tokens (bootstrap)
     max_body_bytes: int = 64 * 1024
+    rotate_grace_s: float = 300.0  # an hour is shipped once it ended this long ago
+    rotate_concurrency: int = 8  # files compressed and uploaded at once
+    archive_timeout_s: float = 30.0  # one archive request's read timeout
+    aws_access_key_id: str = ""  # empty: boto3's usual chain (environment, ~/.aws, instance role)
+    aws_secret_access_key: str = field(default="", repr=False)
+    aws_region: str = ""
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -65,6 +71,10 @@ class Settings:
             raise ConfigError("POLL_TIMEOUT_S must be shorter than POLL_INTERVAL_S, so polls cannot pile up.")
         if self.max_concurrency < 1 or self.max_open_files < 1:
             raise ConfigError("MAX_CONCURRENCY and MAX_OPEN_FILES must be at least 1.")
+        if self.rotate_grace_s < 0 or self.rotate_concurrency < 1 or self.archive_timeout_s <= 0:
+            raise ConfigError(
+                "ROTATE_GRACE_S must be 0 or more, ROTATE_CONCURRENCY at least 1, ARCHIVE_TIMEOUT_S positive."
+            )
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}.")
 

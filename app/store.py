@@ -223,6 +223,20 @@ class Store:
             with suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
+    # --- the archive -------------------------------------------------------------------
+
+    async def record_archived(self, cloud_id: str, hour: str, new_hour: bool) -> None:
+        """Count a device-hour rotate put in the archive and keep the latest such hour.
+
+        Only devices still registered are touched, so an old device's files never recreate it.
+        """
+        async with translated("record an archived hour"):
+            await self.redis.eval(_RECORD_ARCHIVED, 1, keys.device(cloud_id), hour, 1 if new_hour else 0)
+
+    async def record_rotate_pass(self, summary: dict[str, str]) -> None:
+        async with translated("record the rotate pass"):
+            await self.redis.hset(keys.rotate_last_pass(), mapping=cast(dict[Any, Any], summary))
+
     async def heartbeat(self, pinger_id: str, info: dict[str, str], now: float) -> None:
         """Announce a live pinger (the basis for sharing a fleet between pingers)."""
         async with translated("send the pinger heartbeat"), self.redis.pipeline(transaction=False) as pipe:
@@ -235,6 +249,15 @@ class Store:
         async with translated("remove the pinger heartbeat"):
             await self.redis.zrem(keys.pingers(), pinger_id)
             await self.redis.delete(keys.pinger(pinger_id))
+
+
+_RECORD_ARCHIVED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[2] == '1' then redis.call('HINCRBY', KEYS[1], 'archived_hours', 1) end
+local last = redis.call('HGET', KEYS[1], 'last_archived_hour')
+if (not last) or last < ARGV[1] then redis.call('HSET', KEYS[1], 'last_archived_hour', ARGV[1]) end
+return 1
+"""
 
 
 def _same(record: DeviceRecord, inp: DeviceInput, vault: Vault) -> bool:

@@ -52,10 +52,16 @@ def wait_for(check, timeout_s: float, what: str, supervisor: subprocess.Popen[by
 
 
 def first_reading(logs_dir: Path) -> Path | None:
-    for path in sorted(logs_dir.glob("????-??-??-??/*.jl")):
+    """A file the running pinger wrote (this hour's; earlier hours may be backfilled)."""
+    hour = time.strftime("%Y-%m-%d-%H", time.gmtime())
+    for path in sorted(logs_dir.glob(f"{hour}/*.jl")):
         if path.stat().st_size:
             return path
     return None
+
+
+def archived(archive_dir: Path) -> list[Path]:
+    return sorted(archive_dir.glob("rainforest-logs/*/????/??/??/*.jl.gz"))
 
 
 def main() -> None:
@@ -94,11 +100,17 @@ def main() -> None:
         # simulated mode, whatever .env says about Redis and the relay
         "REDIS_URL": f"redis://127.0.0.1:{args.redis_port}/0",
         "EAGLE_CLOUD_URL": f"http://127.0.0.1:{args.sim_port}/cgi-bin/post_manager",
+        "ARCHIVE_URL": f"file://{data_dir}/archive", "RF_ROTATE_EVERY": "30",
     }  # fmt: skip
     users = data_dir / "demo" / "users.jl"
     sim = [BIN / "rainforest", "sim", "--devices", str(args.devices), "--seed", "1"]
     export = [*sim, "--export-users", str(users)]
     subprocess.run(export, check=True, env=env, stdout=subprocess.DEVNULL)
+    # Two past hours of simulated readings, so rotate has closed hours to ship right away.
+    backfill = subprocess.run(
+        [*sim, "--backfill-hours", "2"], check=True, env=env, capture_output=True, text=True
+    )
+    print(backfill.stdout.strip())
 
     conf = ROOT / "deploy" / "supervisord.conf"
     ctl_conf = data_dir / "supervisorctl.conf"  # lets supervisorctl find the demo without RF_* set
@@ -129,6 +141,7 @@ def main() -> None:
         wait_for(
             lambda: api_answers(f"{api}/api/event/{cloud_id}?source=latest", token), 20, "the API", supervisor
         )
+        wait_for(lambda: bool(archived(data_dir / "archive")), 60, "rotate's first pass", supervisor)
         print_welcome(path, data_dir, args, ctl_conf, token, cloud_id)
         if args.smoke:
             stop()
@@ -165,6 +178,8 @@ def print_welcome(
     path: Path, data_dir: Path, args: argparse.Namespace, ctl_conf: Path, token: str, cloud_id: str
 ) -> None:
     sample = path.read_text().splitlines()[0]
+    shipped = archived(data_dir / "archive")
+    rotate_after = "five minutes after it ends (ROTATE_GRACE_S)"
 
     def rel(p: Path) -> str:
         return os.path.relpath(p) if p.is_relative_to(ROOT) else str(p)
@@ -177,6 +192,11 @@ Rainforest Logger is running in simulated mode ({args.devices} simulated EAGLE g
     first one: {rel(path)}
     {sample}
 
+  The archive (rotate ships each hour {rotate_after}; it runs every 30 s):
+    {rel(data_dir / "archive")}/rainforest-logs/<cloud_id>/YYYY/MM/DD/<name of the .jl file>.gz
+    shipped so far: {len(shipped)} files, e.g. {rel(shipped[0])}
+    zcat that file | head -2          the same lines, compressed and verified
+
   The HTTP API (admin token for this demo: {token}):
     curl -s -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{args.server_port}/api/event/{cloud_id}?source=latest'
     curl -s -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{args.server_port}/api/users/?limit=5'
@@ -185,6 +205,8 @@ Rainforest Logger is running in simulated mode ({args.devices} simulated EAGLE g
   Look around (in another terminal, from {ROOT}):
     .venv/bin/rainforest users list                  the fleet with each device's poll status
     tail -f {rel(data_dir / "logs/pinger/pinger.log")}   the pinger's JSON log, one line per cycle
+    tail -f {rel(data_dir / "logs/rotate/rotate.log")}   rotate's JSON log, one summary line per pass
+    .venv/bin/rainforest rotate --dry-run            what the next pass would ship
     .venv/bin/supervisorctl -c {rel(ctl_conf)} status
     curl -s localhost:{args.sim_port}/control/stats       the simulator's request counts
 

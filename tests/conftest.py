@@ -210,3 +210,87 @@ def make_settings(tmp_path: Path, secret_key: str) -> Callable[..., Settings]:
         return Settings(**values)  # type: ignore[arg-type]
 
     return make
+
+
+# --- an S3-protocol server: moto in server mode, over real HTTP -----------------------------
+
+S3_KEY_ID, S3_SECRET = "rainforest-test", "rainforest-test-secret"
+
+
+@dataclass
+class S3Server:
+    """`moto_server` on a free port; `bucket()` makes a fresh bucket for one test."""
+
+    port: int
+    proc: subprocess.Popen[bytes]
+    made: int = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self) -> object:
+        import boto3
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=S3_KEY_ID,
+            aws_secret_access_key=S3_SECRET, region_name="us-east-1",
+        )  # fmt: skip
+
+    def bucket(self) -> str:
+        self.made += 1
+        name = f"rf-test-{os.getpid()}-{self.made}"
+        self.client().create_bucket(Bucket=name)  # type: ignore[attr-defined]
+        return name
+
+    def env(self) -> dict[str, str]:
+        """Environment for a client no one here wrote (the AWS CLI) to reach this server."""
+        return {
+            "AWS_ACCESS_KEY_ID": S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/dev/null",
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        }  # fmt: skip
+
+
+def start_s3_server(workdir: Path) -> S3Server:
+    exe = Path(sys.executable).with_name("moto_server")
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    with (workdir / "moto.log").open("wb") as err:
+        proc = subprocess.Popen(
+            [str(exe), "-H", "127.0.0.1", "-p", str(port)], cwd=workdir, stdout=err, stderr=err
+        )
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"moto_server exited: {(workdir / 'moto.log').read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    wait_until(up, timeout_s=30, what="moto_server")
+    return S3Server(port, proc)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    server = start_s3_server(tmp_path_factory.mktemp("moto"))
+    yield server
+    server.proc.terminate()
+    server.proc.wait(10)
+
+
+@pytest.fixture(params=["file", "s3"])
+def archive_settings(
+    request: pytest.FixtureRequest, make_settings: Callable[..., Settings], redis_url: str, tmp_path: Path
+) -> Settings:
+    """Settings whose ARCHIVE_URL is a fresh folder (file://) or a fresh bucket on moto (s3://)."""
+    if request.param == "file":
+        return make_settings(redis_url, archive_url=f"file://{tmp_path / 'archive'}")
+    s3: S3Server = request.getfixturevalue("s3_server")
+    return make_settings(
+        redis_url, archive_url=f"s3://{s3.bucket()}/study-a", s3_endpoint_url=s3.endpoint,
+        aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET, aws_region="us-east-1",
+    )  # fmt: skip

@@ -55,6 +55,7 @@ SCHEMAS: dict[str, Any] = {
             "total_events_logged": {"type": "integer"}, "first_timestamp": NULLABLE_NUMBER,
             "last_timestamp": NULLABLE_NUMBER, "consecutive_failures": {"type": "integer"},
             "last_error": {"type": "string"}, "last_success_at": NULLABLE_NUMBER,
+            "archived_hours": {"type": "integer"}, "last_archived_hour": {"type": "string", "nullable": True},
             "outcome": {"type": "string", "enum": ["created", "updated", "unchanged"]},
         },
     },

@@ -1,0 +1,128 @@
+"""The interface every archive backend keeps, and the choice between them.
+
+Rules a backend must keep:
+- `put_new` never replaces an object: it answers False when the key already exists.
+- `stat` reports what the archive holds, so rotate can confirm an upload before deleting.
+- Failures are ArchiveError with a `kind`, never a library's own exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from app.errors import ConfigError
+from app.settings import Settings
+
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A gzip file ready to store, with the digests that prove what it holds."""
+
+    path: Path
+    size: int
+    sha256: str  # hex, of the gzip bytes stored
+    md5: bytes  # raw digest of the gzip bytes (S3's Content-MD5)
+    source_sha256: str  # hex, of the uncompressed .jl bytes
+    source_bytes: int
+    lines: int
+
+    def metadata(self) -> dict[str, str]:
+        """Stored with the object, so a later pass or a cart can tell what it holds."""
+        return {
+            "sha256": self.sha256,
+            "source-sha256": self.source_sha256,
+            "source-bytes": str(self.source_bytes),
+            "lines": str(self.lines),
+        }
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object as the archive reports it; digests are None when the archive does not know."""
+
+    key: str
+    size: int
+    sha256: str | None = None
+    source_sha256: str | None = None
+
+
+class Archive(Protocol):
+    url: str  # for messages; never carries credentials
+
+    def check(self) -> None:
+        """Raise ArchiveError unless the archive can be written now."""
+
+    def put_new(self, key: str, upload: Upload) -> bool:
+        """Store `upload` at `key` unless the key exists (then False); never overwrites."""
+
+    def stat(self, key: str) -> StoredObject | None:
+        """What is stored at `key` (size and digests), or None."""
+
+    def source_sha256(self, key: str) -> str:
+        """SHA-256 of the uncompressed content at `key`, from its metadata or by reading it."""
+
+    def list(self, prefix: str) -> list[StoredObject]:
+        """Every object whose key starts with `prefix`, in key order (digests may be None)."""
+
+    def fetch(self, key: str, dest: Path) -> None:
+        """Copy the object at `key` to `dest`."""
+
+
+def open_archive(settings: Settings) -> Archive:
+    """The backend ARCHIVE_URL names: file:///path or s3://bucket[/prefix]."""
+    parts = urlsplit(settings.archive_url)
+    if parts.scheme == "file":
+        from app.archive.files import FileArchive
+
+        return FileArchive(Path(parts.path))
+    if parts.scheme == "s3":
+        from app.archive.s3 import S3Archive
+
+        if not parts.netloc:
+            raise ConfigError(
+                f"ARCHIVE_URL must name a bucket, as in s3://bucket/prefix, got {settings.archive_url!r}."
+            )
+        return S3Archive(settings, parts.netloc, parts.path.strip("/"))
+    raise ConfigError(f"ARCHIVE_URL must start with file:// or s3://, got {settings.archive_url!r}.")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def gunzip_sha256(chunks: Iterator[bytes]) -> str:
+    """SHA-256 of what a stream of gzip bytes decompresses to (all members, streaming)."""
+    import zlib
+
+    digest = hashlib.sha256()
+    inflater = zlib.decompressobj(wbits=31)
+    for chunk in chunks:
+        data = chunk
+        while data:
+            digest.update(inflater.decompress(data))
+            if inflater.eof:  # a further gzip member follows
+                data = inflater.unused_data
+                inflater = zlib.decompressobj(wbits=31)
+            else:
+                data = b""
+    digest.update(inflater.flush())
+    return digest.hexdigest()
+
+
+def read_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        yield from iter(lambda: f.read(CHUNK), b"")
+
+
+__all__ = ["Archive", "StoredObject", "Upload", "file_sha256", "gunzip_sha256", "open_archive", "read_chunks"]

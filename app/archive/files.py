@@ -1,0 +1,126 @@
+"""`file://` archive: the same key layout under a folder, for `make demo` and single machines.
+
+An object appears all at once and is never replaced: the bytes go to a temporary file in
+ROOT/.incoming/ (same filesystem), are fsynced, and are linked into place with link(2), which
+fails when the name exists. The folder is fsynced so the new name survives a power cut. A
+killed writer leaves at most a temporary file there, never a partial object; `check` clears
+those once they are an hour old.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from app.archive.backend import StoredObject, Upload, file_sha256, gunzip_sha256, read_chunks
+from app.errors import ArchiveError
+
+
+class FileArchive:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.url = f"file://{root}"
+        self.incoming = root / ".incoming"
+
+    def check(self) -> None:
+        try:
+            self.incoming.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.incoming):
+                pass
+            cutoff = time.time() - 3600
+            for stale in self.incoming.iterdir():
+                with contextlib.suppress(OSError):
+                    if stale.stat().st_mtime < cutoff:
+                        stale.unlink()
+        except OSError as exc:
+            raise ArchiveError(
+                f"cannot write to the archive folder {self.root}: {exc.strerror or exc}", kind="unreachable"
+            ) from exc
+
+    def put_new(self, key: str, upload: Upload) -> bool:
+        dest = self._path(key)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self.incoming.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=self.incoming)
+            tmp = Path(tmp_name)
+            try:
+                with os.fdopen(fd, "wb") as out, upload.path.open("rb") as src:
+                    shutil.copyfileobj(src, out, 1024 * 1024)
+                    out.flush()
+                    os.fsync(out.fileno())
+                try:
+                    os.link(tmp, dest)
+                except FileExistsError:
+                    return False
+            finally:
+                tmp.unlink(missing_ok=True)
+            _fsync_dir(dest.parent)
+            return True
+        except OSError as exc:
+            raise ArchiveError(
+                f"cannot store {key} in {self.root}: {exc.strerror or exc}", kind="unreachable"
+            ) from exc
+
+    def stat(self, key: str) -> StoredObject | None:
+        path = self._path(key)
+        try:
+            size = path.stat().st_size
+            return StoredObject(key, size, sha256=file_sha256(path))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ArchiveError(
+                f"cannot read {key} in {self.root}: {exc.strerror or exc}", kind="unreachable"
+            ) from exc
+
+    def source_sha256(self, key: str) -> str:
+        try:
+            return gunzip_sha256(read_chunks(self._path(key)))
+        except OSError as exc:
+            raise ArchiveError(
+                f"cannot read {key} in {self.root}: {exc.strerror or exc}", kind="unreachable"
+            ) from exc
+        except Exception as exc:  # zlib.error: the stored object is not gzip
+            raise ArchiveError(
+                f"{key} in {self.root} is not a readable gzip file: {exc}", kind="integrity"
+            ) from exc
+
+    def list(self, prefix: str) -> list[StoredObject]:
+        folder, _, _name = prefix.rpartition("/")
+        base = self._path(folder) if folder else self.root
+        if not base.is_dir():
+            return []
+        found = []
+        for path in base.rglob("*"):
+            if path.is_file() and self.incoming not in path.parents:
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    found.append(StoredObject(key, path.stat().st_size))
+        return sorted(found, key=lambda o: o.key)
+
+    def fetch(self, key: str, dest: Path) -> None:
+        try:
+            shutil.copyfile(self._path(key), dest)
+        except OSError as exc:
+            raise ArchiveError(
+                f"cannot read {key} in {self.root}: {exc.strerror or exc}", kind="unreachable"
+            ) from exc
+
+    def _path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ArchiveError(f"refusing an archive key outside the archive: {key!r}", kind="error")
+        return self.root / key
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # some filesystems refuse fsync on a directory
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,226 @@
+"""`s3://bucket/prefix` archive with boto3 (S3, MinIO, or a test server via S3_ENDPOINT_URL).
+
+- Small objects go up in one PutObject with Content-MD5 and x-amz-checksum-sha256, both of
+  which S3 verifies before it stores anything, and `If-None-Match: *`, so an existing key is
+  never replaced (412 instead).
+- Objects over MULTIPART_THRESHOLD go through s3transfer's multipart upload with per-part
+  SHA-256 checksums. S3 has no conditional multipart write through s3transfer, so the key is
+  checked first; rotate runs one pass at a time per host, which keeps that window closed.
+- Every object carries our own digests in its metadata (`sha256`, `source-sha256`), which is
+  how `stat` confirms an upload and how a later pass recognises content it already shipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from app.archive.backend import StoredObject, Upload, gunzip_sha256
+from app.errors import ArchiveError
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+MULTIPART_THRESHOLD = 16 * 1024 * 1024
+_CREDENTIAL_CODES = frozenset(
+    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "ExpiredToken", "InvalidToken", "403"}
+)
+_INTEGRITY_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidRequest"})
+
+
+class S3Archive:
+    def __init__(
+        self, settings: Settings, bucket: str, prefix: str, multipart_threshold: int = MULTIPART_THRESHOLD
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = f"{prefix}/" if prefix else ""
+        self.url = f"s3://{bucket}/{prefix}".rstrip("/")
+        config = Config(
+            connect_timeout=5,
+            read_timeout=settings.archive_timeout_s,
+            retries={"mode": "standard", "max_attempts": 3},
+            max_pool_connections=max(10, settings.rotate_concurrency * 2),
+        )
+        session = boto3.session.Session(
+            aws_access_key_id=settings.aws_access_key_id or None,
+            aws_secret_access_key=settings.aws_secret_access_key or None,
+            region_name=settings.aws_region or None,
+        )
+        self.client: S3Client = session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
+        self.multipart_threshold = multipart_threshold
+        self.transfer = TransferConfig(
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=max(5 * 1024 * 1024, multipart_threshold // 2),  # S3's smallest part is 5 MiB
+            max_concurrency=4,
+        )
+
+    def check(self) -> None:
+        with self._translated("reach the bucket"):
+            self.client.head_bucket(Bucket=self.bucket)
+
+    def put_new(self, key: str, upload: Upload) -> bool:
+        if upload.size >= self.multipart_threshold:
+            return self._put_multipart(key, upload)
+        with self._translated(f"store {key}"), upload.path.open("rb") as body:
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=self.prefix + key,
+                    Body=body,
+                    ContentLength=upload.size,
+                    ContentMD5=base64.b64encode(upload.md5).decode(),
+                    ChecksumSHA256=_b64(upload.sha256),
+                    IfNoneMatch="*",
+                    ContentType="application/gzip",
+                    Metadata=upload.metadata(),
+                )
+            except ClientError as exc:
+                if _status(exc) == 412 or _code(exc) == "PreconditionFailed":
+                    return False
+                raise
+        return True
+
+    def _put_multipart(self, key: str, upload: Upload) -> bool:
+        if self.stat(key) is not None:
+            return False
+        with self._translated(f"store {key}"):
+            self.client.upload_file(
+                str(upload.path),
+                self.bucket,
+                self.prefix + key,
+                ExtraArgs={
+                    "ChecksumAlgorithm": "SHA256",
+                    "ContentType": "application/gzip",
+                    "Metadata": upload.metadata(),
+                },
+                Config=self.transfer,
+            )
+        return True
+
+    def stat(self, key: str) -> StoredObject | None:
+        with self._translated(f"read {key}"):
+            try:
+                head = self.client.head_object(
+                    Bucket=self.bucket, Key=self.prefix + key, ChecksumMode="ENABLED"
+                )
+            except ClientError as exc:
+                if _status(exc) == 404 or _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise
+        meta = head.get("Metadata", {})
+        sha = meta.get("sha256")
+        checksum = head.get("ChecksumSHA256")
+        whole = "-" not in str(head.get("ETag", "")) and head.get("ChecksumType") != "COMPOSITE"
+        if sha and checksum and whole and _b64(sha) != checksum:  # multipart checksums cover parts
+            raise ArchiveError(
+                f"{key} carries two different SHA-256 digests; the object is suspect.", kind="integrity"
+            )
+        return StoredObject(
+            key, int(head["ContentLength"]), sha256=sha, source_sha256=meta.get("source-sha256")
+        )
+
+    def source_sha256(self, key: str) -> str:
+        found = self.stat(key)
+        if found is None:
+            raise ArchiveError(f"{key} vanished from {self.url} while being compared.", kind="error")
+        if found.source_sha256:
+            return found.source_sha256
+        with self._translated(f"read {key}"):  # an object stored by another tool: read it
+            body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
+            try:
+                return gunzip_sha256(_iter(body))
+            except Exception as exc:  # zlib.error
+                raise ArchiveError(
+                    f"{key} in {self.url} is not a readable gzip file: {exc}", kind="integrity"
+                ) from exc
+
+    def list(self, prefix: str) -> list[StoredObject]:
+        found = []
+        with self._translated(f"list {prefix}"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    found.append(StoredObject(item["Key"][len(self.prefix) :], int(item["Size"])))
+        return sorted(found, key=lambda o: o.key)
+
+    def fetch(self, key: str, dest: Path) -> None:
+        with self._translated(f"read {key}"):
+            self.client.download_file(self.bucket, self.prefix + key, str(dest), Config=self.transfer)
+
+    @contextlib.contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        """Turn boto3's errors into one ArchiveError sentence with a kind for metrics."""
+        where = f"{self.url}" + (
+            f" at {self.client.meta.endpoint_url}" if self.client.meta.endpoint_url else ""
+        )
+        try:
+            yield
+        except ArchiveError:
+            raise
+        except ClientError as exc:
+            code, status = _code(exc), _status(exc)
+            if code == "NoSuchBucket" or (status == 404 and action == "reach the bucket"):
+                raise ArchiveError(
+                    f"the bucket {self.bucket!r} does not exist ({where}).", kind="no_bucket"
+                ) from exc
+            if code in _CREDENTIAL_CODES or status == 403:
+                raise ArchiveError(
+                    f"the archive refused our credentials while trying to {action} ({code}; {where}).",
+                    kind="credentials",
+                ) from exc
+            if code in _INTEGRITY_CODES:
+                raise ArchiveError(
+                    f"the archive rejected {action}: {code} ({where}).", kind="integrity"
+                ) from exc
+            raise ArchiveError(
+                f"the archive failed to {action}: {code} {exc} ({where}).", kind="error"
+            ) from exc
+        except NoCredentialsError as exc:
+            raise ArchiveError(
+                "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an instance role).",
+                kind="credentials",
+            ) from exc
+        except (ConnectTimeoutError, ReadTimeoutError) as exc:
+            raise ArchiveError(
+                f"the archive timed out while trying to {action} ({where}).", kind="timeout"
+            ) from exc
+        except EndpointConnectionError as exc:
+            raise ArchiveError(f"the archive is unreachable ({where}).", kind="unreachable") from exc
+        except (BotoCoreError, OSError) as exc:
+            raise ArchiveError(
+                f"the archive failed to {action}: {exc} ({where}).", kind="unreachable"
+            ) from exc
+
+
+def _b64(hex_digest: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def _iter(body: Any) -> Iterator[bytes]:
+    yield from body.iter_chunks(1024 * 1024)

@@ -1,0 +1,294 @@
+"""One rotate pass over every closed hour, and the `--every` loop around it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.archive.backend import Archive
+from app.errors import ArchiveError, StoreError
+from app.rotate.claim import Busy, Claim, clean_tmp
+from app.rotate.metrics import RotateMetrics
+from app.rotate.scan import LocalFile, closed_files
+from app.rotate.ship import Placed, place
+from app.settings import Settings
+from app.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PassReport:
+    """What one pass did; `fields()` is its summary log line."""
+
+    pass_id: str
+    files: int = 0  # closed files found
+    stored: int = 0  # newly stored in the archive (as part 1 or a further part)
+    new_parts: int = 0  # of those, stored beside an earlier, different part
+    already: int = 0  # found identical in the archive (an earlier pass died before deleting)
+    busy: int = 0  # open for writing; left for the next pass
+    failed: int = 0  # could not be read locally; left in place
+    left: int = 0  # not tried because the archive failed or a stop was asked
+    source_bytes: int = 0
+    stored_bytes: int = 0
+    partial_lines: int = 0  # files whose last line was cut by a crash (shipped as they are)
+    seconds: float = 0.0
+    error: ArchiveError | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.failed == 0
+
+    def fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            k: getattr(self, k)
+            for k in ("pass_id", "files", "stored", "new_parts", "already", "busy", "failed", "left",
+                      "source_bytes", "stored_bytes", "partial_lines")
+        }  # fmt: skip
+        out["seconds"] = round(self.seconds, 3)
+        if self.error is not None:
+            out["archive_error"] = self.error.kind
+        return out
+
+
+@dataclass(frozen=True)
+class Shipped:
+    claim: Claim
+    placed: Placed
+    source_bytes: int
+    stored_bytes: int
+    partial: int
+
+
+class Rotator:
+    """Ships closed hours from DATA_DIR/logs to the archive; one instance per process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        archive: Archive,
+        store: Store | None,
+        *,
+        clock: Callable[[], float] = time.time,
+        metrics: RotateMetrics | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.archive = archive
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics or RotateMetrics()
+        self.progress = progress
+        self.tmp_dir = settings.data_dir / "tmp"
+        self._stop = asyncio.Event()
+        self._redis_warned = False
+
+    def plan(self, hour: str | None = None) -> list[LocalFile]:
+        """The closed files a pass would take now (for `--dry-run`)."""
+        return closed_files(self.settings.logs_dir, self.clock(), self.settings.rotate_grace_s, hour)
+
+    async def pass_once(self, hour: str | None = None) -> PassReport:
+        report = PassReport(uuid.uuid4().hex[:12])
+        started = time.monotonic()
+        files = await asyncio.to_thread(self.plan, hour)
+        report.files = len(files)
+        if files:
+            await asyncio.to_thread(clean_tmp, self.tmp_dir)
+            try:
+                await asyncio.to_thread(self.archive.check)
+            except ArchiveError as exc:
+                report.error, report.left = exc, len(files)
+            else:
+                await self._ship_all(files, report)
+        report.seconds = time.monotonic() - started
+        self._finish(report)
+        if self.store is not None:
+            summary = {k: str(v) for k, v in report.fields().items()}
+            summary.update(ended_at=str(self.clock()), ok="1" if report.ok else "0", archive=self.archive.url)
+            with contextlib.suppress(StoreError):
+                await self.store.record_rotate_pass(summary)
+        return report
+
+    async def run(self, every_s: float) -> None:
+        """Pass after pass, `every_s` apart, until `request_stop` (in-flight files finish first)."""
+        log.info("rotate started", extra={"archive": self.archive.url, "every_s": every_s})
+        while not self._stop.is_set():
+            began = time.monotonic()
+            await self.pass_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), max(0.0, every_s - (time.monotonic() - began)))
+        log.info("rotate stopped")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def _ship_all(self, files: list[LocalFile], report: PassReport) -> None:
+        gate = asyncio.Semaphore(self.settings.rotate_concurrency)
+        bar = _Progress(len(files)) if self.progress else None
+
+        async def one(item: LocalFile) -> None:
+            async with gate:
+                if report.error is not None or self._stop.is_set():
+                    report.left += 1
+                    return
+                try:
+                    await self._ship_one(item, report)
+                finally:
+                    if bar is not None:
+                        bar.advance(report.stored_bytes)
+
+        try:
+            await asyncio.gather(*(one(item) for item in files))
+        finally:
+            if bar is not None:
+                bar.close()
+
+    async def _ship_one(self, item: LocalFile, report: PassReport) -> None:
+        try:
+            shipped = await asyncio.to_thread(self._pack_and_place, item)
+        except Busy:
+            report.busy += 1
+            self.metrics.files.labels("busy").inc()
+            return
+        except ArchiveError as exc:
+            if report.error is None:
+                report.error = exc
+            report.left += 1
+            return
+        except OSError as exc:
+            report.failed += 1
+            self.metrics.files.labels("failed").inc()
+            report.errors.append(f"{item.path}: {exc.strerror or exc}")
+            log.error(
+                "cannot ship a local file; it stays in place",
+                extra={"cloud_id": item.device_hour.cloud_id, "path": str(item.path),
+                       "error": exc.strerror or str(exc), "pass_id": report.pass_id},
+            )  # fmt: skip
+            return
+        placed = shipped.placed
+        await self._record(item, placed)  # before the delete: a crash after it cannot count twice
+        await asyncio.to_thread(shipped.claim.finish)
+        report.source_bytes += shipped.source_bytes
+        report.partial_lines += shipped.partial
+        if placed.stored:
+            report.stored += 1
+            report.stored_bytes += shipped.stored_bytes
+            report.new_parts += placed.part > 1
+            self.metrics.files.labels("stored").inc()
+            self.metrics.bytes.labels("source").inc(shipped.source_bytes)
+            self.metrics.bytes.labels("stored").inc(shipped.stored_bytes)
+        else:
+            report.already += 1
+            self.metrics.files.labels("already_archived").inc()
+        if shipped.partial:
+            log.warning(
+                "shipped a file whose last line was cut by a crash; readers skip that line",
+                extra={"cloud_id": item.device_hour.cloud_id, "key": placed.key, "pass_id": report.pass_id},
+            )
+        if placed.part > 1 and placed.stored:
+            log.info(
+                "stored a further part beside an earlier, different one",
+                extra={"cloud_id": item.device_hour.cloud_id, "key": placed.key, "pass_id": report.pass_id},
+            )
+
+    def _pack_and_place(self, item: LocalFile) -> Shipped:
+        """Blocking: claim, gzip, store, confirm. The claim stays held until `finish`."""
+        claim = Claim(item.path)
+        try:
+            upload, partial = claim.pack(self.tmp_dir)
+            try:
+                placed = place(self.archive, item.device_hour, upload)
+            finally:
+                upload.path.unlink(missing_ok=True)
+        except BaseException:
+            claim.release()
+            raise
+        return Shipped(claim, placed, upload.source_bytes, upload.size, partial)
+
+    async def _record(self, item: LocalFile, placed: Placed) -> None:
+        if self.store is None:
+            return
+        try:
+            await self.store.record_archived(
+                item.device_hour.cloud_id, item.device_hour.hour, new_hour=placed.stored and placed.part == 1
+            )
+        except StoreError as exc:
+            if not self._redis_warned:
+                self._redis_warned = True
+                log.warning(
+                    "archived-hour counts not updated; files are shipped all the same",
+                    extra={"error": str(exc)},
+                )
+
+    def _finish(self, report: PassReport) -> None:
+        now = self.clock()
+        m = self.metrics
+        m.pass_seconds.observe(report.seconds)
+        m.last_pass.set(now)
+        m.pending.set(report.busy + report.failed + report.left)
+        if report.error is not None:
+            m.failures.labels(report.error.kind).inc()
+            log.error(
+                "archive trouble: local files kept for the next pass",
+                extra={"reason": report.error.kind, "error": str(report.error), "archive": self.archive.url,
+                       "files_left": report.left, "pass_id": report.pass_id},
+            )  # fmt: skip
+        elif report.failed == 0:
+            m.last_success.set(now)
+        log.info("rotate pass", extra=report.fields())
+        if report.files or report.error is not None:
+            self._redis_warned = False
+
+
+class _Progress:
+    """A rich progress bar on stderr, for people running a pass at a terminal."""
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("rotate"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[mb]:.1f} MB stored"),
+            TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+        )  # fmt: skip
+        self.task = self.progress.add_task("rotate", total=total, mb=0.0)
+        self.progress.start()
+
+    def advance(self, stored_bytes: int) -> None:
+        self.progress.update(self.task, advance=1, mb=stored_bytes / 1e6)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+class RotateService:
+    """`rotate --every`: the loop as a lifecycle service (SIGTERM finishes in-flight files)."""
+
+    def __init__(self, settings: Settings, every_s: float, metrics_port: int | None) -> None:
+        from app.archive.backend import open_archive
+
+        self.every_s = every_s
+        self.metrics_port = metrics_port
+        self.store = Store.from_url(settings.redis_url, max_connections=4)
+        self.rotator = Rotator(settings, open_archive(settings), self.store)
+
+    async def run(self) -> None:
+        if self.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(self.metrics_port, registry=self.rotator.metrics.registry)
+        try:
+            await self.rotator.run(self.every_s)
+        finally:
+            await self.store.close()
+
+    def request_stop(self) -> None:
+        self.rotator.request_stop()
