@@ -43,6 +43,7 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     rotate_grace_s: float = 300.0  # an hour is shipped once it ended this long ago
     rotate_concurrency: int = 8  # files compressed and uploaded at once
+    rotate_readback: bool = False  # also HEAD each object after S3 confirmed it in its reply
     archive_timeout_s: float = 30.0  # one archive request's read timeout
     aws_access_key_id: str = ""  # empty: boto3's usual chain (environment, ~/.aws, instance role)
     aws_secret_access_key: str = field(default="", repr=False)

@@ -384,3 +384,21 @@ def test_kill_9_mid_pass_then_rerun_loses_nothing_and_stores_nothing_twice(
     assert len(stored) == 400, "exactly one object per device-hour: nothing lost, nothing twice"
     for path in stored:
         assert gzip.decompress(path.read_bytes()) == originals[path.parts[-5]]
+
+
+async def test_readback_mode_heads_every_object_and_ships_the_same(
+    make_settings: Callable[..., Settings], redis_url: str, s3_server: S3Server, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        redis_url, archive_url=f"s3://{s3_server.bucket()}", s3_endpoint_url=s3_server.endpoint,
+        aws_access_key_id="a", aws_secret_access_key="b", aws_region="us-east-1", rotate_readback=True,
+    )  # fmt: skip
+    original = write_hour(settings, "00ae01", lines=40).read_bytes()
+    archive = open_archive(settings)
+    heads: list[str] = []
+    stat = archive.stat
+    archive.stat = lambda key: (heads.append(key), stat(key))[1]  # type: ignore[method-assign]
+    report = await Rotator(settings, archive, None).pass_once()
+    key = DeviceHour(HOUR, "00ae01", settings.file_prefix).key()
+    assert report.ok and report.stored == 1 and heads == [key]
+    assert archived(archive, key, tmp_path) == original

@@ -51,6 +51,11 @@ class StoredObject:
     size: int
     sha256: str | None = None
     source_sha256: str | None = None
+    md5: str | None = None  # hex; S3's ETag of a single-part object (the server's digest of what it stored)
+
+    def proves(self, upload: Upload) -> bool:
+        """True when the archive's own digest of what it stored equals ours."""
+        return self.size == upload.size and (self.sha256 == upload.sha256 or self.md5 == upload.md5.hex())
 
 
 class Archive(Protocol):
@@ -59,8 +64,11 @@ class Archive(Protocol):
     def check(self) -> None:
         """Raise ArchiveError unless the archive can be written now."""
 
-    def put_new(self, key: str, upload: Upload) -> bool:
-        """Store `upload` at `key` unless the key exists (then False); never overwrites."""
+    def put_new(self, key: str, upload: Upload) -> StoredObject | None:
+        """Store `upload` at `key` unless the key exists (then None); never overwrites.
+
+        Returns what the archive reported storing (its digests, when the reply carries them).
+        """
 
     def stat(self, key: str) -> StoredObject | None:
         """What is stored at `key` (size and digests), or None."""

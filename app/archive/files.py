@@ -41,7 +41,7 @@ class FileArchive:
                 f"cannot write to the archive folder {self.root}: {exc.strerror or exc}", kind="unreachable"
             ) from exc
 
-    def put_new(self, key: str, upload: Upload) -> bool:
+    def put_new(self, key: str, upload: Upload) -> StoredObject | None:
         dest = self._path(key)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -56,11 +56,11 @@ class FileArchive:
                 try:
                     os.link(tmp, dest)
                 except FileExistsError:
-                    return False
+                    return None
             finally:
                 tmp.unlink(missing_ok=True)
             _fsync_dir(dest.parent)
-            return True
+            return StoredObject(key, upload.size)  # no digest of its own: rotate reads it back
         except OSError as exc:
             raise ArchiveError(
                 f"cannot store {key} in {self.root}: {exc.strerror or exc}", kind="unreachable"

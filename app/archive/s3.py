@@ -6,6 +6,9 @@
 - Objects over MULTIPART_THRESHOLD go through s3transfer's multipart upload with per-part
   SHA-256 checksums. S3 has no conditional multipart write through s3transfer, so the key is
   checked first; rotate runs one pass at a time per host, which keeps that window closed.
+- S3 answers a PutObject with the ETag (the MD5 of what it stored) and the SHA-256 checksum it
+  verified; rotate takes that reply as its confirmation, or reads the object back (HEAD) when
+  the reply proves nothing (multipart, SSE-KMS) or ROTATE_READBACK is on.
 - Every object carries our own digests in its metadata (`sha256`, `source-sha256`), which is
   how `stat` confirms an upload and how a later pass recognises content it already shipped.
 """
@@ -74,12 +77,12 @@ class S3Archive:
         with self._translated("reach the bucket"):
             self.client.head_bucket(Bucket=self.bucket)
 
-    def put_new(self, key: str, upload: Upload) -> bool:
+    def put_new(self, key: str, upload: Upload) -> StoredObject | None:
         if upload.size >= self.multipart_threshold:
             return self._put_multipart(key, upload)
         with self._translated(f"store {key}"), upload.path.open("rb") as body:
             try:
-                self.client.put_object(
+                reply = self.client.put_object(
                     Bucket=self.bucket,
                     Key=self.prefix + key,
                     Body=body,
@@ -92,13 +95,20 @@ class S3Archive:
                 )
             except ClientError as exc:
                 if _status(exc) == 412 or _code(exc) == "PreconditionFailed":
-                    return False
+                    return None
                 raise
-        return True
+        etag = str(reply.get("ETag", "")).strip('"')
+        checksum = reply.get("ChecksumSHA256")
+        return StoredObject(
+            key,
+            upload.size,
+            sha256=upload.sha256 if checksum == _b64(upload.sha256) else None,
+            md5=etag if len(etag) == 32 else None,  # a multipart or SSE-KMS ETag is not an MD5
+        )
 
-    def _put_multipart(self, key: str, upload: Upload) -> bool:
+    def _put_multipart(self, key: str, upload: Upload) -> StoredObject | None:
         if self.stat(key) is not None:
-            return False
+            return None
         with self._translated(f"store {key}"):
             self.client.upload_file(
                 str(upload.path),
@@ -111,7 +121,7 @@ class S3Archive:
                 },
                 Config=self.transfer,
             )
-        return True
+        return StoredObject(key, upload.size)  # s3transfer gives no digest back: rotate reads it back
 
     def stat(self, key: str) -> StoredObject | None:
         with self._translated(f"read {key}"):

@@ -204,7 +204,7 @@ class Rotator:
         try:
             upload, partial = claim.pack(self.tmp_dir)
             try:
-                placed = place(self.archive, item.device_hour, upload)
+                placed = place(self.archive, item.device_hour, upload, self.settings.rotate_readback)
             finally:
                 upload.path.unlink(missing_ok=True)
         except BaseException:

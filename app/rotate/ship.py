@@ -20,17 +20,23 @@ class Placed:
     stored: bool
 
 
-def place(archive: Archive, device_hour: DeviceHour, upload: Upload) -> Placed:
+def place(archive: Archive, device_hour: DeviceHour, upload: Upload, readback: bool = False) -> Placed:
     """Store `upload` as the first free part of its device-hour, unless a part already holds it.
 
-    Part 1 is tried first (one request in the usual case). When a key is taken, its content is
-    compared: identical means an earlier pass stored it and died before deleting the local
-    file, so nothing is stored twice; different means this is a further part.
+    Part 1 is tried first (one request in the usual case). The archive's reply confirms the
+    stored object when it carries the archive's own digest of it (S3's ETag or checksum);
+    otherwise, or with `readback`, the object is read back before anyone deletes anything.
+
+    When a key is taken, its content is compared: identical means an earlier pass stored it and
+    died before deleting the local file, so nothing is stored twice; different means this is a
+    further part.
     """
     for part in range(1, MAX_PARTS + 1):
         key = device_hour.key(part)
-        if archive.put_new(key, upload):
-            confirm(archive, key, upload)
+        receipt = archive.put_new(key, upload)
+        if receipt is not None:
+            if readback or not receipt.proves(upload):
+                confirm(archive, key, upload)
             return Placed(key, part, stored=True)
         if archive.source_sha256(key) == upload.source_sha256:
             return Placed(key, part, stored=False)
