@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-pinger bench-api deps redis-server clean
+.PHONY: demo test lint bench bench-pinger bench-api bench-rotate deps redis-server clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -41,12 +41,16 @@ lint: $(STAMP)
 bench: deps
 	$(BIN)/python bench/pinger.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/rotate.py
 
 bench-pinger: deps
 	$(BIN)/python bench/pinger.py
 
 bench-api: deps
 	$(BIN)/python bench/api.py
+
+bench-rotate: deps
+	$(BIN)/python bench/rotate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
