@@ -48,3 +48,23 @@ def pinger(pinger_id: str) -> str:
 def rotate_last_pass() -> str:
     """Hash describing the last rotate pass (when, outcome, counts), for `rainforest status`."""
     return f"{PREFIX}:rotate:last_pass"
+
+
+def cart(cart_id: str) -> str:
+    """Hash holding one cart: owner, request, status, progress, times."""
+    return f"{PREFIX}:cart:{cart_id}"
+
+
+def carts() -> str:
+    """Sorted set of cart ids scored by last access (creation or download): the LRU order."""
+    return f"{PREFIX}:carts"
+
+
+def carts_space() -> str:
+    """Hash cart id → bytes: reserved while a cart builds, then what it holds on disk."""
+    return f"{PREFIX}:carts:space"
+
+
+def cart_queue() -> str:
+    """The arq queue cart jobs go through."""
+    return f"{PREFIX}:cartjobs"

@@ -45,6 +45,11 @@ class Settings:
     rotate_concurrency: int = 8  # files compressed and uploaded at once
     rotate_readback: bool = False  # also HEAD each object after S3 confirmed it in its reply
     archive_timeout_s: float = 30.0  # one archive request's read timeout
+    cart_ttl_s: float = 7 * 86400.0  # a cart is removed this long after its last download or creation
+    cart_deadline_s: float = 3600.0  # a cart still building after this fails with TIMEOUT
+    carts_max_bytes: int = 0  # disk budget for all carts together; 0: the disk's free space is the limit
+    cart_jobs: int = 2  # carts one cartd process builds at once
+    archive_retries: int = 4  # attempts per archive request in a cart build before ARCHIVE_UNAVAILABLE
     aws_access_key_id: str = ""  # empty: boto3's usual chain (environment, ~/.aws, instance role)
     aws_secret_access_key: str = field(default="", repr=False)
     aws_region: str = ""
@@ -76,6 +81,15 @@ class Settings:
             raise ConfigError(
                 "ROTATE_GRACE_S must be 0 or more, ROTATE_CONCURRENCY at least 1, ARCHIVE_TIMEOUT_S positive."
             )
+        if (
+            self.cart_ttl_s <= 0
+            or self.cart_deadline_s <= 0
+            or self.cart_jobs < 1
+            or self.archive_retries < 1
+        ):
+            raise ConfigError(
+                "CART_TTL_S and CART_DEADLINE_S must be positive; CART_JOBS and ARCHIVE_RETRIES at least 1."
+            )
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}.")
 
@@ -83,6 +97,11 @@ class Settings:
     def logs_dir(self) -> Path:
         """DATA_DIR/logs: hourly `.jl` files in YYYY-MM-DD-HH/ folders, process logs in <process>/."""
         return self.data_dir / "logs"
+
+    @property
+    def carts_dir(self) -> Path:
+        """DATA_DIR/carts/<cart_id>/: staged files and the cart's tar."""
+        return self.data_dir / "carts"
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests and subcommands' flags use this)."""

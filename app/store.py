@@ -7,10 +7,10 @@ a whole record. Every change to the device list is published so pingers pick it 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -51,6 +51,14 @@ class PollUpdate:
             self.last_error = newer.last_error
 
 
+T = TypeVar("T")
+
+
+def aw(value: Awaitable[T] | T) -> Awaitable[T]:
+    """redis-py's asyncio methods are typed as returning `Awaitable[T] | T`; they always await."""
+    return cast(Awaitable[T], value)
+
+
 @asynccontextmanager
 async def translated(action: str) -> AsyncIterator[None]:
     """Turn Redis and socket errors inside the block into StoreError naming the action."""
@@ -88,7 +96,7 @@ class Store:
 
     async def ping(self) -> bool:
         async with translated("ping"):
-            return bool(await self.redis.ping())
+            return bool(await aw(self.redis.ping()))
 
     # --- the registry ------------------------------------------------------------------
 
@@ -139,16 +147,16 @@ class Store:
 
     async def get_device(self, cloud_id: str) -> DeviceRecord | None:
         async with translated(f"read device {cloud_id}"):
-            h = cast(dict[str, str], await self.redis.hgetall(keys.device(cloud_id)))
+            h = cast(dict[str, str], await aw(self.redis.hgetall(keys.device(cloud_id))))
         return DeviceRecord.from_hash(h) if h else None
 
     async def active_ids(self) -> set[str]:
         async with translated("list active devices"):
-            return cast(set[str], await self.redis.smembers(keys.devices_active()))
+            return cast(set[str], await aw(self.redis.smembers(keys.devices_active())))
 
     async def all_ids(self) -> list[str]:
         async with translated("list devices"):
-            return sorted(cast(set[str], await self.redis.smembers(keys.devices_all())))
+            return sorted(cast(set[str], await aw(self.redis.smembers(keys.devices_all()))))
 
     async def load_devices(self, cloud_ids: Iterable[str]) -> list[DeviceRecord]:
         """Records for many devices, fetched in pipelined chunks; unknown ids are skipped."""
@@ -193,7 +201,7 @@ class Store:
     async def latest_reading(self, cloud_id: str) -> str | None:
         """The last logged reading of a device as its JSON line, or None."""
         async with translated(f"read the latest reading of {cloud_id}"):
-            value = cast(str | None, await self.redis.hget(keys.device(cloud_id), "last_reading"))
+            value = cast(str | None, await aw(self.redis.hget(keys.device(cloud_id), "last_reading")))
         return value if value else None
 
     # --- the pinger's batched writes ---------------------------------------------------------
@@ -231,11 +239,11 @@ class Store:
         Only devices still registered are touched, so an old device's files never recreate it.
         """
         async with translated("record an archived hour"):
-            await self.redis.eval(_RECORD_ARCHIVED, 1, keys.device(cloud_id), hour, 1 if new_hour else 0)
+            await aw(self.redis.eval(_RECORD_ARCHIVED, 1, keys.device(cloud_id), hour, 1 if new_hour else 0))
 
     async def record_rotate_pass(self, summary: dict[str, str]) -> None:
         async with translated("record the rotate pass"):
-            await self.redis.hset(keys.rotate_last_pass(), mapping=cast(dict[Any, Any], summary))
+            await aw(self.redis.hset(keys.rotate_last_pass(), mapping=cast(dict[Any, Any], summary)))
 
     async def heartbeat(self, pinger_id: str, info: dict[str, str], now: float) -> None:
         """Announce a live pinger (the basis for sharing a fleet between pingers)."""

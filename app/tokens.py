@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from app import keys
 from app.errors import ValidationError
-from app.store import Store, translated
+from app.store import Store, aw, translated
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SCOPES = ("admin", "read")
@@ -62,19 +62,19 @@ class Tokens:
         record = {"name": name, "scope": "read" if read_only else "admin", "created_at": repr(time.time()),
                   "digest": d}  # fmt: skip
         async with translated(f"create token {name}"):
-            if not await self.redis.hsetnx(keys.tokens(), name, d):
+            if not await aw(self.redis.hsetnx(keys.tokens(), name, d)):
                 raise ValidationError(
                     f"a token named {name!r} exists already: revoke it first or pick another name."
                 )
-            await self.redis.hset(keys.token(d), mapping=cast(dict[Any, Any], record))
+            await aw(self.redis.hset(keys.token(d), mapping=cast(dict[Any, Any], record)))
         return token
 
     async def list(self) -> list[Token]:
         async with translated("list tokens"):
-            names = cast(dict[str, str], await self.redis.hgetall(keys.tokens()))
+            names = cast(dict[str, str], await aw(self.redis.hgetall(keys.tokens())))
             found = []
             for name, d in sorted(names.items()):
-                h = cast(dict[str, str], await self.redis.hgetall(keys.token(d)))
+                h = cast(dict[str, str], await aw(self.redis.hgetall(keys.token(d))))
                 if h:
                     found.append(Token(name, h["scope"], float(h["created_at"])))
         return found
@@ -82,11 +82,11 @@ class Tokens:
     async def revoke(self, name: str) -> bool:
         """Revoke by name; False when no such token exists."""
         async with translated(f"revoke token {name}"):
-            d = cast(str | None, await self.redis.hget(keys.tokens(), name))
+            d = cast(str | None, await aw(self.redis.hget(keys.tokens(), name)))
             if d is None:
                 return False
             await self.redis.delete(keys.token(d))
-            await self.redis.hdel(keys.tokens(), name)
+            await aw(self.redis.hdel(keys.tokens(), name))
         return True
 
     async def verify(self, presented: str) -> Token | None:
@@ -96,7 +96,7 @@ class Tokens:
             if hmac.compare_digest(known, d):
                 return Token(name, "admin", 0.0)
         async with translated("check a token"):
-            h = cast(dict[str, str], await self.redis.hgetall(keys.token(d)))
+            h = cast(dict[str, str], await aw(self.redis.hgetall(keys.token(d))))
         # One round trip: revoking deletes this hash, so a revoked token fails at once.
         if not h or not hmac.compare_digest(h.get("digest", ""), d):
             return None

@@ -51,6 +51,7 @@ class StoredObject:
     size: int
     sha256: str | None = None
     source_sha256: str | None = None
+    source_bytes: int | None = None  # size of the uncompressed .jl, when recorded
     md5: str | None = None  # hex; S3's ETag of a single-part object (the server's digest of what it stored)
 
     def proves(self, upload: Upload) -> bool:

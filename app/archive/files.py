@@ -70,7 +70,7 @@ class FileArchive:
         path = self._path(key)
         try:
             size = path.stat().st_size
-            return StoredObject(key, size, sha256=file_sha256(path))
+            return StoredObject(key, size, sha256=file_sha256(path), source_bytes=_gzip_isize(path, size))
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -124,3 +124,12 @@ def _fsync_dir(folder: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _gzip_isize(path: Path, size: int) -> int | None:
+    """The uncompressed size a (single-member) gzip file records in its last 4 bytes."""
+    if size < 18:
+        return None
+    with path.open("rb") as f:
+        f.seek(size - 4)
+        return int.from_bytes(f.read(4), "little")

@@ -141,8 +141,13 @@ class S3Archive:
             raise ArchiveError(
                 f"{key} carries two different SHA-256 digests; the object is suspect.", kind="integrity"
             )
+        raw_bytes = meta.get("source-bytes", "")
         return StoredObject(
-            key, int(head["ContentLength"]), sha256=sha, source_sha256=meta.get("source-sha256")
+            key,
+            int(head["ContentLength"]),
+            sha256=sha,
+            source_sha256=meta.get("source-sha256"),
+            source_bytes=int(raw_bytes) if raw_bytes.isdigit() else None,
         )
 
     def source_sha256(self, key: str) -> str:

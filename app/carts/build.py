@@ -1,0 +1,343 @@
+"""Build one cart: claim it, plan, reserve space, stage and verify, bundle, report. One job, one cart.
+
+Failures end in `error` with a reason and one sentence; nothing stays "not ready" forever:
+- the archive failing past ARCHIVE_RETRIES (with backoff) → ARCHIVE_UNAVAILABLE;
+- a fetched object that does not match its checksum, twice → HASH_MISMATCH;
+- not enough disk or CARTS_MAX_BYTES for the whole cart, known before staging → NO_SPACE;
+- nothing in range → EMPTY; past CART_DEADLINE_S → TIMEOUT; a DELETE meanwhile → CANCELLED.
+The worker refreshes a lease while it builds; if it dies, the watchdog gives the cart to another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from app.archive.backend import Archive
+from app.carts import bundle
+from app.carts.model import (
+    ARCHIVE_UNAVAILABLE,
+    BUNDLING,
+    EMPTY,
+    FAILED,
+    HASH_MISMATCH,
+    NO_SPACE,
+    READY,
+    STAGING,
+    TIMEOUT,
+    Cart,
+    CartRequest,
+)  # fmt: skip
+from app.carts.plan import Part, plan
+from app.carts.registry import LEASE_S, CartRegistry
+from app.carts.stage import HashMismatch, Staged, Vanished, append_record, load_record, stage_part, write_csv
+from app.errors import ArchiveError
+from app.rotate.scan import hour_start
+from app.settings import Settings
+from app.store import Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+STAGE_CONCURRENCY = 8
+
+
+class CartFailed(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+class LostCart(Exception):
+    """The cart was cancelled, deleted or given to another worker while this one built it."""
+
+
+def cart_dir(settings: Settings, cart_id: str) -> Path:
+    return settings.carts_dir / cart_id
+
+
+def tar_path(settings: Settings, cart_id: str) -> Path:
+    return cart_dir(settings, cart_id) / "cart.tar"
+
+
+@dataclass
+class Builder:
+    settings: Settings
+    archive: Archive
+    registry: CartRegistry
+    store: Store
+    worker: str
+    clock: Callable[[], float] = time.time
+    counts: dict[str, int] = field(default_factory=dict)
+
+    async def build(self, cart_id: str, attempt: int) -> str:
+        """Build the cart if this worker wins it; returns the outcome (ready, a reason, or skipped)."""
+        if not await self.registry.claim(cart_id, self.worker, attempt, self.clock()):
+            return "skipped"
+        cart = await self.registry.get(cart_id)
+        if cart is None:
+            return "skipped"
+        started = time.monotonic()
+        task = asyncio.current_task()
+        keeper = asyncio.create_task(self._keep_lease(cart_id, task))
+        outcome = READY
+        try:
+            async with asyncio.timeout(self.settings.cart_deadline_s):
+                await self._build(cart)
+        except CartFailed as exc:
+            outcome = exc.reason
+            await self._fail(cart, exc.reason, exc.message)
+        except TimeoutError:
+            outcome = TIMEOUT
+            await self._fail(
+                cart, TIMEOUT,
+                f"the cart was still building after CART_DEADLINE_S ({self.settings.cart_deadline_s:.0f} s); "
+                "ask for a smaller range or fewer devices.",
+            )  # fmt: skip
+        except (LostCart, asyncio.CancelledError):
+            outcome = "cancelled"
+            current = await self.registry.get(cart_id)
+            if current is None or current.reason == "CANCELLED":
+                await asyncio.to_thread(shutil.rmtree, cart_dir(self.settings, cart_id), True)
+                await self.registry.set_space(cart_id, None)
+            if asyncio.current_task() is not None and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise
+        except Exception as exc:  # a bug, or the disk: the cart fails with a message, the trace is logged
+            outcome = FAILED
+            log.exception("cart build failed", extra={"cart_id": cart_id})
+            await self._fail(
+                cart, FAILED, f"the build failed unexpectedly ({type(exc).__name__}); it is logged."
+            )
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        log.info(
+            "cart build", extra={"cart_id": cart_id, "outcome": outcome, "attempt": attempt,
+                                 "seconds": round(time.monotonic() - started, 3), **self.counts},
+        )  # fmt: skip
+        return outcome
+
+    async def _build(self, cart: Cart) -> None:
+        settings = self.settings
+        request = cart.request
+        folder = cart_dir(settings, cart.id)
+        stage_dir = folder / "staging"
+        devices = list(request.devices) if request.devices is not None else sorted(await self.store.all_ids())
+        parts = await self._archive_call(
+            lambda: plan(
+                self.archive, settings.logs_dir, settings.file_prefix, request, devices, self.clock()
+            )
+        )
+        if not parts:
+            span = request.to_json()
+            raise CartFailed(
+                EMPTY,
+                f"no readings for those {len(devices)} devices between {span['start']} and {span['end']}.",
+            )
+        sizes = await self._archive_call(lambda: [_staged_size(self.archive, p) for p in parts])
+        staged_total = sum(sizes)
+        need = staged_total + bundle.tar_size([*sizes, 64 * 1024, 64 * 1024])
+        folder.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(folder).free
+        ok, have = await self.registry.reserve(cart.id, need, free, settings.carts_max_bytes)
+        if not ok:
+            raise CartFailed(
+                NO_SPACE, f"not enough space for this cart: need {_mb(need)}, have {_mb(max(have, 0))}."
+            )
+        await self._update(cart.id, status=STAGING, files_total=len(parts), bytes_total=staged_total,
+                           files_done=0, bytes_done=0, message=f"staging {len(parts)} files")  # fmt: skip
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        staged = await self._stage_all(cart.id, parts, stage_dir)
+        await self._update(cart.id, status=BUNDLING, message="bundling the tar")
+        members, counts = await asyncio.to_thread(self._members, cart, parts, staged, stage_dir)
+        manifest = bundle.manifest_bytes({
+            "cart_id": cart.id, "created_at": cart.public()["created_at"], "request": request.to_json(),
+            "format": request.format, "counts": counts,
+            "files": [{"path": m.name, "size": m.size, "sha256": m.sha256} for m in members],
+            "sources": [{"path": s.name, "source": s.source, "sha256": s.sha256} for s in staged],
+        })  # fmt: skip
+        loop = asyncio.get_running_loop()
+        total = sum(m.size for m in members)
+
+        def progress(done: int) -> None:  # from the bundling thread
+            asyncio.run_coroutine_threadsafe(
+                self.registry.update(cart.id, self.worker, bytes_done=min(done, total)), loop
+            )
+
+        size = await asyncio.to_thread(
+            bundle.write_tar,
+            tar_path(settings, cart.id),
+            members,
+            manifest,
+            cart.created_at,
+            _throttled(progress),
+        )
+        self.counts = {"files": len(members), "bytes": size}
+        if not await self.registry.update(
+            cart.id, self.worker, status=READY, size=size, files_done=len(parts), bytes_done=staged_total,
+            message=f"ready: {len(members)} files, {_mb(size)}",
+        ):  # fmt: skip
+            raise LostCart(cart.id)
+        on_disk = size + sum(s.size for s in staged) + sum(m.size for m in members if m.path.parent == folder)
+        await self.registry.set_space(cart.id, on_disk)
+
+    async def _stage_all(self, cart_id: str, parts: list[Part], stage_dir: Path) -> list[Staged]:
+        previous = await asyncio.to_thread(load_record, stage_dir)
+        gate = asyncio.Semaphore(STAGE_CONCURRENCY)
+        done = {"files": 0, "bytes": 0, "reused": 0}
+        results: list[Staged | None] = [None] * len(parts)
+
+        async def one(i: int, part: Part) -> None:
+            async with gate:
+                staged, reused = await self._stage_one(part, stage_dir, previous)
+                if not reused:
+                    await asyncio.to_thread(append_record, stage_dir, staged)
+                results[i] = staged
+                done["files"] += 1
+                done["bytes"] += staged.size
+                done["reused"] += reused
+                await self._progress(cart_id, files_done=done["files"], bytes_done=done["bytes"])
+
+        await asyncio.gather(*(one(i, p) for i, p in enumerate(parts)))
+        self.counts = {"reused_staged_files": done["reused"]}
+        return [r for r in results if r is not None]
+
+    async def _stage_one(
+        self, part: Part, stage_dir: Path, previous: dict[str, Staged]
+    ) -> tuple[Staged, bool]:
+        for mismatch_try in range(2):
+            try:
+                return await self._archive_call(
+                    lambda part=part, previous=previous: stage_part(self.archive, part, stage_dir, previous)  # type: ignore[misc]
+                )
+            except HashMismatch as exc:
+                if mismatch_try == 1:
+                    raise CartFailed(
+                        HASH_MISMATCH, f"{exc} It was fetched twice; the archive copy needs checking."
+                    ) from exc
+                previous = {}
+            except Vanished:
+                # rotate shipped this hour while we staged it: it is now the archive's next part
+                again = await self._archive_call(lambda part=part: self._replan(part))  # type: ignore[misc]
+                if not again:
+                    raise CartFailed(
+                        FAILED, f"{part.local} vanished and is not in the archive either."
+                    ) from None
+                part = again[0]
+        raise AssertionError("unreachable")
+
+    def _replan(self, part: Part) -> list[Part]:
+        """The archived part that a vanished local hour became."""
+        found = plan(self.archive, self.settings.logs_dir, self.settings.file_prefix, _hour_request(part),
+                     [part.device_hour.cloud_id], self.clock())  # fmt: skip
+        return [p for p in found if p.part == part.part and p.key is not None]
+
+    def _members(
+        self, cart: Cart, parts: list[Part], staged: list[Staged], stage_dir: Path
+    ) -> tuple[list[bundle.Member], dict[str, int]]:
+        request = cart.request
+        partial = sum(s.partial for s in staged)
+        counts = {
+            "devices": len({p.device_hour.cloud_id for p in parts}),
+            "hours": len({p.device_hour for p in parts}),
+            "parts": len(parts),
+            "partial_lines": partial,
+        }
+        if request.format == "jl":
+            counts["lines"] = sum(s.lines for s in staged)
+            return [bundle.Member(s.name, stage_dir / s.name, s.size, s.sha256) for s in staged], counts
+        by_device: dict[str, dict[str, list[Path]]] = {}
+        for p, s in zip(parts, staged, strict=True):
+            by_device.setdefault(p.device_hour.cloud_id, {}).setdefault(p.device_hour.hour, []).append(
+                stage_dir / s.name
+            )
+        members = []
+        rows = duplicates = 0
+        csv_dir = cart_dir(self.settings, cart.id)
+        for cloud_id, hours in sorted(by_device.items()):
+            result = write_csv(cloud_id, [hours[h] for h in sorted(hours)], request.start, request.end,
+                               csv_dir / f"{cloud_id}.csv", f"{cloud_id}.csv")  # fmt: skip
+            rows += result.rows
+            duplicates += result.duplicates
+            members.append(bundle.Member(result.staged.name, csv_dir / f"{cloud_id}.csv", result.staged.size,
+                                         result.staged.sha256))  # fmt: skip
+        counts.update(rows=rows, duplicates_dropped=duplicates)
+        return members, counts
+
+    async def _archive_call(self, fn: Callable[[], T]) -> T:
+        """Run blocking archive work in a thread, retrying archive trouble with backoff."""
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.settings.archive_retries),
+                wait=wait_exponential_jitter(initial=0.2, max=5),
+                retry=retry_if_exception_type(ArchiveError),
+                reraise=True,
+            ):
+                with attempt:
+                    return await asyncio.to_thread(fn)
+        except ArchiveError as exc:
+            raise CartFailed(
+                ARCHIVE_UNAVAILABLE, f"the archive failed {self.settings.archive_retries} times: {exc}"
+            ) from exc
+        raise AssertionError("unreachable")
+
+    async def _update(self, cart_id: str, **fields: object) -> None:
+        if not await self.registry.update(cart_id, self.worker, **fields):
+            raise LostCart(cart_id)
+
+    async def _progress(self, cart_id: str, **fields: object) -> None:
+        await self._update(cart_id, **fields)
+
+    async def _fail(self, cart: Cart, reason: str, message: str) -> None:
+        await self.registry.fail(cart.id, self.worker, reason, message)
+        await asyncio.to_thread(shutil.rmtree, cart_dir(self.settings, cart.id) / "cart.tar", True)
+        await self.registry.set_space(cart.id, None)
+        log.warning("cart failed", extra={"cart_id": cart.id, "reason": reason, "error": message})
+
+    async def _keep_lease(self, cart_id: str, builder: asyncio.Task[object] | None) -> None:
+        """Refresh the lease; when the cart is cancelled or taken, stop the build."""
+        while True:
+            await asyncio.sleep(LEASE_S / 3)
+            if not await self.registry.update(cart_id, self.worker) and builder is not None:
+                builder.cancel()
+                return
+
+
+def _staged_size(archive: Archive, part: Part) -> int:
+    """Bytes the part takes once staged (decompressed), from the archive's record of it."""
+    if part.key is None:
+        return part.stored_size
+    stored = archive.stat(part.key)
+    if stored is None:
+        raise ArchiveError(f"{part.key} disappeared from {archive.url}.", kind="error")
+    return stored.source_bytes if stored.source_bytes is not None else part.stored_size * 20
+
+
+def _hour_request(part: Part) -> CartRequest:
+    start = hour_start(part.device_hour.hour)
+    return CartRequest((part.device_hour.cloud_id,), start, start + 3600)
+
+
+def _throttled(fn: Callable[[int], None], every_s: float = 0.5) -> Callable[[int], None]:
+    last = [0.0]
+
+    def call(value: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s:
+            last[0] = now
+            fn(value)
+
+    return call
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
