@@ -164,6 +164,124 @@ async def _rotate_once(settings: Settings, archive: Any, hour: str | None) -> An
         await store.close()
 
 
+# --- carts -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--jobs", type=click.IntRange(min=1), help="Carts this process builds at once (CART_JOBS).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus metrics on this port.")
+def cartd(jobs: int | None, metrics_port: int | None) -> None:
+    """Build carts from the Redis queue until SIGTERM; run as many of these as you like."""
+    from app import lifecycle
+    from app.carts.worker import Cartd
+
+    settings = _settings()
+    logs.setup("cartd", settings)
+    try:
+        from app.archive.backend import open_archive
+
+        open_archive(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    lifecycle.run(lambda: Cartd(settings, jobs, metrics_port))
+
+
+@main.group()
+def carts() -> None:
+    """Carts (data bundles): list them, purge old ones, rebuild a broken one."""
+
+
+def _with_carts(action: Any) -> Any:
+    from app.carts.registry import CartRegistry
+    from app.store import Store
+
+    settings = _settings()
+
+    async def go() -> Any:
+        store = Store.from_url(settings.redis_url, max_connections=4)
+        try:
+            return await action(settings, CartRegistry(store.redis))
+        finally:
+            await store.close()
+
+    return _run_async(go())
+
+
+@carts.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
+def carts_list(as_json: bool) -> None:
+    """Every cart, least recently used first: status, size, owner, progress."""
+    found = _with_carts(lambda settings, registry: registry.all())
+    for cart in found:
+        if as_json:
+            click.echo(orjson.dumps(cart.public()).decode())
+            continue
+        status = f"{cart.status}:{cart.reason}" if cart.reason else cart.status
+        size = f"{cart.size / 1e6:.1f} MB" if cart.size else "-"
+        click.echo(
+            f"{cart.id}  {status:<22} {size:>10}  {cart.owner:<20} {cart.progress()}  "
+            f"last access {cart.public()['last_access']}"
+        )
+    if not as_json:
+        click.echo(f"{len(found)} carts")
+
+
+@carts.command("purge")
+@click.option(
+    "--older-than", "older_than", required=True, metavar="AGE", help="Idle this long: 60d, 12h, 30m."
+)
+@click.option("--dry-run", is_flag=True, help="List what would be removed, removing nothing.")
+def carts_purge(older_than: str, dry_run: bool) -> None:
+    """Remove finished carts not downloaded (or made) within AGE; building or downloading carts stay."""
+    from app.carts.retention import evict_idle, parse_age
+
+    try:
+        age = parse_age(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    removed = _with_carts(lambda settings, registry: evict_idle(registry, settings, age, dry_run=dry_run))
+    for cart in removed:
+        click.echo(
+            f"{'would remove' if dry_run else 'removed'} {cart.id}  {cart.status}  {cart.size / 1e6:.1f} MB"
+        )
+    click.echo(f"{len(removed)} carts {'would be ' if dry_run else ''}removed")
+
+
+@carts.command("fixit")
+@click.argument("cart_id")
+def carts_fixit(cart_id: str) -> None:
+    """Rebuild CART_ID from scratch, reusing staged files that still verify."""
+    from app.carts import jobs
+    from app.carts.build import tar_path
+    from app.carts.model import BUILDING
+    from app.carts.model import cart_id as parse_cart_id
+
+    try:
+        cid = parse_cart_id(cart_id)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="CART_ID") from None
+
+    async def fix(settings: Settings, registry: Any) -> int:
+        cart = await registry.get(cid)
+        if cart is None:
+            raise click.ClickException(f"no cart {cid}; `rainforest carts list` shows them.")
+        if cart.status in BUILDING:
+            raise click.ClickException(f"cart {cid} is {cart.status}; wait for it to finish, or DELETE it.")
+        tar_path(settings, cid).unlink(missing_ok=True)
+        attempt = int(await registry.requeue(cid, "waiting: rebuilding (carts fixit)"))
+        queue = jobs.open_queue(settings)
+        try:
+            await jobs.submit(queue, settings, cid, attempt)
+        finally:
+            await queue.disconnect()
+        return attempt
+
+    attempt = _with_carts(fix)
+    click.echo(
+        f"cart {cid} queued for rebuild (attempt {attempt}); staged files that still verify are reused."
+    )
+
+
 # --- tokens --------------------------------------------------------------------------------
 
 

@@ -15,10 +15,10 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
@@ -38,7 +38,7 @@ from app.carts.model import (
     CartRequest,
 )  # fmt: skip
 from app.carts.plan import Part, plan
-from app.carts.registry import LEASE_S, CartRegistry
+from app.carts.registry import CartRegistry
 from app.carts.stage import HashMismatch, Staged, Vanished, append_record, load_record, stage_part, write_csv
 from app.errors import ArchiveError
 from app.rotate.scan import hour_start
@@ -48,6 +48,7 @@ from app.store import Store
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STAGE_CONCURRENCY = 8
+KEEPER_S = 1.0  # how often a build refreshes its lease and notices a DELETE
 
 
 class CartFailed(Exception):
@@ -75,6 +76,7 @@ class Builder:
     registry: CartRegistry
     store: Store
     worker: str
+    requeue: Callable[[str, str], Awaitable[None]] | None = None  # hands an interrupted build back
     clock: Callable[[], float] = time.time
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -87,7 +89,8 @@ class Builder:
             return "skipped"
         started = time.monotonic()
         task = asyncio.current_task()
-        keeper = asyncio.create_task(self._keep_lease(cart_id, task))
+        lost: list[bool] = []  # the keeper appends when the cart is cancelled or taken, then cancels us
+        keeper = asyncio.create_task(self._keep_lease(cart_id, task, lost))
         outcome = READY
         try:
             async with asyncio.timeout(self.settings.cart_deadline_s):
@@ -108,7 +111,13 @@ class Builder:
             if current is None or current.reason == "CANCELLED":
                 await asyncio.to_thread(shutil.rmtree, cart_dir(self.settings, cart_id), True)
                 await self.registry.set_space(cart_id, None)
-            if asyncio.current_task() is not None and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            elif current.extra.get("worker") == self.worker and self.requeue is not None:
+                # this worker is shutting down: another (or this one, restarted) takes over now
+                await self.requeue(cart_id, "waiting: its worker stopped; queued again")
+            me = asyncio.current_task()
+            if lost and me is not None:
+                me.uncancel()  # our own keeper stopped the build: the job ends normally
+            elif me is not None and me.cancelling():
                 raise
         except Exception as exc:  # a bug, or the disk: the cart fails with a message, the trace is logged
             outcome = FAILED
@@ -303,11 +312,15 @@ class Builder:
         await self.registry.set_space(cart.id, None)
         log.warning("cart failed", extra={"cart_id": cart.id, "reason": reason, "error": message})
 
-    async def _keep_lease(self, cart_id: str, builder: asyncio.Task[object] | None) -> None:
-        """Refresh the lease; when the cart is cancelled or taken, stop the build."""
+    async def _keep_lease(self, cart_id: str, builder: asyncio.Task[Any] | None, lost: list[bool]) -> None:
+        """Refresh the lease every KEEPER_S; when the cart is cancelled or taken, stop the build."""
         while True:
-            await asyncio.sleep(LEASE_S / 3)
+            await asyncio.sleep(KEEPER_S)
             if not await self.registry.update(cart_id, self.worker) and builder is not None:
+                current = await self.registry.get(cart_id)
+                if current is not None and current.status == READY:
+                    return  # finished between two ticks: nothing to stop
+                lost.append(True)
                 builder.cancel()
                 return
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import tornado.web
 
+from app.carts.jobs import open_queue
+from app.carts.registry import CartRegistry
 from app.credentials import Vault
 from app.eagle.client import EagleCloudClient
 from app.settings import Settings
 from app.store import Store
 from app.tokens import Tokens
 from app.web.base import BaseHandler, NotFoundHandler
+from app.web.carts import CartHandler, CartsHandler
 from app.web.context import Context, Metrics
 from app.web.events import EventHandler
 from app.web.health import HealthHandler, MetricsHandler
@@ -29,8 +32,9 @@ class OpenApiHandler(BaseHandler):
 
 def make_app(settings: Settings, store: Store, client: EagleCloudClient) -> tornado.web.Application:
     ctx = Context(
-        settings, store, Vault(settings.secret_key), Tokens(store, settings.api_tokens), client, Metrics()
-    )
+        settings, store, Vault(settings.secret_key), Tokens(store, settings.api_tokens), client, Metrics(),
+        CartRegistry(store.redis), open_queue(settings),
+    )  # fmt: skip
     routes = [
         (r"/healthz", HealthHandler),
         (r"/metrics", MetricsHandler),
@@ -38,11 +42,14 @@ def make_app(settings: Settings, store: Store, client: EagleCloudClient) -> torn
         (rf"/api/event/{CLOUD_ID_SEGMENT}", EventHandler),
         (r"/api/users/?", UsersHandler),
         (rf"/api/users/{CLOUD_ID_SEGMENT}", UserHandler),
+        (r"/api/carts/?", CartsHandler),
+        (r"/api/carts/([^/]+)", CartHandler),
     ]
     return tornado.web.Application(
         [(pattern, handler, {"ctx": ctx}) for pattern, handler in routes],
         default_handler_class=NotFoundHandler,
         default_handler_args={"ctx": ctx},
         compress_response=False,
-        xheaders=True,  # behind nginx: the client's address comes from X-Real-IP / X-Forwarded-For
+        xheaders=True,
+        rf_context=ctx,  # ApiServer closes the job queue's connections at shutdown  # behind nginx: the client's address comes from X-Real-IP / X-Forwarded-For
     )

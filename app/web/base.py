@@ -25,6 +25,7 @@ class ApiError(tornado.web.HTTPError):
 
 
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 416: "bad_range",
                  405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
                  500: "internal_error", 503: "unavailable"}  # fmt: skip
 
@@ -36,6 +37,7 @@ class BaseHandler(tornado.web.RequestHandler):
     route = "unknown"  # the route pattern, for metrics
     public = False  # True: no token needed
     token: Token | None = None
+    read_only_may: frozenset[str] = frozenset()  # methods beyond GET/HEAD a read-only token may use here
 
     def initialize(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -57,7 +59,12 @@ class BaseHandler(tornado.web.RequestHandler):
             ) from exc
         if self.token is None:
             raise ApiError(401, "unauthorized", "this API token is not valid (unknown or revoked).")
-        if self.request.method not in ("GET", "HEAD", "OPTIONS") and not self.token.can_write:
+        method = self.request.method or "GET"
+        if (
+            method not in ("GET", "HEAD", "OPTIONS")
+            and method not in self.read_only_may
+            and not self.token.can_write
+        ):
             raise ApiError(403, "forbidden", "this token is read-only; use an admin token to change things.")
 
     def json_body(self) -> dict[str, Any]:

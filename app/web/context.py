@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from saq import Queue
 
+from app.carts.registry import CartRegistry
 from app.credentials import Vault
 from app.eagle.client import EagleCloudClient
 from app.settings import Settings
@@ -41,3 +43,5 @@ class Context:
     tokens: Tokens
     client: EagleCloudClient
     metrics: Metrics
+    carts: CartRegistry
+    queue: Queue  # cart jobs

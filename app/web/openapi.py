@@ -27,6 +27,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
 
 
+CART_ID = [
+    {"name": "cart_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+]
 PATH_ID = [{"name": "cloud_id", "in": "path", "required": True, "schema": CLOUD_ID}]
 
 SCHEMAS: dict[str, Any] = {
@@ -73,6 +76,41 @@ SCHEMAS: dict[str, Any] = {
             "Divisor": {"type": "integer"}, "DigitsRight": {"type": "integer"}, "DigitsLeft": {"type": "integer"},
             "SuppressLeadingZero": {"type": "string"}, "source": {"type": "string", "enum": ["device", "latest"]},
         },
+    },
+    "CartRequest": {
+        "type": "object", "required": ["devices", "start", "end"], "additionalProperties": False,
+        "properties": {
+            "devices": {"oneOf": [{"type": "array", "minItems": 1, "items": CLOUD_ID},
+                                  {"type": "string", "enum": ["all"]}]},
+            "start": {"oneOf": [{"type": "string", "example": "2026-11-01T00:00:00Z"}, {"type": "number"}]},
+            "end": {"oneOf": [{"type": "string", "example": "2026-12-01T00:00:00Z"}, {"type": "number"}]},
+            "format": {"type": "string", "enum": ["jl", "csv"]},
+        },
+    },
+    "Cart": {
+        "type": "object", "required": ["id", "status", "message", "progress", "status_url"],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "status": {"type": "string", "enum": ["waiting", "staging", "bundling", "ready", "error"]},
+            "reason": {"type": "string", "nullable": True,
+                       "enum": ["NO_SPACE", "ARCHIVE_UNAVAILABLE", "HASH_MISMATCH", "CANCELLED", "TIMEOUT",
+                                "EMPTY", "FAILED", None]},
+            "message": {"type": "string"},
+            "progress": {"type": "object", "properties": {
+                "files_done": {"type": "integer"}, "files_total": {"type": "integer"},
+                "bytes_done": {"type": "integer"}, "bytes_total": {"type": "integer"}}},
+            "size": {"type": "integer", "nullable": True}, "request": {"type": "object"},
+            "owner": {"type": "string"}, "created_at": {"type": "string"}, "last_access": {"type": "string"},
+            "status_url": {"type": "string"},
+        },
+    },
+    "CartFailed": {
+        "type": "object", "required": ["error", "reason", "message"],
+        "properties": {"error": {"type": "string"}, "reason": {"type": "string"}, "message": {"type": "string"}},
+    },
+    "CartDeleted": {
+        "type": "object", "required": ["id", "deleted", "was"],
+        "properties": {"id": {"type": "string"}, "deleted": {"type": "boolean"}, "was": {"type": "string"}},
     },
     "Health": {
         "type": "object", "required": ["ok", "redis"],
@@ -141,6 +179,46 @@ def document() -> dict[str, Any]:
                 },
                 "delete": {"summary": "Stop polling the device; its data is kept",
                            "responses": {"200": _json(_ref("User"), "Deactivated"),
+                                         **_errors(400, 401, 403, 404, 503)}},
+            },
+            "/api/carts/": {"post": {
+                "summary": "Ask for a bundle with a server-chosen id (201; poll the status_url)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("CartRequest")}}},
+                "responses": {"201": _json(_ref("Cart"), "Queued"), **_errors(400, 401, 413, 415, 503)},
+            }},
+            "/api/carts/{cart_id}": {
+                "parameters": CART_ID,
+                "post": {
+                    "summary": "Ask for a bundle under a client-chosen UUID (201; 200 for a retried identical request)",
+                    "requestBody": {"required": True,
+                                    "content": {"application/json": {"schema": _ref("CartRequest")}}},
+                    "responses": {"201": _json(_ref("Cart"), "Queued"), "200": _json(_ref("Cart"), "Already asked"),
+                                  "409": _json(_ref("Error"), "The id is taken"),
+                                  **_errors(400, 401, 413, 415, 503)},
+                },
+                "head": {
+                    "summary": "Status in headers: X-Cart-Status, X-Cart-Message, X-Cart-Progress",
+                    "responses": {"200": {"description": "The cart's status in headers"},
+                                  "400": {"description": "Not a cart id"}, "401": {"description": "No valid token"},
+                                  "403": {"description": "Another token's cart"},
+                                  "404": {"description": "No such cart"}, "503": {"description": "Redis unreachable"}},
+                },
+                "get": {
+                    "summary": "Download the tar when ready (Range, Content-Disposition); 202 with the status before",
+                    "parameters": [{"name": "filename", "in": "query", "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {"description": "The tar", "content": {"application/x-tar": {
+                            "schema": {"type": "string", "format": "binary"}}}},
+                        "206": {"description": "The requested byte range", "content": {"application/x-tar": {
+                            "schema": {"type": "string", "format": "binary"}}}},
+                        "202": _json(_ref("Cart"), "Not ready yet"),
+                        "409": _json(_ref("CartFailed"), "The cart failed (reason and message)"),
+                        "416": _json(_ref("Error"), "The Range is outside the tar"),
+                        **_errors(400, 401, 403, 404, 503),
+                    },
+                },
+                "delete": {"summary": "Cancel a cart being built, or remove a finished one",
+                           "responses": {"200": _json(_ref("CartDeleted"), "Cancelled or removed"),
                                          **_errors(400, 401, 403, 404, 503)}},
             },
         },

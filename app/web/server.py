@@ -38,6 +38,7 @@ class ApiServer:
         finally:
             server.stop()
             await asyncio.wait_for(server.close_all_connections(), 10)
+            await app.settings["rf_context"].queue.disconnect()
             await store.close()
             await session.close()
             log.info("server stopped")

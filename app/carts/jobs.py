@@ -1,0 +1,31 @@
+"""Cart jobs on a saq queue in Redis. A job's key is `<cart_id>:<attempt>`, so a cart's attempt is
+queued at most once however many times it is submitted (single-flight before a worker even
+looks at it; the registry's claim makes it certain)."""
+
+from __future__ import annotations
+
+from saq import Queue
+
+from app import keys
+from app.settings import Settings
+
+BUILD = "build_cart"
+
+
+def open_queue(settings: Settings) -> Queue:
+    return Queue.from_url(settings.redis_url, name=keys.cart_queue())
+
+
+async def submit(queue: Queue, settings: Settings, cart_id: str, attempt: int) -> bool:
+    """Queue the build of `attempt`; False when that attempt is already queued or done."""
+    job = await queue.enqueue(
+        BUILD,
+        key=f"{cart_id}:{attempt}",
+        timeout=int(settings.cart_deadline_s) + 120,  # the builder's own deadline fires first
+        heartbeat=0,
+        retries=1,
+        ttl=600,
+        cart_id=cart_id,
+        attempt=attempt,
+    )
+    return job is not None

@@ -1,0 +1,231 @@
+"""Cart routes: request a bundle, poll it (HEAD), download it (Range, RFC 6266), cancel or delete it.
+
+A cart belongs to the token that made it (read-only tokens may make carts); only that token
+or an admin may see, download or delete it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from app import keys
+from app.carts import jobs
+from app.carts.build import tar_path
+from app.carts.model import BUILDING, ERROR, READY, Cart, CartRequest, cart_id, download_name, new_cart_id
+from app.carts.registry import DOWNLOAD_LEASE_S
+from app.carts.retention import remove_files
+from app.store import aw, translated
+from app.web.base import ApiError, BaseHandler
+
+CHUNK = 1024 * 1024
+
+
+class _CartBase(BaseHandler):
+    read_only_may = frozenset({"POST", "DELETE"})
+
+    async def _create(self, cid: str) -> None:
+        self.query(set())
+        request = CartRequest.from_mapping(self.json_body())
+        await self._check_devices(request)
+        assert self.token is not None
+        now = time.time()
+        cart = Cart(
+            cid, self.token.name, self.token.created_at, request, message="waiting for a cart worker",
+            created_at=now, updated_at=now, last_access=now,
+        )  # fmt: skip
+        registry = self.ctx.carts
+        if not await registry.create(cart):
+            existing = await registry.get(cid)
+            if existing is not None and self._owns(existing) and existing.request == request:
+                self._status_json(existing, 200)  # a retried POST: same cart, same answer
+                return
+            raise ApiError(409, "cart_exists", f"a cart with id {cid} exists already; pick another id.")
+        try:
+            await jobs.submit(self.ctx.queue, self.ctx.settings, cid, cart.attempt)
+        except Exception as exc:  # the cart stays waiting; cartd's watchdog queues it within a minute
+            self.log_problem("cart queued late: the job queue refused it", cid, exc)
+        self.set_header("Location", f"/api/carts/{cid}")
+        self._status_json(cart, 201)
+
+    async def _check_devices(self, request: CartRequest) -> None:
+        async with translated("check cart devices"):
+            if request.devices is None:
+                if not await aw(self.ctx.store.redis.scard(keys.devices_all())):
+                    raise ApiError(
+                        400, "empty_selection", "no devices are registered, so a cart would be empty."
+                    )
+                return
+            known = await aw(self.ctx.store.redis.smismember(keys.devices_all(), list(request.devices)))
+        unknown = [d for d, ok in zip(request.devices, known, strict=True) if not ok]
+        if unknown:
+            shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            raise ApiError(
+                400,
+                "unknown_device",
+                f"unknown cloud_id {shown}: register devices before asking for their data.",
+            )
+
+    async def _owned(self, raw_id: str) -> Cart:
+        cid = cart_id(raw_id)
+        cart = await self.ctx.carts.get(cid)
+        if cart is None:
+            raise ApiError(404, "not_found", f"no cart {cid} (never made, deleted, or expired).")
+        if not self._owns(cart):
+            raise ApiError(
+                403, "forbidden", "this cart belongs to another token; only its owner or an admin may use it."
+            )
+        return cart
+
+    def _owns(self, cart: Cart) -> bool:
+        token = self.token
+        return token is not None and (
+            token.can_write or (token.name == cart.owner and token.created_at == cart.owner_since)
+        )
+
+    def _status_json(self, cart: Cart, status: int) -> None:
+        self._cart_headers(cart)
+        body = cart.public()
+        body["status_url"] = f"/api/carts/{cart.id}"
+        self.send_json(body, status)
+
+    def _cart_headers(self, cart: Cart) -> None:
+        self.set_header("X-Cart-Status", cart.status)
+        self.set_header("X-Cart-Message", _header_safe(cart.message))
+        self.set_header("X-Cart-Progress", cart.progress())
+        if cart.reason:
+            self.set_header("X-Cart-Reason", cart.reason)
+
+    def log_problem(self, message: str, cid: str, exc: Exception) -> None:
+        import logging
+
+        logging.getLogger(__name__).warning(message, extra={"cart_id": cid, "error": str(exc)})
+
+
+class CartsHandler(_CartBase):
+    route = "/api/carts/"
+
+    async def post(self) -> None:
+        await self._create(new_cart_id())
+
+
+class CartHandler(_CartBase):
+    route = "/api/carts/{cart_id}"
+
+    async def post(self, raw_id: str) -> None:
+        await self._create(cart_id(raw_id))
+
+    async def head(self, raw_id: str) -> None:
+        self.query(set())
+        cart = await self._owned(raw_id)
+        self._cart_headers(cart)
+        if cart.status == READY:
+            self.set_header("Content-Length", str(cart.size))
+            self.set_header("Accept-Ranges", "bytes")
+        self.finish()
+
+    async def get(self, raw_id: str) -> None:
+        args = self.query({"filename"})
+        cart = await self._owned(raw_id)
+        name = download_name(args.get("filename"), cart.created_at)
+        if cart.status in BUILDING:
+            self._status_json(cart, 202)
+            return
+        if cart.status == ERROR:
+            self._cart_headers(cart)
+            self.send_json(
+                {"error": "cart_failed", "reason": cart.reason, "message": f"{cart.reason}: {cart.message}"},
+                409,
+            )
+            return
+        await self._download(cart, name)
+
+    async def delete(self, raw_id: str) -> None:
+        self.query(set())
+        cart = await self._owned(raw_id)
+        registry = self.ctx.carts
+        assert self.token is not None
+        if cart.status in BUILDING:
+            await registry.cancel(cart.id, f"cancelled by {self.token.name}")
+        else:
+            await registry.delete(cart.id)
+        await asyncio.to_thread(remove_files, self.ctx.settings, cart.id)
+        await registry.set_space(cart.id, None)
+        self.send_json({"id": cart.id, "deleted": True, "was": cart.status})
+
+    async def _download(self, cart: Cart, name: str) -> None:
+        path = tar_path(self.ctx.settings, cart.id)
+        if not await self.ctx.carts.start_download(cart.id):
+            raise ApiError(409, "cart_not_ready", "the cart changed while starting the download; ask again.")
+        try:
+            f = path.open("rb")
+        except FileNotFoundError:
+            raise ApiError(
+                409,
+                "cart_failed",
+                "the cart's tar is missing on this server; `rainforest carts fixit` rebuilds it.",
+            ) from None
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            start, end = _range(self.request.headers.get("Range"), size)
+            if start is None:
+                self.set_header("Content-Range", f"bytes */{size}")
+                raise ApiError(416, "bad_range", f"the Range is outside the cart's {size} bytes.")
+            self.set_header("Content-Type", "application/x-tar")
+            self.set_header("Accept-Ranges", "bytes")
+            self.set_header("Content-Disposition", _disposition(name))
+            self._cart_headers(cart)
+            if (start, end) != (0, size - 1):
+                self.set_status(206)
+                self.set_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.set_header("Content-Length", str(end - start + 1))
+            await self._stream(f, path, start, end + 1, cart.id)
+        self.finish()
+
+    async def _stream(self, f: Any, path: Path, start: int, stop: int, cid: str) -> None:
+        f.seek(start)
+        left = stop - start
+        renewed = time.monotonic()
+        while left > 0:
+            chunk = await asyncio.to_thread(f.read, min(CHUNK, left))
+            if not chunk:
+                raise OSError(f"{path} ended early")
+            left -= len(chunk)
+            self.write(chunk)
+            await self.flush()
+            if time.monotonic() - renewed > DOWNLOAD_LEASE_S / 4:
+                renewed = time.monotonic()
+                await self.ctx.carts.start_download(cid)  # keep eviction away while it streams
+
+
+def _range(header: str | None, size: int) -> tuple[int | None, int]:
+    """(start, end) inclusive for one `bytes=` range; the whole file when absent or unusable."""
+    whole = (0, size - 1) if size else (0, -1)
+    if not header or not header.startswith("bytes=") or "," in header:
+        return whole  # no range, another unit, or several ranges: send it all (RFC 9110 allows that)
+    first, _, last = header[6:].strip().partition("-")
+    try:
+        if first == "":
+            n = int(last)
+            return (max(0, size - n), size - 1) if n > 0 and size else (None, 0)
+        start = int(first)
+        end = int(last) if last else size - 1
+    except ValueError:
+        return whole
+    if start >= size or start > end:
+        return None, 0
+    return start, min(end, size - 1)
+
+
+def _disposition(name: str) -> str:
+    """RFC 6266: an ASCII `filename` fallback and the exact name in `filename*` (RFC 5987)."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\%' else "_" for c in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def _header_safe(text: str) -> str:
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)[:300]
