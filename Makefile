@@ -19,13 +19,14 @@ $(STAMP): pyproject.toml
 
 deps: $(STAMP) redis-server
 
-# redis-server is a Debian package, not a Python one: install it when missing (needs root).
+# redis-server (and curl, which the cart tests and the README's examples use) are Debian
+# packages, not Python ones: install them when missing (needs root).
 redis-server:
-	@command -v redis-server >/dev/null || { \
-	  if [ "$$(id -u)" != 0 ]; then echo "redis-server is missing: run 'sudo apt-get install redis-server' and try again."; exit 1; fi; \
-	  echo "installing redis-server with apt-get..."; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
-	    || { echo "apt-get could not install redis-server: install it by hand and try again."; exit 1; }; }
+	@command -v redis-server >/dev/null && command -v curl >/dev/null || { \
+	  if [ "$$(id -u)" != 0 ]; then echo "redis-server or curl is missing: run 'sudo apt-get install redis-server curl' and try again."; exit 1; fi; \
+	  echo "installing redis-server and curl with apt-get..."; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server curl >/dev/null) \
+	    || { echo "apt-get could not install redis-server and curl: install them by hand and try again."; exit 1; }; }
 
 demo: deps
 	@$(BIN)/python scripts/demo.py

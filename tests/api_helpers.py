@@ -38,11 +38,14 @@ class ApiServer:
         return text + (self.log_dir / "stderr.log").read_text()
 
 
-def start_api(redis_url: str, secret_key: str, eagle_url: str = "http://127.0.0.1:9/none") -> ApiServer:
+def start_api(
+    redis_url: str, secret_key: str, eagle_url: str = "http://127.0.0.1:9/none", **extra_env: str
+) -> ApiServer:
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="rf-api-"))
     env = {**os.environ, "REDIS_URL": redis_url, "SECRET_KEY": secret_key, "DATA_DIR": str(workdir),
-           "EAGLE_CLOUD_URL": eagle_url, "POLL_INTERVAL_S": "2", "POLL_TIMEOUT_S": "1"}  # fmt: skip
+           "EAGLE_CLOUD_URL": eagle_url, "POLL_INTERVAL_S": "2", "POLL_TIMEOUT_S": "1",
+           **extra_env}  # fmt: skip
     with (workdir / "stderr.log").open("wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "server", "--port", str(port)],

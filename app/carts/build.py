@@ -16,7 +16,7 @@ import logging
 import shutil
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -78,7 +78,6 @@ class Builder:
     worker: str
     requeue: Callable[[str, str], Awaitable[None]] | None = None  # hands an interrupted build back
     clock: Callable[[], float] = time.time
-    counts: dict[str, int] = field(default_factory=dict)
 
     async def build(self, cart_id: str, attempt: int) -> str:
         """Build the cart if this worker wins it; returns the outcome (ready, a reason, or skipped)."""
@@ -92,9 +91,10 @@ class Builder:
         lost: list[bool] = []  # the keeper appends when the cart is cancelled or taken, then cancels us
         keeper = asyncio.create_task(self._keep_lease(cart_id, task, lost))
         outcome = READY
+        counts: dict[str, int] = {}
         try:
             async with asyncio.timeout(self.settings.cart_deadline_s):
-                await self._build(cart)
+                await self._build(cart, counts)
         except CartFailed as exc:
             outcome = exc.reason
             await self._fail(cart, exc.reason, exc.message)
@@ -131,11 +131,11 @@ class Builder:
                 await keeper
         log.info(
             "cart build", extra={"cart_id": cart_id, "outcome": outcome, "attempt": attempt,
-                                 "seconds": round(time.monotonic() - started, 3), **self.counts},
+                                 "seconds": round(time.monotonic() - started, 3), **counts},
         )  # fmt: skip
         return outcome
 
-    async def _build(self, cart: Cart) -> None:
+    async def _build(self, cart: Cart, counts: dict[str, int]) -> None:
         settings = self.settings
         request = cart.request
         folder = cart_dir(settings, cart.id)
@@ -165,12 +165,15 @@ class Builder:
         await self._update(cart.id, status=STAGING, files_total=len(parts), bytes_total=staged_total,
                            files_done=0, bytes_done=0, message=f"staging {len(parts)} files")  # fmt: skip
         stage_dir.mkdir(parents=True, exist_ok=True)
-        staged = await self._stage_all(cart.id, parts, stage_dir)
+        began = time.monotonic()
+        staged = await self._stage_all(cart.id, parts, stage_dir, counts)
+        counts["stage_ms"] = round((time.monotonic() - began) * 1000)
+        began = time.monotonic()
         await self._update(cart.id, status=BUNDLING, message="bundling the tar")
-        members, counts = await asyncio.to_thread(self._members, cart, parts, staged, stage_dir)
+        members, content = await asyncio.to_thread(self._members, cart, parts, staged, stage_dir)
         manifest = bundle.manifest_bytes({
             "cart_id": cart.id, "created_at": cart.public()["created_at"], "request": request.to_json(),
-            "format": request.format, "counts": counts,
+            "format": request.format, "counts": content,
             "files": [{"path": m.name, "size": m.size, "sha256": m.sha256} for m in members],
             "sources": [{"path": s.name, "source": s.source, "sha256": s.sha256} for s in staged],
         })  # fmt: skip
@@ -190,7 +193,7 @@ class Builder:
             cart.created_at,
             _throttled(progress),
         )
-        self.counts = {"files": len(members), "bytes": size}
+        counts.update(files=len(members), bytes=size, bundle_ms=round((time.monotonic() - began) * 1000))
         if not await self.registry.update(
             cart.id, self.worker, status=READY, size=size, files_done=len(parts), bytes_done=staged_total,
             message=f"ready: {len(members)} files, {_mb(size)}",
@@ -199,7 +202,9 @@ class Builder:
         on_disk = size + sum(s.size for s in staged) + sum(m.size for m in members if m.path.parent == folder)
         await self.registry.set_space(cart.id, on_disk)
 
-    async def _stage_all(self, cart_id: str, parts: list[Part], stage_dir: Path) -> list[Staged]:
+    async def _stage_all(
+        self, cart_id: str, parts: list[Part], stage_dir: Path, counts: dict[str, int]
+    ) -> list[Staged]:
         previous = await asyncio.to_thread(load_record, stage_dir)
         gate = asyncio.Semaphore(STAGE_CONCURRENCY)
         done = {"files": 0, "bytes": 0, "reused": 0}
@@ -217,7 +222,7 @@ class Builder:
                 await self._progress(cart_id, files_done=done["files"], bytes_done=done["bytes"])
 
         await asyncio.gather(*(one(i, p) for i, p in enumerate(parts)))
-        self.counts = {"reused_staged_files": done["reused"]}
+        counts["reused_staged_files"] = done["reused"]
         return [r for r in results if r is not None]
 
     async def _stage_one(

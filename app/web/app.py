@@ -50,6 +50,6 @@ def make_app(settings: Settings, store: Store, client: EagleCloudClient) -> torn
         default_handler_class=NotFoundHandler,
         default_handler_args={"ctx": ctx},
         compress_response=False,
-        xheaders=True,
-        rf_context=ctx,  # ApiServer closes the job queue's connections at shutdown  # behind nginx: the client's address comes from X-Real-IP / X-Forwarded-For
+        xheaders=True,  # behind nginx: the client's address comes from X-Real-IP / X-Forwarded-For
+        rf_context=ctx,  # ApiServer closes the job queue's connections at shutdown
     )

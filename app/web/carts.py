@@ -172,9 +172,11 @@ class CartHandler(_CartBase):
         with f:
             size = os.fstat(f.fileno()).st_size
             start, end = _range(self.request.headers.get("Range"), size)
-            if start is None:
+            if start is None:  # answered here: an error page would drop the Content-Range header
                 self.set_header("Content-Range", f"bytes */{size}")
-                raise ApiError(416, "bad_range", f"the Range is outside the cart's {size} bytes.")
+                message = f"the Range is outside the cart's {size} bytes."
+                self.send_json({"error": "bad_range", "message": message}, 416)
+                return
             self.set_header("Content-Type", "application/x-tar")
             self.set_header("Accept-Ranges", "bytes")
             self.set_header("Content-Disposition", _disposition(name))
