@@ -111,11 +111,15 @@ async def run_cart(settings: Settings, request: CartRequest) -> tuple[str, float
 
 
 def build_log(settings: Settings, cid: str) -> dict[str, object]:
+    """cartd's summary line for the build (written just after the cart turns ready)."""
     path = settings.logs_dir / "cartd" / "cartd.log"
-    for raw in reversed(path.read_bytes().splitlines()):
-        record = orjson.loads(raw)
-        if record.get("message") == "cart build" and record.get("cart_id") == cid:
-            return record  # type: ignore[no-any-return]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for raw in reversed(path.read_bytes().splitlines()):
+            record = orjson.loads(raw)
+            if record.get("message") == "cart build" and record.get("cart_id") == cid:
+                return record  # type: ignore[no-any-return]
+        time.sleep(0.1)
     raise SystemExit("no build line in cartd's log")
 
 

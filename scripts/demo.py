@@ -11,6 +11,7 @@ simulator's users, waits for the first readings and prints where to look.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -142,7 +143,9 @@ def main() -> None:
             lambda: api_answers(f"{api}/api/event/{cloud_id}?source=latest", token), 20, "the API", supervisor
         )
         wait_for(lambda: bool(archived(data_dir / "archive")), 60, "rotate's first pass", supervisor)
-        print_welcome(path, data_dir, args, ctl_conf, token, cloud_id)
+        cart_id = request_cart(api, token)
+        wait_for(lambda: cart_status(api, token, cart_id) == "ready", 60, "the demo cart", supervisor)
+        print_welcome(path, data_dir, args, ctl_conf, token, cloud_id, cart_id)
         if args.smoke:
             stop()
         supervisor.wait()
@@ -165,6 +168,29 @@ def demo_token(env: dict[str, str]) -> str:
     return made.stdout.strip()
 
 
+def request_cart(api: str, token: str) -> str:
+    """Ask for the last three hours of every device, as a researcher would."""
+    now = time.time()
+    body = json.dumps({"devices": "all", "start": now - 3 * 3600, "end": now}).encode()
+    request = urllib.request.Request(
+        f"{api}/api/carts/", data=body, method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return str(json.load(resp)["id"])
+
+
+def cart_status(api: str, token: str, cart_id: str) -> str:
+    request = urllib.request.Request(
+        f"{api}/api/carts/{cart_id}", method="HEAD", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        status = str(resp.headers.get("X-Cart-Status", ""))
+    if status == "error":
+        raise SystemExit(f"the demo cart failed; see {api}/api/carts/{cart_id} and data/logs/cartd/.")
+    return status
+
+
 def api_answers(url: str, token: str) -> bool:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
@@ -175,7 +201,13 @@ def api_answers(url: str, token: str) -> bool:
 
 
 def print_welcome(
-    path: Path, data_dir: Path, args: argparse.Namespace, ctl_conf: Path, token: str, cloud_id: str
+    path: Path,
+    data_dir: Path,
+    args: argparse.Namespace,
+    ctl_conf: Path,
+    token: str,
+    cloud_id: str,
+    cart_id: str,
 ) -> None:
     sample = path.read_text().splitlines()[0]
     shipped = archived(data_dir / "archive")
@@ -201,6 +233,15 @@ Rainforest Logger is running in simulated mode ({args.devices} simulated EAGLE g
     curl -s -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{args.server_port}/api/event/{cloud_id}?source=latest'
     curl -s -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{args.server_port}/api/users/?limit=5'
     the routes: README.md, or GET /api/openapi.json with the token
+
+  A cart (a tar of the last three hours of every device, with MANIFEST.json and SHA256SUMS) is
+  ready; in another terminal, in an empty folder:
+    T={token}
+    A=http://127.0.0.1:{args.server_port}/api/carts/{cart_id}
+    curl -sI -H "Authorization: Bearer $T" $A | grep -i x-cart
+    curl -sS -O -J -H "Authorization: Bearer $T" "$A?filename=demo.tar"
+    tar -xf demo.tar && sha256sum -c SHA256SUMS
+  the README shows how to ask for your own ("Carts").
 
   Look around (in another terminal, from {ROOT}):
     .venv/bin/rainforest users list                  the fleet with each device's poll status

@@ -31,7 +31,12 @@ def test_demo_brings_the_stack_up_shows_readings_and_stops_cleanly(tmp_path: Pat
     assert {"cloud_id", "polled_at", "device_time", "demand_kw", "TimeStamp"} <= record.keys()
     supervisord_log = (tmp_path / "logs" / "supervisord" / "supervisord.log").read_text()
     assert "curl -s -H 'Authorization: Bearer rft_" in result.stdout
-    for program in ("pinger", "server", "sim", "redis"):
+    shipped = list(tmp_path.glob("archive/rainforest-logs/*/????/??/??/iseif-rainforest-*.jl.gz"))
+    assert shipped, "rotate shipped the backfilled closed hours"
+    assert "shipped so far:" in result.stdout
+    assert "sha256sum -c SHA256SUMS" in result.stdout, "the demo cart was built"
+    assert list(tmp_path.glob("carts/*/cart.tar"))
+    for program in ("pinger", "server", "sim", "redis", "rotate", "cartd"):
         assert f"stopped: {program} (exit status 0)" in supervisord_log
     marks = (f"--port {sim_port}", f"--port {redis_port}", f"--port {server_port}")
     leftovers = [
