@@ -98,6 +98,16 @@ class Stack:
             proc.wait(20)
         self.api.stop()
 
+    def builds(self, cart_id: str, count: int) -> list[dict[str, object]]:
+        """cartd's `cart build` lines for a cart, once `count` are written (just after it turns ready)."""
+
+        def found() -> list[dict[str, object]]:
+            lines = self.cartd_log()
+            return [r for r in lines if r.get("message") == "cart build" and r.get("cart_id") == cart_id]
+
+        wait_until(lambda: len(found()) >= count, 10, what="cartd's build line")
+        return found()
+
     def cartd_log(self) -> list[dict[str, object]]:
         path = self.settings.logs_dir / "cartd" / "cartd.log"
         return [orjson.loads(raw) for raw in path.read_bytes().splitlines()] if path.exists() else []
@@ -194,9 +204,7 @@ def test_a_jl_cart_from_request_to_verified_tar(stack: Stack, tmp_path: Path) ->
     assert check.stdout.count(": OK") == 12  # 11 files and the manifest
 
     # only one of the two workers built it, once
-    builds = [
-        r for r in stack.cartd_log() if r.get("message") == "cart build" and r.get("cart_id") == cart_id
-    ]
+    builds = stack.builds(cart_id, count=1)
     assert [b["outcome"] for b in builds] == ["ready"]
 
 
@@ -337,9 +345,7 @@ def test_fixit_rebuilds_reusing_staged_files(stack: Stack) -> None:
     assert fixed.returncode == 0 and "reused" in fixed.stdout, fixed.stderr
     assert stack.wait(cart_id).headers["X-Cart-Status"] == "ready"
     assert hashlib.sha256(tar.read_bytes()).hexdigest() == good
-    builds = [
-        r for r in stack.cartd_log() if r.get("message") == "cart build" and r.get("cart_id") == cart_id
-    ]
+    builds = stack.builds(cart_id, count=2)
     assert builds[-1]["attempt"] == 2 and builds[-1]["reused_staged_files"] == 3, builds[-1]
     bad = subprocess.run([sys.executable, "-m", "app.cli", "carts", "fixit", "nope"], env=stack.env,
                          capture_output=True, text=True)  # fmt: skip
