@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-pinger bench-api bench-rotate deps redis-server clean
+.PHONY: demo test lint bench bench-pinger bench-api bench-rotate bench-cart deps redis-server clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -43,6 +43,7 @@ bench: deps
 	$(BIN)/python bench/pinger.py
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/rotate.py
+	$(BIN)/python bench/cart.py
 
 bench-pinger: deps
 	$(BIN)/python bench/pinger.py
@@ -52,6 +53,9 @@ bench-api: deps
 
 bench-rotate: deps
 	$(BIN)/python bench/rotate.py
+
+bench-cart: deps
+	$(BIN)/python bench/cart.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
