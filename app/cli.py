@@ -29,6 +29,15 @@ def _settings(**overrides: Any) -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
+def _check(settings: Settings, kind: str) -> None:
+    """`--check`: one line, exit 0 when a `kind` process on this host has a fresh heartbeat, else 1."""
+    from app.heartbeat import check
+
+    ok, message = asyncio.run(check(settings, kind))
+    click.echo(message, err=not ok)
+    sys.exit(0 if ok else 1)
+
+
 def _run_async(coro: Any) -> Any:
     try:
         return asyncio.run(coro)
@@ -55,7 +64,11 @@ def secret_key() -> None:
 
 @main.command()
 @click.option("--interval-s", type=float, help="Override POLL_INTERVAL_S for this run.")
-def pinger(interval_s: float | None) -> None:
+@click.option("--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus metrics on this port.")
+@click.option(
+    "--check", is_flag=True, help="Exit 0 if this process is alive on this host (heartbeat), else 1."
+)
+def pinger(interval_s: float | None, metrics_port: int | None, check: bool) -> None:
     """Poll every active device each interval and append readings to hourly .jl files.
 
     Runs until SIGTERM or Ctrl-C, then finishes in-flight polls, flushes and exits 0.
@@ -64,9 +77,11 @@ def pinger(interval_s: float | None) -> None:
     from app.pinger import Pinger
 
     settings = _settings(poll_interval_s=interval_s)
+    if check:
+        _check(settings, "pinger")
     logs.setup("pinger", settings)
     _vault(settings)  # a missing or bad SECRET_KEY stops us here, with one line
-    lifecycle.run(lambda: Pinger.create(settings))
+    lifecycle.run(lambda: Pinger.create(settings, metrics_port=metrics_port))
 
 
 # --- server --------------------------------------------------------------------------------
@@ -75,12 +90,17 @@ def pinger(interval_s: float | None) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (nginx in front).")
 @click.option("--port", default=8000, show_default=True)
-def server(host: str, port: int) -> None:
+@click.option(
+    "--check", is_flag=True, help="Exit 0 if this process is alive on this host (heartbeat), else 1."
+)
+def server(host: str, port: int, check: bool) -> None:
     """Serve the HTTP API (users, events, health, metrics, OpenAPI) until SIGTERM."""
     from app import lifecycle
     from app.web.server import ApiServer
 
     settings = _settings()
+    if check:
+        _check(settings, "server")
     logs.setup("server", settings)
     _vault(settings)
     lifecycle.run(lambda: ApiServer(settings, host, port))
@@ -98,7 +118,12 @@ def server(host: str, port: int) -> None:
 @click.option(
     "--metrics-port", type=click.IntRange(1, 65535), help="With --every: serve Prometheus metrics here."
 )
-def rotate(every_s: float | None, dry_run: bool, hour: str | None, metrics_port: int | None) -> None:
+@click.option(
+    "--check", is_flag=True, help="Exit 0 if the rotate loop is alive on this host (heartbeat), else 1."
+)
+def rotate(
+    every_s: float | None, dry_run: bool, hour: str | None, metrics_port: int | None, check: bool
+) -> None:
     """Ship closed hours to ARCHIVE_URL: gzip, store, confirm, then delete the local files.
 
     One pass by default; exits 1 when anything was left behind (the next pass retries it).
@@ -108,6 +133,8 @@ def rotate(every_s: float | None, dry_run: bool, hour: str | None, metrics_port:
     from app.rotate.scan import hour_start, is_closed
 
     settings = _settings()
+    if check:
+        _check(settings, "rotate")
     if hour is not None:
         if every_s is not None:
             raise click.UsageError("--hour is for a single pass; leave out --every.")
@@ -170,12 +197,17 @@ async def _rotate_once(settings: Settings, archive: Any, hour: str | None) -> An
 @main.command()
 @click.option("--jobs", type=click.IntRange(min=1), help="Carts this process builds at once (CART_JOBS).")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus metrics on this port.")
-def cartd(jobs: int | None, metrics_port: int | None) -> None:
+@click.option(
+    "--check", is_flag=True, help="Exit 0 if this process is alive on this host (heartbeat), else 1."
+)
+def cartd(jobs: int | None, metrics_port: int | None, check: bool) -> None:
     """Build carts from the Redis queue until SIGTERM; run as many of these as you like."""
     from app import lifecycle
     from app.carts.worker import Cartd
 
     settings = _settings()
+    if check:
+        _check(settings, "cartd")
     logs.setup("cartd", settings)
     try:
         from app.archive.backend import open_archive
@@ -280,6 +312,125 @@ def carts_fixit(cart_id: str) -> None:
     click.echo(
         f"cart {cid} queued for rebuild (attempt {attempt}); staged files that still verify are reused."
     )
+
+
+# --- logs --------------------------------------------------------------------------------
+
+
+@main.command("logs")
+@click.argument("process", required=False, type=click.Choice(["pinger", "server", "rotate", "cartd", "sim"]))
+@click.option("--level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Only lines at this level or above.")  # fmt: skip
+@click.option("--device", metavar="CLOUD_ID", help="Only lines about this device.")
+@click.option("--since", metavar="AGE", help="Only lines from the last AGE: 90s, 10m, 2h, 1d.")
+@click.option(
+    "--tree", is_flag=True, help="Each action (poll cycle, rotate pass, cart build) with its lines beneath."
+)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines as they are written.")
+def logs_cmd(
+    process: str | None, level: str | None, device: str | None, since: str | None, tree: bool, follow: bool
+) -> None:
+    """Read the processes' JSON logs (DATA_DIR/logs/<process>/), filtered, as text or trees."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from app import logview
+    from app.carts.retention import parse_age
+    from app.devices import normalize_cloud_id
+
+    settings = _settings()
+    try:
+        filters = logview.Filters(
+            level=logview.LEVELS[level.upper()] if level else 0,
+            device=normalize_cloud_id(device) if device else None,
+            since=time.time() - parse_age(since) if since else None,
+        )
+    except (ValueError, ValidationError) as exc:
+        raise click.BadParameter(str(exc)) from None
+    chosen = [process] if process else list(logview.PROCESSES)
+    paths = {p: logview.files(settings.logs_dir, p) for p in chosen}
+    if not any(paths.values()):
+        raise click.ClickException(f"no log files under {settings.logs_dir}/ for {', '.join(chosen)}.")
+    console = Console(highlight=False, soft_wrap=True)
+    colour = console.is_terminal
+
+    def show(text: str, style: str) -> None:
+        console.print(Text(text, style=style or ""))
+
+    def emit(records: list[logview.Record]) -> None:
+        if not tree:
+            for record in records:
+                if filters.keep(record):
+                    show(
+                        logview.line(record),
+                        logview.STYLES.get(str(record.get("level")), "") if colour else "",
+                    )
+            return
+        top, loose = logview.actions(records)
+        for found in top:
+            if any(filters.keep(r) for r in found.lines):
+                for text, style in logview.tree_text(found, colour):
+                    show(text, style)
+        for record in loose:
+            if filters.keep(record):
+                show(logview.line(record), logview.STYLES.get(str(record.get("level")), "") if colour else "")
+
+    everything = sorted(
+        (r for p in chosen for r in logview.read(paths[p])), key=lambda r: str(r.get("timestamp", ""))
+    )
+    emit(everything)
+    if not follow:
+        return
+    live = [
+        settings.logs_dir / p / f"{p}.log" for p in chosen if (settings.logs_dir / p / f"{p}.log").exists()
+    ]
+    pending: dict[str, list[logview.Record]] = {}
+    try:
+        for record in _follow_all(live):
+            if tree and record.get("action_id"):
+                group = pending.setdefault(str(record["action_id"]), [])
+                group.append(record)
+                if record.get("message") in ("poll cycle", "rotate pass", "cart build"):
+                    emit(pending.pop(str(record["action_id"])))
+                continue
+            emit([record])
+    except KeyboardInterrupt:
+        return
+
+
+def _follow_all(paths: list[Path]) -> Any:
+    """New records from several live files, as they arrive (one thread per file)."""
+    import queue
+    import threading
+
+    from app import logview
+
+    inbox: queue.Queue[logview.Record] = queue.Queue()
+
+    def pump(path: Path) -> None:
+        for record in logview.follow(path, lambda: False):
+            inbox.put(record)
+
+    for path in paths:
+        threading.Thread(target=pump, args=(path,), daemon=True).start()
+    while True:
+        yield inbox.get()
+
+
+# --- status ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
+def status(as_json: bool) -> None:
+    """The whole system at a glance: processes alive, devices ok/failing, last archive pass, carts."""
+    from app.status import gather, render
+
+    settings = _settings()
+    report = _run_async(gather(settings))
+    click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if as_json else render(report))
+    if not report["healthy"]:
+        sys.exit(1)
 
 
 # --- tokens --------------------------------------------------------------------------------

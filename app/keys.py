@@ -35,14 +35,14 @@ def tokens() -> str:
     return f"{PREFIX}:tokens"
 
 
-def pingers() -> str:
-    """Sorted set of live pinger ids scored by their last heartbeat (Unix seconds)."""
-    return f"{PREFIX}:pingers"
+def processes(kind: str) -> str:
+    """Sorted set of live process ids of one kind (pinger, server, rotate, cartd) by last heartbeat."""
+    return f"{PREFIX}:procs:{kind}"
 
 
-def pinger(pinger_id: str) -> str:
-    """Hash describing one pinger process (host, pid, started_at, devices)."""
-    return f"{PREFIX}:pinger:{pinger_id}"
+def process(kind: str, process_id: str) -> str:
+    """Hash describing one running process (host, pid, started_at, and what it reports)."""
+    return f"{PREFIX}:proc:{kind}:{process_id}"
 
 
 def rotate_last_pass() -> str:

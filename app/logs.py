@@ -3,18 +3,20 @@ readable `key=value` lines to stderr. One logger per module; extras become field
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import logging.handlers
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from pythonjsonlogger.json import JsonFormatter
 
 from app.settings import Settings
 
-MAX_BYTES = 20 * 1024 * 1024
-BACKUPS = 5
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",
@@ -36,6 +38,35 @@ class ReadableFormatter(logging.Formatter):
         return line
 
 
+_action: contextvars.ContextVar[tuple[str, str, str | None] | None] = contextvars.ContextVar(
+    "rainforest_action", default=None
+)
+
+
+@contextlib.contextmanager
+def action(name: str) -> Iterator[str]:
+    """Every line logged inside (in this task, tasks it starts, and threads it hands work to)
+    carries `action=name` and the same `action_id`; a nested action also carries `parent_id`.
+    `rainforest logs --tree` renders an action with its lines as children."""
+    current = _action.get()
+    action_id = uuid.uuid4().hex[:12]
+    token = _action.set((name, action_id, current[1] if current else None))
+    try:
+        yield action_id
+    finally:
+        _action.reset(token)
+
+
+class ActionFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        current = _action.get()
+        if current is not None and not hasattr(record, "action_id"):
+            record.action, record.action_id = current[0], current[1]
+            if current[2]:
+                record.parent_id = current[2]
+        return True
+
+
 def setup(process: str, settings: Settings, *, to_file: bool = True) -> Path | None:
     """Configure the root logger for one process; returns the JSON log file's path."""
     root = logging.getLogger()
@@ -43,6 +74,7 @@ def setup(process: str, settings: Settings, *, to_file: bool = True) -> Path | N
     root.setLevel(settings.log_level.upper())
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setFormatter(ReadableFormatter())
+    stderr.addFilter(ActionFilter())
     root.addHandler(stderr)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("tornado.access").setLevel(logging.WARNING)  # 4xx/5xx only; /metrics counts the rest
@@ -52,8 +84,9 @@ def setup(process: str, settings: Settings, *, to_file: bool = True) -> Path | N
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{process}.log"
     handler = logging.handlers.RotatingFileHandler(
-        path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
+        path, maxBytes=settings.log_max_bytes, backupCount=settings.log_backups, encoding="utf-8"
     )
+    handler.addFilter(ActionFilter())
     handler.setFormatter(
         JsonFormatter(
             "%(levelname)s %(name)s %(message)s",

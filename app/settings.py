@@ -54,6 +54,8 @@ class Settings:
     aws_secret_access_key: str = field(default="", repr=False)
     aws_region: str = ""
     log_level: str = "INFO"
+    log_max_bytes: int = 20 * 1024 * 1024  # a process log rolls to .1, .2, ... at this size
+    log_backups: int = 5  # rolled files kept per process
 
     def __post_init__(self) -> None:
         if not self.archive_url:

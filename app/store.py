@@ -245,18 +245,35 @@ class Store:
         async with translated("record the rotate pass"):
             await aw(self.redis.hset(keys.rotate_last_pass(), mapping=cast(dict[Any, Any], summary)))
 
-    async def heartbeat(self, pinger_id: str, info: dict[str, str], now: float) -> None:
-        """Announce a live pinger (the basis for sharing a fleet between pingers)."""
-        async with translated("send the pinger heartbeat"), self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(keys.pingers(), {pinger_id: now})
-            pipe.hset(keys.pinger(pinger_id), mapping=cast(dict[Any, Any], info))
-            pipe.expire(keys.pinger(pinger_id), 120)
+    async def heartbeat(self, kind: str, process_id: str, info: dict[str, str], now: float) -> None:
+        """Announce a live process; `rainforest status` and `--check` read these."""
+        async with translated(f"send the {kind} heartbeat"), self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(keys.processes(kind), {process_id: now})
+            pipe.hset(keys.process(kind, process_id), mapping=cast(dict[Any, Any], info))
+            pipe.expire(keys.process(kind, process_id), 300)
+            pipe.zremrangebyscore(keys.processes(kind), "-inf", now - 3600)  # long-dead entries
             await pipe.execute()
 
-    async def remove_pinger(self, pinger_id: str) -> None:
-        async with translated("remove the pinger heartbeat"):
-            await self.redis.zrem(keys.pingers(), pinger_id)
-            await self.redis.delete(keys.pinger(pinger_id))
+    async def remove_process(self, kind: str, process_id: str) -> None:
+        async with translated(f"remove the {kind} heartbeat"):
+            await aw(self.redis.zrem(keys.processes(kind), process_id))
+            await aw(self.redis.delete(keys.process(kind, process_id)))
+
+    async def live_processes(self, kind: str, since: float) -> list[tuple[str, float, dict[str, str]]]:
+        """(id, last beat, info) of each process of `kind` that beat after `since`, newest first."""
+        async with translated(f"read {kind} heartbeats"):
+            found = await aw(
+                self.redis.zrevrangebyscore(keys.processes(kind), "+inf", since, withscores=True)
+            )
+            out = []
+            for process_id, beat in found:
+                info = await aw(self.redis.hgetall(keys.process(kind, process_id)))
+                out.append((str(process_id), float(beat), cast(dict[str, str], info)))
+        return out
+
+    async def rotate_last_pass(self) -> dict[str, str]:
+        async with translated("read the last rotate pass"):
+            return cast(dict[str, str], await aw(self.redis.hgetall(keys.rotate_last_pass())))
 
 
 _RECORD_ARCHIVED = """

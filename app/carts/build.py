@@ -41,6 +41,7 @@ from app.carts.plan import Part, plan
 from app.carts.registry import CartRegistry
 from app.carts.stage import HashMismatch, Staged, Vanished, append_record, load_record, stage_part, write_csv
 from app.errors import ArchiveError
+from app.logs import action
 from app.rotate.scan import hour_start
 from app.settings import Settings
 from app.store import Store
@@ -80,7 +81,13 @@ class Builder:
     clock: Callable[[], float] = time.time
 
     async def build(self, cart_id: str, attempt: int) -> str:
-        """Build the cart if this worker wins it; returns the outcome (ready, a reason, or skipped)."""
+        """Build the cart if this worker wins it; returns the outcome (ready, a reason, or skipped).
+
+        The build is one logged action: every line it causes carries its `action_id`."""
+        with action("cart_build"):
+            return await self._claim_and_build(cart_id, attempt)
+
+    async def _claim_and_build(self, cart_id: str, attempt: int) -> str:
         if not await self.registry.claim(cart_id, self.worker, attempt, self.clock()):
             return "skipped"
         cart = await self.registry.get(cart_id)

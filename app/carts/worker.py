@@ -4,6 +4,7 @@ eviction (CART_TTL after last access)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -20,6 +21,7 @@ from app.carts.build import Builder
 from app.carts.model import BUILDING, STATES, WAITING
 from app.carts.registry import CartRegistry
 from app.carts.retention import evict_idle
+from app.heartbeat import Heartbeat
 from app.settings import Settings
 from app.store import Store
 
@@ -106,9 +108,15 @@ class Cartd:
         await evict_idle(self.registry, self.settings, self.settings.cart_ttl_s, now=now)
 
     async def run(self) -> None:
+        stop = asyncio.Event()
+        heartbeat = asyncio.create_task(
+            Heartbeat(self.store, "cartd", lambda: {"jobs": str(len(self.worker.tasks))}).run(stop)
+        )
         try:
             await self.worker.start()
         finally:
+            stop.set()
+            await heartbeat
             await self.queue.disconnect()
             await self.store.close()
             log.info("cartd stopped", extra={"worker": self.worker_id})

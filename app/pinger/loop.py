@@ -12,8 +12,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -26,16 +24,18 @@ from app.credentials import Vault
 from app.eagle.client import EagleCloudClient, new_session
 from app.eagle.readings import DemandReading
 from app.errors import DeviceError, StoreError, WriteError
+from app.heartbeat import Heartbeat
 from app.hourly import HourlyWriter
+from app.logs import action
 from app.pinger.backoff import Backoff
 from app.pinger.fleet import DeviceState, FleetView, Ownership, OwnsAll
 from app.pinger.ledger import Ledger, Unwritten, WriteBacklog
+from app.pinger.metrics import PingerMetrics
 from app.pinger.schedule import next_cycle_start, percentile
 from app.settings import Settings
 from app.store import PollUpdate, Store
 
 log = logging.getLogger(__name__)
-HEARTBEAT_S = 10.0
 # Devices due within this window are launched together: one loop wake-up per window instead
 # of one per device, at the cost of polling up to this much early.
 LAUNCH_WINDOW_S = 0.05
@@ -101,7 +101,11 @@ class Pinger:
         self.ledger = Ledger(store)
         self.backlog = WriteBacklog(self.writer, self.ledger)
         self.backoff = Backoff(self.interval_s, settings.backoff_max_s, settings.auth_backoff_s)
-        self.pinger_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.heartbeat = Heartbeat(
+            self.store, "pinger", lambda: {"devices": str(len(self.fleet.devices))}, clock
+        )
+        self.pinger_id = self.heartbeat.id
+        self.metrics = PingerMetrics()
         self.totals: Counter[str] = Counter()
         self._stop = asyncio.Event()
         self._cycles: set[asyncio.Task[CycleStats]] = set()
@@ -110,16 +114,29 @@ class Pinger:
         self._fleet_loaded = asyncio.Event()
 
     @classmethod
-    def create(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Pinger:
+    def create(
+        cls, settings: Settings, clock: Callable[[], float] = time.time, metrics_port: int | None = None
+    ) -> Pinger:
         vault = Vault(settings.secret_key)
         store = Store.from_url(settings.redis_url)
         session = new_session(settings.max_concurrency, settings.eagle_tls_verify)
-        return cls(settings, store, vault, session, clock=clock)
+        pinger = cls(settings, store, vault, session, clock=clock)
+        if metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(metrics_port, registry=pinger.metrics.registry)
+        return pinger
 
     # --- one cycle -----------------------------------------------------------------------------
 
     async def poll_once(self, cycle_start: float | None = None, spread: bool = True) -> CycleStats:
-        """Poll every owned device once, each at its phase (or all at once with spread=False)."""
+        """Poll every owned device once, each at its phase (or all at once with spread=False).
+
+        The cycle is one logged action: every line it causes carries its `action_id`."""
+        with action("poll_cycle"):
+            return await self._poll_once(cycle_start, spread)
+
+    async def _poll_once(self, cycle_start: float | None, spread: bool) -> CycleStats:
         loop = asyncio.get_running_loop()
         now = self.clock()
         cycle_start = now if cycle_start is None else cycle_start
@@ -151,6 +168,7 @@ class Pinger:
             ok=stats.ok, new_readings=stats.new_readings, failed=stats.failed, skipped=stats.skipped
         )
         log.info("poll cycle", extra=stats.summary())
+        self.metrics.record_cycle(stats, self.fleet.devices.values(), len(self.backlog.items))
         return stats
 
     def _should_poll(self, state: DeviceState, stats: CycleStats) -> bool:
@@ -256,7 +274,7 @@ class Pinger:
         self._background = [
             asyncio.create_task(self._follow_changes()),
             asyncio.create_task(self._resync_every()),
-            asyncio.create_task(self._heartbeat_every()),
+            asyncio.create_task(self.heartbeat.run(self._stop)),
         ]
         loaded, stopped = (
             asyncio.create_task(self._fleet_loaded.wait()),
@@ -316,8 +334,7 @@ class Pinger:
         await self.ledger.flush(self.clock())
         await asyncio.gather(*self._syncs)
         await asyncio.to_thread(HourlyWriter.sync, self.writer.close())
-        with contextlib.suppress(StoreError):
-            await self.store.remove_pinger(self.pinger_id)
+        await self.heartbeat.remove()
         await self.store.close()
         await self.session.close()
         log.info(
@@ -374,16 +391,3 @@ class Pinger:
                     "fleet resync failed; polling the devices already known",
                     extra={"reason": str(exc)},
                 )
-
-    async def _heartbeat_every(self) -> None:
-        info = {
-            "host": socket.gethostname(),
-            "pid": str(os.getpid()),
-            "started_at": repr(self.clock()),
-        }
-        while not self._stop.is_set():
-            with contextlib.suppress(StoreError):  # the ledger already reports Redis outages
-                await self.store.heartbeat(
-                    self.pinger_id, {**info, "devices": str(len(self.fleet.devices))}, self.clock()
-                )
-            await self._sleep(HEARTBEAT_S)

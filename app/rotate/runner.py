@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.archive.backend import Archive
 from app.errors import ArchiveError, StoreError
+from app.heartbeat import Heartbeat
+from app.logs import action
 from app.rotate.claim import Busy, Claim, clean_tmp
 from app.rotate.metrics import RotateMetrics
 from app.rotate.scan import LocalFile, closed_files
@@ -95,7 +96,12 @@ class Rotator:
         return closed_files(self.settings.logs_dir, self.clock(), self.settings.rotate_grace_s, hour)
 
     async def pass_once(self, hour: str | None = None) -> PassReport:
-        report = PassReport(uuid.uuid4().hex[:12])
+        """One pass: a logged action whose id is the pass's `pass_id`."""
+        with action("rotate_pass") as action_id:
+            return await self._pass_once(hour, action_id)
+
+    async def _pass_once(self, hour: str | None, pass_id: str) -> PassReport:
+        report = PassReport(pass_id)
         started = time.monotonic()
         files = await asyncio.to_thread(self.plan, hour)
         report.files = len(files)
@@ -285,9 +291,12 @@ class RotateService:
             from prometheus_client import start_http_server
 
             start_http_server(self.metrics_port, registry=self.rotator.metrics.registry)
+        heartbeat = asyncio.create_task(Heartbeat(self.store, "rotate").run(self.rotator._stop))
         try:
             await self.rotator.run(self.every_s)
         finally:
+            self.rotator.request_stop()
+            await heartbeat
             await self.store.close()
 
     def request_stop(self) -> None:

@@ -8,6 +8,7 @@ import logging
 import tornado.httpserver
 
 from app.eagle.client import EagleCloudClient, new_session
+from app.heartbeat import Heartbeat
 from app.settings import Settings
 from app.store import Store
 from app.web.app import make_app
@@ -33,9 +34,13 @@ class ApiServer:
         server = tornado.httpserver.HTTPServer(app, xheaders=True, max_body_size=1024 * 1024)
         server.listen(self.port, self.host)
         log.info("server listening", extra={"host": self.host, "port": self.port})
+        heartbeat = asyncio.create_task(
+            Heartbeat(store, "server", lambda: {"port": str(self.port)}).run(self._stop)
+        )
         try:
             await self._stop.wait()
         finally:
+            await heartbeat
             server.stop()
             await asyncio.wait_for(server.close_all_connections(), 10)
             await app.settings["rf_context"].queue.disconnect()

@@ -1,0 +1,83 @@
+"""`rainforest status`: what is running, how the fleet is doing, the archive and the carts."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from app.carts.model import STATES
+from app.carts.registry import CartRegistry
+from app.heartbeat import KINDS, STALE_S
+from app.settings import Settings
+from app.store import Store
+
+
+async def gather(settings: Settings, now: float | None = None) -> dict[str, Any]:
+    """Everything `status` shows, as data. `healthy` is False when a process kind has no live one."""
+    now = time.time() if now is None else now
+    store = Store.from_url(settings.redis_url, max_connections=4)
+    try:
+        processes = {
+            kind: [
+                {"id": pid, "last_beat_s_ago": round(now - beat, 1), **info}
+                for pid, beat, info in await store.live_processes(kind, now - STALE_S)
+            ]
+            for kind in KINDS
+        }
+        devices = await store.all_devices()
+        by_status = {"ok": 0, "failing": 0, "never": 0}
+        for device in devices:
+            if device.active:
+                by_status[device.status] += 1
+        last_pass = await store.rotate_last_pass()
+        carts = dict.fromkeys(STATES, 0)
+        for cart in await CartRegistry(store.redis).all():
+            carts[cart.status] = carts.get(cart.status, 0) + 1
+    finally:
+        await store.close()
+    return {
+        "healthy": all(processes[k] for k in KINDS),
+        "processes": processes,
+        "devices": {
+            "active": sum(by_status.values()),
+            "inactive": sum(not d.active for d in devices),
+            **by_status,
+        },
+        "archive": {
+            "last_pass_s_ago": round(now - float(last_pass["ended_at"]), 1)
+            if last_pass.get("ended_at")
+            else None,
+            **last_pass,
+        },
+        "carts": carts,
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = ["processes"]
+    for kind, found in report["processes"].items():
+        if not found:
+            lines.append(f"  {kind:<7} DOWN (no heartbeat in the last {STALE_S:.0f} s)")
+        for p in found:
+            extra = " ".join(f"{k}={p[k]}" for k in ("devices", "port", "jobs") if k in p)
+            lines.append(
+                f"  {kind:<7} up    {p['id']:<28} last beat {p['last_beat_s_ago']:>5.1f} s ago  {extra}"
+            )
+    d = report["devices"]
+    lines.append(
+        f"devices   {d['active']} active: ok {d['ok']}, failing {d['failing']}, never polled {d['never']}"
+        f" ({d['inactive']} inactive)"
+    )
+    a = report["archive"]
+    if a.get("ended_at"):
+        outcome = "ok" if a.get("ok") == "1" else f"trouble: {a.get('archive_error', 'files failed')}"
+        lines.append(
+            f"archive   last pass {a['last_pass_s_ago']:.0f} s ago to {a.get('archive')}: "
+            f"stored {a.get('stored')}, already {a.get('already')}, busy {a.get('busy')}, "
+            f"left {a.get('left')}; {outcome}"
+        )
+    else:
+        lines.append("archive   no rotate pass yet")
+    c = report["carts"]
+    lines.append("carts     " + ", ".join(f"{state} {n}" for state, n in c.items()))
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""Operations: heartbeats and --check, `rainforest status`, `rainforest logs` (filters and --tree on a
+real poll cycle), log rolling, and the container files."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from app import logs
+from app.settings import Settings
+from tests.conftest import ROOT, Sim, wait_until
+from tests.test_pinger_process import start_pinger
+from tests.test_users_cli import rainforest
+
+
+def test_check_status_and_logs_follow_a_real_pinger(
+    start_sim: Callable[..., Sim], redis_url: str, secret_key: str, tmp_path: Path
+) -> None:
+    sim = start_sim(20, "--fault", "http_503@20%")
+    data = tmp_path / "data"
+    data.mkdir()
+    env = {"REDIS_URL": redis_url, "SECRET_KEY": secret_key, "DATA_DIR": str(data),
+           "EAGLE_CLOUD_URL": sim.url, "POLL_INTERVAL_S": "0.5", "POLL_TIMEOUT_S": "0.4"}  # fmt: skip
+    users = tmp_path / "users.jl"
+    users.write_bytes(sim.get("/control/users.jl"))
+    assert rainforest("users", "import", str(users), env=env).returncode == 0
+    assert rainforest("pinger", "--check", env=env).returncode == 1, "nothing runs yet"
+
+    pinger = start_pinger(env, tmp_path)
+    try:
+        wait_until(lambda: rainforest("pinger", "--check", env=env).returncode == 0, 20, what="the heartbeat")
+        ok = rainforest("pinger", "--check", env=env)
+        assert "pinger: alive" in ok.stdout
+        log = data / "logs" / "pinger" / "pinger.log"
+        wait_until(lambda: log.exists() and log.read_bytes().count(b'"poll cycle"') >= 3, 20, what="cycles")
+        status = rainforest("status", "--json", env=env)
+        report = orjson.loads(status.stdout)
+        assert [p["host"] for p in report["processes"]["pinger"]] and report["devices"]["active"] == 20
+        assert report["devices"]["failing"] + report["devices"]["ok"] + report["devices"]["never"] == 20
+        assert status.returncode == 1 and not report["healthy"], "server, rotate and cartd are not running"
+        text = rainforest("status", env=env).stdout
+        assert "pinger  up" in text and "server  DOWN" in text and "devices   20 active" in text
+    finally:
+        pinger.send_signal(signal.SIGTERM)
+        assert pinger.wait(15) == 0
+    gone = rainforest("pinger", "--check", env=env)
+    assert gone.returncode == 1 and "no heartbeat" in gone.stderr, "a clean stop removes the heartbeat"
+
+    tree = rainforest("logs", "pinger", "--tree", env=env)
+    assert tree.returncode == 0, tree.stderr
+    lines = tree.stdout.splitlines()
+    roots = [n for n, line in enumerate(lines) if line.startswith("poll_cycle ")]
+    assert roots and "poll cycle" in lines[roots[0]]
+    failing = [n for n, line in enumerate(lines) if "device poll failed" in line]
+    assert failing, "the 503 fault shows up as device lines"
+    assert all(lines[n].startswith(("├─ ", "└─ ")) for n in failing), "device lines sit under their cycle"
+    cycle_ids = {line.split()[1] for line in lines if line.startswith("poll_cycle ")}
+    records = [
+        orjson.loads(raw) for raw in (data / "logs" / "pinger" / "pinger.log").read_bytes().splitlines()
+    ]
+    failed = [r for r in records if r["message"] == "device poll failed"]
+    assert {r["action_id"] for r in failed} <= cycle_ids
+
+    device = failed[0]["cloud_id"]
+    only = rainforest("logs", "pinger", "--device", device, "--level", "warning", "--since", "10m", env=env)
+    assert only.returncode == 0 and only.stdout.strip()
+    assert all(f"cloud_id={device}" in line and " WARNING " in line for line in only.stdout.splitlines())
+    bad = rainforest("logs", "--since", "soon", env=env)
+    assert bad.returncode == 2 and "60d, 12h, 30m or 90s" in bad.stderr
+
+
+def test_log_files_roll_and_keep_the_bound(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, log_max_bytes=4000, log_backups=2)
+    try:
+        path = logs.setup("roller", settings)
+        assert path is not None
+        for n in range(400):
+            logging.getLogger("roller").info("line", extra={"n": n, "padding": "x" * 40})
+        kept = sorted(p.name for p in path.parent.iterdir())
+        assert kept == ["roller.log", "roller.log.1", "roller.log.2"]
+        assert all(p.stat().st_size <= 4000 for p in path.parent.iterdir())
+        newest = [orjson.loads(raw) for raw in path.read_bytes().splitlines()]
+        assert newest[-1]["n"] == 399 and newest[-1]["process"] == "roller"
+    finally:
+        for handler in logging.getLogger().handlers:
+            handler.close()
+        logging.getLogger().handlers.clear()
+
+
+def test_compose_file_runs_every_process_with_health_checks() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"redis", "server", "pinger", "rotate", "cartd", "nginx", "minio"} <= services.keys()
+    for name in ("redis", "server", "pinger", "rotate", "cartd", "nginx", "minio"):
+        assert "healthcheck" in services[name], name
+        assert services[name].get("restart") == "unless-stopped", name
+    for name in ("server", "pinger", "rotate", "cartd"):
+        check = " ".join(services[name]["healthcheck"]["test"])
+        assert f"rainforest {name} --check" in check or (name == "server" and "/healthz" in check), name
+        assert any(str(v).startswith("data:") for v in services[name].get("volumes", [])), name
+    assert "--appendonly yes" in " ".join(services["redis"]["command"])
+    assert (ROOT / "docker" / "base" / "Dockerfile").exists() and (
+        ROOT / "docker" / "nginx" / "nginx.conf"
+    ).exists()
+    docker = shutil.which("docker")
+    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
+        pytest.skip("no docker compose client here; the file was checked structurally")
+    env_file = ROOT / ".env"
+    made = not env_file.exists()
+    if made:
+        env_file.write_text((ROOT / ".env.template").read_text())
+    try:
+        checked = subprocess.run(
+            [docker, "compose", "config", "-q"], cwd=ROOT, capture_output=True, text=True
+        )
+        assert checked.returncode == 0, checked.stderr
+    finally:
+        if made:
+            env_file.unlink()
