@@ -244,6 +244,8 @@ Rainforest Logger is running in simulated mode ({args.devices} simulated EAGLE g
   the README shows how to ask for your own ("Carts").
 
   Look around (in another terminal, from {ROOT}):
+    .venv/bin/rainforest status                      every process, the fleet, the archive, the carts
+    .venv/bin/rainforest logs pinger --tree | tail   the last poll cycles, device lines beneath each
     .venv/bin/rainforest users list                  the fleet with each device's poll status
     tail -f {rel(data_dir / "logs/pinger/pinger.log")}   the pinger's JSON log, one line per cycle
     tail -f {rel(data_dir / "logs/rotate/rotate.log")}   rotate's JSON log, one summary line per pass

@@ -125,3 +125,28 @@ def test_compose_file_runs_every_process_with_health_checks() -> None:
     finally:
         if made:
             env_file.unlink()
+
+
+def test_the_grafana_dashboard_uses_only_metrics_we_export() -> None:
+    import re
+
+    from app.carts.worker import CartdMetrics
+    from app.pinger.metrics import PingerMetrics
+    from app.rotate.metrics import RotateMetrics
+    from app.web.context import Metrics
+
+    exported: set[str] = set()
+    for metrics in (PingerMetrics(), RotateMetrics(), CartdMetrics(), Metrics()):
+        for family in metrics.registry.collect():
+            suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}.get(
+                family.type, ("",)
+            )
+            exported |= {family.name + suffix for suffix in suffixes}
+    dashboard = orjson.loads((ROOT / "deploy" / "grafana" / "rainforest-logger.json").read_bytes())
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"rainforest_[a-z_]+", target["expr"])
+    }
+    assert used and used <= exported, used - exported
