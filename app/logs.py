@@ -77,6 +77,7 @@ def setup(process: str, settings: Settings, *, to_file: bool = True) -> Path | N
     stderr.addFilter(ActionFilter())
     root.addHandler(stderr)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("saq").setLevel(logging.WARNING)  # cartd logs one `cart build` line per job itself
     logging.getLogger("tornado.access").setLevel(logging.WARNING)  # 4xx/5xx only; /metrics counts the rest
     if not to_file:
         return None

@@ -58,6 +58,7 @@ class Cartd:
         self.queue = jobs.open_queue(settings)
         self.metrics = CartdMetrics()
         self.metrics_port = metrics_port
+        self.building = 0  # carts this process is building now
         self.builder = Builder(
             settings, open_archive(settings), self.registry, self.store, self.worker_id, requeue=self.requeue
         )
@@ -72,7 +73,11 @@ class Cartd:
 
     async def build_cart(self, ctx: Any, *, cart_id: str, attempt: int) -> str:
         started = time.monotonic()
-        outcome = await self.builder.build(cart_id, attempt)
+        self.building += 1
+        try:
+            outcome = await self.builder.build(cart_id, attempt)
+        finally:
+            self.building -= 1
         if outcome != "skipped":
             self.metrics.builds.labels(outcome).inc()
             self.metrics.seconds.observe(time.monotonic() - started)
@@ -110,7 +115,7 @@ class Cartd:
     async def run(self) -> None:
         stop = asyncio.Event()
         heartbeat = asyncio.create_task(
-            Heartbeat(self.store, "cartd", lambda: {"jobs": str(len(self.worker.tasks))}).run(stop)
+            Heartbeat(self.store, "cartd", lambda: {"jobs": str(self.building)}).run(stop)
         )
         try:
             await self.worker.start()
