@@ -17,7 +17,7 @@ import yaml
 from app import logs
 from app.settings import Settings
 from tests.conftest import ROOT, Sim, wait_until
-from tests.test_pinger_process import start_pinger
+from tests.test_pinger_process import fleet_env, start_pinger
 from tests.test_users_cli import rainforest
 
 
@@ -25,13 +25,8 @@ def test_check_status_and_logs_follow_a_real_pinger(
     start_sim: Callable[..., Sim], redis_url: str, secret_key: str, tmp_path: Path
 ) -> None:
     sim = start_sim(20, "--fault", "http_503@20%")
-    data = tmp_path / "data"
-    data.mkdir()
-    env = {"REDIS_URL": redis_url, "SECRET_KEY": secret_key, "DATA_DIR": str(data),
-           "EAGLE_CLOUD_URL": sim.url, "POLL_INTERVAL_S": "0.5", "POLL_TIMEOUT_S": "0.4"}  # fmt: skip
-    users = tmp_path / "users.jl"
-    users.write_bytes(sim.get("/control/users.jl"))
-    assert rainforest("users", "import", str(users), env=env).returncode == 0
+    env = fleet_env(sim, redis_url, secret_key, tmp_path)
+    data = Path(env["DATA_DIR"])
     assert rainforest("pinger", "--check", env=env).returncode == 1, "nothing runs yet"
 
     pinger = start_pinger(env, tmp_path)

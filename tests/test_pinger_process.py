@@ -24,11 +24,8 @@ def start_pinger(env: dict[str, str], workdir: Path) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-def test_kill_9_then_restart_leaves_no_corrupt_or_duplicate_line(
-    start_sim: Callable[..., Sim], make_settings: Callable[..., object], redis_url: str, secret_key: str,
-    tmp_path: Path,
-) -> None:  # fmt: skip
-    sim = start_sim(100)
+def fleet_env(sim: Sim, redis_url: str, secret_key: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for a pinger polling `sim` every 0.5 s, its users imported, DATA_DIR made."""
     data = tmp_path / "data"
     data.mkdir()
     env = {"REDIS_URL": redis_url, "SECRET_KEY": secret_key, "DATA_DIR": str(data),
@@ -36,6 +33,16 @@ def test_kill_9_then_restart_leaves_no_corrupt_or_duplicate_line(
     users = tmp_path / "users.jl"
     users.write_bytes(sim.get("/control/users.jl"))
     assert rainforest("users", "import", str(users), env=env).returncode == 0
+    return env
+
+
+def test_kill_9_then_restart_leaves_no_corrupt_or_duplicate_line(
+    start_sim: Callable[..., Sim], make_settings: Callable[..., object], redis_url: str, secret_key: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    sim = start_sim(100)
+    env = fleet_env(sim, redis_url, secret_key, tmp_path)
+    data = Path(env["DATA_DIR"])
     settings = make_settings(redis_url, sim.url, data_dir=data)
 
     first = start_pinger(env, tmp_path)
