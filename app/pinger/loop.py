@@ -110,7 +110,7 @@ class Pinger:
         self._stop = asyncio.Event()
         self._cycles: set[asyncio.Task[CycleStats]] = set()
         self._background: list[asyncio.Task[None]] = []
-        self._syncs: set[asyncio.Task[None]] = set()  # fsyncs of closed hours, awaited at close
+        self._syncs: set[asyncio.Task[None]] = set()  # fsyncs and metrics feeding, awaited at close
         self._fleet_loaded = asyncio.Event()
 
     @classmethod
@@ -169,6 +169,9 @@ class Pinger:
         )
         log.info("poll cycle", extra=stats.summary())
         self.metrics.record_cycle(stats, self.fleet.devices.values(), len(self.backlog.items))
+        task = asyncio.create_task(asyncio.to_thread(self.metrics.observe, stats.latency_s, stats.lateness_s))
+        self._syncs.add(task)  # awaited at close like the fsyncs, so none is left running
+        task.add_done_callback(self._syncs.discard)
         return stats
 
     def _should_poll(self, state: DeviceState, stats: CycleStats) -> bool:

@@ -58,10 +58,6 @@ class PingerMetrics:
         for kind, n in stats.errors.items():
             self.polls.labels(kind).inc(n)
         self.readings.inc(stats.new_readings)
-        for value in stats.latency_s:
-            self.latency.observe(value)
-        for value in stats.lateness_s:
-            self.lateness.observe(value)
         self.cycle.set(stats.duration_s)
         counts = {"ok": 0, "failing": 0, "never": 0}
         for state in devices:
@@ -74,3 +70,10 @@ class PingerMetrics:
         for status, n in counts.items():
             self.devices.labels(status).set(n)
         self.held.set(held)
+
+    def observe(self, latency_s: list[float], lateness_s: list[float]) -> None:
+        """Feed a cycle's per-poll figures to the histograms (thousands: run it off the loop)."""
+        for value in latency_s:
+            self.latency.observe(value)
+        for value in lateness_s:
+            self.lateness.observe(value)
