@@ -358,22 +358,14 @@ def logs_cmd(
         console.print(Text(text, style=style or ""))
 
     def emit(records: list[logview.Record]) -> None:
-        if not tree:
-            for record in records:
-                if filters.keep(record):
-                    show(
-                        logview.line(record),
-                        logview.STYLES.get(str(record.get("level")), "") if colour else "",
-                    )
-            return
-        top, loose = logview.actions(records)
+        top, loose = logview.actions(records) if tree else ([], records)
         for found in top:
             if any(filters.keep(r) for r in found.lines):
                 for text, style in logview.tree_text(found, colour):
                     show(text, style)
         for record in loose:
             if filters.keep(record):
-                show(logview.line(record), logview.STYLES.get(str(record.get("level")), "") if colour else "")
+                show(logview.line(record), logview.style(record, colour))
 
     everything = sorted(
         (r for p in chosen for r in logview.read(paths[p])), key=lambda r: str(r.get("timestamp", ""))

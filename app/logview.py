@@ -132,7 +132,7 @@ def actions(records: Iterable[Record]) -> tuple[list[Action], list[Record]]:
 
 def tree_text(found: Action, colour: bool) -> list[tuple[str, str]]:
     """(text, style) lines: the summary, then each line and nested action beneath it."""
-    out = [(f"{found.name} {found.action_id}  " + line(found.root), _style(found.root, colour))]
+    out = [(f"{found.name} {found.action_id}  " + line(found.root), style(found.root, colour))]
     items: list[Record | Action] = [*found.lines[:-1], *found.children]
     items.sort(key=lambda i: _when(i.lines[0]) if isinstance(i, Action) else _when(i))
     for n, item in enumerate(items):
@@ -143,11 +143,12 @@ def tree_text(found: Action, colour: bool) -> list[tuple[str, str]]:
             out.append((branch + sub[0][0], sub[0][1]))
             out.extend((rest + text, style) for text, style in sub[1:])
         else:
-            out.append((branch + line(item), _style(item, colour)))
+            out.append((branch + line(item), style(item, colour)))
     return out
 
 
-def _style(record: Record, colour: bool) -> str:
+def style(record: Record, colour: bool) -> str:
+    """The rich style for a line's level (none off a terminal)."""
     return STYLES.get(str(record.get("level")), "") if colour else ""
 
 

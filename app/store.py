@@ -154,6 +154,16 @@ class Store:
         async with translated("list active devices"):
             return cast(set[str], await aw(self.redis.smembers(keys.devices_active())))
 
+    async def unknown_ids(self, cloud_ids: Sequence[str]) -> list[str]:
+        """Those of `cloud_ids` never registered, in the order given (one round trip)."""
+        async with translated("check devices"):
+            known = await aw(self.redis.smismember(keys.devices_all(), list(cloud_ids)))
+        return [cid for cid, ok in zip(cloud_ids, known, strict=True) if not ok]
+
+    async def device_count(self) -> int:
+        async with translated("count devices"):
+            return int(await aw(self.redis.scard(keys.devices_all())))
+
     async def all_ids(self) -> list[str]:
         async with translated("list devices"):
             return sorted(cast(set[str], await aw(self.redis.smembers(keys.devices_all()))))

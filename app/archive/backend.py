@@ -9,7 +9,7 @@ Rules a backend must keep:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -110,22 +110,32 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def gunzip_sha256(chunks: Iterator[bytes]) -> str:
-    """SHA-256 of what a stream of gzip bytes decompresses to (all members, streaming)."""
+def gunzip_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The decompressed bytes of a stream of gzip bytes, every member of it (zlib.error if not gzip)."""
     import zlib
 
-    digest = hashlib.sha256()
     inflater = zlib.decompressobj(wbits=31)
     for chunk in chunks:
         data = chunk
         while data:
-            digest.update(inflater.decompress(data))
-            if inflater.eof:  # a further gzip member follows
+            plain = inflater.decompress(data)
+            if plain:
+                yield plain
+            if inflater.eof:  # a further gzip member may follow
                 data = inflater.unused_data
                 inflater = zlib.decompressobj(wbits=31)
             else:
                 data = b""
-    digest.update(inflater.flush())
+    tail = inflater.flush()
+    if tail:
+        yield tail
+
+
+def gunzip_sha256(chunks: Iterable[bytes]) -> str:
+    """SHA-256 of what a stream of gzip bytes decompresses to (all members, streaming)."""
+    digest = hashlib.sha256()
+    for plain in gunzip_chunks(chunks):
+        digest.update(plain)
     return digest.hexdigest()
 
 
@@ -134,4 +144,13 @@ def read_chunks(path: Path) -> Iterator[bytes]:
         yield from iter(lambda: f.read(CHUNK), b"")
 
 
-__all__ = ["Archive", "StoredObject", "Upload", "file_sha256", "gunzip_sha256", "open_archive", "read_chunks"]
+__all__ = [
+    "Archive",
+    "StoredObject",
+    "Upload",
+    "file_sha256",
+    "gunzip_chunks",
+    "gunzip_sha256",
+    "open_archive",
+    "read_chunks",
+]

@@ -95,7 +95,7 @@ class Builder:
             return "skipped"
         started = time.monotonic()
         task = asyncio.current_task()
-        lost: list[bool] = []  # the keeper appends when the cart is cancelled or taken, then cancels us
+        lost = asyncio.Event()  # set by the keeper when the cart is cancelled or taken, before it cancels us
         keeper = asyncio.create_task(self._keep_lease(cart_id, task, lost))
         outcome = READY
         counts: dict[str, int] = {}
@@ -122,7 +122,7 @@ class Builder:
                 # this worker is shutting down: another (or this one, restarted) takes over now
                 await self.requeue(cart_id, "waiting: its worker stopped; queued again")
             me = asyncio.current_task()
-            if lost and me is not None:
+            if lost.is_set() and me is not None:
                 me.uncancel()  # our own keeper stopped the build: the job ends normally
             elif me is not None and me.cancelling():
                 raise
@@ -206,8 +206,7 @@ class Builder:
             message=f"ready: {len(members)} files, {_mb(size)}",
         ):  # fmt: skip
             raise LostCart(cart.id)
-        on_disk = size + sum(s.size for s in staged) + sum(m.size for m in members if m.path.parent == folder)
-        await self.registry.set_space(cart.id, on_disk)
+        await self.registry.set_space(cart.id, await asyncio.to_thread(used_bytes, folder))
 
     async def _stage_all(
         self, cart_id: str, parts: list[Part], stage_dir: Path, counts: dict[str, int]
@@ -226,7 +225,7 @@ class Builder:
                 done["files"] += 1
                 done["bytes"] += staged.size
                 done["reused"] += reused
-                await self._progress(cart_id, files_done=done["files"], bytes_done=done["bytes"])
+                await self._update(cart_id, files_done=done["files"], bytes_done=done["bytes"])
 
         await asyncio.gather(*(one(i, p) for i, p in enumerate(parts)))
         counts["reused_staged_files"] = done["reused"]
@@ -315,16 +314,15 @@ class Builder:
         if not await self.registry.update(cart_id, self.worker, **fields):
             raise LostCart(cart_id)
 
-    async def _progress(self, cart_id: str, **fields: object) -> None:
-        await self._update(cart_id, **fields)
-
     async def _fail(self, cart: Cart, reason: str, message: str) -> None:
+        """Record the failure; staged files stay for `carts fixit`, and count against the space."""
         await self.registry.fail(cart.id, self.worker, reason, message)
-        await asyncio.to_thread(shutil.rmtree, cart_dir(self.settings, cart.id) / "cart.tar", True)
-        await self.registry.set_space(cart.id, None)
+        folder = cart_dir(self.settings, cart.id)
+        (folder / "cart.tar").unlink(missing_ok=True)
+        await self.registry.set_space(cart.id, await asyncio.to_thread(used_bytes, folder) or None)
         log.warning("cart failed", extra={"cart_id": cart.id, "reason": reason, "error": message})
 
-    async def _keep_lease(self, cart_id: str, builder: asyncio.Task[Any] | None, lost: list[bool]) -> None:
+    async def _keep_lease(self, cart_id: str, builder: asyncio.Task[Any] | None, lost: asyncio.Event) -> None:
         """Refresh the lease every KEEPER_S; when the cart is cancelled or taken, stop the build."""
         while True:
             await asyncio.sleep(KEEPER_S)
@@ -332,9 +330,14 @@ class Builder:
                 current = await self.registry.get(cart_id)
                 if current is not None and current.status == READY:
                     return  # finished between two ticks: nothing to stop
-                lost.append(True)
+                lost.set()
                 builder.cancel()
                 return
+
+
+def used_bytes(folder: Path) -> int:
+    """What a cart's folder holds on disk now (staged files, CSVs, the tar)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
 
 
 def _staged_size(archive: Archive, part: Part) -> int:

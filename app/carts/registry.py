@@ -15,7 +15,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from app import keys
-from app.carts.model import BUILDING, CANCELLED, ERROR, READY, STAGING, WAITING, Cart
+from app.carts.model import ERROR, WAITING, Cart
 from app.store import aw, translated
 
 LEASE_S = 30.0  # a building cart's worker refreshes this; a stale lease means the worker died
@@ -217,6 +217,3 @@ class CartRegistry:
     async def idle_since(self, cutoff: float) -> list[str]:
         async with translated("list idle carts"):
             return cast(list[str], await self.redis.zrangebyscore(keys.carts(), "-inf", cutoff))
-
-
-__all__ = ["BUILDING", "CANCELLED", "READY", "STAGING", "CartRegistry"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from app.archive.backend import CHUNK, Archive, file_sha256
+from app.archive.backend import Archive, file_sha256, gunzip_chunks, read_chunks
 from app.carts.plan import Part
 from app.errors import ArchiveError
 
@@ -110,24 +110,14 @@ def _gunzip(src: Path, dest: Path, part: Part) -> Staged:
     size = lines = 0
     last = b"\n"
     tmp = dest.with_name(dest.name + ".tmp")
-    inflater = zlib.decompressobj(wbits=31)
     try:
-        with src.open("rb") as inp, tmp.open("wb") as out:
-            while chunk := inp.read(CHUNK):
-                data = chunk
-                while data:
-                    plain = inflater.decompress(data)
-                    if plain:
-                        out.write(plain)
-                        digest.update(plain)
-                        size += len(plain)
-                        lines += plain.count(b"\n")
-                        last = plain[-1:]
-                    if inflater.eof:
-                        data = inflater.unused_data
-                        inflater = zlib.decompressobj(wbits=31)
-                    else:
-                        data = b""
+        with tmp.open("wb") as out:
+            for plain in gunzip_chunks(read_chunks(src)):
+                out.write(plain)
+                digest.update(plain)
+                size += len(plain)
+                lines += plain.count(b"\n")
+                last = plain[-1:]
         os.replace(tmp, dest)
     except zlib.error as exc:
         tmp.unlink(missing_ok=True)

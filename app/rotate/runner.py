@@ -135,6 +135,11 @@ class Rotator:
     def request_stop(self) -> None:
         self._stop.set()
 
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set once a stop is asked (the loop's heartbeat ends with it)."""
+        return self._stop
+
     async def _ship_all(self, files: list[LocalFile], report: PassReport) -> None:
         gate = asyncio.Semaphore(self.settings.rotate_concurrency)
         bar = _Progress(len(files)) if self.progress else None
@@ -291,7 +296,7 @@ class RotateService:
             from prometheus_client import start_http_server
 
             start_http_server(self.metrics_port, registry=self.rotator.metrics.registry)
-        heartbeat = asyncio.create_task(Heartbeat(self.store, "rotate").run(self.rotator._stop))
+        heartbeat = asyncio.create_task(Heartbeat(self.store, "rotate").run(self.rotator.stopping))
         try:
             await self.rotator.run(self.every_s)
         finally:

@@ -7,21 +7,21 @@ or an admin may see, download or delete it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from app import keys
 from app.carts import jobs
 from app.carts.build import tar_path
 from app.carts.model import BUILDING, ERROR, READY, Cart, CartRequest, cart_id, download_name, new_cart_id
 from app.carts.registry import DOWNLOAD_LEASE_S
 from app.carts.retention import remove_files
-from app.store import aw, translated
 from app.web.base import ApiError, BaseHandler
 
+log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
 
 
@@ -48,20 +48,18 @@ class _CartBase(BaseHandler):
         try:
             await jobs.submit(self.ctx.queue, self.ctx.settings, cid, cart.attempt)
         except Exception as exc:  # the cart stays waiting; cartd's watchdog queues it within a minute
-            self.log_problem("cart queued late: the job queue refused it", cid, exc)
+            log.warning(
+                "cart queued late: the job queue refused it", extra={"cart_id": cid, "error": str(exc)}
+            )
         self.set_header("Location", f"/api/carts/{cid}")
         self._status_json(cart, 201)
 
     async def _check_devices(self, request: CartRequest) -> None:
-        async with translated("check cart devices"):
-            if request.devices is None:
-                if not await aw(self.ctx.store.redis.scard(keys.devices_all())):
-                    raise ApiError(
-                        400, "empty_selection", "no devices are registered, so a cart would be empty."
-                    )
-                return
-            known = await aw(self.ctx.store.redis.smismember(keys.devices_all(), list(request.devices)))
-        unknown = [d for d, ok in zip(request.devices, known, strict=True) if not ok]
+        if request.devices is None:
+            if not await self.ctx.store.device_count():
+                raise ApiError(400, "empty_selection", "no devices are registered, so a cart would be empty.")
+            return
+        unknown = await self.ctx.store.unknown_ids(request.devices)
         if unknown:
             shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
             raise ApiError(
@@ -99,11 +97,6 @@ class _CartBase(BaseHandler):
         self.set_header("X-Cart-Progress", cart.progress())
         if cart.reason:
             self.set_header("X-Cart-Reason", cart.reason)
-
-    def log_problem(self, message: str, cid: str, exc: Exception) -> None:
-        import logging
-
-        logging.getLogger(__name__).warning(message, extra={"cart_id": cid, "error": str(exc)})
 
 
 class CartsHandler(_CartBase):
