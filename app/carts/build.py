@@ -45,6 +45,7 @@ from app.logs import action
 from app.rotate.scan import hour_start
 from app.settings import Settings
 from app.store import Store
+from app.threads import joined
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,36 +103,30 @@ class Builder:
         try:
             async with asyncio.timeout(self.settings.cart_deadline_s):
                 await self._build(cart, counts)
-        except CartFailed as exc:
-            outcome = exc.reason
-            await self._fail(cart, exc.reason, exc.message)
-        except TimeoutError:
-            outcome = TIMEOUT
-            await self._fail(
-                cart, TIMEOUT,
-                f"the cart was still building after CART_DEADLINE_S ({self.settings.cart_deadline_s:.0f} s); "
-                "ask for a smaller range or fewer devices.",
-            )  # fmt: skip
-        except (LostCart, asyncio.CancelledError):
-            outcome = "cancelled"
-            current = await self.registry.get(cart_id)
-            if current is None or current.reason == "CANCELLED":
-                await asyncio.to_thread(shutil.rmtree, cart_dir(self.settings, cart_id), True)
-                await self.registry.set_space(cart_id, None)
-            elif current.extra.get("worker") == self.worker and self.requeue is not None:
-                # this worker is shutting down: another (or this one, restarted) takes over now
-                await self.requeue(cart_id, "waiting: its worker stopped; queued again")
+        except asyncio.CancelledError:  # our keeper saw a DELETE, or the worker is stopping
+            outcome = await self._stopped(cart_id)
             me = asyncio.current_task()
             if lost.is_set() and me is not None:
                 me.uncancel()  # our own keeper stopped the build: the job ends normally
             elif me is not None and me.cancelling():
                 raise
-        except Exception as exc:  # a bug, or the disk: the cart fails with a message, the trace is logged
-            outcome = FAILED
-            log.exception("cart build failed", extra={"cart_id": cart_id})
-            await self._fail(
-                cart, FAILED, f"the build failed unexpectedly ({type(exc).__name__}); it is logged."
-            )
+        except Exception as exc:
+            if isinstance(exc, LostCart) or not await self.registry.update(cart_id, self.worker):
+                outcome = await self._stopped(cart_id)  # cancelled or taken while we built it
+            elif isinstance(exc, CartFailed):
+                outcome = exc.reason
+                await self._fail(cart, exc.reason, exc.message)
+            elif isinstance(exc, TimeoutError):
+                outcome = TIMEOUT
+                deadline = f"CART_DEADLINE_S ({self.settings.cart_deadline_s:.0f} s)"
+                advice = "ask for a smaller range or fewer devices."
+                await self._fail(cart, TIMEOUT, f"the cart was still building after {deadline}; {advice}")
+            else:  # a bug, or the disk: the cart fails with a message, the trace is logged
+                outcome = FAILED
+                log.exception("cart build failed", extra={"cart_id": cart_id})
+                await self._fail(
+                    cart, FAILED, f"the build failed unexpectedly ({type(exc).__name__}); it is logged."
+                )
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -177,7 +172,7 @@ class Builder:
         counts["stage_ms"] = round((time.monotonic() - began) * 1000)
         began = time.monotonic()
         await self._update(cart.id, status=BUNDLING, message="bundling the tar")
-        members, content = await asyncio.to_thread(self._members, cart, parts, staged, stage_dir)
+        members, content = await joined(self._members, cart, parts, staged, stage_dir)
         manifest = bundle.manifest_bytes({
             "cart_id": cart.id, "created_at": cart.public()["created_at"], "request": request.to_json(),
             "format": request.format, "counts": content,
@@ -192,13 +187,14 @@ class Builder:
                 self.registry.update(cart.id, self.worker, bytes_done=min(done, total)), loop
             )
 
-        size = await asyncio.to_thread(
+        size = await joined(
             bundle.write_tar,
             tar_path(settings, cart.id),
             members,
             manifest,
             cart.created_at,
             _throttled(progress),
+            stoppable=True,
         )
         counts.update(files=len(members), bytes=size, bundle_ms=round((time.monotonic() - began) * 1000))
         if not await self.registry.update(
@@ -206,12 +202,12 @@ class Builder:
             message=f"ready: {len(members)} files, {_mb(size)}",
         ):  # fmt: skip
             raise LostCart(cart.id)
-        await self.registry.set_space(cart.id, await asyncio.to_thread(used_bytes, folder))
+        await self.registry.set_space(cart.id, await joined(used_bytes, folder))
 
     async def _stage_all(
         self, cart_id: str, parts: list[Part], stage_dir: Path, counts: dict[str, int]
     ) -> list[Staged]:
-        previous = await asyncio.to_thread(load_record, stage_dir)
+        previous = await joined(load_record, stage_dir)
         gate = asyncio.Semaphore(STAGE_CONCURRENCY)
         done = {"files": 0, "bytes": 0, "reused": 0}
         results: list[Staged | None] = [None] * len(parts)
@@ -220,14 +216,19 @@ class Builder:
             async with gate:
                 staged, reused = await self._stage_one(part, stage_dir, previous)
                 if not reused:
-                    await asyncio.to_thread(append_record, stage_dir, staged)
+                    await joined(append_record, stage_dir, staged)
                 results[i] = staged
                 done["files"] += 1
                 done["bytes"] += staged.size
                 done["reused"] += reused
                 await self._update(cart_id, files_done=done["files"], bytes_done=done["bytes"])
 
-        await asyncio.gather(*(one(i, p) for i, p in enumerate(parts)))
+        try:  # on the first failure the other parts stop, and are waited for, before it goes on
+            async with asyncio.TaskGroup() as group:
+                for i, p in enumerate(parts):
+                    group.create_task(one(i, p))
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from None
         counts["reused_staged_files"] = done["reused"]
         return [r for r in results if r is not None]
 
@@ -303,12 +304,26 @@ class Builder:
                 reraise=True,
             ):
                 with attempt:
-                    return await asyncio.to_thread(fn)
+                    return await joined(fn)
         except ArchiveError as exc:
             raise CartFailed(
                 ARCHIVE_UNAVAILABLE, f"the archive failed {self.settings.archive_retries} times: {exc}"
             ) from exc
         raise AssertionError("unreachable")
+
+    async def _stopped(self, cart_id: str) -> str:
+        """The build stopped without finishing; every thread of it has ended (see `app.threads`).
+
+        A cancelled or deleted cart's files go; a cart still ours (the worker is stopping) is
+        handed back to the queue at once."""
+        current = await self.registry.get(cart_id)
+        if current is None or current.reason == "CANCELLED":
+            await joined(shutil.rmtree, cart_dir(self.settings, cart_id), True)
+            await self.registry.set_space(cart_id, None)
+        elif current.extra.get("worker") == self.worker and self.requeue is not None:
+            # this worker is shutting down: another (or this one, restarted) takes over now
+            await self.requeue(cart_id, "waiting: its worker stopped; queued again")
+        return "cancelled"
 
     async def _update(self, cart_id: str, **fields: object) -> None:
         if not await self.registry.update(cart_id, self.worker, **fields):
@@ -319,7 +334,7 @@ class Builder:
         await self.registry.fail(cart.id, self.worker, reason, message)
         folder = cart_dir(self.settings, cart.id)
         (folder / "cart.tar").unlink(missing_ok=True)
-        await self.registry.set_space(cart.id, await asyncio.to_thread(used_bytes, folder) or None)
+        await self.registry.set_space(cart.id, await joined(used_bytes, folder) or None)
         log.warning("cart failed", extra={"cart_id": cart.id, "reason": reason, "error": message})
 
     async def _keep_lease(self, cart_id: str, builder: asyncio.Task[Any] | None, lost: asyncio.Event) -> None:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+
+from app.threads import Stopped
 
 BLOCK = 512
 RECORD = 20 * BLOCK  # tar files are a whole number of 10 KiB records
@@ -49,8 +52,11 @@ def write_tar(
     manifest: bytes,
     mtime: float,
     progress: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> int:
-    """Write the tar; returns its size. `progress(bytes_done)` is called after each member."""
+    """Write the tar; returns its size. `progress(bytes_done)` is called after each member.
+
+    When `stop` is set (the build was cancelled) it ends before the next member, raising `Stopped`."""
     sums = sums_bytes(
         [("MANIFEST.json", hashlib.sha256(manifest).hexdigest())] + [(m.name, m.sha256) for m in members]
     )
@@ -61,6 +67,8 @@ def write_tar(
         for name, data in (("MANIFEST.json", manifest), ("SHA256SUMS", sums)):
             written += _write(fd, _header(name, len(data), mtime) + data + _pad(len(data)))
         for member in members:
+            if stop is not None and stop.is_set():
+                raise Stopped(f"{dest} was not finished: the build stopped")
             written += _write(fd, _header(member.name, member.size, mtime))
             with member.path.open("rb") as src:
                 sent = 0
