@@ -64,7 +64,9 @@ def secret_key() -> None:
 
 @main.command()
 @click.option("--interval-s", type=float, help="Override POLL_INTERVAL_S for this run.")
-@click.option("--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus metrics on this port.")
+@click.option(
+    "--metrics-port", type=click.IntRange(1, 65535), help="Prometheus metrics port [PINGER_METRICS_PORT]."
+)
 @click.option(
     "--check", is_flag=True, help="Exit 0 if this process is alive on this host (heartbeat), else 1."
 )
@@ -81,19 +83,20 @@ def pinger(interval_s: float | None, metrics_port: int | None, check: bool) -> N
         _check(settings, "pinger")
     logs.setup("pinger", settings)
     _vault(settings)  # a missing or bad SECRET_KEY stops us here, with one line
-    lifecycle.run(lambda: Pinger.create(settings, metrics_port=metrics_port))
+    port = metrics_port or settings.pinger_metrics_port or None
+    lifecycle.run(lambda: Pinger.create(settings, metrics_port=port))
 
 
 # --- server --------------------------------------------------------------------------------
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (nginx in front).")
-@click.option("--port", default=8000, show_default=True)
+@click.option("--host", help="Address to listen on, nginx in front [SERVER_HOST, 127.0.0.1].")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port to listen on [SERVER_PORT, 8000].")
 @click.option(
     "--check", is_flag=True, help="Exit 0 if this process is alive on this host (heartbeat), else 1."
 )
-def server(host: str, port: int, check: bool) -> None:
+def server(host: str | None, port: int | None, check: bool) -> None:
     """Serve the HTTP API (users, events, health, metrics, OpenAPI) until SIGTERM."""
     from app import lifecycle
     from app.web.server import ApiServer
@@ -103,7 +106,7 @@ def server(host: str, port: int, check: bool) -> None:
         _check(settings, "server")
     logs.setup("server", settings)
     _vault(settings)
-    lifecycle.run(lambda: ApiServer(settings, host, port))
+    lifecycle.run(lambda: ApiServer(settings, host or settings.server_host, port or settings.server_port))
 
 
 # --- rotate --------------------------------------------------------------------------------
@@ -116,7 +119,9 @@ def server(host: str, port: int, check: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="List what a pass would ship, touching nothing.")
 @click.option("--hour", metavar="YYYY-MM-DD-HH", help="Ship only this (closed) UTC hour.")
 @click.option(
-    "--metrics-port", type=click.IntRange(1, 65535), help="With --every: serve Prometheus metrics here."
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    help="With --every: serve Prometheus metrics here [ROTATE_METRICS_PORT].",
 )
 @click.option(
     "--check", is_flag=True, help="Exit 0 if the rotate loop is alive on this host (heartbeat), else 1."
@@ -165,7 +170,8 @@ def rotate(
         from app import lifecycle
 
         logs.setup("rotate", settings)
-        lifecycle.run(lambda: RotateService(settings, every_s, metrics_port))
+        port = metrics_port or settings.rotate_metrics_port or None
+        lifecycle.run(lambda: RotateService(settings, every_s, port))
         return
     logs.setup("rotate", settings)
     report = _run_async(_rotate_once(settings, archive, hour))
@@ -196,7 +202,9 @@ async def _rotate_once(settings: Settings, archive: Any, hour: str | None) -> An
 
 @main.command()
 @click.option("--jobs", type=click.IntRange(min=1), help="Carts this process builds at once (CART_JOBS).")
-@click.option("--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus metrics on this port.")
+@click.option(
+    "--metrics-port", type=click.IntRange(1, 65535), help="Prometheus metrics port [CARTD_METRICS_PORT]."
+)
 @click.option(
     "--check", is_flag=True, help="Exit 0 if this process is alive on this host (heartbeat), else 1."
 )
@@ -215,7 +223,8 @@ def cartd(jobs: int | None, metrics_port: int | None, check: bool) -> None:
         open_archive(settings)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    lifecycle.run(lambda: Cartd(settings, jobs, metrics_port))
+    port = metrics_port or settings.cartd_metrics_port or None
+    lifecycle.run(lambda: Cartd(settings, jobs, port))
 
 
 @main.group()

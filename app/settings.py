@@ -56,6 +56,11 @@ class Settings:
     log_level: str = "INFO"
     log_max_bytes: int = 20 * 1024 * 1024  # a process log rolls to .1, .2, ... at this size
     log_backups: int = 5  # rolled files kept per process
+    server_host: str = "127.0.0.1"  # where `rainforest server` listens, nginx in front; --host wins
+    server_port: int = 8000  # --port wins
+    pinger_metrics_port: int = 0  # Prometheus metrics of the pinger; 0: off; --metrics-port wins
+    rotate_metrics_port: int = 0  # of the rotate loop
+    cartd_metrics_port: int = 0  # of cartd (several cartd on one host need their own, by flag)
 
     def __post_init__(self) -> None:
         if not self.archive_url:
@@ -92,6 +97,13 @@ class Settings:
             raise ConfigError(
                 "CART_TTL_S and CART_DEADLINE_S must be positive; CART_JOBS and ARCHIVE_RETRIES at least 1."
             )
+        if not 1 <= self.server_port <= 65535:
+            raise ConfigError(f"SERVER_PORT must be a port number from 1 to 65535, got {self.server_port}.")
+        for name in ("pinger", "rotate", "cartd"):
+            port = getattr(self, f"{name}_metrics_port")
+            if not 0 <= port <= 65535:
+                label = f"{name.upper()}_METRICS_PORT"
+                raise ConfigError(f"{label} must be a port number from 1 to 65535, or 0 for off; got {port}.")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}.")
 

@@ -4,19 +4,23 @@ real poll cycle), log rolling, and the container files."""
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
+import requests
 import yaml
 
 from app import logs
 from app.settings import Settings
-from tests.conftest import ROOT, Sim, wait_until
+from tests.conftest import ROOT, Sim, free_port, wait_until
 from tests.test_pinger_process import fleet_env, start_pinger
 from tests.test_users_cli import rainforest
 
@@ -72,6 +76,57 @@ def test_check_status_and_logs_follow_a_real_pinger(
     assert bad.returncode == 2 and "60d, 12h, 30m or 90s" in bad.stderr
 
 
+def test_the_production_supervisord_config_runs_every_process_and_stops_them_cleanly(
+    start_sim: Callable[..., Sim], redis_url: str, secret_key: str, tmp_path: Path
+) -> None:
+    """deploy/supervisord-production.conf (the container's default command) on this machine."""
+    sim = start_sim(5)
+    env = fleet_env(sim, redis_url, secret_key, tmp_path)
+    ports = {name: free_port() for name in ("SERVER_PORT", "PINGER_METRICS_PORT", "ROTATE_METRICS_PORT",
+                                            "CARTD_METRICS_PORT")}  # fmt: skip
+    env.update({name: str(port) for name, port in ports.items()})
+    bin_dir = Path(sys.executable).parent  # the virtualenv's bin: rainforest, supervisord
+    env["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
+    # the file's only host-wide names (its socket and pid file in /tmp) move to this test's folder
+    conf = tmp_path / "supervisord.conf"
+    text = (ROOT / "deploy" / "supervisord-production.conf").read_text()
+    assert text.count("/tmp/rainforest-supervisor") == 3
+    conf.write_text(text.replace("/tmp/rainforest-supervisor", str(tmp_path / "rainforest-supervisor")))
+    out = tmp_path / "supervisord.out"
+    with out.open("wb") as sink:
+        supervisord = subprocess.Popen(
+            [str(bin_dir / "supervisord"), "-c", str(conf)],
+            cwd=tmp_path, env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_until(lambda: rainforest("status", env=env).returncode == 0, 40, what="every process up")
+        assert requests.get(f"http://127.0.0.1:{ports['SERVER_PORT']}/healthz", timeout=5).status_code == 200
+        for name, metric in (("PINGER", "rainforest_polls_total"), ("ROTATE", "rainforest_rotate_pass"),
+                             ("CARTD", "rainforest_cart_builds_total")):  # fmt: skip
+            page = requests.get(f"http://127.0.0.1:{ports[f'{name}_METRICS_PORT']}/metrics", timeout=5).text
+            assert metric in page, name
+
+        def running() -> list[str]:
+            ctl = subprocess.run([str(bin_dir / "supervisorctl"), "-c", str(conf), "status"],
+                                 capture_output=True, text=True, timeout=30)  # fmt: skip
+            return sorted(line.split()[0] for line in ctl.stdout.splitlines() if " RUNNING " in line)
+
+        wait_until(
+            lambda: running() == ["cartd", "pinger", "rotate", "server"], 20, what="supervisorctl: RUNNING"
+        )
+        children = psutil.Process(supervisord.pid).children(recursive=True)
+        assert len(children) == 4
+    finally:
+        supervisord.send_signal(signal.SIGTERM)
+        assert supervisord.wait(150) == 0
+    said = out.read_text()
+    for program in ("server", "pinger", "rotate", "cartd"):
+        assert f"stopped: {program} (exit status 0)" in said, said
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    assert "poll cycle" in said and "cartd stopped" in said, "the programs' readable lines reach stdout"
+    assert "did not finish within the shutdown grace period" not in said, "a clean stop warns of nothing"
+
+
 def test_log_files_roll_and_keep_the_bound(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, log_max_bytes=4000, log_backups=2)
     try:
@@ -102,6 +157,11 @@ def test_compose_file_runs_every_process_with_health_checks() -> None:
         assert f"rainforest {name} --check" in check or (name == "server" and "/healthz" in check), name
         assert any(str(v).startswith("data:") for v in services[name].get("volumes", [])), name
     assert "--appendonly yes" in " ".join(services["redis"]["command"])
+    for name in ("server", "pinger", "rotate", "cartd"):  # one process per container, not the image's default
+        assert services[name]["command"][:2] == ["rainforest", name], name
+    dockerfile = (ROOT / "docker" / "app" / "Dockerfile").read_text()
+    default = 'CMD ["supervisord", "-c", "/srv/rainforest/deploy/supervisord-production.conf"]'
+    assert default in dockerfile and "COPY deploy/supervisord-production.conf" in dockerfile
     assert (ROOT / "docker" / "base" / "Dockerfile").exists() and (
         ROOT / "docker" / "nginx" / "nginx.conf"
     ).exists()

@@ -28,7 +28,9 @@ def test_environment_overrides_dotenv(tmp_path: Path) -> None:
     ("env", "named"),
     [({"POLL_INTERVAL_S": "fast"}, "POLL_INTERVAL_S"), ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
      ({"ARCHIVE_URL": "ftp://x"}, "ARCHIVE_URL"), ({"EAGLE_TLS_VERIFY": "maybe"}, "EAGLE_TLS_VERIFY"),
-     ({"POLL_INTERVAL_S": "2", "POLL_TIMEOUT_S": "3"}, "POLL_TIMEOUT_S")],
+     ({"POLL_INTERVAL_S": "2", "POLL_TIMEOUT_S": "3"}, "POLL_TIMEOUT_S"),
+     ({"SERVER_PORT": "0"}, "SERVER_PORT"), ({"PINGER_METRICS_PORT": "70000"}, "PINGER_METRICS_PORT"),
+     ({"CARTD_METRICS_PORT": "x"}, "CARTD_METRICS_PORT")],
 )  # fmt: skip
 def test_malformed_settings_stop_with_one_line_naming_them(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named) as info:

@@ -68,7 +68,7 @@ class Cartd:
             concurrency=concurrency or settings.cart_jobs,
             cron_jobs=[CronJob(self.housekeeping, cron="* * * * *", timeout=55)],
             startup=self.startup,
-            shutdown_grace_period_s=0,
+            shutdown_grace_period_s=0,  # a cart being built is handed back at once (Builder._stopped)
         )
 
     async def build_cart(self, ctx: Any, *, cart_id: str, attempt: int) -> str:
