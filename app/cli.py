@@ -38,6 +38,16 @@ def _check(settings: Settings, kind: str) -> None:
     sys.exit(0 if ok else 1)
 
 
+def _serve(build: Any) -> None:
+    """Run a long-lived process until SIGTERM; a port it cannot listen on is one line, exit 1."""
+    from app import lifecycle
+
+    try:
+        lifecycle.run(build)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _run_async(coro: Any) -> Any:
     try:
         return asyncio.run(coro)
@@ -75,7 +85,6 @@ def pinger(interval_s: float | None, metrics_port: int | None, check: bool) -> N
 
     Runs until SIGTERM or Ctrl-C, then finishes in-flight polls, flushes and exits 0.
     """
-    from app import lifecycle
     from app.pinger import Pinger
 
     settings = _settings(poll_interval_s=interval_s)
@@ -84,7 +93,7 @@ def pinger(interval_s: float | None, metrics_port: int | None, check: bool) -> N
     logs.setup("pinger", settings)
     _vault(settings)  # a missing or bad SECRET_KEY stops us here, with one line
     port = metrics_port or settings.pinger_metrics_port or None
-    lifecycle.run(lambda: Pinger.create(settings, metrics_port=port))
+    _serve(lambda: Pinger.create(settings, metrics_port=port))
 
 
 # --- server --------------------------------------------------------------------------------
@@ -98,7 +107,6 @@ def pinger(interval_s: float | None, metrics_port: int | None, check: bool) -> N
 )
 def server(host: str | None, port: int | None, check: bool) -> None:
     """Serve the HTTP API (users, events, health, metrics, OpenAPI) until SIGTERM."""
-    from app import lifecycle
     from app.web.server import ApiServer
 
     settings = _settings()
@@ -106,7 +114,7 @@ def server(host: str | None, port: int | None, check: bool) -> None:
         _check(settings, "server")
     logs.setup("server", settings)
     _vault(settings)
-    lifecycle.run(lambda: ApiServer(settings, host or settings.server_host, port or settings.server_port))
+    _serve(lambda: ApiServer(settings, host or settings.server_host, port or settings.server_port))
 
 
 # --- rotate --------------------------------------------------------------------------------
@@ -167,11 +175,9 @@ def rotate(
         click.echo(f"{len(files)} files, {total / 1e6:.1f} MB would be shipped to {archive.url} (dry run).")
         return
     if every_s is not None:
-        from app import lifecycle
-
         logs.setup("rotate", settings)
         port = metrics_port or settings.rotate_metrics_port or None
-        lifecycle.run(lambda: RotateService(settings, every_s, port))
+        _serve(lambda: RotateService(settings, every_s, port))
         return
     logs.setup("rotate", settings)
     report = _run_async(_rotate_once(settings, archive, hour))
@@ -210,7 +216,6 @@ async def _rotate_once(settings: Settings, archive: Any, hour: str | None) -> An
 )
 def cartd(jobs: int | None, metrics_port: int | None, check: bool) -> None:
     """Build carts from the Redis queue until SIGTERM; run as many of these as you like."""
-    from app import lifecycle
     from app.carts.worker import Cartd
 
     settings = _settings()
@@ -224,7 +229,7 @@ def cartd(jobs: int | None, metrics_port: int | None, check: bool) -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     port = metrics_port or settings.cartd_metrics_port or None
-    lifecycle.run(lambda: Cartd(settings, jobs, port))
+    _serve(lambda: Cartd(settings, jobs, port))
 
 
 @main.group()

@@ -1,12 +1,19 @@
 """Process lifecycle in one place: build the service inside the loop, wire SIGTERM/SIGINT to
-its `request_stop`, run it to completion (it drains, flushes and closes), exit 0."""
+its `request_stop`, run it to completion (it drains, flushes and closes), exit 0. A port it
+cannot listen on stops it at start with one sentence naming the setting that chose the port."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Protocol
+
+from app.errors import ConfigError
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 
 class Service(Protocol):
@@ -33,3 +40,23 @@ def run(build: Callable[[], Service]) -> None:
         factory = asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(main())
+
+
+@contextmanager
+def binding(port: int, what: str, setting: str) -> Iterator[None]:
+    """Turn a failed bind of `port` into a ConfigError a person can act on."""
+    try:
+        yield
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on port {port} for {what} ({exc.strerror or exc}); "
+            f"stop whatever uses it, or choose another port with {setting}."
+        ) from None
+
+
+def serve_metrics(port: int, registry: CollectorRegistry, setting: str) -> None:
+    """Serve `registry` in the Prometheus text format on `port`, from a daemon thread."""
+    from prometheus_client import start_http_server
+
+    with binding(port, "Prometheus metrics", setting):
+        start_http_server(port, registry=registry)

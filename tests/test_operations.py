@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -125,6 +126,27 @@ def test_the_production_supervisord_config_runs_every_process_and_stops_them_cle
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert "poll cycle" in said and "cartd stopped" in said, "the programs' readable lines reach stdout"
     assert "did not finish within the shutdown grace period" not in said, "a clean stop warns of nothing"
+
+
+@pytest.mark.parametrize(
+    ("args", "setting"),
+    [(["server", "--port"], "SERVER_PORT"), (["pinger", "--metrics-port"], "PINGER_METRICS_PORT"),
+     (["rotate", "--every", "60", "--metrics-port"], "ROTATE_METRICS_PORT"),
+     (["cartd", "--metrics-port"], "CARTD_METRICS_PORT")],
+)  # fmt: skip
+def test_a_busy_port_stops_a_process_with_one_sentence(
+    args: list[str], setting: str, redis_url: str, secret_key: str, tmp_path: Path
+) -> None:
+    env = {"REDIS_URL": redis_url, "SECRET_KEY": secret_key, "DATA_DIR": str(tmp_path)}
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = rainforest(*args, str(port), env=env)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"Error: cannot listen on port {port}") and setting in last, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_log_files_roll_and_keep_the_bound(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from app.carts.model import BUILDING, STATES, WAITING
 from app.carts.registry import CartRegistry
 from app.carts.retention import evict_idle
 from app.heartbeat import Heartbeat
+from app.lifecycle import serve_metrics
 from app.settings import Settings
 from app.store import Store
 
@@ -89,9 +90,7 @@ class Cartd:
 
     async def startup(self, ctx: Any) -> None:
         if self.metrics_port:
-            from prometheus_client import start_http_server
-
-            start_http_server(self.metrics_port, registry=self.metrics.registry)
+            serve_metrics(self.metrics_port, self.metrics.registry, "--metrics-port or CARTD_METRICS_PORT")
         log.info("cartd started", extra={"worker": self.worker_id, "archive": self.builder.archive.url})
         await self.housekeeping(ctx)
 

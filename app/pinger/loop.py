@@ -26,6 +26,7 @@ from app.eagle.readings import DemandReading
 from app.errors import DeviceError, StoreError, WriteError
 from app.heartbeat import Heartbeat
 from app.hourly import HourlyWriter
+from app.lifecycle import serve_metrics
 from app.logs import action
 from app.pinger.backoff import Backoff
 from app.pinger.fleet import DeviceState, FleetView, Ownership, OwnsAll
@@ -89,6 +90,7 @@ class Pinger:
         *,
         clock: Callable[[], float] = time.time,
         ownership: Ownership | None = None,
+        metrics: PingerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -105,7 +107,7 @@ class Pinger:
             self.store, "pinger", lambda: {"devices": str(len(self.fleet.devices))}, clock
         )
         self.pinger_id = self.heartbeat.id
-        self.metrics = PingerMetrics()
+        self.metrics = metrics or PingerMetrics()
         self.totals: Counter[str] = Counter()
         self._stop = asyncio.Event()
         self._cycles: set[asyncio.Task[CycleStats]] = set()
@@ -117,15 +119,13 @@ class Pinger:
     def create(
         cls, settings: Settings, clock: Callable[[], float] = time.time, metrics_port: int | None = None
     ) -> Pinger:
+        metrics = PingerMetrics()
+        if metrics_port:  # first, so a busy port stops us before any connection is opened
+            serve_metrics(metrics_port, metrics.registry, "--metrics-port or PINGER_METRICS_PORT")
         vault = Vault(settings.secret_key)
         store = Store.from_url(settings.redis_url)
         session = new_session(settings.max_concurrency, settings.eagle_tls_verify)
-        pinger = cls(settings, store, vault, session, clock=clock)
-        if metrics_port:
-            from prometheus_client import start_http_server
-
-            start_http_server(metrics_port, registry=pinger.metrics.registry)
-        return pinger
+        return cls(settings, store, vault, session, clock=clock, metrics=metrics)
 
     # --- one cycle -----------------------------------------------------------------------------
 

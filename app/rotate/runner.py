@@ -13,6 +13,7 @@ from typing import Any
 from app.archive.backend import Archive
 from app.errors import ArchiveError, StoreError
 from app.heartbeat import Heartbeat
+from app.lifecycle import serve_metrics
 from app.logs import action
 from app.rotate.claim import Busy, Claim, clean_tmp
 from app.rotate.metrics import RotateMetrics
@@ -293,9 +294,9 @@ class RotateService:
 
     async def run(self) -> None:
         if self.metrics_port:
-            from prometheus_client import start_http_server
-
-            start_http_server(self.metrics_port, registry=self.rotator.metrics.registry)
+            serve_metrics(
+                self.metrics_port, self.rotator.metrics.registry, "--metrics-port or ROTATE_METRICS_PORT"
+            )
         heartbeat = asyncio.create_task(Heartbeat(self.store, "rotate").run(self.rotator.stopping))
         try:
             await self.rotator.run(self.every_s)

@@ -6,9 +6,11 @@ import asyncio
 import logging
 
 import tornado.httpserver
+import tornado.netutil
 
 from app.eagle.client import EagleCloudClient, new_session
 from app.heartbeat import Heartbeat
+from app.lifecycle import binding
 from app.settings import Settings
 from app.store import Store
 from app.web.app import make_app
@@ -27,12 +29,14 @@ class ApiServer:
         self._stop.set()
 
     async def run(self) -> None:
+        with binding(self.port, "the API server", "--port or SERVER_PORT"):  # before anything is opened
+            sockets = tornado.netutil.bind_sockets(self.port, self.host)
         store = Store.from_url(self.settings.redis_url, max_connections=100)
         session = new_session(200, self.settings.eagle_tls_verify)
         client = EagleCloudClient(session, self.settings.eagle_cloud_url, self.settings.poll_timeout_s)
         app = make_app(self.settings, store, client)
         server = tornado.httpserver.HTTPServer(app, xheaders=True, max_body_size=1024 * 1024)
-        server.listen(self.port, self.host)
+        server.add_sockets(sockets)
         log.info("server listening", extra={"host": self.host, "port": self.port})
         heartbeat = asyncio.create_task(
             Heartbeat(store, "server", lambda: {"port": str(self.port)}).run(self._stop)
