@@ -87,13 +87,12 @@ def pinger(interval_s: float | None, metrics_port: int | None, check: bool) -> N
     """
     from app.pinger import Pinger
 
-    settings = _settings(poll_interval_s=interval_s)
+    settings = _settings(poll_interval_s=interval_s, pinger_metrics_port=metrics_port)
     if check:
         _check(settings, "pinger")
     logs.setup("pinger", settings)
     _vault(settings)  # a missing or bad SECRET_KEY stops us here, with one line
-    port = metrics_port or settings.pinger_metrics_port or None
-    _serve(lambda: Pinger.create(settings, metrics_port=port))
+    _serve(lambda: Pinger.create(settings))
 
 
 # --- server --------------------------------------------------------------------------------
@@ -109,12 +108,12 @@ def server(host: str | None, port: int | None, check: bool) -> None:
     """Serve the HTTP API (users, events, health, metrics, OpenAPI) until SIGTERM."""
     from app.web.server import ApiServer
 
-    settings = _settings()
+    settings = _settings(server_host=host, server_port=port)
     if check:
         _check(settings, "server")
     logs.setup("server", settings)
     _vault(settings)
-    _serve(lambda: ApiServer(settings, host or settings.server_host, port or settings.server_port))
+    _serve(lambda: ApiServer(settings))
 
 
 # --- rotate --------------------------------------------------------------------------------
@@ -145,7 +144,7 @@ def rotate(
     from app.rotate.runner import RotateService, Rotator
     from app.rotate.scan import hour_start, is_closed
 
-    settings = _settings()
+    settings = _settings(rotate_metrics_port=metrics_port)
     if check:
         _check(settings, "rotate")
     if hour is not None:
@@ -176,8 +175,7 @@ def rotate(
         return
     if every_s is not None:
         logs.setup("rotate", settings)
-        port = metrics_port or settings.rotate_metrics_port or None
-        _serve(lambda: RotateService(settings, every_s, port))
+        _serve(lambda: RotateService(settings, archive, every_s))
         return
     logs.setup("rotate", settings)
     report = _run_async(_rotate_once(settings, archive, hour))
@@ -218,18 +216,11 @@ def cartd(jobs: int | None, metrics_port: int | None, check: bool) -> None:
     """Build carts from the Redis queue until SIGTERM; run as many of these as you like."""
     from app.carts.worker import Cartd
 
-    settings = _settings()
+    settings = _settings(cart_jobs=jobs, cartd_metrics_port=metrics_port)
     if check:
         _check(settings, "cartd")
     logs.setup("cartd", settings)
-    try:
-        from app.archive.backend import open_archive
-
-        open_archive(settings)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    port = metrics_port or settings.cartd_metrics_port or None
-    _serve(lambda: Cartd(settings, jobs, port))
+    _serve(lambda: Cartd(settings))  # a bad ARCHIVE_URL or a busy port: one line, exit 1
 
 
 @main.group()

@@ -15,6 +15,8 @@ from app.errors import ConfigError
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from app.settings import Settings
+
 
 class Service(Protocol):
     async def run(self) -> None: ...
@@ -54,9 +56,13 @@ def binding(port: int, what: str, setting: str) -> Iterator[None]:
         ) from None
 
 
-def serve_metrics(port: int, registry: CollectorRegistry, setting: str) -> None:
-    """Serve `registry` in the Prometheus text format on `port`, from a daemon thread."""
+def serve_metrics(settings: Settings, process: str, registry: CollectorRegistry) -> None:
+    """Serve `registry` in the Prometheus text format, from a daemon thread, on the process's
+    metrics port (`<PROCESS>_METRICS_PORT`, or its --metrics-port); nothing when that is 0."""
+    port = int(getattr(settings, f"{process}_metrics_port"))
+    if not port:
+        return
     from prometheus_client import start_http_server
 
-    with binding(port, "Prometheus metrics", setting):
+    with binding(port, "Prometheus metrics", f"--metrics-port or {process.upper()}_METRICS_PORT"):
         start_http_server(port, registry=registry)

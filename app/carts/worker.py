@@ -47,18 +47,15 @@ class CartdMetrics:
 
 
 class Cartd:
-    """One cartd process: `jobs` carts at once; any number of processes may share the queue."""
+    """One cartd process: CART_JOBS carts at once; any number of processes may share the queue."""
 
-    def __init__(
-        self, settings: Settings, concurrency: int | None = None, metrics_port: int | None = None
-    ) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.store = Store.from_url(settings.redis_url, max_connections=20)
         self.registry = CartRegistry(self.store.redis)
         self.queue = jobs.open_queue(settings)
         self.metrics = CartdMetrics()
-        self.metrics_port = metrics_port
         self.building = 0  # carts this process is building now
         self.builder = Builder(
             settings, open_archive(settings), self.registry, self.store, self.worker_id, requeue=self.requeue
@@ -66,7 +63,7 @@ class Cartd:
         self.worker = Worker(
             self.queue,
             functions=[(jobs.BUILD, self.build_cart)],
-            concurrency=concurrency or settings.cart_jobs,
+            concurrency=settings.cart_jobs,
             cron_jobs=[CronJob(self.housekeeping, cron="* * * * *", timeout=55)],
             startup=self.startup,
             shutdown_grace_period_s=0,  # a cart being built is handed back at once (Builder._stopped)
@@ -89,8 +86,7 @@ class Cartd:
         await jobs.submit(self.queue, self.settings, cart_id, attempt)
 
     async def startup(self, ctx: Any) -> None:
-        if self.metrics_port:
-            serve_metrics(self.metrics_port, self.metrics.registry, "--metrics-port or CARTD_METRICS_PORT")
+        serve_metrics(self.settings, "cartd", self.metrics.registry)
         log.info("cartd started", extra={"worker": self.worker_id, "archive": self.builder.archive.url})
         await self.housekeeping(ctx)
 

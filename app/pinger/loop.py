@@ -116,12 +116,9 @@ class Pinger:
         self._fleet_loaded = asyncio.Event()
 
     @classmethod
-    def create(
-        cls, settings: Settings, clock: Callable[[], float] = time.time, metrics_port: int | None = None
-    ) -> Pinger:
+    def create(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Pinger:
         metrics = PingerMetrics()
-        if metrics_port:  # first, so a busy port stops us before any connection is opened
-            serve_metrics(metrics_port, metrics.registry, "--metrics-port or PINGER_METRICS_PORT")
+        serve_metrics(settings, "pinger", metrics.registry)  # first: a busy port opens nothing
         vault = Vault(settings.secret_key)
         store = Store.from_url(settings.redis_url)
         session = new_session(settings.max_concurrency, settings.eagle_tls_verify)

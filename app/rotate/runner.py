@@ -284,19 +284,13 @@ class _Progress:
 class RotateService:
     """`rotate --every`: the loop as a lifecycle service (SIGTERM finishes in-flight files)."""
 
-    def __init__(self, settings: Settings, every_s: float, metrics_port: int | None) -> None:
-        from app.archive.backend import open_archive
-
-        self.every_s = every_s
-        self.metrics_port = metrics_port
+    def __init__(self, settings: Settings, archive: Archive, every_s: float) -> None:
+        self.settings, self.every_s = settings, every_s
         self.store = Store.from_url(settings.redis_url, max_connections=4)
-        self.rotator = Rotator(settings, open_archive(settings), self.store)
+        self.rotator = Rotator(settings, archive, self.store)
 
     async def run(self) -> None:
-        if self.metrics_port:
-            serve_metrics(
-                self.metrics_port, self.rotator.metrics.registry, "--metrics-port or ROTATE_METRICS_PORT"
-            )
+        serve_metrics(self.settings, "rotate", self.rotator.metrics.registry)
         heartbeat = asyncio.create_task(Heartbeat(self.store, "rotate").run(self.rotator.stopping))
         try:
             await self.rotator.run(self.every_s)

@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 class ApiServer:
     """One HTTP server bound to host:port; `run` returns after `request_stop` and a drain."""
 
-    def __init__(self, settings: Settings, host: str, port: int) -> None:
-        self.settings, self.host, self.port = settings, host, port
+    def __init__(self, settings: Settings) -> None:
+        self.settings, self.host, self.port = settings, settings.server_host, settings.server_port
         self._stop = asyncio.Event()
 
     def request_stop(self) -> None:
