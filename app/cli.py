@@ -20,6 +20,11 @@ from app.settings import Settings
 log = logging.getLogger("rainforest")
 
 
+check_option = click.option(
+    "--check", is_flag=True, help="Exit 0 if this process is alive on this host (heartbeat), else 1."
+)
+
+
 def _settings(**overrides: Any) -> Settings:
     try:
         settings = Settings.from_env()
@@ -77,9 +82,7 @@ def secret_key() -> None:
 @click.option(
     "--metrics-port", type=click.IntRange(1, 65535), help="Prometheus metrics port [PINGER_METRICS_PORT]."
 )
-@click.option(
-    "--check", is_flag=True, help="Exit 0 if this process is alive on this host (heartbeat), else 1."
-)
+@check_option
 def pinger(interval_s: float | None, metrics_port: int | None, check: bool) -> None:
     """Poll every active device each interval and append readings to hourly .jl files.
 
@@ -101,9 +104,7 @@ def pinger(interval_s: float | None, metrics_port: int | None, check: bool) -> N
 @main.command()
 @click.option("--host", help="Address to listen on, nginx in front [SERVER_HOST, 127.0.0.1].")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port to listen on [SERVER_PORT, 8000].")
-@click.option(
-    "--check", is_flag=True, help="Exit 0 if this process is alive on this host (heartbeat), else 1."
-)
+@check_option
 def server(host: str | None, port: int | None, check: bool) -> None:
     """Serve the HTTP API (users, events, health, metrics, OpenAPI) until SIGTERM."""
     from app.web.server import ApiServer
@@ -130,9 +131,7 @@ def server(host: str | None, port: int | None, check: bool) -> None:
     type=click.IntRange(1, 65535),
     help="With --every: serve Prometheus metrics here [ROTATE_METRICS_PORT].",
 )
-@click.option(
-    "--check", is_flag=True, help="Exit 0 if the rotate loop is alive on this host (heartbeat), else 1."
-)
+@check_option
 def rotate(
     every_s: float | None, dry_run: bool, hour: str | None, metrics_port: int | None, check: bool
 ) -> None:
@@ -209,9 +208,7 @@ async def _rotate_once(settings: Settings, archive: Any, hour: str | None) -> An
 @click.option(
     "--metrics-port", type=click.IntRange(1, 65535), help="Prometheus metrics port [CARTD_METRICS_PORT]."
 )
-@click.option(
-    "--check", is_flag=True, help="Exit 0 if this process is alive on this host (heartbeat), else 1."
-)
+@check_option
 def cartd(jobs: int | None, metrics_port: int | None, check: bool) -> None:
     """Build carts from the Redis queue until SIGTERM; run as many of these as you like."""
     from app.carts.worker import Cartd
