@@ -1,18 +1,36 @@
-"""What a device is: validation of operator input and the record kept in Redis."""
+"""What a device is: validation of operator input and the record kept in Redis.
+
+A device speaks one protocol (DESIGN.md "Device protocols"): through the Rainforest relay
+(`eagle100-cloud`, a rainforestcloud.com login) or on the household's network (`eagle100-local`,
+`eagle200-local`: an address and the gateway's install code). Secrets are kept encrypted.
+"""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
 
 from app.errors import ValidationError
 
 CLOUD_ID_RE = re.compile(r"^[0-9a-f]{6}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-PROTOCOLS = ("eagle100-cloud",)
-DEFAULT_PROTOCOL = "eagle100-cloud"
-INPUT_FIELDS = frozenset({"cloud_id", "user_email", "user_pw", "protocol", "address", "active"})
+INSTALL_CODE_RE = re.compile(r"^[0-9A-Fa-f]{16}$")
+FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
+CLOUD = "eagle100-cloud"
+LOCAL_PROTOCOLS = ("eagle100-local", "eagle200-local")
+PROTOCOLS = (CLOUD, *LOCAL_PROTOCOLS)
+DEFAULT_PROTOCOL = CLOUD
+HISTORY_PROTOCOLS = frozenset({"eagle100-cloud", "eagle100-local"})  # answer get_history_data
+INPUT_FIELDS = frozenset(
+    {
+        "cloud_id", "user_email", "user_pw", "protocol", "address", "install_code",
+        "tls_verify", "tls_fingerprint", "active",
+    }
+)  # fmt: skip
 
 
 def normalize_cloud_id(value: object) -> str:
@@ -24,25 +42,82 @@ def normalize_cloud_id(value: object) -> str:
     return value.strip().lower()
 
 
+def normalize_address(value: object) -> str:
+    """A local gateway's address: host, host:port, or an http(s):// URL (no credentials in it)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(
+            "address must be the gateway's host, host:port or http(s):// URL, such as 192.168.1.20.",
+            field="address",
+        )
+    text = value.strip()
+    parts = urlsplit(text if "://" in text else f"http://{text}")
+    try:
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        port_ok = False
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not port_ok
+        or parts.username
+        or parts.query
+        or parts.fragment
+        or any(c.isspace() for c in text)
+    ):
+        raise ValidationError(
+            f"address must be a host, host:port or http(s):// URL without credentials, got {text!r}.",
+            field="address",
+        )
+    return text
+
+
+def gateway_url(address: str) -> str:
+    """Where to POST a local gateway's commands: `/cgi-bin/post_manager` unless a path is given."""
+    url = address if "://" in address else f"http://{address}"
+    parts = urlsplit(url)
+    if parts.path in ("", "/"):
+        return f"{parts.scheme}://{parts.netloc}/cgi-bin/post_manager"
+    return url
+
+
+def _fingerprint(value: object) -> str:
+    text = value.replace(":", "").strip().lower() if isinstance(value, str) else ""
+    if not FINGERPRINT_RE.match(text):
+        raise ValidationError(
+            "tls_fingerprint must be the certificate's SHA-256 as 64 hex digits (colons allowed), "
+            "as `openssl x509 -noout -fingerprint -sha256` prints it.",
+            field="tls_fingerprint",
+        )
+    return text
+
+
 @dataclass(frozen=True)
 class DeviceInput:
     """A create-or-update request for one device, already validated."""
 
     cloud_id: str
-    user_email: str
-    user_pw: str
+    user_email: str = ""
+    user_pw: str = field(default="", repr=False)  # the relay account's password (eagle100-cloud)
     protocol: str = DEFAULT_PROTOCOL
     address: str = ""
+    install_code: str = field(default="", repr=False)  # the local gateway's secret
+    tls_verify: bool | None = None  # None: the protocol's default
+    tls_fingerprint: str = ""
     active: bool = True
 
-    def __repr__(self) -> str:  # the password must never reach a log line
-        return f"DeviceInput(cloud_id={self.cloud_id!r}, user_email={self.user_email!r}, user_pw='***')"
+    @property
+    def secret(self) -> str:
+        """The one secret this protocol authenticates with."""
+        return self.user_pw if self.protocol == CLOUD else self.install_code
 
     @classmethod
     def from_mapping(cls, data: object, cloud_id: str | None = None) -> DeviceInput:
-        """Validate a JSON object (an import line or an API body)."""
+        """Validate a JSON object (an import line or an API body); one sentence per bad field."""
         if not isinstance(data, dict):
-            raise ValidationError("expected a JSON object with cloud_id, user_email and user_pw.")
+            raise ValidationError(
+                "expected a JSON object with cloud_id and either user_email and user_pw "
+                "(eagle100-cloud) or address and install_code (a local gateway)."
+            )
         unknown = sorted(set(data) - INPUT_FIELDS)
         if unknown:
             raise ValidationError(
@@ -52,45 +127,111 @@ class DeviceInput:
         cid = normalize_cloud_id(cloud_id if cloud_id is not None else data.get("cloud_id"))
         if cloud_id is not None and "cloud_id" in data and normalize_cloud_id(data["cloud_id"]) != cid:
             raise ValidationError("cloud_id in the body differs from the one in the URL.", field="cloud_id")
-        email = data.get("user_email")
-        if not isinstance(email, str) or not EMAIL_RE.match(email.strip()):
-            raise ValidationError(
-                "user_email must be an email address such as me@example.com.", field="user_email"
-            )
-        password = data.get("user_pw")
-        if not isinstance(password, str) or not password:
-            raise ValidationError(
-                "user_pw must be a non-empty string (the gateway account password).",
-                field="user_pw",
-            )
         protocol = data.get("protocol", DEFAULT_PROTOCOL)
         if protocol not in PROTOCOLS:
             raise ValidationError(
-                f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}.",
-                field="protocol",
-            )
-        address = data.get("address", "")
-        if not isinstance(address, str):
-            raise ValidationError(
-                "address must be a string (host or URL of a local gateway).", field="address"
+                f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}.", field="protocol"
             )
         active = data.get("active", True)
         if not isinstance(active, bool):
             raise ValidationError("active must be true or false.", field="active")
-        return cls(cid, email.strip(), password, protocol, address.strip(), active)
+        tls_verify = data.get("tls_verify")
+        if tls_verify is not None and not isinstance(tls_verify, bool):
+            raise ValidationError("tls_verify must be true or false.", field="tls_verify")
+        if protocol == CLOUD:
+            return cls._cloud(cid, data, tls_verify, active)
+        return cls._local(cid, protocol, data, tls_verify, active)
+
+    @classmethod
+    def _cloud(cls, cid: str, data: dict[str, Any], tls_verify: bool | None, active: bool) -> DeviceInput:
+        email = _email(data.get("user_email"), required=True)
+        password = data.get("user_pw")
+        if not isinstance(password, str) or not password:
+            raise ValidationError(
+                "user_pw must be a non-empty string (the rainforestcloud.com account password).",
+                field="user_pw",
+            )
+        for name in ("install_code", "tls_fingerprint"):
+            if data.get(name):
+                raise ValidationError(
+                    f"{name} is for local gateways; an eagle100-cloud device uses user_email and user_pw.",
+                    field=name,
+                )
+        address = data.get("address", "")
+        if not isinstance(address, str):
+            raise ValidationError("address must be a string.", field="address")
+        return cls(cid, email, password, CLOUD, address.strip(), "", tls_verify, "", active)
+
+    @classmethod
+    def _local(
+        cls, cid: str, protocol: str, data: dict[str, Any], tls_verify: bool | None, active: bool
+    ) -> DeviceInput:
+        if not data.get("address"):
+            raise ValidationError(
+                f"a {protocol} device needs address: the gateway's host, host:port or URL on its "
+                "network, such as 192.168.1.20 or https://192.168.1.20 for an EAGLE-3.",
+                field="address",
+            )
+        address = normalize_address(data["address"])
+        code = data.get("install_code")
+        if not isinstance(code, str) or not INSTALL_CODE_RE.match(code.strip()):
+            raise ValidationError(
+                "install_code must be the 16 hex digits printed on the gateway's label, "
+                "such as 1a2b3c4d5e6f7a8b.",
+                field="install_code",
+            )
+        if data.get("user_pw"):
+            raise ValidationError(
+                "user_pw is for eagle100-cloud devices; a local gateway authenticates with install_code.",
+                field="user_pw",
+            )
+        fingerprint = ""
+        if data.get("tls_fingerprint") is not None:
+            fingerprint = _fingerprint(data["tls_fingerprint"])
+            if not address.startswith("https://"):
+                raise ValidationError(
+                    "tls_fingerprint pins an HTTPS certificate: give an https:// address with it.",
+                    field="tls_fingerprint",
+                )
+        email = _email(data.get("user_email"), required=False)
+        return cls(cid, email, "", protocol, address, code.strip(), tls_verify, fingerprint, active)
+
+    def stored_fields(self) -> dict[str, str]:
+        """The plain (non-secret) fields as kept in the device hash."""
+        return {
+            "cloud_id": self.cloud_id,
+            "user_email": self.user_email,
+            "protocol": self.protocol,
+            "address": self.address,
+            "tls_verify": "" if self.tls_verify is None else ("1" if self.tls_verify else "0"),
+            "tls_fingerprint": self.tls_fingerprint,
+            "active": "1" if self.active else "0",
+        }
+
+
+def _email(value: object, *, required: bool) -> str:
+    if not required and value in (None, ""):
+        return ""
+    if not isinstance(value, str) or not EMAIL_RE.match(value.strip()):
+        raise ValidationError(
+            "user_email must be an email address such as me@example.com.", field="user_email"
+        )
+    return value.strip()
 
 
 @dataclass(frozen=True)
 class DeviceRecord:
-    """One device as stored; `password_token` is the encrypted password, never the plaintext."""
+    """One device as stored; `secret_token` is the encrypted secret, never the plaintext."""
 
     cloud_id: str
     user_email: str
-    password_token: str
+    secret_token: str  # the encrypted user_pw (relay) or install_code (local)
     protocol: str
     address: str
     active: bool
     created_at: float
+    tls_verify: bool | None = None
+    tls_fingerprint: str = ""
     total_events_logged: int = 0
     first_timestamp: float | None = None
     last_timestamp: float | None = None
@@ -99,6 +240,12 @@ class DeviceRecord:
     last_success_at: float | None = None
     archived_hours: int = 0  # device-hours rotate has put in the archive
     last_archived_hour: str | None = None  # YYYY-MM-DD-HH, the latest of them
+    last_backfill: dict[str, Any] | None = None  # the last refill from the gateway's history
+
+    @property
+    def password_token(self) -> str:
+        """The encrypted secret (kept under its old name for the relay's password)."""
+        return self.secret_token
 
     @property
     def status(self) -> str:
@@ -109,14 +256,18 @@ class DeviceRecord:
 
     @classmethod
     def from_hash(cls, h: dict[str, str]) -> DeviceRecord:
+        protocol = h.get("protocol", DEFAULT_PROTOCOL)
+        verify = h.get("tls_verify", "")
         return cls(
             cloud_id=h["cloud_id"],
             user_email=h.get("user_email", ""),
-            password_token=h.get("user_pw_enc", ""),
-            protocol=h.get("protocol", DEFAULT_PROTOCOL),
+            secret_token=h.get("user_pw_enc" if protocol == CLOUD else "install_code_enc", ""),
+            protocol=protocol,
             address=h.get("address", ""),
             active=h.get("active", "1") == "1",
             created_at=float(h.get("created_at", "0")),
+            tls_verify=None if verify == "" else verify == "1",
+            tls_fingerprint=h.get("tls_fingerprint", ""),
             total_events_logged=int(h.get("total_events_logged", "0")),
             first_timestamp=_opt_float(h.get("first_timestamp")),
             last_timestamp=_opt_float(h.get("last_timestamp")),
@@ -125,15 +276,18 @@ class DeviceRecord:
             last_success_at=_opt_float(h.get("last_success_at")),
             archived_hours=int(h.get("archived_hours", "0")),
             last_archived_hour=h.get("last_archived_hour") or None,
+            last_backfill=orjson.loads(h["last_backfill"]) if h.get("last_backfill") else None,
         )
 
     def public(self) -> dict[str, Any]:
-        """The record as shown to people and API clients: credentials left out."""
+        """The record as shown to people and API clients: secrets left out."""
         return {
             "cloud_id": self.cloud_id,
             "user_email": self.user_email,
             "protocol": self.protocol,
             "address": self.address,
+            "tls_verify": self.tls_verify,
+            "tls_fingerprint": self.tls_fingerprint or None,
             "active": self.active,
             "created_at": self.created_at,
             "status": self.status,
@@ -145,6 +299,7 @@ class DeviceRecord:
             "last_success_at": self.last_success_at,
             "archived_hours": self.archived_hours,
             "last_archived_hour": self.last_archived_hour,
+            "last_backfill": self.last_backfill,
         }
 
 

@@ -10,6 +10,7 @@
     └── DeviceError            a gateway (or the relay in front of it) did not give a reading
         ├── DeviceTimeout      no complete reply within the timeout
         ├── DeviceAuthError    the credentials were refused
+        │   └── DeviceTLSError the gateway's certificate failed verification (or its pin)
         ├── DeviceUnavailable  unreachable, offline, or HTTP 5xx
         ├── DeviceBadReply     a reply we cannot parse (malformed, oversized, wrong shape)
         └── DeviceReplyError   the device answered with an <Error> of its own
@@ -81,6 +82,12 @@ class DeviceTimeout(DeviceError):
 
 class DeviceAuthError(DeviceError):
     kind = "auth"
+
+
+class DeviceTLSError(DeviceAuthError):
+    """A certificate problem does not fix itself: it waits as long as refused credentials."""
+
+    kind = "tls"
 
 
 class DeviceUnavailable(DeviceError):

@@ -101,21 +101,24 @@ class HourlyWriter:
         self._written.setdefault(number, set()).add(path)
         return path
 
-    def last_timestamp(self, cloud_id: str, now: float) -> int | None:
-        """TimeStamp of the last complete line written for a device this hour or the last.
+    def last_records(self, cloud_id: str, now: float) -> dict[str, dict[str, object]]:
+        """The last complete line of each kind (demand, summation, price) near the end of a
+        device's file for this hour, or the last; a line without `kind` is demand.
 
         Raises WriteError when a file exists but cannot be read (the answer is unknown).
         """
+        found: dict[str, dict[str, object]] = {}
         for at in (now, now - 3600):
             path = reading_path(self.logs_dir, self.prefix, cloud_id, hour_key(at))
             try:
-                record = _last_record(path)
+                records = _tail_records(path)
             except OSError as exc:
                 raise WriteError(f"cannot read {path}: {exc.strerror or exc}") from exc
-            stamp = record.get("TimeStamp") if record is not None else None
-            if isinstance(stamp, int):
-                return stamp
-        return None
+            for record in records:
+                found.setdefault(str(record.get("kind", "demand")), record)
+            if "demand" in found:
+                break
+        return found
 
     def close_hours_before(self, now: float) -> list[Path]:
         """Close the files of hours that ended before `now`'s hour; returns them for `sync`."""
@@ -202,7 +205,8 @@ def _write_all(fd: int, line: bytes) -> None:
         raise
 
 
-def _last_record(path: Path) -> dict[str, object] | None:
+def _tail_records(path: Path) -> Iterator[dict[str, object]]:
+    """Complete JSON lines near the end of a file, last first (none when it does not exist)."""
     try:
         with path.open("rb") as f:
             f.seek(0, os.SEEK_END)
@@ -210,15 +214,18 @@ def _last_record(path: Path) -> dict[str, object] | None:
             f.seek(max(0, size - TAIL_BYTES))
             tail = f.read()
     except (FileNotFoundError, NotADirectoryError):
-        return None
-    for raw in _complete_lines_backwards(tail):
+        return iter(())
+    return _parsed(_complete_lines_backwards(tail))
+
+
+def _parsed(lines: Iterator[bytes]) -> Iterator[dict[str, object]]:
+    for raw in lines:
         try:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError:
             continue
         if isinstance(value, dict):
-            return value
-    return None
+            yield value
 
 
 def _complete_lines_backwards(tail: bytes) -> Iterator[bytes]:

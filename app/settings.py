@@ -35,6 +35,11 @@ class Settings:
     max_concurrency: int = 1000
     max_open_files: int = 1024
     resync_interval_s: float = 60.0
+    summation_interval_s: float = 60.0  # energy totals captured this often per device
+    price_interval_s: float = 900.0  # the tariff captured this often per device
+    local_request_gap_s: float = 1.0  # at least this long between two requests to one local gateway
+    backfill_after_s: float = 120.0  # an EAGLE-100 silent this long is refilled from its history
+    backfill_max_s: float = 86400.0  # how far back a refill reaches
     auth_backoff_s: float = 600.0
     backoff_max_s: float = 300.0
     file_prefix: str = "iseif-rainforest"
@@ -82,6 +87,14 @@ class Settings:
             raise ConfigError("POLL_INTERVAL_S must be a positive number of seconds.")
         if self.poll_timeout_s >= self.poll_interval_s:
             raise ConfigError("POLL_TIMEOUT_S must be shorter than POLL_INTERVAL_S, so polls cannot pile up.")
+        if min(self.summation_interval_s, self.price_interval_s) <= 0:
+            raise ConfigError(
+                "SUMMATION_INTERVAL_S and PRICE_INTERVAL_S must be positive numbers of seconds."
+            )
+        if self.local_request_gap_s < 0 or self.backfill_after_s < 0 or self.backfill_max_s <= 0:
+            raise ConfigError(
+                "LOCAL_REQUEST_GAP_S and BACKFILL_AFTER_S must be 0 or more, BACKFILL_MAX_S positive."
+            )
         if self.max_concurrency < 1 or self.max_open_files < 1:
             raise ConfigError("MAX_CONCURRENCY and MAX_OPEN_FILES must be at least 1.")
         if self.rotate_grace_s < 0 or self.rotate_concurrency < 1 or self.archive_timeout_s <= 0:

@@ -12,12 +12,13 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from app import keys
 from app.credentials import Vault
-from app.devices import DeviceInput, DeviceRecord
+from app.devices import CLOUD, DeviceInput, DeviceRecord
 from app.errors import CredentialError, StoreError
 
 CHUNK = 1000  # commands per pipeline round trip when loading the fleet
@@ -104,17 +105,15 @@ class Store:
         """Create or update a device; counters are kept on update. True when it was new."""
         now = time.time() if now is None else now
         key = keys.device(inp.cloud_id)
-        fields = {
-            "cloud_id": inp.cloud_id,
-            "user_email": inp.user_email,
-            "user_pw_enc": vault.encrypt(inp.user_pw),
-            "protocol": inp.protocol,
-            "address": inp.address,
-            "active": "1" if inp.active else "0",
-        }
+        fields = inp.stored_fields()
+        secret_field, other = ("user_pw_enc", "install_code_enc")
+        if inp.protocol != CLOUD:
+            secret_field, other = other, secret_field
+        fields[secret_field] = vault.encrypt(inp.secret)
         async with translated(f"save device {inp.cloud_id}"), self.redis.pipeline(transaction=True) as pipe:
             pipe.hsetnx(key, "created_at", repr(now))
             pipe.hset(key, mapping=cast(dict[Any, Any], fields))
+            pipe.hdel(key, other)  # a device that changed protocol keeps no stale secret
             pipe.sadd(keys.devices_all(), inp.cloud_id)
             if inp.active:
                 pipe.sadd(keys.devices_active(), inp.cloud_id)
@@ -208,6 +207,13 @@ class Store:
                     return page, (record.cloud_id if more else None)
         return page, None
 
+    async def record_backfill(self, cloud_id: str, summary: dict[str, Any]) -> None:
+        """Keep the last refill from a gateway's history (range, lines written) on its record."""
+        async with translated(f"record a history refill of {cloud_id}"):
+            await aw(
+                self.redis.eval(_SET_IF_EXISTS, 1, keys.device(cloud_id), "last_backfill", _json(summary))
+            )
+
     async def latest_reading(self, cloud_id: str) -> str | None:
         """The last logged reading of a device as its JSON line, or None."""
         async with translated(f"read the latest reading of {cloud_id}"):
@@ -286,6 +292,17 @@ class Store:
             return cast(dict[str, str], await aw(self.redis.hgetall(keys.rotate_last_pass())))
 
 
+_SET_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+
+def _json(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
 _RECORD_ARCHIVED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if ARGV[2] == '1' then redis.call('HINCRBY', KEYS[1], 'archived_hours', 1) end
@@ -296,21 +313,16 @@ return 1
 
 
 def _same(record: DeviceRecord, inp: DeviceInput, vault: Vault) -> bool:
+    if record.protocol != inp.protocol:
+        return False
     try:
-        password_same = vault.decrypt(record.password_token) == inp.user_pw
+        secret_same = vault.decrypt(record.secret_token) == inp.secret
     except CredentialError:
         return False  # unreadable under the current key: rewrite it
-    return password_same and (
-        record.user_email,
-        record.protocol,
-        record.address,
-        record.active,
-    ) == (
-        inp.user_email,
-        inp.protocol,
-        inp.address,
-        inp.active,
-    )
+    mine = (record.user_email, record.address, record.tls_verify, record.tls_fingerprint, record.active)
+    return secret_same and mine == (
+        inp.user_email, inp.address, inp.tls_verify, inp.tls_fingerprint, inp.active,
+    )  # fmt: skip
 
 
 def _queue_update(pipe: aioredis.client.Pipeline, u: PollUpdate) -> None:

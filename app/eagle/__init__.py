@@ -1,13 +1,2 @@
-"""EAGLE gateway protocols: pure parsers (`parse`), readings (`readings`), clients (`client`)."""
-
-from app.eagle.client import Credentials, EagleCloudClient
-from app.eagle.readings import DemandReading, NetworkInfo, PriceReading, SummationReading
-
-__all__ = [
-    "Credentials",
-    "DemandReading",
-    "EagleCloudClient",
-    "NetworkInfo",
-    "PriceReading",
-    "SummationReading",
-]
+"""EAGLE gateway protocols: pure parsers (`parse`, `parse200`), readings (`readings`), how to
+reach a gateway (`gateway`), one client per protocol (`eagle100`, `eagle200`) behind `client`."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeVar
 from xml.etree.ElementTree import ParseError
 
 import orjson
@@ -33,6 +34,8 @@ from app.errors import (
 )
 
 MAX_REPLY_BYTES = 64 * 1024
+MAX_HISTORY_BYTES = 4 * 1024 * 1024  # a day of one-minute summations is about 600 KB
+NO_TRAILING_DIGITS = 255  # PriceTrailingDigits 255: the price is unset
 T = TypeVar("T")
 
 _AUTH_WORDS = ("auth", "password", "credential", "login", "invalid user", "unknown user")
@@ -203,13 +206,15 @@ def parse_price(body: bytes) -> PriceReading:
     def build() -> PriceReading:
         raw = _hex(f, "Price")
         digits = _hex(f, "TrailingDigits", "0x0")
+        unset = raw == NO_PRICE or digits == NO_TRAILING_DIGITS
         return PriceReading(
             device_mac_id=_hex(f, "DeviceMacId"),
             meter_mac_id=_hex(f, "MeterMacId", "0x0"),
             timestamp=_hex(f, "TimeStamp"),
-            price=None if raw == NO_PRICE else raw / 10**digits,
+            price=None if unset else raw / 10**digits,
             currency=_hex(f, "Currency", "0x0"),
             tier=_hex(f, "Tier", "0x0"),
+            rate_label=f.get("ratelabel", ""),
         )
 
     return _expect(root, f, "PriceCluster", build)
@@ -226,3 +231,75 @@ def parse_network_info(body: bytes) -> NetworkInfo:
     root, f = parse_document(body)
     named = {name: f[name.lower()] for name in _NETWORK_FIELDS if name.lower() in f}
     return _expect(root, f, "NetworkInfo", lambda: NetworkInfo(_hex(f, "DeviceMacId"), named))
+
+
+def parse_history(body: bytes) -> list[SummationReading]:
+    """HistoryData reply (a list of CurrentSummation, XML or brace-less JSON) → summations."""
+    if len(body) > MAX_HISTORY_BYTES:
+        raise DeviceBadReply(f"history reply of {len(body)} bytes exceeds the {MAX_HISTORY_BYTES}-byte bound")
+    text = body.strip()
+    if text[:1] == b"<":
+        root, entries = _history_xml(text)
+    elif text[:1] in (b"{", b'"'):
+        root, entries = _history_json(text)
+    else:
+        raise DeviceBadReply(f"history reply is neither XML nor JSON (starts {text[:20]!r})")
+    if root == "error":
+        raise_device_error(entries[0] if entries else {})
+    if root != "historydata":
+        raise DeviceBadReply(f"expected a HistoryData reply, got {root}")
+    return [
+        _expect("currentsummation", fields, "CurrentSummation", partial(_summation, fields))
+        for fields in entries
+    ]
+
+
+def _summation(f: dict[str, str]) -> SummationReading:
+    return SummationReading(
+        device_mac_id=_hex(f, "DeviceMacId", "0x0"),
+        meter_mac_id=_hex(f, "MeterMacId", "0x0"),
+        timestamp=_hex(f, "TimeStamp"),
+        summation_delivered=_hex(f, "SummationDelivered"),
+        summation_received=_hex(f, "SummationReceived", "0x0"),
+        multiplier=_hex(f, "Multiplier", "0x1"),
+        divisor=_hex(f, "Divisor", "0x1"),
+    )
+
+
+def _history_xml(text: bytes) -> tuple[str, list[dict[str, str]]]:
+    try:
+        root = fromstring(text, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as exc:
+        raise DeviceBadReply(f"reply XML uses a forbidden construct ({type(exc).__name__})") from exc
+    except ParseError as exc:
+        raise DeviceBadReply(f"history reply is malformed XML: {exc}") from exc
+    if root.tag.lower() == "error":
+        return "error", [{c.tag.lower(): (c.text or "").strip() for c in root}]
+    entries = [
+        {c.tag.lower(): (c.text or "").strip() for c in child}
+        for child in root
+        if child.tag.lower() in ("currentsummation", "currentsummationdelivered")
+    ]
+    return root.tag.lower(), entries
+
+
+def _history_json(text: bytes) -> tuple[str, list[dict[str, str]]]:
+    if text[:1] == b'"':  # HistoryData arrives without its outer braces
+        text = b"{" + text + b"}"
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise DeviceBadReply(f"history reply is malformed JSON: {exc}") from exc
+    if not isinstance(doc, dict) or len(doc) != 1:
+        raise DeviceBadReply("JSON reply must be one object with a single root name")
+    ((name, body),) = doc.items()
+    if name.lower() == "error":
+        return "error", [{str(k).lower(): str(v) for k, v in body.items()}] if isinstance(body, dict) else []
+    if not isinstance(body, dict):
+        raise DeviceBadReply("HistoryData is not an object")
+    found: Any = next((v for k, v in body.items() if k.lower() == "currentsummation"), [])
+    items: list[object] = found if isinstance(found, list) else [found]
+    entries = [item for item in items if isinstance(item, dict)]
+    if len(entries) != len(items):
+        raise DeviceBadReply("HistoryData's CurrentSummation entries must be objects")
+    return name.lower(), [{str(k).lower(): str(v) for k, v in item.items()} for item in entries]

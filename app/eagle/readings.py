@@ -1,9 +1,17 @@
-"""Small value types for what an EAGLE reports, and the decoders for its hex fields."""
+"""Small value types for what an EAGLE reports, the decoders for its fields, and the lines they
+become in the hourly files (DESIGN.md "Line kinds": demand, summation, price).
+
+Each reading has `kind`, `device_time` (Unix seconds, the reading's identity) and `record()`,
+the dict written as one line; `value` is what "changed" means for summation and price.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import Any, ClassVar
+
+import pycountry
 
 # EAGLE-100 timestamps count seconds from 2000-01-01T00:00:00Z.
 Y2K_EPOCH = 946_684_800
@@ -29,6 +37,21 @@ def signed_hex(value: str) -> int:
     if digits <= 6 and n >= 1 << 23:
         return n - (1 << 24)
     return n
+
+
+@lru_cache(maxsize=64)
+def currency_code(value: int | str) -> str:
+    """ISO 4217 alphabetic code from the numeric one (840, "0x0348") or a code as sent ("usd")."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text[:2] in ("0x", "0X"):
+            value = int(text, 16)
+        elif text.isdigit():
+            value = int(text)
+        else:
+            return text.upper()
+    found = pycountry.currencies.get(numeric=f"{value:03d}")
+    return found.alpha_3 if found is not None else ""
 
 
 def scale(raw: int, multiplier: int, divisor: int) -> float:
@@ -59,12 +82,20 @@ class DemandReading:
     def demand_kw(self) -> float:
         return scale(self.demand, self.multiplier, self.divisor)
 
-    def record(self, cloud_id: str, polled_at: float) -> dict[str, Any]:
+    kind: ClassVar[str] = "demand"
+
+    @property
+    def value(self) -> tuple[object, ...]:
+        return (self.demand,)
+
+    def record(self, cloud_id: str, polled_at: float, source: str = "eagle100-cloud") -> dict[str, Any]:
         """The line written to the hourly file (the DESIGN.md format)."""
         return {
             "cloud_id": cloud_id,
             "polled_at": polled_at,
             "device_time": self.device_time,
+            "kind": "demand",
+            "source": source,
             "demand_kw": self.demand_kw,
             "DeviceMacId": self.device_mac_id,
             "MeterMacId": self.meter_mac_id,
@@ -94,6 +125,8 @@ class SummationReading:
     def device_time(self) -> int:
         return self.timestamp + Y2K_EPOCH
 
+    kind: ClassVar[str] = "summation"
+
     @property
     def delivered_kwh(self) -> float:
         return scale(self.summation_delivered, self.multiplier, self.divisor)
@@ -101,6 +134,28 @@ class SummationReading:
     @property
     def received_kwh(self) -> float:
         return scale(self.summation_received, self.multiplier, self.divisor)
+
+    @property
+    def value(self) -> tuple[object, ...]:
+        return (self.summation_delivered, self.summation_received)
+
+    def record(self, cloud_id: str, polled_at: float, source: str = "eagle100-cloud") -> dict[str, Any]:
+        return {
+            "cloud_id": cloud_id,
+            "polled_at": polled_at,
+            "device_time": self.device_time,
+            "kind": "summation",
+            "source": source,
+            "delivered_kwh": self.delivered_kwh,
+            "received_kwh": self.received_kwh,
+            "DeviceMacId": self.device_mac_id,
+            "MeterMacId": self.meter_mac_id,
+            "TimeStamp": self.timestamp,
+            "SummationDelivered": self.summation_delivered,
+            "SummationReceived": self.summation_received,
+            "Multiplier": self.multiplier,
+            "Divisor": self.divisor,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +168,33 @@ class PriceReading:
     price: float | None
     currency: int  # ISO 4217 numeric code (840 = USD)
     tier: int
+    rate_label: str = ""
+
+    kind: ClassVar[str] = "price"
 
     @property
     def device_time(self) -> int:
         return self.timestamp + Y2K_EPOCH
+
+    @property
+    def value(self) -> tuple[object, ...]:
+        return (self.price, self.currency, self.tier, self.rate_label)
+
+    def record(self, cloud_id: str, polled_at: float, source: str = "eagle100-cloud") -> dict[str, Any]:
+        return {
+            "cloud_id": cloud_id,
+            "polled_at": polled_at,
+            "device_time": self.device_time,
+            "kind": "price",
+            "source": source,
+            "price": self.price,
+            "currency": currency_code(self.currency),
+            "tier": self.tier,
+            "rate_label": self.rate_label,
+            "DeviceMacId": self.device_mac_id,
+            "MeterMacId": self.meter_mac_id,
+            "TimeStamp": self.timestamp,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,3 +211,112 @@ class NetworkInfo:
     @property
     def firmware(self) -> str:
         return self.fields.get("FWVersion", "")
+
+
+# --- the EAGLE-200 Local API: values already in kW / kWh, times in Unix seconds --------------
+
+
+@dataclass(frozen=True, slots=True)
+class MeterDemand:
+    """Instantaneous demand from an EAGLE-200 `device_query`; time is the meter's LastContact."""
+
+    device_time: int
+    demand_kw: float
+    meter_mac_id: int
+
+    kind: ClassVar[str] = "demand"
+
+    @property
+    def value(self) -> tuple[object, ...]:
+        return (self.demand_kw,)
+
+    def record(self, cloud_id: str, polled_at: float, source: str = "eagle200-local") -> dict[str, Any]:
+        return {
+            "cloud_id": cloud_id,
+            "polled_at": polled_at,
+            "device_time": self.device_time,
+            "kind": "demand",
+            "source": source,
+            "demand_kw": self.demand_kw,
+            "MeterMacId": self.meter_mac_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MeterSummation:
+    """Meter totals from an EAGLE-200 (received is None when the meter does not report it)."""
+
+    device_time: int
+    delivered_kwh: float
+    received_kwh: float | None
+    meter_mac_id: int
+
+    kind: ClassVar[str] = "summation"
+
+    @property
+    def value(self) -> tuple[object, ...]:
+        return (self.delivered_kwh, self.received_kwh)
+
+    def record(self, cloud_id: str, polled_at: float, source: str = "eagle200-local") -> dict[str, Any]:
+        return {
+            "cloud_id": cloud_id,
+            "polled_at": polled_at,
+            "device_time": self.device_time,
+            "kind": "summation",
+            "source": source,
+            "delivered_kwh": self.delivered_kwh,
+            "received_kwh": self.received_kwh,
+            "MeterMacId": self.meter_mac_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MeterPrice:
+    """The tariff from an EAGLE-200; only built when the meter has a price."""
+
+    device_time: int
+    price: float
+    currency: str  # ISO 4217 alphabetic, "" when not sent
+    tier: int | None
+    rate_label: str
+    meter_mac_id: int
+
+    kind: ClassVar[str] = "price"
+
+    @property
+    def value(self) -> tuple[object, ...]:
+        return (self.price, self.currency, self.tier, self.rate_label)
+
+    def record(self, cloud_id: str, polled_at: float, source: str = "eagle200-local") -> dict[str, Any]:
+        return {
+            "cloud_id": cloud_id,
+            "polled_at": polled_at,
+            "device_time": self.device_time,
+            "kind": "price",
+            "source": source,
+            "price": self.price,
+            "currency": self.currency,
+            "tier": self.tier,
+            "rate_label": self.rate_label,
+            "MeterMacId": self.meter_mac_id,
+        }
+
+
+Demand = DemandReading | MeterDemand
+Summation = SummationReading | MeterSummation
+Price = PriceReading | MeterPrice
+Reading = Demand | Summation | Price
+
+
+@dataclass(frozen=True, slots=True)
+class Readings:
+    """What one poll of a gateway gave: any of demand, summation and price."""
+
+    demand: Demand | None = None
+    summation: Summation | None = None
+    price: Price | None = None
+
+    def merged(self, other: Readings) -> Readings:
+        return Readings(
+            self.demand or other.demand, self.summation or other.summation, self.price or other.price
+        )

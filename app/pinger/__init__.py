@@ -1,5 +1,6 @@
 """The pinger: poll every owned, active device once per interval and keep each reading once."""
 
-from app.pinger.loop import CycleStats, Pinger
+from app.pinger.loop import Pinger
+from app.pinger.stats import CycleStats
 
 __all__ = ["CycleStats", "Pinger"]

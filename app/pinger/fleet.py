@@ -7,14 +7,13 @@ published; when Redis is away the pinger keeps polling the devices it already kn
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from app.credentials import Vault
 from app.devices import DeviceRecord
-from app.eagle.client import Credentials
-from app.eagle.readings import Y2K_EPOCH
+from app.eagle.gateway import Gateway
 from app.errors import CredentialError, StoreError
 from app.pinger.schedule import phase_fraction
 from app.store import Store
@@ -39,24 +38,43 @@ class OwnsAll:
 class DeviceState:
     """What the pinger keeps per device between polls."""
 
-    creds: Credentials
+    gateway: Gateway
     phase: float
     consecutive_failures: int = 0
     retry_at: float = 0.0  # wall-clock time before which the device is not polled
-    last_ts: int | None = None  # device TimeStamp of the last reading written
-    recovered: bool = False  # last_ts checked against the files on disk
+    last_demand: int | None = None  # device_time of the last demand reading written
+    last_keys: dict[str, tuple[object, ...]] = field(default_factory=dict)  # summation/price: last line's key
+    recovered: bool = False  # last readings checked against the files on disk
     last_error_kind: str = ""
     in_flight: bool = False
     first_recorded: bool = False  # first_timestamp already sent to Redis by this process
+    due: dict[str, float] = field(default_factory=dict)  # kind → when summation/price are next captured
+    failing_since: float | None = None  # start of the current silence (a gap to refill)
+    history_through: int = 0  # device_time of the latest line refilled from history
+    refill_from: float | None = None  # a refill waiting to run, from this time
+    refill_attempts: int = 0
+    history_asked_at: float = 0.0
+    refilling: bool = False
 
 
 class FleetView:
     """Owned, active devices by cloud_id, kept in step with Redis."""
 
-    def __init__(self, store: Store, vault: Vault, ownership: Ownership) -> None:
+    def __init__(
+        self,
+        store: Store,
+        vault: Vault,
+        ownership: Ownership,
+        build: Callable[[DeviceRecord, str], Gateway],
+        clock: Callable[[], float],
+        backfill_after_s: float,
+    ) -> None:
         self.store = store
         self.vault = vault
         self.ownership = ownership
+        self.build = build  # record and its decrypted secret → how to reach the gateway
+        self.clock = clock
+        self.backfill_after_s = backfill_after_s
         self.devices: dict[str, DeviceState] = {}
         self.schedule: list[tuple[float, str]] = []  # (phase, cloud_id) sorted by phase
 
@@ -101,7 +119,7 @@ class FleetView:
         if not record.active or not self.ownership.owns(record.cloud_id):
             return None
         try:
-            creds = Credentials(record.cloud_id, record.user_email, self.vault.decrypt(record.password_token))
+            gateway = self.build(record, self.vault.decrypt(record.secret_token))
         except CredentialError as exc:
             log.error(
                 "device credentials unreadable",
@@ -110,18 +128,29 @@ class FleetView:
             return None
         old = self.devices.get(record.cloud_id)
         if old is not None:
-            if old.creds != creds:
-                # Fixed credentials get polled at the next chance, whatever the old backoff was.
-                old.creds = creds
+            if old.gateway != gateway:
+                # Fixed credentials or a new address get polled at the next chance, whatever the
+                # old backoff was.
+                old.gateway = gateway
                 old.retry_at = 0.0
             return old  # same object: backoff, dedup and in-flight state carry over
-        last_ts = int(record.last_timestamp) - Y2K_EPOCH if record.last_timestamp else None
         return DeviceState(
-            creds=creds,
+            gateway=gateway,
             phase=phase_fraction(record.cloud_id),
-            last_ts=last_ts,
+            last_demand=int(record.last_timestamp) if record.last_timestamp else None,
             consecutive_failures=record.consecutive_failures,
+            failing_since=self._silent_since(record),
+            history_through=int((record.last_backfill or {}).get("through", 0)),
         )
+
+    def _silent_since(self, record: DeviceRecord) -> float | None:
+        """A device failing (or unpolled: no pinger ran) for a while before we took it has a gap
+        that its history can fill once it answers; the gap starts at its last success."""
+        if record.last_success_at is None:
+            return None
+        if record.consecutive_failures or self.clock() - record.last_success_at > self.backfill_after_s:
+            return record.last_success_at
+        return None
 
     def _reschedule(self) -> None:
         self.schedule = sorted((s.phase, cid) for cid, s in self.devices.items())

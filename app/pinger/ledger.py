@@ -70,9 +70,9 @@ class Ledger:
 @dataclass(frozen=True, slots=True)
 class Unwritten:
     cloud_id: str
-    polled_at: float
+    polled_at: float  # picks the hourly file (a history line's own time)
     line: bytes
-    update: PollUpdate
+    update: PollUpdate | None  # counters to send once the line is on disk
 
 
 class WriteBacklog:
@@ -100,7 +100,8 @@ class WriteBacklog:
             log.error("cannot append readings: holding them in memory", extra={"reason": str(exc)})
             self.items.append(item)
             return False
-        self.ledger.add(item.update)
+        if item.update is not None:
+            self.ledger.add(item.update)
         return True
 
     def retry(self) -> int:
@@ -113,7 +114,8 @@ class WriteBacklog:
             except WriteError:
                 break
             self.items.popleft()
-            self.ledger.add(item.update)
+            if item.update is not None:
+                self.ledger.add(item.update)
             written += 1
         if written:
             log.info("held readings written", extra={"written": written, "still_held": len(self.items)})

@@ -15,67 +15,36 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
 
 from app.credentials import Vault
-from app.eagle.client import EagleCloudClient, new_session
-from app.eagle.readings import DemandReading
+from app.devices import DeviceRecord
+from app.eagle.client import Clients, GatewayClient, new_session
+from app.eagle.gateway import Gateway, gateway_for
+from app.eagle.readings import Demand, Price, Readings, Summation
 from app.errors import DeviceError, StoreError, WriteError
 from app.heartbeat import Heartbeat
 from app.hourly import HourlyWriter
 from app.lifecycle import serve_metrics
 from app.logs import action
+from app.pinger import capture
 from app.pinger.backoff import Backoff
 from app.pinger.fleet import DeviceState, FleetView, Ownership, OwnsAll
 from app.pinger.ledger import Ledger, Unwritten, WriteBacklog
 from app.pinger.metrics import PingerMetrics
-from app.pinger.schedule import next_cycle_start, percentile
+from app.pinger.refill import Refiller
+from app.pinger.schedule import next_cycle_start
+from app.pinger.stats import CycleStats
 from app.settings import Settings
 from app.store import PollUpdate, Store
 
 log = logging.getLogger(__name__)
+_DEMAND_ONLY = frozenset(["demand"])
 # Devices due within this window are launched together: one loop wake-up per window instead
 # of one per device, at the cost of polling up to this much early.
 LAUNCH_WINDOW_S = 0.05
-
-
-@dataclass
-class CycleStats:
-    """What one cycle did; logged as one line when its last poll finishes."""
-
-    cycle_start: float
-    devices: int = 0
-    ok: int = 0  # polls that returned a reading
-    new_readings: int = 0  # distinct readings appended to files
-    failed: int = 0
-    skipped: int = 0  # previous poll still in flight: an overrun
-    backoff: int = 0  # waiting out a backoff after failures
-    held: int = 0  # not polled: readings are waiting for the disk
-    errors: Counter[str] = field(default_factory=Counter)
-    lateness_s: list[float] = field(default_factory=list)
-    latency_s: list[float] = field(default_factory=list)  # request round trips
-    duration_s: float = 0.0
-
-    def summary(self) -> dict[str, object]:
-        return {
-            "cycle_start": self.cycle_start,
-            "devices": self.devices,
-            "ok": self.ok,
-            "new_readings": self.new_readings,
-            "failed": self.failed,
-            "skipped": self.skipped,
-            "backoff": self.backoff,
-            "held": self.held,
-            "errors": dict(self.errors),
-            "duration_s": round(self.duration_s, 3),
-            "lateness_p50_s": round(percentile(self.lateness_s, 0.5), 4),
-            "lateness_p99_s": round(percentile(self.lateness_s, 0.99), 4),
-            "latency_p50_s": round(percentile(self.latency_s, 0.5), 4),
-            "latency_p99_s": round(percentile(self.latency_s, 0.99), 4),
-        }
 
 
 class Pinger:
@@ -97,11 +66,15 @@ class Pinger:
         self.session = session
         self.clock = clock
         self.interval_s = settings.poll_interval_s
-        self.client = EagleCloudClient(session, settings.eagle_cloud_url, settings.poll_timeout_s)
-        self.fleet = FleetView(store, vault, ownership or OwnsAll())
+        self.clients = Clients(session, settings.poll_timeout_s, settings.local_request_gap_s)
+        self.fleet = FleetView(
+            store, vault, ownership or OwnsAll(), self._gateway, clock, settings.backfill_after_s
+        )
         self.writer = HourlyWriter(settings.logs_dir, settings.file_prefix, settings.max_open_files)
         self.ledger = Ledger(store)
         self.backlog = WriteBacklog(self.writer, self.ledger)
+        self.refiller = Refiller(settings, store, self.backlog, clock)
+        self._intervals = {"summation": settings.summation_interval_s, "price": settings.price_interval_s}
         self.backoff = Backoff(self.interval_s, settings.backoff_max_s, settings.auth_backoff_s)
         self.heartbeat = Heartbeat(
             self.store, "pinger", lambda: {"devices": str(len(self.fleet.devices))}, clock
@@ -123,6 +96,9 @@ class Pinger:
         store = Store.from_url(settings.redis_url)
         session = new_session(settings.max_concurrency, settings.eagle_tls_verify)
         return cls(settings, store, vault, session, clock=clock, metrics=metrics)
+
+    def _gateway(self, record: DeviceRecord, secret: str) -> Gateway:
+        return gateway_for(record, secret, self.settings.eagle_cloud_url, self.settings.eagle_tls_verify)
 
     # --- one cycle -----------------------------------------------------------------------------
 
@@ -162,8 +138,9 @@ class Pinger:
         stats.duration_s = loop.time() - started
         await self.ledger.flush(self.clock())
         self.totals.update(
-            ok=stats.ok, new_readings=stats.new_readings, failed=stats.failed, skipped=stats.skipped
-        )
+            ok=stats.ok, new_readings=stats.new_readings, summations=stats.summations, prices=stats.prices,
+            failed=stats.failed, skipped=stats.skipped,
+        )  # fmt: skip
         log.info("poll cycle", extra=stats.summary())
         self.metrics.record_cycle(stats, self.fleet.devices.values(), len(self.backlog.items))
         task = asyncio.create_task(asyncio.to_thread(self.metrics.observe, stats.latency_s, stats.lateness_s))
@@ -189,12 +166,20 @@ class Pinger:
         loop = asyncio.get_running_loop()
         began = loop.time()
         stats.lateness_s.append(max(0.0, began - target))
+        gateway = state.gateway
+        client = self.clients.for_protocol(gateway.protocol)
+        stats.protocols[gateway.protocol] += 1
         try:
+            wanted = self._wanted(state)
             try:
-                reading = await self.client.get_instantaneous_demand(state.creds)
+                readings = await client.poll(gateway, wanted)
             finally:
                 stats.latency_s.append(loop.time() - began)
-            self._on_reading(cid, state, reading, stats)
+            self._on_readings(cid, state, readings, stats, client)
+            self._captured(state, wanted, client)
+            extras = [k for k in wanted if k != "demand"] if client.separate_commands else []
+            if extras:
+                await self._extras(cid, state, client, extras, target, stats)
         except DeviceError as exc:
             self._on_failure(cid, state, exc, stats)
         except Exception as exc:  # a bug must cost one poll of one device, never the cycle
@@ -203,8 +188,75 @@ class Pinger:
         finally:
             state.in_flight = False
 
-    def _on_reading(self, cid: str, state: DeviceState, reading: DemandReading, stats: CycleStats) -> None:
+    def _wanted(self, state: DeviceState) -> frozenset[str]:
+        """demand always; summation and price when their interval came round for this device."""
+        now = self.clock()
+        due = state.due
+        if not due:
+            for n, kind in enumerate(capture.EXTRA_KINDS):
+                phase = (state.phase + n / 2) % 1.0  # price half a turn after summation
+                due[kind] = capture.first_due(now, phase, self._intervals[kind], self.interval_s)
+        if now < due["summation"] and now < due["price"]:
+            return _DEMAND_ONLY
+        return frozenset(["demand", *(k for k in capture.EXTRA_KINDS if now >= due[k])])
+
+    def _captured(self, state: DeviceState, wanted: frozenset[str], client: GatewayClient) -> None:
+        if client.separate_commands or wanted is _DEMAND_ONLY:
+            return  # EAGLE-100 extras are marked as each command succeeds
+        now = self.clock()
+        for kind in wanted - _DEMAND_ONLY:
+            state.due[kind] = capture.next_due(state.due[kind], now, self._intervals[kind])
+
+    async def _extras(
+        self,
+        cid: str,
+        state: DeviceState,
+        client: GatewayClient,
+        kinds: list[str],
+        target: float,
+        stats: CycleStats,
+    ) -> None:
+        """EAGLE-100 summation and price as commands of their own, after the demand poll and
+        within this device's slot, so they never delay its next scheduled poll."""
+        loop = asyncio.get_running_loop()
+        deadline = target + self.interval_s * 0.9 - self.settings.local_request_gap_s * state.gateway.local
+        for kind in kinds:
+            budget = min(self.settings.poll_timeout_s, deadline - loop.time())
+            if budget < 0.1:
+                return  # no time left in this slot: still due, asked at the next poll
+            try:
+                readings = await client.extra(state.gateway, kind, budget)
+            except DeviceError as exc:
+                stats.extra_failed += 1
+                log.debug("extra command failed", extra={"cloud_id": cid, "kind": kind, "reason": exc.reason})
+                return
+            now = self.clock()
+            state.due[kind] = capture.next_due(state.due[kind], now, self._intervals[kind])
+            self._on_readings(cid, state, readings, stats, client, extra=True)
+
+    def _on_readings(
+        self,
+        cid: str,
+        state: DeviceState,
+        readings: Readings,
+        stats: CycleStats,
+        client: GatewayClient,
+        extra: bool = False,
+    ) -> None:
         polled_at = self.clock()
+        if not extra:
+            self._on_success(cid, state, polled_at, stats, client)
+            if readings.demand is not None:
+                self._write_demand(cid, state, readings.demand, polled_at, stats)
+            else:  # the gateway answered, but its meter had no demand value this time
+                self.ledger.add(PollUpdate(cid, last_success_at=polled_at))
+        for reading in (readings.summation, readings.price):
+            if reading is not None:
+                self._write_extra(cid, state, reading, polled_at, stats)
+
+    def _on_success(
+        self, cid: str, state: DeviceState, polled_at: float, stats: CycleStats, client: GatewayClient
+    ) -> None:
         stats.ok += 1
         if state.consecutive_failures:
             log.info(
@@ -215,17 +267,23 @@ class Pinger:
         state.retry_at = 0.0
         state.last_error_kind = ""
         if not state.recovered:
-            self._recover_last_timestamp(cid, state, polled_at)
-        if reading.timestamp == state.last_ts:
+            self._recover_last_readings(cid, state, polled_at)
+        self.refiller.on_success(cid, state, client, polled_at)
+
+    def _write_demand(
+        self, cid: str, state: DeviceState, reading: Demand, polled_at: float, stats: CycleStats
+    ) -> None:
+        device_time = reading.device_time
+        if device_time == state.last_demand:
             self.ledger.add(PollUpdate(cid, last_success_at=polled_at))
             return
-        state.last_ts = reading.timestamp
-        line = orjson.dumps(reading.record(cid, polled_at))
+        state.last_demand = device_time
+        line = orjson.dumps(reading.record(cid, polled_at, state.gateway.protocol))
         update = PollUpdate(
             cid,
             events=1,
-            first_timestamp=None if state.first_recorded else reading.device_time,
-            last_timestamp=reading.device_time,
+            first_timestamp=None if state.first_recorded else device_time,
+            last_timestamp=device_time,
             last_success_at=polled_at,
             last_reading=line.decode(),
         )
@@ -233,23 +291,43 @@ class Pinger:
         if self.backlog.write(Unwritten(cid, polled_at, line + b"\n", update)):
             stats.new_readings += 1
 
-    def _recover_last_timestamp(self, cid: str, state: DeviceState, now: float) -> None:
+    def _write_extra(
+        self, cid: str, state: DeviceState, reading: Summation | Price, polled_at: float, stats: CycleStats
+    ) -> None:
+        """A summation or price line, only when its time or value changed."""
+        record = reading.record(cid, polled_at, state.gateway.protocol)
+        key = capture.line_key(record)
+        if state.last_keys.get(reading.kind) == key:
+            return
+        state.last_keys[reading.kind] = key
+        self.backlog.write(Unwritten(cid, polled_at, orjson.dumps(record) + b"\n", None))
+        if reading.kind == "summation":
+            stats.summations += 1
+        else:
+            stats.prices += 1
+
+    def _recover_last_readings(self, cid: str, state: DeviceState, now: float) -> None:
         """After a restart the files may be ahead of Redis: never write a reading twice."""
         try:
-            on_disk = self.writer.last_timestamp(cid, now)
+            found = self.writer.last_records(cid, now)
         except WriteError as exc:
             log.warning(
                 "cannot check the last reading on disk yet", extra={"cloud_id": cid, "reason": str(exc)}
             )
-            return  # try again at the next reading; the in-memory timestamp still dedups
-        if on_disk is not None:
-            state.last_ts = on_disk
+            return  # try again at the next reading; the in-memory state still dedups
+        demand = found.get("demand")
+        if demand is not None and isinstance(demand.get("device_time"), int):
+            state.last_demand = int(demand["device_time"])  # type: ignore[call-overload]
+        for kind in capture.EXTRA_KINDS:
+            if kind in found:
+                state.last_keys.setdefault(kind, capture.line_key(found[kind]))
         state.recovered = True
 
     def _on_failure(self, cid: str, state: DeviceState, exc: DeviceError, stats: CycleStats) -> None:
         stats.failed += 1
         stats.errors[exc.kind] += 1
         state.consecutive_failures += 1
+        self.refiller.on_failure(state, self.clock())
         delay = self.backoff.delay_s(state.consecutive_failures, exc)
         state.retry_at = self.clock() + delay if delay else 0.0
         if exc.kind != state.last_error_kind:
@@ -329,6 +407,7 @@ class Pinger:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.refiller.close()
         self.backlog.retry()
         self.backlog.rescue(self.settings.data_dir, self.clock())
         await self.ledger.flush(self.clock())

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
     from app.pinger.fleet import DeviceState
-    from app.pinger.loop import CycleStats
+    from app.pinger.stats import CycleStats
 
 _SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
 
@@ -63,7 +63,7 @@ class PingerMetrics:
         for state in devices:
             if state.consecutive_failures:
                 counts["failing"] += 1
-            elif state.last_ts is not None or state.recovered:
+            elif state.last_demand is not None or state.recovered:
                 counts["ok"] += 1
             else:
                 counts["never"] += 1

@@ -7,7 +7,7 @@ import tornado.web
 from app.carts.jobs import open_queue
 from app.carts.registry import CartRegistry
 from app.credentials import Vault
-from app.eagle.client import EagleCloudClient
+from app.eagle.client import Clients
 from app.settings import Settings
 from app.store import Store
 from app.tokens import Tokens
@@ -30,7 +30,7 @@ class OpenApiHandler(BaseHandler):
         self.send_json(document())
 
 
-def make_app(settings: Settings, store: Store, client: EagleCloudClient) -> tornado.web.Application:
+def make_app(settings: Settings, store: Store, client: Clients) -> tornado.web.Application:
     ctx = Context(
         settings, store, Vault(settings.secret_key), Tokens(store, settings.api_tokens), client, Metrics(),
         CartRegistry(store.redis), open_queue(settings),

@@ -9,7 +9,7 @@ from saq import Queue
 
 from app.carts.registry import CartRegistry
 from app.credentials import Vault
-from app.eagle.client import EagleCloudClient
+from app.eagle.client import Clients
 from app.settings import Settings
 from app.store import Store
 from app.tokens import Tokens
@@ -41,7 +41,7 @@ class Context:
     store: Store
     vault: Vault
     tokens: Tokens
-    client: EagleCloudClient
+    client: Clients
     metrics: Metrics
     carts: CartRegistry
     queue: Queue  # cart jobs

@@ -6,7 +6,7 @@ import time
 
 import orjson
 
-from app.eagle.client import Credentials
+from app.eagle.gateway import gateway_for
 from app.errors import CredentialError, DeviceError, DeviceTimeout
 from app.web.base import ApiError, BaseHandler
 from app.web.users import cloud_id_from_path
@@ -33,23 +33,32 @@ class EventHandler(BaseHandler):
             line = await self.ctx.store.latest_reading(cloud_id)
             if line is None:
                 raise ApiError(404, "no_reading", f"no reading has been logged for {cloud_id} yet.")
-            self.send_json({**orjson.loads(line), "source": "latest"})
+            self.send_json({**orjson.loads(line), "protocol": record.protocol, "source": "latest"})
             return
         try:
-            password = self.ctx.vault.decrypt(record.password_token)
+            secret = self.ctx.vault.decrypt(record.secret_token)
         except CredentialError:
             raise ApiError(
                 500, "credentials_unreadable",
-                f"the stored password of {cloud_id} does not decrypt with this server's SECRET_KEY; "
+                f"the stored secret of {cloud_id} does not decrypt with this server's SECRET_KEY; "
                 f"restore the old key in SECRET_KEY or re-save the device with POST /api/users/{cloud_id}.",
             ) from None  # fmt: skip
-        creds = Credentials(cloud_id, record.user_email, password)
+        settings = self.ctx.settings
+        gateway = gateway_for(record, secret, settings.eagle_cloud_url, settings.eagle_tls_verify)
         try:
-            reading = await self.ctx.client.get_instantaneous_demand(creds)
+            readings = await self.ctx.client.for_protocol(record.protocol).poll(
+                gateway, frozenset(["demand"])
+            )
         except DeviceTimeout as exc:
             raise ApiError(504, "timeout", f"device {cloud_id} did not answer in time: {exc}.") from exc
         except DeviceError as exc:
             raise ApiError(
                 502, exc.kind, f"device {cloud_id} did not give a reading ({exc.kind}): {exc}."
             ) from exc
-        self.send_json({**reading.record(cloud_id, time.time()), "source": "device"})
+        if readings.demand is None:
+            raise ApiError(
+                502, "no_reading", f"device {cloud_id} answered, but its meter reported no demand."
+            )
+        answer = readings.demand.record(cloud_id, time.time(), record.protocol)
+        # `source` answers the query (device or latest); the line's own source is the protocol
+        self.send_json({**answer, "protocol": record.protocol, "source": "device"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app import __version__
-from app.devices import PROTOCOLS
+from app.devices import CLOUD, LOCAL_PROTOCOLS, PROTOCOLS
 
 CLOUD_ID = {"type": "string", "pattern": "^[0-9a-fA-F]{6}$", "example": "002738"}
 NULLABLE_NUMBER = {"type": "number", "nullable": True}
@@ -38,13 +38,31 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
     },
     "UserInput": {
+        "description": "A gateway reached through the Rainforest relay (user_email and user_pw) or on the household's network (address and install_code). See docs/devices.md.",
+        "oneOf": [_ref("CloudDeviceInput"), _ref("LocalDeviceInput")],
+    },
+    "CloudDeviceInput": {
         "type": "object", "required": ["user_email", "user_pw"], "additionalProperties": False,
         "properties": {
             "cloud_id": CLOUD_ID,
+            "protocol": {"type": "string", "enum": [CLOUD]},
             "user_email": {"type": "string", "format": "email"},
-            "user_pw": {"type": "string", "minLength": 1, "writeOnly": True},
-            "protocol": {"type": "string", "enum": list(PROTOCOLS)},
+            "user_pw": {"type": "string", "minLength": 1, "writeOnly": True, "description": "the rainforestcloud.com password"},
             "address": {"type": "string"},
+            "tls_verify": {"type": "boolean", "description": "verify the relay's certificate (default: EAGLE_TLS_VERIFY)"},
+            "active": {"type": "boolean"},
+        },
+    },
+    "LocalDeviceInput": {
+        "type": "object", "required": ["protocol", "address", "install_code"], "additionalProperties": False,
+        "properties": {
+            "cloud_id": CLOUD_ID,
+            "protocol": {"type": "string", "enum": list(LOCAL_PROTOCOLS)},
+            "address": {"type": "string", "description": "host, host:port, or http(s):// URL on the household's network", "example": "192.168.1.20"},
+            "install_code": {"type": "string", "pattern": "^[0-9A-Fa-f]{16}$", "writeOnly": True, "description": "the 16 hex digits on the gateway's label"},
+            "user_email": {"type": "string", "format": "email", "description": "optional contact for the household"},
+            "tls_verify": {"type": "boolean", "description": "verify an https:// gateway's certificate against the CA store (default false: EAGLE-3s are self-signed)"},
+            "tls_fingerprint": {"type": "string", "description": "SHA-256 of the gateway's certificate, 64 hex digits: pins a self-signed certificate"},
             "active": {"type": "boolean"},
         },
     },
@@ -54,6 +72,8 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "cloud_id": CLOUD_ID, "user_email": {"type": "string"}, "protocol": {"type": "string"},
             "address": {"type": "string"}, "active": {"type": "boolean"}, "created_at": {"type": "number"},
+            "tls_verify": {"type": "boolean", "nullable": True}, "tls_fingerprint": {"type": "string", "nullable": True},
+            "last_backfill": {"type": "object", "nullable": True, "description": "the last gap refilled from the gateway's history: start, end, lines, received, through, at"},
             "status": {"type": "string", "enum": ["ok", "failing", "never"]},
             "total_events_logged": {"type": "integer"}, "first_timestamp": NULLABLE_NUMBER,
             "last_timestamp": NULLABLE_NUMBER, "consecutive_failures": {"type": "integer"},
@@ -68,13 +88,14 @@ SCHEMAS: dict[str, Any] = {
                        "next": {"type": "string", "nullable": True}},
     },
     "Reading": {
-        "type": "object", "required": ["cloud_id", "polled_at", "device_time", "demand_kw", "TimeStamp", "source"],
+        "type": "object", "required": ["cloud_id", "polled_at", "device_time", "demand_kw", "source"],
         "properties": {
             "cloud_id": CLOUD_ID, "polled_at": {"type": "number"}, "device_time": {"type": "integer"},
             "demand_kw": {"type": "number"}, "DeviceMacId": {"type": "integer"}, "MeterMacId": {"type": "integer"},
             "TimeStamp": {"type": "integer"}, "Demand": {"type": "integer"}, "Multiplier": {"type": "integer"},
             "Divisor": {"type": "integer"}, "DigitsRight": {"type": "integer"}, "DigitsLeft": {"type": "integer"},
             "SuppressLeadingZero": {"type": "string"}, "source": {"type": "string", "enum": ["device", "latest"]},
+            "kind": {"type": "string", "enum": ["demand"]}, "protocol": {"type": "string", "enum": list(PROTOCOLS)},
         },
     },
     "CartRequest": {

@@ -8,7 +8,7 @@ import logging
 import tornado.httpserver
 import tornado.netutil
 
-from app.eagle.client import EagleCloudClient, new_session
+from app.eagle.client import Clients, new_session
 from app.heartbeat import Heartbeat
 from app.lifecycle import binding
 from app.settings import Settings
@@ -33,7 +33,7 @@ class ApiServer:
             sockets = tornado.netutil.bind_sockets(self.port, self.host)
         store = Store.from_url(self.settings.redis_url, max_connections=100)
         session = new_session(200, self.settings.eagle_tls_verify)
-        client = EagleCloudClient(session, self.settings.eagle_cloud_url, self.settings.poll_timeout_s)
+        client = Clients(session, self.settings.poll_timeout_s, self.settings.local_request_gap_s)
         app = make_app(self.settings, store, client)
         server = tornado.httpserver.HTTPServer(app, xheaders=True, max_body_size=1024 * 1024)
         server.add_sockets(sockets)

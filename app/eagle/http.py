@@ -1,0 +1,113 @@
+"""What every gateway protocol's request funnel shares: the pooled session, status checks, a
+bounded body read, and the one translation of aiohttp's exceptions into DeviceError kinds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+
+from app.eagle.parse import MAX_REPLY_BYTES
+from app.errors import (
+    DeviceAuthError,
+    DeviceBadReply,
+    DeviceError,
+    DeviceReplyError,
+    DeviceTimeout,
+    DeviceTLSError,
+    DeviceUnavailable,
+)
+
+TLS_HINT = "set tls_verify to false for a self-signed EAGLE-3, or pin its certificate with tls_fingerprint"
+
+
+def new_session(max_connections: int, tls_verify: bool = True) -> aiohttp.ClientSession:
+    """A pooled keep-alive session sized for the pinger's concurrency.
+
+    The relay is one host for the whole fleet, so the per-host limit is the real bound; local
+    gateways are one host each. TLS is decided per request (see `Gateway.ssl`).
+    """
+    connector = aiohttp.TCPConnector(
+        limit=max_connections,
+        limit_per_host=max_connections,
+        ssl=tls_verify,
+        keepalive_timeout=30,
+        ttl_dns_cache=300,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        headers={"Content-Type": "text/xml", "User-Agent": "rainforest-logger"},
+        skip_auto_headers=("Accept-Encoding",),
+    )
+
+
+@asynccontextmanager
+async def translated(cloud_id: str) -> AsyncIterator[None]:
+    """Every failure inside becomes a DeviceError carrying the device's cloud_id."""
+    try:
+        yield
+    except DeviceError as exc:
+        exc.cloud_id = cloud_id
+        raise
+    except TimeoutError as exc:
+        raise DeviceTimeout("no reply within the timeout", cloud_id=cloud_id) from exc
+    except (aiohttp.ClientConnectorCertificateError, aiohttp.ServerFingerprintMismatch) as exc:
+        raise DeviceTLSError(
+            f"the gateway's TLS certificate failed verification ({type(exc).__name__}): {TLS_HINT}",
+            cloud_id=cloud_id,
+        ) from exc
+    except aiohttp.ClientConnectorDNSError as exc:
+        raise DeviceUnavailable(
+            f"the gateway's address does not resolve ({exc.host})", cloud_id=cloud_id
+        ) from exc
+    except aiohttp.ClientError as exc:
+        reason = str(exc) or type(exc).__name__
+        raise DeviceUnavailable(reason, cloud_id=cloud_id) from exc
+
+
+def check_status(status: int, reason: str | None) -> None:
+    if status == 200:
+        return
+    text = f"HTTP {status} {reason or ''}".strip()
+    if status in (401, 403):
+        raise DeviceAuthError(f"credentials refused ({text})")
+    if status >= 500 or status == 429:
+        raise DeviceUnavailable(text)
+    raise DeviceReplyError(text)
+
+
+async def read_bounded(resp: aiohttp.ClientResponse, bound: int = MAX_REPLY_BYTES) -> bytes:
+    length = resp.content_length
+    if length is not None:
+        if length > bound:
+            raise DeviceBadReply(f"reply of {length} bytes exceeds the {bound}-byte bound")
+        return await resp.read()
+    buf = bytearray()  # chunked: count as it arrives
+    async for chunk in resp.content.iter_any():
+        buf += chunk
+        if len(buf) > bound:
+            raise DeviceBadReply(f"reply exceeds the {bound}-byte bound")
+    return bytes(buf)
+
+
+class Pacer:
+    """At least `gap_s` between the end of one request to a gateway and the start of the next:
+    real units freeze when hammered (aioeagle waits 1 s too). A gap of 0 paces nothing."""
+
+    def __init__(self, gap_s: float) -> None:
+        self.gap_s = gap_s
+        self._free_at: dict[str, float] = {}
+
+    async def wait(self, cloud_id: str) -> None:
+        if not self.gap_s:
+            return
+        loop = asyncio.get_running_loop()
+        delay = self._free_at.get(cloud_id, 0.0) - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    def done(self, cloud_id: str) -> None:
+        if self.gap_s:
+            self._free_at[cloud_id] = asyncio.get_running_loop().time() + self.gap_s

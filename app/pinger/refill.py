@@ -1,0 +1,149 @@
+"""Gaps refilled from a gateway's own history (EAGLE-100: `get_history_data`).
+
+When a device that was silent for more than BACKFILL_AFTER_S answers again (or a pinger takes
+over a device nobody polled for that long), its summations for the gap are asked from the
+gateway and written as `kind: "summation"`, `source: "history"` lines into the hours they
+belong to. Each is written once: lines at or before the device's `history_through` (kept in
+Redis with `last_backfill`) and lines an hour's file already holds are skipped, so a refill
+that runs twice, or again after a restart, writes nothing new. An hour rotate already shipped
+gets the lines in a fresh file, which rotate stores as that hour's next part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import orjson
+
+from app.eagle.client import GatewayClient
+from app.eagle.readings import SummationReading
+from app.errors import DeviceError, StoreError
+from app.hourly import hour_key, read_lines, reading_path
+from app.pinger.fleet import DeviceState
+from app.pinger.ledger import Unwritten, WriteBacklog
+from app.settings import Settings
+from app.store import Store
+
+log = logging.getLogger(__name__)
+MIN_REQUEST_GAP_S = 60.0  # at most one history request per device per minute
+MAX_ATTEMPTS = 5
+CONCURRENCY = 16  # history requests in flight at once, fleet-wide (a relay outage ends for all at once)
+
+
+class Refiller:
+    """Decides when a device's gap is refilled, and runs the refills off the poll path."""
+
+    def __init__(
+        self, settings: Settings, store: Store, backlog: WriteBacklog, clock: Callable[[], float]
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.backlog = backlog
+        self.clock = clock
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(CONCURRENCY)
+
+    def on_failure(self, state: DeviceState, now: float) -> None:
+        if state.failing_since is None:
+            state.failing_since = now
+
+    def on_success(self, cid: str, state: DeviceState, client: GatewayClient, now: float) -> None:
+        """Called on every successful poll: notes a gap that ended, starts a due refill."""
+        if state.failing_since is not None:
+            silent_s = now - state.failing_since
+            if client.has_history and silent_s > self.settings.backfill_after_s:
+                gap_start = state.failing_since
+                if state.last_demand is not None:
+                    gap_start = min(gap_start, float(state.last_demand))
+                state.refill_from = gap_start
+                state.refill_attempts = 0
+            state.failing_since = None
+        if (
+            state.refill_from is not None
+            and not state.refilling
+            and now - state.history_asked_at >= MIN_REQUEST_GAP_S
+        ):
+            state.refilling = True
+            task = asyncio.create_task(self._refill(cid, state, client, state.refill_from, now))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _refill(
+        self, cid: str, state: DeviceState, client: GatewayClient, gap_start: float, now: float
+    ) -> None:
+        start = int(max(gap_start, now - self.settings.backfill_max_s, state.history_through + 1))
+        end = int(now)
+        try:
+            async with self._slots:
+                state.history_asked_at = self.clock()
+                entries = await client.history(
+                    state.gateway, start, end, int(self.settings.summation_interval_s)
+                )
+            written, through = await self._write(cid, state, entries, start, end)
+        except DeviceError as exc:
+            state.refill_attempts += 1
+            give_up = state.refill_attempts >= MAX_ATTEMPTS
+            if give_up:
+                state.refill_from = None
+            log.warning(
+                "history refill failed" + ("; giving up on this gap" if give_up else "; will retry"),
+                extra={"cloud_id": cid, "reason": exc.reason, "attempt": state.refill_attempts},
+            )
+            return
+        finally:
+            state.refilling = False
+        state.refill_from = None
+        state.history_through = max(state.history_through, through)
+        summary = {
+            "start": start, "end": end, "lines": written, "received": len(entries),
+            "through": state.history_through, "at": round(self.clock(), 3),
+        }  # fmt: skip
+        log.info("history refill", extra={"cloud_id": cid, **summary})
+        try:
+            await self.store.record_backfill(cid, summary)
+        except StoreError as exc:  # the in-memory mark and the files still keep lines single
+            log.warning("could not record a history refill", extra={"cloud_id": cid, "reason": str(exc)})
+
+    async def _write(
+        self, cid: str, state: DeviceState, entries: list[SummationReading], start: int, end: int
+    ) -> tuple[int, int]:
+        fresh = sorted(
+            (e for e in entries if start <= e.device_time <= end and e.device_time > state.history_through),
+            key=lambda e: e.device_time,
+        )
+        if not fresh:
+            return 0, state.history_through
+        hours = {hour_key(e.device_time) for e in fresh}
+        paths = [reading_path(self.settings.logs_dir, self.settings.file_prefix, cid, h) for h in hours]
+        already = await asyncio.to_thread(summation_times, paths)
+        polled_at = round(self.clock(), 3)
+        written = 0
+        for entry in fresh:
+            if entry.device_time in already:
+                continue
+            record = entry.record(cid, polled_at, source="history")
+            line = orjson.dumps(record) + b"\n"
+            # filed under the hour the reading belongs to, not the hour it reached us
+            self.backlog.write(Unwritten(cid, float(entry.device_time), line, None))
+            written += 1
+        return written, fresh[-1].device_time
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def summation_times(paths: Iterable[Path]) -> set[int]:
+    """device_time of every summation line in these hourly files (those that exist)."""
+    times: set[int] = set()
+    for path in paths:
+        if not path.exists():
+            continue
+        for record in read_lines(path).records:
+            if record.get("kind") == "summation" and isinstance(record.get("device_time"), int):
+                times.add(int(record["device_time"]))  # type: ignore[call-overload]
+    return times
