@@ -486,7 +486,14 @@ def tokens_revoke(name: str) -> None:
 
 @main.command()
 @click.option("--devices", default=50, show_default=True, help="How many simulated gateways.")
-@click.option("--port", default=9445, show_default=True, help="Port to serve the relay protocol on.")
+@click.option(
+    "--protocols",
+    default="eagle100-cloud=100",
+    show_default=True,
+    metavar="MIX",
+    help="Shares of each protocol, e.g. eagle100-cloud=60,eagle200-local=30,eagle100-local=10.",
+)
+@click.option("--port", default=9445, show_default=True, help="Port to serve every protocol on.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--seed", default=1, show_default=True, help="Same seed, same fleet and readings.")
 @click.option(
@@ -529,6 +536,7 @@ def tokens_revoke(name: str) -> None:
 )
 def sim(
     devices: int,
+    protocols: str,
     port: int,
     host: str,
     seed: int,
@@ -541,18 +549,23 @@ def sim(
     time_offset_s: float,
     timeout_hold_s: float,
 ) -> None:
-    """Serve a simulated EAGLE fleet over the cloud-relay protocol (plus /control/ endpoints)."""
+    """Serve a simulated EAGLE fleet: the relay, EAGLE-100s and EAGLE-200s on the local network,
+    all on one port (plus /control/ endpoints)."""
     from aiohttp import web
 
-    from app.sim.fleet import build_fleet
+    from app.sim.fleet import build_fleet, parse_mix
     from app.sim.server import Simulator, make_app
 
     if devices < 1 or reading_interval_s < 1:
         raise click.BadParameter("--devices must be at least 1 and --reading-interval-s at least 1 s.")
-    fleet = build_fleet(devices, seed)
+    try:
+        fleet = build_fleet(devices, seed, parse_mix(protocols))
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--protocols") from None
     if export_users is not None:
         export_users.parent.mkdir(parents=True, exist_ok=True)
-        export_users.write_bytes(b"".join(orjson.dumps(d.users_line()) + b"\n" for d in fleet))
+        address = f"{host}:{port}"  # local gateways are reached at the simulator itself
+        export_users.write_bytes(b"".join(orjson.dumps(d.users_line(address)) + b"\n" for d in fleet))
         click.echo(f"wrote {devices} users to {export_users}")
         return
     settings = _settings()
@@ -602,9 +615,10 @@ def users() -> None:
 @users.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def users_import(file: Path) -> None:
-    """Create or update devices from FILE: one JSON object per line with cloud_id,
-    user_email, user_pw (optional protocol, address, active). Bad lines are reported by
-    number and skipped; running it again changes nothing."""
+    """Create or update devices from FILE: one JSON object per line with cloud_id and either
+    user_email and user_pw (eagle100-cloud, the default) or protocol, address and install_code
+    (eagle100-local, eagle200-local); optional tls_verify, tls_fingerprint, active. Bad lines
+    are reported by number and skipped; running it again changes nothing."""
     from app.store import Store
     from app.users import import_users
 
@@ -660,13 +674,13 @@ def users_list(active: bool | None, status: str | None, as_json: bool) -> None:
             click.echo(orjson.dumps(r.public()).decode())
         return
     click.echo(
-        f"{'cloud_id':<8} {'active':<6} {'status':<7} {'events':>8}  {'failures':>8}  "
+        f"{'cloud_id':<8} {'protocol':<14} {'active':<6} {'status':<7} {'events':>8}  {'failures':>8}  "
         f"{'email':<32} last_error"
     )
     for r in records:
         click.echo(
-            f"{r.cloud_id:<8} {'yes' if r.active else 'no':<6} {r.status:<7} {r.total_events_logged:>8}  "
-            f"{r.consecutive_failures:>8}  {r.user_email:<32} {r.last_error}"
+            f"{r.cloud_id:<8} {r.protocol:<14} {'yes' if r.active else 'no':<6} {r.status:<7} "
+            f"{r.total_events_logged:>8}  {r.consecutive_failures:>8}  {r.user_email:<32} {r.last_error}"
         )
     click.echo(f"{len(records)} devices")
 

@@ -12,9 +12,9 @@ import orjson
 from app.eagle.parse import parse_demand
 from app.hourly import HourlyWriter, hour_key, reading_path
 from app.settings import Settings
+from app.sim.eagle100 import demand_fields
 from app.sim.fleet import SimDevice
 from app.sim.model import reading_at
-from app.sim.server import demand_fields
 
 
 def backfill(

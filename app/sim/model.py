@@ -50,8 +50,3 @@ def demand_w(device: SimDevice, seed: int, number: int, at: float) -> int:
     if device.solar_w and 6.0 < hour < 18.0:
         load -= device.solar_w * math.sin(math.pi * (hour - 6.0) / 12.0)
     return round(load)
-
-
-def summation_wh(device: SimDevice, seed: int, number: int) -> int:
-    """Energy delivered so far in Wh: only ever rises."""
-    return 5_000_000 + device.index * 1000 + number * (3 + device.index % 5)

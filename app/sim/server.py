@@ -1,6 +1,9 @@
-"""The simulator's HTTP server: the relay endpoint plus a small control API.
+"""The simulator's HTTP server: every EAGLE protocol on one port, plus a small control API.
 
-POST /cgi-bin/post_manager     the EAGLE-100 REST protocol (Cloud-ID / User / Password)
+POST /cgi-bin/post_manager      the relay (headers Cloud-ID / User / Password) for eagle100-cloud
+                                devices; with HTTP Basic `cloud_id:install_code` it is the gateway
+                                itself: EAGLE-100 REST for eagle100-local, the Local API for
+                                eagle200-local (the cloud_id names the device, so one port serves all)
 GET|PUT|DELETE /control/faults  show, replace or clear faults
 GET  /control/users.jl          the fleet as a users file for `rainforest users import`
 GET  /control/served            every distinct reading served so far (when recording)
@@ -11,8 +14,10 @@ GET  /healthz
 from __future__ import annotations
 
 import asyncio
+import binascii
 import re
 import time
+from base64 import b64decode
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -21,10 +26,13 @@ from typing import IO
 import orjson
 from aiohttp import web
 
+from app.eagle.readings import Y2K_EPOCH
 from app.errors import ValidationError
+from app.sim import eagle100, eagle200
+from app.sim.energy import EnergyMeter
 from app.sim.faults import FaultBook
 from app.sim.fleet import SimDevice
-from app.sim.model import SimReading, reading_at, summation_wh
+from app.sim.model import SimReading, reading_at
 
 _NAME_RE = re.compile(rb"<name>\s*([A-Za-z_]+)\s*</name>", re.IGNORECASE)
 _JSON_RE = re.compile(rb"<format>\s*json\s*</format>", re.IGNORECASE)
@@ -32,7 +40,7 @@ HTML = "text/html"
 
 
 class Simulator:
-    """State behind the server: the fleet, its faults, and the served-readings record."""
+    """State behind the server: the fleet, its faults, its meters and the served-readings record."""
 
     def __init__(
         self,
@@ -56,6 +64,7 @@ class Simulator:
         self._record_out: IO[bytes] | None = record_file.open("ab") if record_file else None
         self.timeout_hold_s = timeout_hold_s
         self.clock = clock
+        self.energy = EnergyMeter(seed, reading_interval_s, anchor_s=clock() - 3600)
 
     def close(self) -> None:
         if self._record_out:
@@ -68,7 +77,9 @@ class Simulator:
         line = orjson.dumps(
             {
                 "cloud_id": device.cloud_id,
+                "protocol": device.protocol,
                 "TimeStamp": reading.timestamp,
+                "device_time": reading.timestamp + Y2K_EPOCH,
                 "demand_w": reading.demand_w,
             }
         )
@@ -77,33 +88,55 @@ class Simulator:
             self._record_out.write(line + b"\n")
             self._record_out.flush()
 
-    # --- the relay endpoint -----------------------------------------------------------------
+    # --- the device endpoint ----------------------------------------------------------------
 
-    async def post_manager(self, request: web.Request) -> web.Response:
+    async def post_manager(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        basic = _basic_auth(request.headers.get("Authorization", ""))
+        if basic is not None:
+            return await self._local(request, body, *basic)
         cloud_id = request.headers.get("Cloud-ID", "").lower()
         device = self.by_id.get(cloud_id)
-        if device is None:
+        if device is None or device.local:
             self.stats["unknown_device"] += 1
             return _error(f"Unknown Cloud ID {cloud_id or '(none)'}")
-        fault = self.faults.for_request(cloud_id)
-        if fault and fault.latency_ms:
-            await asyncio.sleep(fault.latency_ms / 1000.0)
-        error = fault.error if fault else None
-        if error == "bad_credentials" or (
-            request.headers.get("User") != device.user_email
+        error = await self._fault(device)
+        if (
+            error == "bad_credentials"
+            or request.headers.get("User") != device.user_email
             or request.headers.get("Password") != device.password
         ):
             self.stats["bad_credentials"] += 1
             return _error("Invalid user name or password")
         if error:
-            return await self._fault_reply(error, device)
-        match = _NAME_RE.search(body)
-        command = match.group(1).decode().lower() if match else ""
-        as_json = bool(_JSON_RE.search(body))
-        return self._command_reply(device, command, as_json)
+            return await self._fault_reply(request, error, device)
+        return self._eagle100(device, body)
 
-    async def _fault_reply(self, error: str, device: SimDevice) -> web.Response:
+    async def _local(self, request: web.Request, body: bytes, cloud_id: str, code: str) -> web.StreamResponse:
+        device = self.by_id.get(cloud_id.lower())
+        if device is None or not device.local or code.upper() != device.install_code:
+            self.stats["bad_credentials"] += 1
+            return web.Response(status=401, text="Unauthorized", content_type=HTML)
+        error = await self._fault(device)
+        if error == "bad_credentials":
+            self.stats["bad_credentials"] += 1
+            return web.Response(status=401, text="Unauthorized", content_type=HTML)
+        if error:
+            return await self._fault_reply(request, error, device)
+        if device.protocol == "eagle200-local":
+            return self._eagle200(device, body)
+        return self._eagle100(device, body)
+
+    async def _fault(self, device: SimDevice) -> str | None:
+        """Apply a fault's latency to this request; the error it brings, if any."""
+        fault = self.faults.for_request(device.cloud_id)
+        if fault is None:
+            return None
+        if fault.latency_ms:
+            await asyncio.sleep(fault.latency_ms / 1000.0)
+        return fault.error
+
+    async def _fault_reply(self, request: web.Request, error: str, device: SimDevice) -> web.StreamResponse:
         self.stats[error] += 1
         if error == "timeout":
             await asyncio.sleep(self.timeout_hold_s)
@@ -113,37 +146,65 @@ class Simulator:
         if error == "http_500":
             return web.Response(status=500, text="Internal Server Error", content_type=HTML)
         if error == "offline":
+            if device.local:  # a gateway that is off: the connection drops
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response(status=503)
             return _error(f"EAGLE {device.cloud_id} is offline")
+        if device.protocol == "eagle200-local":  # a reply without a <Device> root (core#75405)
+            return web.Response(text="<Response><Status>busy</Status></Response>", content_type=HTML)
         # malformed: a reply cut off mid-element, as a dropped relay connection leaves it
         return web.Response(
             text=f"<InstantaneousDemand><DeviceMacId>0x{device.device_mac_id:016x}</DeviceMacId><Dem",
             content_type=HTML,
         )
 
-    def _command_reply(self, device: SimDevice, command: str, as_json: bool) -> web.Response:
-        reading = reading_at(device, self.seed, self.clock(), self.reading_interval_s)
+    def _eagle100(self, device: SimDevice, body: bytes) -> web.Response:
+        match = _NAME_RE.search(body)
+        command = match.group(1).decode().lower() if match else ""
+        as_json = bool(_JSON_RE.search(body))
+        now = self.clock()
+        reading = reading_at(device, self.seed, now, self.reading_interval_s)
         if command == "get_instantaneous_demand":
-            fields = demand_fields(device, reading)
-            root = "InstantaneousDemand"
+            root, fields = "InstantaneousDemand", eagle100.demand_fields(device, reading)
             if self.recording:
                 self._record(device, reading)
         elif command == "get_current_summation":
-            fields = summation_fields(device, reading, self.seed)
-            root = "CurrentSummation"
+            root, fields = "CurrentSummation", eagle100.summation_fields(device, reading, self.energy)
         elif command == "get_price":
-            fields = price_fields(device, reading)
-            root = "PriceCluster"
+            root, fields = "PriceCluster", eagle100.price_fields(device, reading)
         elif command == "get_network_info":
-            fields = network_fields(device)
-            root = "NetworkInfo"
+            root, fields = "NetworkInfo", eagle100.network_fields(device)
+        elif command == "get_history_data":
+            start, end, frequency = eagle100.history_range(body, now)
+            self.stats["history"] += 1
+            reply = eagle100.history_body(
+                device, self.energy, self.reading_interval_s, start, end, frequency, as_json
+            )
+            return web.Response(body=reply, content_type=HTML)
         else:
             self.stats["unknown_command"] += 1
             return _error(f"Unknown command {command or '(none)'}")
         self.stats["ok"] += 1
-        if as_json:
-            return web.Response(body=orjson.dumps({root: fields}), content_type=HTML)
-        inner = "".join(f"<{k}>{v}</{k}>" for k, v in fields.items())
-        return web.Response(text=f"<{root}>{inner}</{root}>", content_type=HTML)
+        return web.Response(body=eagle100.render(root, fields, as_json), content_type=HTML)
+
+    def _eagle200(self, device: SimDevice, body: bytes) -> web.Response:
+        match = _NAME_RE.search(body)
+        command = match.group(1).decode().lower() if match else ""
+        reading = reading_at(device, self.seed, self.clock(), self.reading_interval_s)
+        if command == "device_list":
+            reply = eagle200.device_list(device, reading)
+        elif command == "device_query":
+            address, names = eagle200.queried(body)
+            reply = eagle200.device_query(device, reading, self.energy, address, names)
+            demand_asked = names is None or any(n.lower() == "zigbee:instantaneousdemand" for n in names)
+            if self.recording and demand_asked and address.lower() == eagle200.meter_address(device):
+                self._record(device, reading)
+        else:
+            self.stats["unknown_command"] += 1
+            return web.Response(status=400, text=f"Unknown command {command or '(none)'}", content_type=HTML)
+        self.stats["ok"] += 1
+        return web.Response(body=reply, content_type=HTML)
 
     # --- control API ------------------------------------------------------------------------
 
@@ -162,7 +223,8 @@ class Simulator:
         return web.json_response(self.faults.to_json())
 
     async def users(self, request: web.Request) -> web.Response:
-        body = b"".join(orjson.dumps(d.users_line()) + b"\n" for d in self.fleet)
+        address = request.host  # the simulator itself serves every local gateway
+        body = b"".join(orjson.dumps(d.users_line(address)) + b"\n" for d in self.fleet)
         return web.Response(body=body, content_type="application/x-ndjson")
 
     async def served_readings(self, request: web.Request) -> web.Response:
@@ -179,7 +241,8 @@ class Simulator:
         )
 
     async def get_stats(self, request: web.Request) -> web.Response:
-        return web.json_response({"devices": len(self.fleet), **self.stats})
+        protocols = Counter(d.protocol for d in self.fleet)
+        return web.json_response({"devices": len(self.fleet), "protocols": protocols, **self.stats})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "devices": len(self.fleet)})
@@ -198,76 +261,18 @@ def make_app(sim: Simulator) -> web.Application:
     return app
 
 
+def _basic_auth(header: str) -> tuple[str, str] | None:
+    if header[:6].lower() != "basic ":
+        return None
+    try:
+        user, _, password = b64decode(header[6:].strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return ("", "")
+    return user, password
+
+
 def _error(text: str) -> web.Response:
     return web.Response(text=f"<Error><Text>{text}</Text></Error>", content_type=HTML)
 
 
-def encode_demand(device: SimDevice, watts: int) -> str:
-    """Demand as the meter sends it: 6 hex digits, negatives in 32-bit or 24-bit two's complement."""
-    if watts >= 0:
-        return f"0x{watts:06x}"
-    if device.negative_24bit:
-        return f"0x{watts & 0xFFFFFF:06x}"
-    return f"0x{watts & 0xFFFFFFFF:08x}"
-
-
-def _raw_demand(device: SimDevice, watts: int) -> int:
-    # demand_kw = raw × multiplier ÷ divisor, with a zero multiplier counting as 1
-    return round(watts * device.divisor / 1000 / (device.multiplier or 1))
-
-
-def demand_fields(device: SimDevice, reading: SimReading) -> dict[str, str]:
-    return {
-        "DeviceMacId": f"0x{device.device_mac_id:016x}",
-        "MeterMacId": f"0x{device.meter_mac_id:016x}",
-        "TimeStamp": f"0x{reading.timestamp:08x}",
-        "Demand": encode_demand(device, _raw_demand(device, reading.demand_w)),
-        "Multiplier": f"0x{device.multiplier:08x}",
-        "Divisor": f"0x{device.divisor:08x}",
-        "DigitsRight": "0x03",
-        "DigitsLeft": "0x06",
-        "SuppressLeadingZero": "Y",
-    }
-
-
-def summation_fields(device: SimDevice, reading: SimReading, seed: int) -> dict[str, str]:
-    return {
-        "DeviceMacId": f"0x{device.device_mac_id:016x}",
-        "MeterMacId": f"0x{device.meter_mac_id:016x}",
-        "TimeStamp": f"0x{reading.timestamp:08x}",
-        "SummationDelivered": f"0x{summation_wh(device, seed, reading.number):016x}",
-        "SummationReceived": f"0x{(device.index * 37 if device.solar_w else 0):016x}",
-        "Multiplier": "0x00000001",
-        "Divisor": "0x000003e8",
-        "DigitsRight": "0x01",
-        "DigitsLeft": "0x06",
-        "SuppressLeadingZero": "Y",
-    }
-
-
-def price_fields(device: SimDevice, reading: SimReading) -> dict[str, str]:
-    price = 1342 + (device.index % 7) * 100 if device.has_price else 0xFFFFFFFF
-    return {
-        "DeviceMacId": f"0x{device.device_mac_id:016x}",
-        "MeterMacId": f"0x{device.meter_mac_id:016x}",
-        "TimeStamp": f"0x{reading.timestamp:08x}",
-        "Price": f"0x{price:08x}",
-        "Currency": "0x0348",
-        "TrailingDigits": "0x05",
-        "Tier": "0x01",
-        "RateLabel": "Tier 1",
-    }
-
-
-def network_fields(device: SimDevice) -> dict[str, str]:
-    return {
-        "DeviceMacId": f"0x{device.device_mac_id:016x}",
-        "InstallCode": f"0x{device.meter_mac_id ^ 0x5A5A5A5A:016x}",
-        "LinkKey": "0x" + "00" * 16,
-        "FWVersion": "2.0.21 (7031)",
-        "HWVersion": "1.2.3",
-        "ImageType": "0x1301",
-        "Manufacturer": "Rainforest Automation, Inc.",
-        "ModelId": "Z109-EAGLE",
-        "DateCode": "2013103023220630",
-    }
+__all__ = ["Simulator", "make_app"]
