@@ -494,6 +494,11 @@ def tokens_revoke(name: str) -> None:
     help="Shares of each protocol, e.g. eagle100-cloud=60,eagle200-local=30,eagle100-local=10.",
 )
 @click.option("--port", default=9445, show_default=True, help="Port to serve every protocol on.")
+@click.option(
+    "--https-port",
+    type=click.IntRange(1, 65535),
+    help="Also serve over HTTPS here, with a self-signed certificate (as an EAGLE-3 does).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--seed", default=1, show_default=True, help="Same seed, same fleet and readings.")
 @click.option(
@@ -538,6 +543,7 @@ def sim(
     devices: int,
     protocols: str,
     port: int,
+    https_port: int | None,
     host: str,
     seed: int,
     reading_interval_s: float,
@@ -600,8 +606,31 @@ def sim(
         uvloop.install()
     except ImportError:  # pragma: no cover
         pass
-    web.run_app(make_app(simulator), host=host, port=port, print=None, access_log=None)
+    asyncio.run(_serve_sim(make_app(simulator), host, port, https_port))
     simulator.close()
+
+
+async def _serve_sim(app: Any, host: str, port: int, https_port: int | None) -> None:
+    """Serve the simulator (and its HTTPS twin) until SIGTERM or Ctrl-C."""
+    import signal
+
+    from aiohttp import web
+
+    from app.sim.tls import self_signed_context
+
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    if https_port is not None:
+        await web.TCPSite(runner, host, https_port, ssl_context=self_signed_context()).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 # --- users ---------------------------------------------------------------------------------

@@ -37,18 +37,27 @@ def test_partial_tail_is_cut_before_the_next_append(tmp_path: Path) -> None:
         f.write(b'{"cloud_id": "000001", "TimeSt')  # what a power cut can leave
     assert read_lines(path).partial == 1
     fresh = HourlyWriter(tmp_path, "p", 8)  # a restarted process
-    assert fresh.last_timestamp("000001", HOUR) == 1
+    assert fresh.last_records("000001", HOUR)["demand"]["TimeStamp"] == 1
     fresh.append("000001", HOUR + 1, line("000001", 2))
     result = read_lines(path)
     assert result.partial == 0 and [r["TimeStamp"] for r in result.records] == [1, 2]
     assert fresh.partial_tails_repaired == 1
 
 
-def test_last_timestamp_looks_back_one_hour(tmp_path: Path) -> None:
+def test_last_records_look_back_one_hour(tmp_path: Path) -> None:
     w = HourlyWriter(tmp_path, "p", 8)
     w.append("000001", HOUR - 10, line("000001", 41))
-    assert w.last_timestamp("000001", HOUR + 5) == 41
-    assert w.last_timestamp("000002", HOUR + 5) is None
+    assert w.last_records("000001", HOUR + 5)["demand"]["TimeStamp"] == 41
+    assert w.last_records("000002", HOUR + 5) == {}
+
+
+def test_last_records_keep_the_last_line_of_each_kind(tmp_path: Path) -> None:
+    w = HourlyWriter(tmp_path, "p", 8)
+    kinds = [("demand", 1), ("summation", 2), ("demand", 3), ("price", 4), ("demand", 5)]
+    for kind, t in kinds:
+        w.append("000001", HOUR, orjson.dumps({"cloud_id": "000001", "kind": kind, "device_time": t}) + b"\n")
+    found = w.last_records("000001", HOUR)
+    assert {k: r["device_time"] for k, r in found.items()} == {"demand": 5, "summation": 2, "price": 4}
 
 
 def test_open_descriptors_stay_bounded(tmp_path: Path) -> None:

@@ -45,13 +45,15 @@ async def run_for(pinger: Pinger, seconds: float) -> None:
     await asyncio.wait_for(task, 10)
 
 
-def written(settings: Settings) -> dict[Key, list[dict[str, object]]]:
-    """Every line in every hourly file, by (cloud_id, TimeStamp); fails on any partial line."""
+def written(settings: Settings, kind: str = "demand") -> dict[Key, list[dict[str, object]]]:
+    """Every line of a kind in every hourly file, by (cloud_id, TimeStamp); fails on any partial line."""
     found: dict[Key, list[dict[str, object]]] = {}
     for path in settings.logs_dir.glob("????-??-??-??/*.jl"):
         result = read_lines(path)
         assert result.partial == 0, f"{path} has a partial or corrupt line"
         for record in result.records:
+            if record.get("kind", "demand") != kind:
+                continue
             assert path.parent.name == hour_key(float(record["polled_at"])), "line in the wrong hour"  # type: ignore[arg-type]
             assert path.name.endswith(f"-{record['cloud_id']}-{path.parent.name}.jl")
             found.setdefault((str(record["cloud_id"]), int(record["TimeStamp"])), []).append(record)  # type: ignore[call-overload]

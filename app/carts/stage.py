@@ -158,14 +158,15 @@ class CsvResult:
 def write_csv(
     cloud_id: str, hours: list[list[Path]], start: float, end: float, dest: Path, name: str
 ) -> CsvResult:
-    """One device's readings as CSV, ordered by device time, parts merged, duplicates dropped.
+    """One device's demand readings as CSV, ordered by device time, parts merged, duplicates
+    (same device time) dropped.
 
     `hours` lists each hour's staged parts, hours in order, so only one hour is in memory.
     """
     from app.hourly import read_lines
 
     rows = duplicates = partial = 0
-    previous: set[object] = set()  # the last hour's TimeStamps: a reading polled across the boundary
+    previous: set[object] = set()  # the last hour's device times: a reading polled across the boundary
     tmp = dest.with_name(dest.name + ".tmp")
     with tmp.open("w", newline="", encoding="utf-8") as f:
         out = csv.writer(f, lineterminator="\n")
@@ -176,7 +177,9 @@ def write_csv(
                 result = read_lines(path)
                 partial += result.partial
                 for record in result.records:
-                    stamp = record.get("TimeStamp")
+                    if record.get("kind", "demand") != "demand":
+                        continue  # summation and price lines are in the jl format's files
+                    stamp = record.get("device_time")
                     if stamp in seen or stamp in previous:
                         duplicates += 1
                         continue

@@ -51,7 +51,7 @@ def local_gateway(
     if url.startswith("https://"):
         pinned = aiohttp.Fingerprint(bytes.fromhex(tls_fingerprint)) if tls_fingerprint else None
         ssl = pinned or bool(tls_verify)
-    auth = aiohttp.BasicAuth(cloud_id, install_code).encode()
+    auth = aiohttp.encode_basic_auth(cloud_id, install_code)
     return Gateway(cloud_id, protocol, url, {"Authorization": auth}, ssl)
 
 
