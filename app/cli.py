@@ -557,7 +557,6 @@ def sim(
 ) -> None:
     """Serve a simulated EAGLE fleet: the relay, EAGLE-100s and EAGLE-200s on the local network,
     all on one port (plus /control/ endpoints)."""
-    from aiohttp import web
 
     from app.sim.fleet import build_fleet, parse_mix
     from app.sim.server import Simulator, make_app

@@ -17,14 +17,13 @@ from collections import Counter
 from collections.abc import Callable
 
 import aiohttp
-import orjson
 
 from app.credentials import Vault
 from app.devices import DeviceRecord
 from app.eagle.client import Clients, GatewayClient, new_session
 from app.eagle.gateway import Gateway, gateway_for
-from app.eagle.readings import Demand, Price, Readings, Summation
-from app.errors import DeviceError, StoreError, WriteError
+from app.eagle.readings import Readings
+from app.errors import DeviceError, StoreError
 from app.heartbeat import Heartbeat
 from app.hourly import HourlyWriter
 from app.lifecycle import serve_metrics
@@ -32,8 +31,9 @@ from app.logs import action
 from app.pinger import capture
 from app.pinger.backoff import Backoff
 from app.pinger.fleet import DeviceState, FleetView, Ownership, OwnsAll
-from app.pinger.ledger import Ledger, Unwritten, WriteBacklog
+from app.pinger.ledger import Ledger, WriteBacklog
 from app.pinger.metrics import PingerMetrics
+from app.pinger.recorder import Recorder
 from app.pinger.refill import Refiller
 from app.pinger.schedule import next_cycle_start
 from app.pinger.stats import CycleStats
@@ -41,7 +41,6 @@ from app.settings import Settings
 from app.store import PollUpdate, Store
 
 log = logging.getLogger(__name__)
-_DEMAND_ONLY = frozenset(["demand"])
 # Devices due within this window are launched together: one loop wake-up per window instead
 # of one per device, at the cost of polling up to this much early.
 LAUNCH_WINDOW_S = 0.05
@@ -73,8 +72,9 @@ class Pinger:
         self.writer = HourlyWriter(settings.logs_dir, settings.file_prefix, settings.max_open_files)
         self.ledger = Ledger(store)
         self.backlog = WriteBacklog(self.writer, self.ledger)
+        self.recorder = Recorder(self.writer, self.backlog, self.ledger)
         self.refiller = Refiller(settings, store, self.backlog, clock)
-        self._intervals = {"summation": settings.summation_interval_s, "price": settings.price_interval_s}
+        self.cadence = capture.Cadence(settings)
         self.backoff = Backoff(self.interval_s, settings.backoff_max_s, settings.auth_backoff_s)
         self.heartbeat = Heartbeat(
             self.store, "pinger", lambda: {"devices": str(len(self.fleet.devices))}, clock
@@ -170,13 +170,14 @@ class Pinger:
         client = self.clients.for_protocol(gateway.protocol)
         stats.protocols[gateway.protocol] += 1
         try:
-            wanted = self._wanted(state)
+            wanted = self.cadence.wanted(state, self.clock())
             try:
                 readings = await client.poll(gateway, wanted)
             finally:
                 stats.latency_s.append(loop.time() - began)
             self._on_readings(cid, state, readings, stats, client)
-            self._captured(state, wanted, client)
+            if not client.separate_commands:  # EAGLE-100 extras are marked as each command succeeds
+                self.cadence.captured(state, wanted, self.clock())
             extras = [k for k in wanted if k != "demand"] if client.separate_commands else []
             if extras:
                 await self._extras(cid, state, client, extras, target, stats)
@@ -187,25 +188,6 @@ class Pinger:
             self._on_failure(cid, state, DeviceError(f"internal error: {exc!r}"), stats)
         finally:
             state.in_flight = False
-
-    def _wanted(self, state: DeviceState) -> frozenset[str]:
-        """demand always; summation and price when their interval came round for this device."""
-        now = self.clock()
-        due = state.due
-        if not due:
-            for n, kind in enumerate(capture.EXTRA_KINDS):
-                phase = (state.phase + n / 2) % 1.0  # price half a turn after summation
-                due[kind] = capture.first_due(now, phase, self._intervals[kind], self.interval_s)
-        if now < due["summation"] and now < due["price"]:
-            return _DEMAND_ONLY
-        return frozenset(["demand", *(k for k in capture.EXTRA_KINDS if now >= due[k])])
-
-    def _captured(self, state: DeviceState, wanted: frozenset[str], client: GatewayClient) -> None:
-        if client.separate_commands or wanted is _DEMAND_ONLY:
-            return  # EAGLE-100 extras are marked as each command succeeds
-        now = self.clock()
-        for kind in wanted - _DEMAND_ONLY:
-            state.due[kind] = capture.next_due(state.due[kind], now, self._intervals[kind])
 
     async def _extras(
         self,
@@ -230,8 +212,7 @@ class Pinger:
                 stats.extra_failed += 1
                 log.debug("extra command failed", extra={"cloud_id": cid, "kind": kind, "reason": exc.reason})
                 return
-            now = self.clock()
-            state.due[kind] = capture.next_due(state.due[kind], now, self._intervals[kind])
+            self.cadence.captured(state, frozenset([kind]), self.clock())
             self._on_readings(cid, state, readings, stats, client, extra=True)
 
     def _on_readings(
@@ -247,12 +228,16 @@ class Pinger:
         if not extra:
             self._on_success(cid, state, polled_at, stats, client)
             if readings.demand is not None:
-                self._write_demand(cid, state, readings.demand, polled_at, stats)
+                if self.recorder.demand(cid, state, readings.demand, polled_at):
+                    stats.new_readings += 1
             else:  # the gateway answered, but its meter had no demand value this time
                 self.ledger.add(PollUpdate(cid, last_success_at=polled_at))
         for reading in (readings.summation, readings.price):
-            if reading is not None:
-                self._write_extra(cid, state, reading, polled_at, stats)
+            if reading is not None and self.recorder.extra(cid, state, reading, polled_at):
+                if reading.kind == "summation":
+                    stats.summations += 1
+                else:
+                    stats.prices += 1
 
     def _on_success(
         self, cid: str, state: DeviceState, polled_at: float, stats: CycleStats, client: GatewayClient
@@ -267,61 +252,8 @@ class Pinger:
         state.retry_at = 0.0
         state.last_error_kind = ""
         if not state.recovered:
-            self._recover_last_readings(cid, state, polled_at)
+            self.recorder.recover(cid, state, polled_at)
         self.refiller.on_success(cid, state, client, polled_at)
-
-    def _write_demand(
-        self, cid: str, state: DeviceState, reading: Demand, polled_at: float, stats: CycleStats
-    ) -> None:
-        device_time = reading.device_time
-        if device_time == state.last_demand:
-            self.ledger.add(PollUpdate(cid, last_success_at=polled_at))
-            return
-        state.last_demand = device_time
-        line = orjson.dumps(reading.record(cid, polled_at, state.gateway.protocol))
-        update = PollUpdate(
-            cid,
-            events=1,
-            first_timestamp=None if state.first_recorded else device_time,
-            last_timestamp=device_time,
-            last_success_at=polled_at,
-            last_reading=line.decode(),
-        )
-        state.first_recorded = True  # HSETNX keeps the earliest; no need to send it again
-        if self.backlog.write(Unwritten(cid, polled_at, line + b"\n", update)):
-            stats.new_readings += 1
-
-    def _write_extra(
-        self, cid: str, state: DeviceState, reading: Summation | Price, polled_at: float, stats: CycleStats
-    ) -> None:
-        """A summation or price line, only when its time or value changed."""
-        record = reading.record(cid, polled_at, state.gateway.protocol)
-        key = capture.line_key(record)
-        if state.last_keys.get(reading.kind) == key:
-            return
-        state.last_keys[reading.kind] = key
-        self.backlog.write(Unwritten(cid, polled_at, orjson.dumps(record) + b"\n", None))
-        if reading.kind == "summation":
-            stats.summations += 1
-        else:
-            stats.prices += 1
-
-    def _recover_last_readings(self, cid: str, state: DeviceState, now: float) -> None:
-        """After a restart the files may be ahead of Redis: never write a reading twice."""
-        try:
-            found = self.writer.last_records(cid, now)
-        except WriteError as exc:
-            log.warning(
-                "cannot check the last reading on disk yet", extra={"cloud_id": cid, "reason": str(exc)}
-            )
-            return  # try again at the next reading; the in-memory state still dedups
-        demand = found.get("demand")
-        if demand is not None and isinstance(demand.get("device_time"), int):
-            state.last_demand = int(demand["device_time"])  # type: ignore[call-overload]
-        for kind in capture.EXTRA_KINDS:
-            if kind in found:
-                state.last_keys.setdefault(kind, capture.line_key(found[kind]))
-        state.recovered = True
 
     def _on_failure(self, cid: str, state: DeviceState, exc: DeviceError, stats: CycleStats) -> None:
         stats.failed += 1
