@@ -168,7 +168,7 @@ class DeviceInput:
     ) -> DeviceInput:
         if not data.get("address"):
             raise ValidationError(
-                f"a {protocol} device needs address: the gateway's host, host:port or URL on its "
+                f"an {protocol} device needs address: the gateway's host, host:port or URL on its "
                 "network, such as 192.168.1.20 or https://192.168.1.20 for an EAGLE-3.",
                 field="address",
             )

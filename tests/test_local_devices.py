@@ -1,0 +1,125 @@
+"""Local gateways as an operator registers them: every new field validated with one sentence,
+through `rainforest users import` and `POST /api/users/{id}`; install codes never come back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import redis as syncredis
+import requests
+
+from app.devices import DeviceInput
+from app.errors import ValidationError
+from tests.api_helpers import ApiServer, make_token, start_api
+from tests.conftest import RedisServer
+from tests.test_users_cli import rainforest
+
+CODE = "1A2B3C4D5E6F7A8B"
+LOCAL = {"protocol": "eagle200-local", "address": "192.168.1.20", "install_code": CODE}
+
+BAD = [
+    ({"protocol": "eagle300"}, "protocol", "protocol must be one of eagle100-cloud, eagle100-local, eagle200-local"),
+    ({**LOCAL, "address": ""}, "address", "needs address"),
+    ({"protocol": "eagle100-local", "install_code": CODE}, "address", "needs address"),
+    ({**LOCAL, "address": "http://me:pw@192.168.1.20"}, "address", "without credentials"),
+    ({**LOCAL, "address": "ftp://192.168.1.20"}, "address", "http(s)"),
+    ({**LOCAL, "address": "192.168.1.20:99999"}, "address", "host:port"),
+    ({**LOCAL, "install_code": "12345"}, "install_code", "16 hex digits"),
+    ({**LOCAL, "install_code": "1A2B3C4D5E6F7A8Z"}, "install_code", "16 hex digits"),
+    ({**LOCAL, "install_code": 1234567890123456}, "install_code", "16 hex digits"),
+    ({**LOCAL, "tls_verify": "yes"}, "tls_verify", "true or false"),
+    ({**LOCAL, "address": "https://192.168.1.20", "tls_fingerprint": "abc"}, "tls_fingerprint", "64 hex"),
+    ({**LOCAL, "tls_fingerprint": "ab" * 32}, "tls_fingerprint", "https:// address"),
+    ({**LOCAL, "user_pw": "secret"}, "user_pw", "install_code"),
+    ({"user_email": "a@example.com", "user_pw": "pw", "install_code": CODE}, "install_code", "local gateways"),
+]
+
+
+@pytest.mark.parametrize(("body", "field", "words"), BAD)
+def test_each_bad_field_gets_one_sentence(body: dict[str, object], field: str, words: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        DeviceInput.from_mapping({"cloud_id": "002738", **body})
+    assert info.value.field == field and words in str(info.value)
+    assert str(info.value).endswith(".") and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("address", "url"),
+    [("192.168.1.20", "http://192.168.1.20/cgi-bin/post_manager"),
+     ("eagle-00ce69.local:8080", "http://eagle-00ce69.local:8080/cgi-bin/post_manager"),
+     ("https://192.168.1.20", "https://192.168.1.20/cgi-bin/post_manager"),
+     ("http://10.0.0.5/cgi-bin/post_manager", "http://10.0.0.5/cgi-bin/post_manager")],
+)  # fmt: skip
+def test_addresses_become_gateway_urls(address: str, url: str) -> None:
+    from app.devices import gateway_url
+
+    inp = DeviceInput.from_mapping({"cloud_id": "002738", **LOCAL, "address": address})
+    assert gateway_url(inp.address) == url
+
+
+@pytest.fixture(scope="module")
+def api(redis_server: RedisServer, secret_key: str) -> Iterator[ApiServer]:
+    server = start_api(redis_server.url, secret_key)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def admin(api: ApiServer, redis_url: str) -> Callable[..., requests.Response]:
+    token = make_token(redis_url, "admin-local")
+    return lambda method, path, **kw: requests.request(
+        method, api.url + path, headers={"Authorization": f"Bearer {token}"}, timeout=10, **kw
+    )
+
+
+@pytest.mark.parametrize(("body", "field", "words"), BAD)
+def test_the_api_answers_each_bad_field_with_its_sentence(
+    admin: Callable[..., requests.Response], body: dict[str, object], field: str, words: str
+) -> None:
+    resp = admin("POST", "/api/users/002738", json=body)
+    assert resp.status_code == 400
+    answer = resp.json()
+    assert answer["error"] == "invalid_field" and words in answer["message"]
+
+
+def test_a_local_device_is_stored_with_its_code_encrypted_and_never_shown(
+    admin: Callable[..., requests.Response], redis_url: str
+) -> None:
+    body = {**LOCAL, "address": "https://192.168.1.20", "tls_fingerprint": "AB:" * 31 + "AB"}
+    created = admin("POST", "/api/users/00ce69", json=body)
+    assert created.status_code == 201, created.text
+    record = created.json()
+    assert record["protocol"] == "eagle200-local" and record["address"] == "https://192.168.1.20"
+    assert record["tls_fingerprint"] == "ab" * 32 and record["tls_verify"] is None
+    assert admin("POST", "/api/users/00ce69", json=body).json()["outcome"] == "unchanged"
+    for text in (created.text, admin("GET", "/api/users/00ce69").text, admin("GET", "/api/users/").text):
+        assert CODE not in text and "install_code" not in text
+    with syncredis.Redis.from_url(redis_url) as r:
+        stored = r.hgetall("rf:device:00ce69")
+    assert CODE.encode() not in b"".join(stored.values()) and b"install_code_enc" in stored
+    # switching to the relay drops the install code: no stale secret stays behind
+    switched = admin("POST", "/api/users/00ce69", json={"user_email": "a@example.com", "user_pw": "pw-1"})
+    assert switched.json()["protocol"] == "eagle100-cloud"
+    with syncredis.Redis.from_url(redis_url) as r:
+        assert r.hget("rf:device:00ce69", "install_code_enc") is None
+
+
+def test_import_takes_local_devices_and_reports_bad_lines(tmp_path: Path, redis_url: str, secret_key: str) -> None:
+    users = tmp_path / "users.jl"
+    lines = [
+        {"cloud_id": "002738", **LOCAL},
+        {"cloud_id": "00ce69", "protocol": "eagle100-local", "address": "192.168.1.21:80", "install_code": CODE},
+        {"cloud_id": "00ce6a", "protocol": "eagle200-local", "install_code": CODE},
+        {"cloud_id": "00ce6b", **LOCAL, "install_code": "nope"},
+    ]
+    users.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    env = {"REDIS_URL": redis_url, "SECRET_KEY": secret_key, "DATA_DIR": str(tmp_path)}
+    result = rainforest("users", "import", str(users), env=env)
+    assert "created 2, updated 0, unchanged 0, failed 2" in result.stdout
+    assert f"{users}:3: an eagle200-local device needs address" in result.stderr
+    assert f"{users}:4: install_code must be the 16 hex digits" in result.stderr
+    listing = rainforest("users", "list", env=env)
+    assert "eagle200-local" in listing.stdout and "eagle100-local" in listing.stdout and CODE not in listing.stdout
