@@ -42,7 +42,9 @@ def sim(module_sim: Sim) -> Sim:
     return module_sim
 
 
-def gateway_of(sim: Sim, protocol: str = "eagle100-cloud", nth: int = 0, secret: str | None = None) -> Gateway:
+def gateway_of(
+    sim: Sim, protocol: str = "eagle100-cloud", nth: int = 0, secret: str | None = None
+) -> Gateway:
     user = [u for u in sim.users() if u["protocol"] == protocol][nth]
     cid = str(user["cloud_id"])
     if protocol == "eagle100-cloud":
@@ -161,5 +163,7 @@ async def test_a_certificate_that_fails_verification_names_the_settings(sim: Sim
         await client.poll(wrong, DEMAND)
     pem = ssl.get_server_certificate(("127.0.0.1", HTTPS_PORT))
     pin = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
-    pinned = await client.poll(local_gateway(cid, "eagle200-local", address, code, tls_fingerprint=pin), DEMAND)
+    pinned = await client.poll(
+        local_gateway(cid, "eagle200-local", address, code, tls_fingerprint=pin), DEMAND
+    )
     assert pinned.demand is not None

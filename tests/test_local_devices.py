@@ -21,7 +21,11 @@ CODE = "1A2B3C4D5E6F7A8B"
 LOCAL = {"protocol": "eagle200-local", "address": "192.168.1.20", "install_code": CODE}
 
 BAD = [
-    ({"protocol": "eagle300"}, "protocol", "protocol must be one of eagle100-cloud, eagle100-local, eagle200-local"),
+    (
+        {"protocol": "eagle300"},
+        "protocol",
+        "protocol must be one of eagle100-cloud, eagle100-local, eagle200-local",
+    ),
     ({**LOCAL, "address": ""}, "address", "needs address"),
     ({"protocol": "eagle100-local", "install_code": CODE}, "address", "needs address"),
     ({**LOCAL, "address": "http://me:pw@192.168.1.20"}, "address", "without credentials"),
@@ -34,7 +38,11 @@ BAD = [
     ({**LOCAL, "address": "https://192.168.1.20", "tls_fingerprint": "abc"}, "tls_fingerprint", "64 hex"),
     ({**LOCAL, "tls_fingerprint": "ab" * 32}, "tls_fingerprint", "https:// address"),
     ({**LOCAL, "user_pw": "secret"}, "user_pw", "install_code"),
-    ({"user_email": "a@example.com", "user_pw": "pw", "install_code": CODE}, "install_code", "local gateways"),
+    (
+        {"user_email": "a@example.com", "user_pw": "pw", "install_code": CODE},
+        "install_code",
+        "local gateways",
+    ),
 ]
 
 
@@ -107,11 +115,18 @@ def test_a_local_device_is_stored_with_its_code_encrypted_and_never_shown(
         assert r.hget("rf:device:00ce69", "install_code_enc") is None
 
 
-def test_import_takes_local_devices_and_reports_bad_lines(tmp_path: Path, redis_url: str, secret_key: str) -> None:
+def test_import_takes_local_devices_and_reports_bad_lines(
+    tmp_path: Path, redis_url: str, secret_key: str
+) -> None:
     users = tmp_path / "users.jl"
     lines = [
         {"cloud_id": "002738", **LOCAL},
-        {"cloud_id": "00ce69", "protocol": "eagle100-local", "address": "192.168.1.21:80", "install_code": CODE},
+        {
+            "cloud_id": "00ce69",
+            "protocol": "eagle100-local",
+            "address": "192.168.1.21:80",
+            "install_code": CODE,
+        },
         {"cloud_id": "00ce6a", "protocol": "eagle200-local", "install_code": CODE},
         {"cloud_id": "00ce6b", **LOCAL, "install_code": "nope"},
     ]
@@ -122,4 +137,8 @@ def test_import_takes_local_devices_and_reports_bad_lines(tmp_path: Path, redis_
     assert f"{users}:3: an eagle200-local device needs address" in result.stderr
     assert f"{users}:4: install_code must be the 16 hex digits" in result.stderr
     listing = rainforest("users", "list", env=env)
-    assert "eagle200-local" in listing.stdout and "eagle100-local" in listing.stdout and CODE not in listing.stdout
+    assert (
+        "eagle200-local" in listing.stdout
+        and "eagle100-local" in listing.stdout
+        and CODE not in listing.stdout
+    )

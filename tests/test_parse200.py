@@ -54,7 +54,12 @@ def test_inline_values_wrapped_demand_and_renamed_variables() -> None:
     assert r.summation is not None and (r.summation.delivered_kwh, r.summation.received_kwh) == (21.499, 3.25)
     assert isinstance(r.price, MeterPrice)
     # an integer price with trailing digits, the numeric currency, Tier / RateLabel names
-    assert (r.price.price, r.price.currency, r.price.tier, r.price.rate_label) == (0.1342, "USD", 1, "Off-peak")
+    assert (r.price.price, r.price.currency, r.price.tier, r.price.rate_label) == (
+        0.1342,
+        "USD",
+        1,
+        "Off-peak",
+    )
 
 
 def test_empty_and_invalid_values_are_missing_not_zero() -> None:
@@ -98,7 +103,12 @@ def test_price_sentinels_mean_no_price() -> None:
     assert parse.parse_price(fixture("price_trailing_255.xml")).price is None
     price = parse.parse_price(fixture("price.xml"))
     record = price.record("00ce69", 1.0)
-    assert (record["kind"], record["price"], record["currency"], record["tier"]) == ("price", 0.01342, "USD", 1)
+    assert (record["kind"], record["price"], record["currency"], record["tier"]) == (
+        "price",
+        0.01342,
+        "USD",
+        1,
+    )
     assert record["rate_label"] == "Tier 1"
 
 

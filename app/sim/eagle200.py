@@ -94,6 +94,24 @@ def _variable(device: SimDevice, name: str, value: str, units: str) -> str:
     )
 
 
+def device_details(device: SimDevice, reading: SimReading, energy: EnergyMeter) -> bytes:
+    """What the meter offers: its details and the names of its variables, without values."""
+    names = "".join(f"<Variable>{name}</Variable>" for name, _, _ in variables(device, reading, energy))
+    return (
+        f"<Device>{_details(device, reading)}<Components><Component><HardwareId>0x0</HardwareId>"
+        f"<FixedId>0</FixedId><Name>Main</Name><Variables>{names}</Variables></Component></Components></Device>"
+    ).encode()
+
+
+def _details(device: SimDevice, reading: SimReading) -> str:
+    return (
+        f"<DeviceDetails><Name>Power Meter</Name><HardwareAddress>{meter_address(device)}</HardwareAddress>"
+        f"<Protocol>Zigbee</Protocol><Manufacturer>Generic</Manufacturer><ModelId>electric_meter</ModelId>"
+        f"<LastContact>0x{reading.timestamp + Y2K_EPOCH:08x}</LastContact><ConnectionStatus>Connected"
+        f"</ConnectionStatus><NetworkAddress>0x0000</NetworkAddress></DeviceDetails>"
+    )
+
+
 def device_query(
     device: SimDevice, reading: SimReading, energy: EnergyMeter, address: str, names: list[str] | None
 ) -> bytes:
@@ -105,19 +123,12 @@ def device_query(
             "</DeviceDetails>"
         )
         return f"<Device>{details}<Components></Components></Device>".encode()
-    last_contact = reading.timestamp + Y2K_EPOCH
     available = variables(device, reading, energy)
     if names is not None:
         wanted = {n.lower() for n in names}
         available = [v for v in available if v[0].lower() in wanted]
     body = "".join(_variable(device, *v) for v in available)
-    details = (
-        f"<DeviceDetails><Name>Power Meter</Name><HardwareAddress>{meter_address(device)}</HardwareAddress>"
-        f"<Protocol>Zigbee</Protocol><Manufacturer>Generic</Manufacturer><ModelId>electric_meter</ModelId>"
-        f"<LastContact>0x{last_contact:08x}</LastContact><ConnectionStatus>Connected</ConnectionStatus>"
-        f"<NetworkAddress>0x0000</NetworkAddress></DeviceDetails>"
-    )
     return (
-        f"<Device>{details}<Components><Component><HardwareId>0x0</HardwareId><FixedId>0</FixedId>"
+        f"<Device>{_details(device, reading)}<Components><Component><HardwareId>0x0</HardwareId><FixedId>0</FixedId>"
         f"<Name>Main</Name><Variables>{body}</Variables></Component></Components></Device>"
     ).encode()

@@ -194,6 +194,8 @@ class Simulator:
         reading = reading_at(device, self.seed, self.clock(), self.reading_interval_s)
         if command == "device_list":
             reply = eagle200.device_list(device, reading)
+        elif command == "device_details":
+            reply = eagle200.device_details(device, reading, self.energy)
         elif command == "device_query":
             address, names = eagle200.queried(body)
             reply = eagle200.device_query(device, reading, self.energy, address, names)
