@@ -74,9 +74,9 @@ def test_only_the_kinds_asked_for_are_read() -> None:
 
 @pytest.mark.parametrize(
     ("name", "error"),
-    [("eagle200/query_no_device_root.xml", DeviceBadReply), ("eagle200/query_not_joined.xml", DeviceUnavailable),
-     ("billion_laughs.xml", DeviceBadReply), ("external_entity.xml", DeviceBadReply),
-     ("malformed.xml", DeviceBadReply)],
+    [("eagle200/query_no_device_root.xml", DeviceBadReply),
+     ("eagle200/query_not_joined.xml", DeviceUnavailable), ("billion_laughs.xml", DeviceBadReply),
+     ("external_entity.xml", DeviceBadReply), ("malformed.xml", DeviceBadReply)],
 )  # fmt: skip
 def test_bad_query_replies_are_classified(name: str, error: type[Exception]) -> None:
     with pytest.raises(error):
