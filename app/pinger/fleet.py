@@ -52,6 +52,7 @@ class DeviceState:
     failing_since: float | None = None  # start of the current silence (a gap to refill)
     history_through: int = 0  # device_time of the latest line refilled from history
     refill_from: float | None = None  # a refill waiting to run, from this time
+    refill_until: int | None = None  # … to this device time (just before the reading that ended the gap)
     refill_attempts: int = 0
     history_asked_at: float = 0.0
     refilling: bool = False

@@ -226,7 +226,8 @@ class Pinger:
     ) -> None:
         polled_at = self.clock()
         if not extra:
-            self._on_success(cid, state, polled_at, stats, client)
+            reading_time = readings.demand.device_time if readings.demand is not None else None
+            self._on_success(cid, state, polled_at, stats, client, reading_time)
             if readings.demand is not None:
                 if self.recorder.demand(cid, state, readings.demand, polled_at):
                     stats.new_readings += 1
@@ -240,7 +241,13 @@ class Pinger:
                     stats.prices += 1
 
     def _on_success(
-        self, cid: str, state: DeviceState, polled_at: float, stats: CycleStats, client: GatewayClient
+        self,
+        cid: str,
+        state: DeviceState,
+        polled_at: float,
+        stats: CycleStats,
+        client: GatewayClient,
+        reading_time: int | None,
     ) -> None:
         stats.ok += 1
         if state.consecutive_failures:
@@ -253,7 +260,7 @@ class Pinger:
         state.last_error_kind = ""
         if not state.recovered:
             self.recorder.recover(cid, state, polled_at)
-        self.refiller.on_success(cid, state, client, polled_at)
+        self.refiller.on_success(cid, state, client, polled_at, reading_time)
 
     def _on_failure(self, cid: str, state: DeviceState, exc: DeviceError, stats: CycleStats) -> None:
         stats.failed += 1

@@ -50,8 +50,13 @@ class Refiller:
         if state.failing_since is None:
             state.failing_since = now
 
-    def on_success(self, cid: str, state: DeviceState, client: GatewayClient, now: float) -> None:
-        """Called on every successful poll: notes a gap that ended, starts a due refill."""
+    def on_success(
+        self, cid: str, state: DeviceState, client: GatewayClient, now: float, reading_time: int | None
+    ) -> None:
+        """Called on every successful poll: notes a gap that ended, starts a due refill.
+
+        The gap ends just before the reading that ended it (`reading_time`, the device's own
+        clock): what came from that poll on is captured as usual, never twice."""
         if state.failing_since is not None:
             silent_s = now - state.failing_since
             if client.has_history and silent_s > self.settings.backfill_after_s:
@@ -59,6 +64,7 @@ class Refiller:
                 if state.last_demand is not None:
                     gap_start = min(gap_start, float(state.last_demand))
                 state.refill_from = gap_start
+                state.refill_until = (reading_time or int(now)) - 1
                 state.refill_attempts = 0
             state.failing_since = None
         if (
@@ -67,15 +73,19 @@ class Refiller:
             and now - state.history_asked_at >= MIN_REQUEST_GAP_S
         ):
             state.refilling = True
-            task = asyncio.create_task(self._refill(cid, state, client, state.refill_from, now))
+            until = state.refill_until or int(now) - 1
+            task = asyncio.create_task(self._refill(cid, state, client, state.refill_from, until))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
     async def _refill(
-        self, cid: str, state: DeviceState, client: GatewayClient, gap_start: float, now: float
+        self, cid: str, state: DeviceState, client: GatewayClient, gap_start: float, end: int
     ) -> None:
-        start = int(max(gap_start, now - self.settings.backfill_max_s, state.history_through + 1))
-        end = int(now)
+        start = int(max(gap_start, end - self.settings.backfill_max_s, state.history_through + 1))
+        if start >= end:
+            state.refill_from = None
+            state.refilling = False
+            return
         try:
             async with self._slots:
                 state.history_asked_at = self.clock()
@@ -95,7 +105,7 @@ class Refiller:
             return
         finally:
             state.refilling = False
-        state.refill_from = None
+        state.refill_from = state.refill_until = None
         state.history_through = max(state.history_through, through)
         summary = {
             "start": start, "end": end, "lines": written, "received": len(entries),
