@@ -129,6 +129,6 @@ def device_query(
         available = [v for v in available if v[0].lower() in wanted]
     body = "".join(_variable(device, *v) for v in available)
     return (
-        f"<Device>{_details(device, reading)}<Components><Component><HardwareId>0x0</HardwareId><FixedId>0</FixedId>"
-        f"<Name>Main</Name><Variables>{body}</Variables></Component></Components></Device>"
+        f"<Device>{_details(device, reading)}<Components><Component><HardwareId>0x0</HardwareId>"
+        f"<FixedId>0</FixedId><Name>Main</Name><Variables>{body}</Variables></Component></Components></Device>"
     ).encode()
