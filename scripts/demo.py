@@ -4,7 +4,7 @@ Creates .env from .env.template (with a fresh SECRET_KEY) when missing, starts r
 the simulated fleet and the pinger under supervisord (deploy/supervisord.conf), imports the
 simulator's users, waits for the first readings and prints where to look.
 
-    .venv/bin/python scripts/demo.py [--devices 50] [--redis-port 6399] [--sim-port 9445]
+    .venv/bin/python scripts/demo.py [--devices 50] [--protocols MIX] [--redis-port 6399] [--sim-port 9445]
     .venv/bin/python scripts/demo.py --smoke   # stop once readings appear (used by the tests)
 """
 
@@ -22,6 +22,12 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The relay, EAGLE-200s and EAGLE-100s on the local network: the first three devices are one of each.
+DEMO_MIX = "eagle100-cloud=50,eagle200-local=30,eagle100-local=20"
+KINDS = (
+    ("demand", "eagle100-cloud"), ("demand", "eagle200-local"), ("demand", "eagle100-local"),
+    ("summation", None), ("price", None),
+)  # fmt: skip
 BIN = Path(sys.executable).parent
 
 
@@ -61,6 +67,25 @@ def first_reading(logs_dir: Path) -> Path | None:
     return None
 
 
+def samples(logs_dir: Path, wanted: list[tuple[str, str | None]]) -> dict[tuple[str, str | None], str]:
+    """One line of each (kind, source) from this hour's files: what the welcome text shows."""
+    hour = time.strftime("%Y-%m-%d-%H", time.gmtime())
+    found: dict[tuple[str, str | None], str] = {}
+    for path in sorted(logs_dir.glob(f"{hour}/*.jl")):
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            kind, source = record.get("kind", "demand"), record.get("source")
+            for key in ((kind, source), (kind, None)):
+                if key in wanted and key not in found:
+                    found[key] = line
+        if len(found) == len(wanted):
+            break
+    return found
+
+
 def archived(archive_dir: Path) -> list[Path]:
     return sorted(archive_dir.glob("rainforest-logs/*/????/??/??/*.jl.gz"))
 
@@ -70,6 +95,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--devices", type=int, default=50)
+    parser.add_argument(
+        "--protocols", default=DEMO_MIX, help="the simulated fleet's mix of protocols (rainforest sim --protocols)"
+    )
     parser.add_argument("--redis-port", type=int, default=6399)
     parser.add_argument("--sim-port", type=int, default=9445)
     parser.add_argument("--server-port", type=int, default=8000)
@@ -98,14 +126,15 @@ def main() -> None:
         "RF_ROOT": str(ROOT), "RF_BIN": str(BIN), "RF_DATA_DIR": str(data_dir),
         "RF_REDIS_PORT": str(args.redis_port), "RF_SIM_PORT": str(args.sim_port),
         "RF_SIM_DEVICES": str(args.devices), "RF_SERVER_PORT": str(args.server_port),
+        "RF_SIM_PROTOCOLS": args.protocols,
         # simulated mode, whatever .env says about Redis and the relay
         "REDIS_URL": f"redis://127.0.0.1:{args.redis_port}/0",
         "EAGLE_CLOUD_URL": f"http://127.0.0.1:{args.sim_port}/cgi-bin/post_manager",
         "ARCHIVE_URL": f"file://{data_dir}/archive", "RF_ROTATE_EVERY": "30",
     }  # fmt: skip
     users = data_dir / "demo" / "users.jl"
-    sim = [BIN / "rainforest", "sim", "--devices", str(args.devices), "--seed", "1"]
-    export = [*sim, "--export-users", str(users)]
+    sim = [BIN / "rainforest", "sim", "--devices", str(args.devices), "--protocols", args.protocols, "--seed", "1"]
+    export = [*sim, "--port", str(args.sim_port), "--export-users", str(users)]
     subprocess.run(export, check=True, env=env, stdout=subprocess.DEVNULL)
     # Two past hours of simulated readings, so rotate has closed hours to ship right away.
     backfill = subprocess.run(
@@ -137,6 +166,13 @@ def main() -> None:
         wait_for(lambda: first_reading(data_dir / "logs") is not None, 30, "the first reading", supervisor)
         path = first_reading(data_dir / "logs")
         assert path is not None
+        # a demand line from each protocol and a summation; a price too, when a meter has one
+        wanted = [kind for kind in KINDS[:4] if kind[1] is None or f"{kind[1]}=" in args.protocols]
+        wait_for(lambda: len(samples(data_dir / "logs", wanted)) == len(wanted), 40,
+                 "a line of each kind", supervisor)  # fmt: skip
+        deadline = time.monotonic() + 35  # every meter's first price comes within five cycles
+        while time.monotonic() < deadline and not samples(data_dir / "logs", [KINDS[4]]):
+            time.sleep(0.5)
         cloud_id = path.name.split("-")[2]
         api = f"http://127.0.0.1:{args.server_port}"
         wait_for(
@@ -209,7 +245,12 @@ def print_welcome(
     cloud_id: str,
     cart_id: str,
 ) -> None:
-    sample = path.read_text().splitlines()[0]
+    lines = samples(data_dir / "logs", list(KINDS))
+    sample = "\n    ".join(
+        f"{kind + (' via ' + source if source else ''):<27} {lines[(kind, source)][:150]}…"
+        for kind, source in KINDS
+        if (kind, source) in lines
+    )
     shipped = archived(data_dir / "archive")
     rotate_after = "five minutes after it ends (ROTATE_GRACE_S)"
 
@@ -217,9 +258,10 @@ def print_welcome(
         return os.path.relpath(p) if p.is_relative_to(ROOT) else str(p)
 
     print(f"""
-Rainforest Logger is running in simulated mode ({args.devices} simulated EAGLE gateways).
+Rainforest Logger is running in simulated mode ({args.devices} simulated EAGLE gateways:
+{args.protocols}; docs/devices.md says what each protocol is).
 
-  Readings (one .jl file per device per UTC hour):
+  Readings (one .jl file per device per UTC hour; a line of each kind, from this hour):
     {rel(data_dir / "logs")}/YYYY-MM-DD-HH/iseif-rainforest-<cloud_id>-YYYY-MM-DD-HH.jl
     first one: {rel(path)}
     {sample}

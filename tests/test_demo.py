@@ -27,8 +27,13 @@ def test_demo_brings_the_stack_up_shows_readings_and_stops_cleanly(tmp_path: Pat
     assert result.stdout.rstrip().endswith("stopped.")
     files = list(tmp_path.glob("logs/????-??-??-??/iseif-rainforest-*.jl"))
     assert files
-    record = orjson.loads(files[0].read_bytes().splitlines()[0])
-    assert {"cloud_id", "polled_at", "device_time", "demand_kw", "TimeStamp"} <= record.keys()
+    records = [orjson.loads(line) for path in files for line in path.read_bytes().splitlines()]
+    assert all({"cloud_id", "polled_at", "device_time", "kind", "source"} <= r.keys() for r in records)
+    kinds = {(r["kind"], r["source"]) for r in records}
+    for protocol in ("eagle100-cloud", "eagle200-local", "eagle100-local"):
+        assert ("demand", protocol) in kinds, f"no reading from an {protocol} gateway"
+        assert f"demand via {protocol}" in result.stdout
+    assert "summation" in {kind for kind, _ in kinds} and "summation " in result.stdout
     supervisord_log = (tmp_path / "logs" / "supervisord" / "supervisord.log").read_text()
     assert "curl -s -H 'Authorization: Bearer rft_" in result.stdout
     shipped = list(tmp_path.glob("archive/rainforest-logs/*/????/??/??/iseif-rainforest-*.jl.gz"))

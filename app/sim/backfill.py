@@ -10,6 +10,7 @@ from __future__ import annotations
 import orjson
 
 from app.eagle.parse import parse_demand
+from app.eagle.readings import Y2K_EPOCH, MeterDemand
 from app.hourly import HourlyWriter, hour_key, reading_path
 from app.settings import Settings
 from app.sim.eagle100 import demand_fields
@@ -58,9 +59,13 @@ def _device_hour(
         reading = reading_at(device, seed, polled, reading_interval_s)
         if reading.number != last:
             last = reading.number
-            body = "".join(f"<{k}>{v}</{k}>" for k, v in demand_fields(device, reading).items())
-            demand = parse_demand(f"<InstantaneousDemand>{body}</InstantaneousDemand>".encode())
-            record = demand.record(device.cloud_id, round(polled, 3))
+            if device.protocol == "eagle200-local":
+                meter = MeterDemand(reading.timestamp + Y2K_EPOCH, reading.demand_w / 1000, device.meter_mac_id)
+                record = meter.record(device.cloud_id, round(polled, 3), device.protocol)
+            else:
+                body = "".join(f"<{k}>{v}</{k}>" for k, v in demand_fields(device, reading).items())
+                demand = parse_demand(f"<InstantaneousDemand>{body}</InstantaneousDemand>".encode())
+                record = demand.record(device.cloud_id, round(polled, 3), device.protocol)
             writer.append(device.cloud_id, polled, orjson.dumps(record) + b"\n")
             written += 1
         polled += interval
