@@ -6,8 +6,13 @@ of cycles: achieved polls/s, start lateness p50/p99 (from the pinger's own cycle
 pinger CPU seconds per 1,000 polls and RSS. In the same run a bare keep-alive aiohttp loop
 (requests only) against the same simulator gives the reference CPU per request.
 
-    .venv/bin/python bench/pinger.py                  # 1000 5000 10000 20000 devices
+    .venv/bin/python bench/pinger.py                  # 1000 5000 10000 20000 devices, default mix
     .venv/bin/python bench/pinger.py --sizes 1000 --cycles 3
+    .venv/bin/python bench/pinger.py --mix eagle200-local=100 --sizes 10000
+    .venv/bin/python bench/pinger.py --per-protocol --sizes 2000   # CPU per poll of each protocol
+
+The fleet speaks the mix of protocols given (`rainforest sim --protocols`); summation and price
+capture run at their defaults (every 60 s and 900 s per device), pacing of local gateways too.
 
 The last line is key=value pairs for the largest size that stayed on schedule.
 """
@@ -63,8 +68,13 @@ def wait_for(check: object, what: str, timeout_s: float = 30.0) -> None:
     raise SystemExit(f"timed out waiting for {what}")
 
 
+DEFAULT_MIX = "eagle100-cloud=60,eagle200-local=30,eagle100-local=10"
+PROTOCOLS = ("eagle100-cloud", "eagle100-local", "eagle200-local")
+
+
 @dataclass
 class Result:
+    mix: str
     devices: int
     polls_per_s: float
     p50_lateness_s: float
@@ -100,7 +110,7 @@ async def import_fleet(redis_url: str, users_file: Path, secret_key: str) -> Non
     await store.close()
 
 
-def run_size(devices: int, cycles: int, interval_s: float, work: Path) -> Result:
+def run_size(devices: int, cycles: int, interval_s: float, work: Path, mix: str) -> Result:
     work.mkdir(parents=True, exist_ok=True)
     secret = new_key()
     redis_port, sim_port = free_port(), free_port()
@@ -120,9 +130,9 @@ def run_size(devices: int, cycles: int, interval_s: float, work: Path) -> Result
                                        "--appendonly", "no"], **quiet))  # type: ignore[call-overload]  # fmt: skip
         rainforest = [sys.executable, "-m", "app.cli"]
         users = work / "users.jl"
-        sim = [*rainforest, "sim", "--devices", str(devices)]
+        sim = [*rainforest, "sim", "--devices", str(devices), "--protocols", mix, "--port", str(sim_port)]
         subprocess.run([*sim, "--export-users", str(users)], check=True, **quiet)  # type: ignore[call-overload]
-        procs.append(subprocess.Popen([*sim, "--port", str(sim_port)], **quiet))  # type: ignore[call-overload]
+        procs.append(subprocess.Popen(sim, **quiet))  # type: ignore[call-overload]
         wait_for(lambda: urllib.request.urlopen(f"http://127.0.0.1:{sim_port}/healthz").status == 200, "sim")
         wait_for(lambda: port_open(redis_port), "redis")
         asyncio.run(import_fleet(env["REDIS_URL"], users, secret))
@@ -152,6 +162,7 @@ def run_size(devices: int, cycles: int, interval_s: float, work: Path) -> Result
         cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
         bare, sim_rps = bare_reference(env["EAGLE_CLOUD_URL"], users, max(polls, 5000))
         return Result(
+            mix=mix,
             devices=devices,
             polls_per_s=polls / (len(window) * interval_s) if window else 0.0,
             p50_lateness_s=percentile([r["lateness_p50_s"] for r in window], 0.5),
@@ -188,35 +199,40 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 10000, 20000])
     parser.add_argument("--cycles", type=int, default=4, help="measured cycles per size (after one warm-up)")
     parser.add_argument("--interval-s", type=float, default=6.0)
+    parser.add_argument("--mix", default=DEFAULT_MIX, help=f"protocols' shares [{DEFAULT_MIX}]")
+    parser.add_argument("--per-protocol", action="store_true", help="each protocol alone, instead of --mix")
     args = parser.parse_args()
+    mixes = [f"{p}=100" for p in PROTOCOLS] if args.per_protocol else [args.mix]
     if shutil.which("redis-server") is None:
         raise SystemExit(
             "redis-server is missing: run `make bench` (it installs it) or apt-get install redis-server."
         )
 
-    header = (f"{'devices':>8} {'polls/s':>9} {'late p50':>9} {'late p99':>9} {'cpu/1k':>8} {'bare/1k':>8} "
-              f"{'ratio':>6} {'rss MB':>7} {'failed':>7} {'skipped':>8}  on schedule")  # fmt: skip
+    header = (f"{'mix':<52} {'devices':>8} {'polls/s':>9} {'late p50':>9} {'late p99':>9} {'cpu/1k':>8} "
+              f"{'bare/1k':>8} {'ratio':>6} {'rss MB':>7} {'failed':>7} {'skipped':>8}  on schedule")  # fmt: skip
     print(header, flush=True)
-    best: Result | None = None
+    best: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="rf-bench-") as tmp:
-        for size in args.sizes:
-            r = run_size(size, args.cycles, args.interval_s, Path(tmp) / str(size))
-            print(f"{r.devices:>8} {r.polls_per_s:>9.1f} {r.p50_lateness_s:>9.4f} "
+        for n, (mix, size) in enumerate((m, s) for m in mixes for s in args.sizes):
+            r = run_size(size, args.cycles, args.interval_s, Path(tmp) / str(n), mix)
+            print(f"{r.mix:<52} {r.devices:>8} {r.polls_per_s:>9.1f} {r.p50_lateness_s:>9.4f} "
                   f"{r.p99_lateness_s:>9.4f} {r.cpu_per_1k_polls_s:>8.3f} {r.bare_cpu_per_1k_s:>8.3f} "
                   f"{r.ratio:>6.2f} {r.rss_mb:>7.1f} {r.failed:>7} {r.skipped + r.fell_behind:>8}  "
                   f"{'yes' if r.on_schedule else 'no'}   (simulator sustained {r.sim_rps:,.0f} req/s)",
                   flush=True)  # fmt: skip
             if r.on_schedule:
-                best = r
-    if best is None:
-        print("devices=0 polls_per_s=0 p99_lateness_s=0 cpu_per_1k_polls_s=0 ratio_vs_bare=0 rss_mb=0 "
-              "on_schedule=no")  # fmt: skip
-        return
-    print(
-        f"devices={best.devices} polls_per_s={best.polls_per_s:.1f} p99_lateness_s={best.p99_lateness_s:.4f} "
-        f"cpu_per_1k_polls_s={best.cpu_per_1k_polls_s:.3f} ratio_vs_bare={best.ratio:.2f} "
-        f"rss_mb={best.rss_mb:.1f} on_schedule=yes"
-    )
+                best[mix] = r
+    # one key=value line per mix: its largest fleet that stayed on schedule
+    for mix in mixes:
+        found = best.get(mix)
+        if found is None:
+            print(f"mix={mix} devices=0 on_schedule=no")
+            continue
+        print(
+            f"mix={mix} devices={found.devices} polls_per_s={found.polls_per_s:.1f} "
+            f"p99_lateness_s={found.p99_lateness_s:.4f} cpu_per_1k_polls_s={found.cpu_per_1k_polls_s:.3f} "
+            f"ratio_vs_bare={found.ratio:.2f} rss_mb={found.rss_mb:.1f} on_schedule=yes"
+        )
 
 
 if __name__ == "__main__":
