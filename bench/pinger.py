@@ -208,8 +208,9 @@ def main() -> None:
             "redis-server is missing: run `make bench` (it installs it) or apt-get install redis-server."
         )
 
-    header = (f"{'mix':<52} {'devices':>8} {'polls/s':>9} {'late p50':>9} {'late p99':>9} {'cpu/1k':>8} "
-              f"{'bare/1k':>8} {'ratio':>6} {'rss MB':>7} {'failed':>7} {'skipped':>8}  on schedule")  # fmt: skip
+    header = (f"{'mix':<52} {'devices':>8} {'polls/s':>9} {'late p50':>9} {'late p99':>9} "
+              f"{'cpu/1k':>8} {'bare/1k':>8} {'ratio':>6} {'rss MB':>7} {'failed':>7} {'skipped':>8}  "
+              "on schedule")  # fmt: skip
     print(header, flush=True)
     best: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="rf-bench-") as tmp:
