@@ -3,10 +3,12 @@
 
     scripts/add_user_info_via_server.py USERS.jl --server http://host:8000 --token TOKEN
 
-Each line needs cloud_id, user_email and user_pw (optional protocol, address, active). Lines
-are POSTed to /api/users/{cloud_id}. Failures are reported by line number with the server's
-message and the rest go on. It ends with counts of created / updated / unchanged / failed and
-exits 1 if any line failed. Running it again is harmless: unchanged devices stay as they are.
+Each line needs cloud_id and either user_email and user_pw (eagle100-cloud, the default) or
+protocol, address and install_code (a gateway on the household's network; docs/devices.md),
+optionally tls_verify, tls_fingerprint, active. Lines are POSTed to /api/users/{cloud_id}.
+Failures are reported by line number with the server's message and the rest go on. It ends with
+counts of created / updated / unchanged / failed and exits 1 if any line failed. Running it
+again is harmless: unchanged devices stay as they are.
 The token may also come from the RAINFOREST_TOKEN environment variable (kept out of `ps`).
 """
 

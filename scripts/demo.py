@@ -96,7 +96,7 @@ def main() -> None:
     )
     parser.add_argument("--devices", type=int, default=50)
     parser.add_argument(
-        "--protocols", default=DEMO_MIX, help="the simulated fleet's mix of protocols (rainforest sim --protocols)"
+        "--protocols", default=DEMO_MIX, help="the simulated fleet's mix (rainforest sim --protocols)"
     )
     parser.add_argument("--redis-port", type=int, default=6399)
     parser.add_argument("--sim-port", type=int, default=9445)
@@ -133,7 +133,8 @@ def main() -> None:
         "ARCHIVE_URL": f"file://{data_dir}/archive", "RF_ROTATE_EVERY": "30",
     }  # fmt: skip
     users = data_dir / "demo" / "users.jl"
-    sim = [BIN / "rainforest", "sim", "--devices", str(args.devices), "--protocols", args.protocols, "--seed", "1"]
+    sim = [BIN / "rainforest", "sim", "--devices", str(args.devices), "--protocols", args.protocols,
+           "--seed", "1"]  # fmt: skip
     export = [*sim, "--port", str(args.sim_port), "--export-users", str(users)]
     subprocess.run(export, check=True, env=env, stdout=subprocess.DEVNULL)
     # Two past hours of simulated readings, so rotate has closed hours to ship right away.

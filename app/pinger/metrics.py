@@ -26,9 +26,14 @@ class PingerMetrics:
         )  # fmt: skip
         self.readings = Counter(
             "rainforest_readings_written_total",
-            "Distinct readings appended to hourly files",
+            "Distinct demand readings appended to hourly files",
             registry=self.registry,
         )
+        self.lines = Counter(
+            "rainforest_lines_written_total",
+            "Lines appended to hourly files by kind: demand, summation, price",
+            ["kind"], registry=self.registry,
+        )  # fmt: skip
         self.latency = Histogram(
             "rainforest_poll_latency_seconds", "Request round trip of one poll", registry=self.registry,
             buckets=_SECONDS,
@@ -58,6 +63,9 @@ class PingerMetrics:
         for kind, n in stats.errors.items():
             self.polls.labels(kind).inc(n)
         self.readings.inc(stats.new_readings)
+        self.lines.labels("demand").inc(stats.new_readings)
+        self.lines.labels("summation").inc(stats.summations)
+        self.lines.labels("price").inc(stats.prices)
         self.cycle.set(stats.duration_s)
         counts = {"ok": 0, "failing": 0, "never": 0}
         for state in devices:

@@ -60,7 +60,8 @@ def _device_hour(
         if reading.number != last:
             last = reading.number
             if device.protocol == "eagle200-local":
-                meter = MeterDemand(reading.timestamp + Y2K_EPOCH, reading.demand_w / 1000, device.meter_mac_id)
+                device_time = reading.timestamp + Y2K_EPOCH
+                meter = MeterDemand(device_time, reading.demand_w / 1000, device.meter_mac_id)
                 record = meter.record(device.cloud_id, round(polled, 3), device.protocol)
             else:
                 body = "".join(f"<{k}>{v}</{k}>" for k, v in demand_fields(device, reading).items())
