@@ -7,7 +7,9 @@ A device speaks one protocol (DESIGN.md "Device protocols"): through the Rainfor
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,15 +22,18 @@ CLOUD_ID_RE = re.compile(r"^[0-9a-f]{6}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 INSTALL_CODE_RE = re.compile(r"^[0-9A-Fa-f]{16}$")
 FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
+PUSH_KEY_RE = re.compile(r"^[A-Za-z0-9_\-.~]{16,128}$")
 CLOUD = "eagle100-cloud"
+PUSH = "push"
 LOCAL_PROTOCOLS = ("eagle100-local", "eagle200-local")
-PROTOCOLS = (CLOUD, *LOCAL_PROTOCOLS)
+POLLED_PROTOCOLS = (CLOUD, *LOCAL_PROTOCOLS)
+PROTOCOLS = (*POLLED_PROTOCOLS, PUSH)
 DEFAULT_PROTOCOL = CLOUD
 HISTORY_PROTOCOLS = frozenset({"eagle100-cloud", "eagle100-local"})  # answer get_history_data
 INPUT_FIELDS = frozenset(
     {
         "cloud_id", "user_email", "user_pw", "protocol", "address", "install_code",
-        "tls_verify", "tls_fingerprint", "active",
+        "tls_verify", "tls_fingerprint", "push_key", "active",
     }
 )  # fmt: skip
 
@@ -80,6 +85,16 @@ def gateway_url(address: str) -> str:
     return url
 
 
+def new_push_key() -> str:
+    """A fresh push key: 32 URL-safe characters, typed once into the gateway's uploader page."""
+    return secrets.token_urlsafe(24)
+
+
+def push_key_digest(key: str) -> str:
+    """What is stored of a push key (it is random and long, so SHA-256 is enough)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def _fingerprint(value: object) -> str:
     text = value.replace(":", "").strip().lower() if isinstance(value, str) else ""
     if not FINGERPRINT_RE.match(text):
@@ -104,10 +119,11 @@ class DeviceInput:
     tls_verify: bool | None = None  # None: the protocol's default
     tls_fingerprint: str = ""
     active: bool = True
+    push_key: str = field(default="", repr=False)  # a push device's key; "" keeps the stored one
 
     @property
     def secret(self) -> str:
-        """The one secret this protocol authenticates with."""
+        """The one secret a polled protocol authenticates with (push keys are digested instead)."""
         return self.user_pw if self.protocol == CLOUD else self.install_code
 
     @classmethod
@@ -140,7 +156,29 @@ class DeviceInput:
             raise ValidationError("tls_verify must be true or false.", field="tls_verify")
         if protocol == CLOUD:
             return cls._cloud(cid, data, tls_verify, active)
+        if protocol == PUSH:
+            return cls._push(cid, data, active)
+        if data.get("push_key"):
+            raise ValidationError("push_key is for push devices (protocol \"push\").", field="push_key")
         return cls._local(cid, protocol, data, tls_verify, active)
+
+    @classmethod
+    def _push(cls, cid: str, data: dict[str, Any], active: bool) -> DeviceInput:
+        for name in ("user_pw", "install_code", "address", "tls_verify", "tls_fingerprint"):
+            if data.get(name) not in (None, ""):
+                raise ValidationError(
+                    f"{name} is for polled gateways; a push device needs only its push_key "
+                    "(or none: one is made and shown once).",
+                    field=name,
+                )
+        key = data.get("push_key", "")
+        if key != "" and (not isinstance(key, str) or not PUSH_KEY_RE.match(key)):
+            raise ValidationError(
+                "push_key must be 16 to 128 letters, digits or -_.~ (leave it out and one is made).",
+                field="push_key",
+            )
+        email = _email(data.get("user_email"), required=False)
+        return cls(cid, email, "", PUSH, "", "", None, "", active, key)
 
     @classmethod
     def _cloud(cls, cid: str, data: dict[str, Any], tls_verify: bool | None, active: bool) -> DeviceInput:
@@ -219,6 +257,9 @@ def _email(value: object, *, required: bool) -> str:
     return value.strip()
 
 
+SECRET_FIELDS = {CLOUD: "user_pw_enc", "eagle100-local": "install_code_enc", "eagle200-local": "install_code_enc"}
+
+
 @dataclass(frozen=True)
 class DeviceRecord:
     """One device as stored; `secret_token` is the encrypted secret, never the plaintext."""
@@ -241,6 +282,7 @@ class DeviceRecord:
     archived_hours: int = 0  # device-hours rotate has put in the archive
     last_archived_hour: str | None = None  # YYYY-MM-DD-HH, the latest of them
     last_backfill: dict[str, Any] | None = None  # the last refill from the gateway's history
+    push_key_sha256: str = ""  # a push device's key, digested
 
     @property
     def password_token(self) -> str:
@@ -261,7 +303,7 @@ class DeviceRecord:
         return cls(
             cloud_id=h["cloud_id"],
             user_email=h.get("user_email", ""),
-            secret_token=h.get("user_pw_enc" if protocol == CLOUD else "install_code_enc", ""),
+            secret_token=h.get(SECRET_FIELDS.get(protocol, ""), ""),
             protocol=protocol,
             address=h.get("address", ""),
             active=h.get("active", "1") == "1",
@@ -277,6 +319,7 @@ class DeviceRecord:
             archived_hours=int(h.get("archived_hours", "0")),
             last_archived_hour=h.get("last_archived_hour") or None,
             last_backfill=orjson.loads(h["last_backfill"]) if h.get("last_backfill") else None,
+            push_key_sha256=h.get("push_key_sha256", ""),
         )
 
     def public(self) -> dict[str, Any]:

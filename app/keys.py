@@ -20,6 +20,11 @@ def devices_active() -> str:
     return f"{PREFIX}:devices:active"
 
 
+def devices_push() -> str:
+    """Set of active push devices: the server watches them for silence."""
+    return f"{PREFIX}:devices:push"
+
+
 def devices_changed() -> str:
     """Pub/sub channel: a cloud_id is published whenever its record changes."""
     return f"{PREFIX}:devices:changed"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
 
 import orjson
@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from app import keys
 from app.credentials import Vault
-from app.devices import CLOUD, DeviceInput, DeviceRecord
+from app.devices import PUSH, SECRET_FIELDS, DeviceInput, DeviceRecord, new_push_key, push_key_digest
 from app.errors import CredentialError, StoreError
 
 CHUNK = 1000  # commands per pipeline round trip when loading the fleet
@@ -53,6 +53,14 @@ class PollUpdate:
 
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Registered:
+    """What saving a device did, and the push key made for it (shown once), if any."""
+
+    outcome: str  # created, updated, unchanged
+    push_key: str | None = field(default=None, repr=False)
 
 
 def aw(value: Awaitable[T] | T) -> Awaitable[T]:
@@ -106,16 +114,24 @@ class Store:
         now = time.time() if now is None else now
         key = keys.device(inp.cloud_id)
         fields = inp.stored_fields()
-        secret_field, other = ("user_pw_enc", "install_code_enc")
-        if inp.protocol != CLOUD:
-            secret_field, other = other, secret_field
-        fields[secret_field] = vault.encrypt(inp.secret)
+        if inp.protocol == PUSH:
+            if inp.push_key:
+                fields["push_key_sha256"] = push_key_digest(inp.push_key)
+        else:
+            fields[SECRET_FIELDS[inp.protocol]] = vault.encrypt(inp.secret)
+        stale = {"user_pw_enc", "install_code_enc", "push_key_sha256"} - fields.keys()
+        if inp.protocol == PUSH and not inp.push_key:
+            stale.discard("push_key_sha256")  # an update without a key keeps the one the gateway has
         async with translated(f"save device {inp.cloud_id}"), self.redis.pipeline(transaction=True) as pipe:
             pipe.hsetnx(key, "created_at", repr(now))
             pipe.hset(key, mapping=cast(dict[Any, Any], fields))
-            pipe.hdel(key, other)  # a device that changed protocol keeps no stale secret
+            pipe.hdel(key, *stale)  # a device that changed protocol keeps no stale secret
+            if inp.protocol == PUSH and inp.active:
+                pipe.sadd(keys.devices_push(), inp.cloud_id)
+            else:
+                pipe.srem(keys.devices_push(), inp.cloud_id)
             pipe.sadd(keys.devices_all(), inp.cloud_id)
-            if inp.active:
+            if inp.active and inp.protocol != PUSH:  # push devices are never polled
                 pipe.sadd(keys.devices_active(), inp.cloud_id)
             else:
                 pipe.srem(keys.devices_active(), inp.cloud_id)
@@ -125,11 +141,21 @@ class Store:
 
     async def save_device(self, inp: DeviceInput, vault: Vault) -> str:
         """Create or update a device: "created", "updated", or "unchanged" (nothing written)."""
+        return (await self.register(inp, vault)).outcome
+
+    async def register(self, inp: DeviceInput, vault: Vault) -> Registered:
+        """Create or update a device; a push device registered without a key gets one, returned
+        here once (only its digest is kept)."""
         current = await self.get_device(inp.cloud_id)
+        made_key = None
+        if inp.protocol == PUSH and not inp.push_key:
+            if current is None or current.protocol != PUSH or not current.push_key_sha256:
+                made_key = new_push_key()
+                inp = replace(inp, push_key=made_key)
         if current is not None and _same(current, inp, vault):
-            return "unchanged"
+            return Registered("unchanged")
         created = await self.upsert_device(inp, vault)
-        return "created" if created else "updated"
+        return Registered("created" if created else "updated", made_key)
 
     async def deactivate_device(self, cloud_id: str) -> bool:
         """Stop polling a device, keeping its record and data. False when it is unknown."""
@@ -140,6 +166,7 @@ class Store:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(key, "active", "0")
                 pipe.srem(keys.devices_active(), cloud_id)
+                pipe.srem(keys.devices_push(), cloud_id)
                 pipe.publish(keys.devices_changed(), cloud_id)
                 await pipe.execute()
         return True
@@ -315,10 +342,13 @@ return 1
 def _same(record: DeviceRecord, inp: DeviceInput, vault: Vault) -> bool:
     if record.protocol != inp.protocol:
         return False
-    try:
-        secret_same = vault.decrypt(record.secret_token) == inp.secret
-    except CredentialError:
-        return False  # unreadable under the current key: rewrite it
+    if inp.protocol == PUSH:
+        secret_same = not inp.push_key or push_key_digest(inp.push_key) == record.push_key_sha256
+    else:
+        try:
+            secret_same = vault.decrypt(record.secret_token) == inp.secret
+        except CredentialError:
+            return False  # unreadable under the current key: rewrite it
     mine = (record.user_email, record.address, record.tls_verify, record.tls_fingerprint, record.active)
     return secret_same and mine == (
         inp.user_email, inp.address, inp.tls_verify, inp.tls_fingerprint, inp.active,

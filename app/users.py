@@ -20,6 +20,7 @@ class ImportReport:
 
     counts: Counter[str] = field(default_factory=Counter)
     problems: list[tuple[int, str]] = field(default_factory=list)
+    push_keys: list[tuple[str, str]] = field(default_factory=list)  # (cloud_id, key) made now: shown once
 
     @property
     def failed(self) -> int:
@@ -47,5 +48,8 @@ async def import_users(path: Path, store: Store, vault: Vault) -> ImportReport:
             except ValidationError as exc:
                 report.problems.append((number, str(exc)))
                 continue
-            report.counts[await store.save_device(inp, vault)] += 1
+            saved = await store.register(inp, vault)
+            report.counts[saved.outcome] += 1
+            if saved.push_key:
+                report.push_keys.append((inp.cloud_id, saved.push_key))
     return report

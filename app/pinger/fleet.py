@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from app.credentials import Vault
-from app.devices import DeviceRecord
+from app.devices import PUSH, DeviceRecord
 from app.eagle.gateway import Gateway
 from app.errors import CredentialError, StoreError
 from app.pinger.schedule import phase_fraction
@@ -117,7 +117,7 @@ class FleetView:
         self._reschedule()
 
     def _state_for(self, record: DeviceRecord) -> DeviceState | None:
-        if not record.active or not self.ownership.owns(record.cloud_id):
+        if not record.active or record.protocol == PUSH or not self.ownership.owns(record.cloud_id):
             return None
         try:
             gateway = self.build(record, self.vault.decrypt(record.secret_token))

@@ -36,9 +36,12 @@ class UserHandler(BaseHandler):
         cloud_id = cloud_id_from_path(raw_id)
         self.query(set())
         inp = DeviceInput.from_mapping(self.json_body(), cloud_id=cloud_id)
-        outcome = await self.ctx.store.save_device(inp, self.ctx.vault)
+        saved = await self.ctx.store.register(inp, self.ctx.vault)
         record = await self._record(cloud_id)
-        self.send_json({**record.public(), "outcome": outcome}, status=201 if outcome == "created" else 200)
+        answer = {**record.public(), "outcome": saved.outcome}
+        if saved.push_key:  # made for this device now: the only time it is shown
+            answer["push_key"] = saved.push_key
+        self.send_json(answer, status=201 if saved.outcome == "created" else 200)
 
     async def delete(self, raw_id: str) -> None:
         cloud_id = cloud_id_from_path(raw_id)
