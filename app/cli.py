@@ -667,8 +667,51 @@ def users_import(file: Path) -> None:
     click.echo(
         f"created {c['created']}, updated {c['updated']}, unchanged {c['unchanged']}, failed {report.failed}"
     )
+    for cloud_id, key in report.push_keys:
+        click.echo(f"push key for {cloud_id} (shown once; `rainforest users push-url {cloud_id}`): {key}")
     if report.failed:
         sys.exit(1)
+
+
+@users.command("push-url")
+@click.argument("cloud_id")
+@click.option(
+    "--base", metavar="URL", help="How gateways reach this server, e.g. https://logger.example.org."
+)
+@click.option("--new-key", is_flag=True, help="Make a new push key (the old one stops working) and show it.")
+def users_push_url(cloud_id: str, base: str | None, new_key: bool) -> None:
+    """Print what to type into a push device's uploader page (EAGLE-100 and EAGLE-200).
+
+    Example: rainforest users push-url 00ce69 --base https://logger.example.org --new-key"""
+    from app.devices import PUSH, DeviceInput, new_push_key, normalize_cloud_id
+    from app.push.setup import uploader_settings
+    from app.store import Store
+
+    settings = _settings()
+    try:
+        cid = normalize_cloud_id(cloud_id)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="CLOUD_ID") from None
+
+    async def go() -> str | None:
+        store = Store.from_url(settings.redis_url)
+        try:
+            record = await store.get_device(cid)
+            if record is None or record.protocol != PUSH:
+                raise click.ClickException(
+                    f'{cid} is not a push device; register it with protocol "push" (rainforest users import).'
+                )
+            if not new_key:
+                return None
+            key = new_push_key()
+            inp = DeviceInput(cid, record.user_email, protocol=PUSH, active=record.active, push_key=key)
+            await store.upsert_device(inp, _vault(settings))
+            return key
+        finally:
+            await store.close()
+
+    key = _run_async(go())
+    click.echo(uploader_settings(cid, base or f"http://{settings.server_host}:{settings.server_port}", key))
 
 
 @users.command("list")

@@ -159,7 +159,7 @@ class DeviceInput:
         if protocol == PUSH:
             return cls._push(cid, data, active)
         if data.get("push_key"):
-            raise ValidationError("push_key is for push devices (protocol \"push\").", field="push_key")
+            raise ValidationError('push_key is for push devices (protocol "push").', field="push_key")
         return cls._local(cid, protocol, data, tls_verify, active)
 
     @classmethod
@@ -257,7 +257,11 @@ def _email(value: object, *, required: bool) -> str:
     return value.strip()
 
 
-SECRET_FIELDS = {CLOUD: "user_pw_enc", "eagle100-local": "install_code_enc", "eagle200-local": "install_code_enc"}
+SECRET_FIELDS = {
+    CLOUD: "user_pw_enc",
+    "eagle100-local": "install_code_enc",
+    "eagle200-local": "install_code_enc",
+}
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,8 @@ class Settings:
     secret_key: str = field(default="", repr=False)
     api_tokens: str = field(default="", repr=False)  # comma-separated admin tokens (bootstrap)
     max_body_bytes: int = 64 * 1024
+    max_push_bytes: int = 64 * 1024  # largest body a gateway may push (413 beyond)
+    push_stale_s: float = 60.0  # a push device with no upload for this long is failing
     rotate_grace_s: float = 300.0  # an hour is shipped once it ended this long ago
     rotate_concurrency: int = 8  # files compressed and uploaded at once
     rotate_readback: bool = False  # also HEAD each object after S3 confirmed it in its reply
@@ -87,6 +89,10 @@ class Settings:
             raise ConfigError("POLL_INTERVAL_S must be a positive number of seconds.")
         if self.poll_timeout_s >= self.poll_interval_s:
             raise ConfigError("POLL_TIMEOUT_S must be shorter than POLL_INTERVAL_S, so polls cannot pile up.")
+        if self.max_push_bytes < 1024 or self.push_stale_s <= 0:
+            raise ConfigError(
+                "MAX_PUSH_BYTES must be at least 1024 and PUSH_STALE_S a positive number of seconds."
+            )
         if min(self.summation_interval_s, self.price_interval_s) <= 0:
             raise ConfigError(
                 "SUMMATION_INTERVAL_S and PRICE_INTERVAL_S must be positive numbers of seconds."

@@ -114,11 +114,10 @@ class Store:
         now = time.time() if now is None else now
         key = keys.device(inp.cloud_id)
         fields = inp.stored_fields()
-        if inp.protocol == PUSH:
-            if inp.push_key:
-                fields["push_key_sha256"] = push_key_digest(inp.push_key)
-        else:
+        if inp.protocol != PUSH:
             fields[SECRET_FIELDS[inp.protocol]] = vault.encrypt(inp.secret)
+        elif inp.push_key:
+            fields["push_key_sha256"] = push_key_digest(inp.push_key)
         stale = {"user_pw_enc", "install_code_enc", "push_key_sha256"} - fields.keys()
         if inp.protocol == PUSH and not inp.push_key:
             stale.discard("push_key_sha256")  # an update without a key keeps the one the gateway has
@@ -148,10 +147,10 @@ class Store:
         here once (only its digest is kept)."""
         current = await self.get_device(inp.cloud_id)
         made_key = None
-        if inp.protocol == PUSH and not inp.push_key:
-            if current is None or current.protocol != PUSH or not current.push_key_sha256:
-                made_key = new_push_key()
-                inp = replace(inp, push_key=made_key)
+        has_key = current is not None and current.protocol == PUSH and bool(current.push_key_sha256)
+        if inp.protocol == PUSH and not inp.push_key and not has_key:
+            made_key = new_push_key()
+            inp = replace(inp, push_key=made_key)
         if current is not None and _same(current, inp, vault):
             return Registered("unchanged")
         created = await self.upsert_device(inp, vault)
@@ -240,6 +239,22 @@ class Store:
             await aw(
                 self.redis.eval(_SET_IF_EXISTS, 1, keys.device(cloud_id), "last_backfill", _json(summary))
             )
+
+    async def count_push_rejected(self, cloud_id: str) -> None:
+        """One more upload from this push device that could not be taken (too large, unreadable)."""
+        async with translated(f"count a refused upload of {cloud_id}"):
+            await aw(self.redis.hincrby(keys.device(cloud_id), "push_rejected", 1))
+
+    async def record_push_info(self, cloud_id: str, fragments: dict[str, dict[str, str]]) -> None:
+        """Keep what a push device said about itself (NetworkInfo, DeviceInfo, ...), newest wins."""
+        async with translated(f"record what {cloud_id} pushed about itself"):
+            current = await aw(self.redis.hget(keys.device(cloud_id), "push_info"))
+            merged = {**(orjson.loads(current) if current else {}), **fragments}
+            await aw(self.redis.eval(_SET_IF_EXISTS, 1, keys.device(cloud_id), "push_info", _json(merged)))
+
+    async def push_device_ids(self) -> list[str]:
+        async with translated("list push devices"):
+            return sorted(cast(set[str], await aw(self.redis.smembers(keys.devices_push()))))
 
     async def latest_reading(self, cloud_id: str) -> str | None:
         """The last logged reading of a device as its JSON line, or None."""

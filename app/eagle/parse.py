@@ -153,7 +153,11 @@ def _hex(fields: dict[str, str], name: str, default: str | None = None) -> int:
 
 def parse_demand(body: bytes) -> DemandReading:
     """InstantaneousDemand reply → DemandReading."""
-    root, f = parse_document(body)
+    return demand_from(*parse_document(body))
+
+
+def demand_from(root: str, f: dict[str, str]) -> DemandReading:
+    """An InstantaneousDemand element's fields (lower-case names) → DemandReading."""
 
     def build() -> DemandReading:
         demand = f.get("demand")
@@ -180,28 +184,23 @@ def parse_demand(body: bytes) -> DemandReading:
 
 def parse_summation(body: bytes) -> SummationReading:
     """CurrentSummation (or CurrentSummationDelivered) reply → SummationReading."""
-    root, f = parse_document(body)
+    return summation_from(*parse_document(body))
+
+
+def summation_from(root: str, f: dict[str, str]) -> SummationReading:
+    """A CurrentSummation (or CurrentSummationDelivered) element's fields → SummationReading."""
     if root == "currentsummationdelivered":
         root = "currentsummation"
-    return _expect(
-        root,
-        f,
-        "CurrentSummation",
-        lambda: SummationReading(
-            device_mac_id=_hex(f, "DeviceMacId"),
-            meter_mac_id=_hex(f, "MeterMacId", "0x0"),
-            timestamp=_hex(f, "TimeStamp"),
-            summation_delivered=_hex(f, "SummationDelivered"),
-            summation_received=_hex(f, "SummationReceived", "0x0"),
-            multiplier=_hex(f, "Multiplier", "0x1"),
-            divisor=_hex(f, "Divisor", "0x1"),
-        ),
-    )
+    return _expect(root, f, "CurrentSummation", partial(_summation, f))
 
 
 def parse_price(body: bytes) -> PriceReading:
     """PriceCluster reply → PriceReading (0xffffffff means no price)."""
-    root, f = parse_document(body)
+    return price_from(*parse_document(body))
+
+
+def price_from(root: str, f: dict[str, str]) -> PriceReading:
+    """A PriceCluster element's fields → PriceReading (0xffffffff means no price)."""
 
     def build() -> PriceReading:
         raw = _hex(f, "Price")

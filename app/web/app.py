@@ -8,6 +8,9 @@ from app.carts.jobs import open_queue
 from app.carts.registry import CartRegistry
 from app.credentials import Vault
 from app.eagle.client import Clients
+from app.pinger.ledger import Ledger
+from app.push.receiver import PushReceiver
+from app.push.writer import PushWriter
 from app.settings import Settings
 from app.store import Store
 from app.tokens import Tokens
@@ -17,6 +20,7 @@ from app.web.context import Context, Metrics
 from app.web.events import EventHandler
 from app.web.health import HealthHandler, MetricsHandler
 from app.web.openapi import document
+from app.web.push import PushHandler
 from app.web.users import UserHandler, UsersHandler
 
 CLOUD_ID_SEGMENT = r"([^/]+)"  # validated by the handler, so a bad id gets a clear 400, not a 404
@@ -30,10 +34,15 @@ class OpenApiHandler(BaseHandler):
         self.send_json(document())
 
 
-def make_app(settings: Settings, store: Store, client: Clients) -> tornado.web.Application:
+def make_app(
+    settings: Settings, store: Store, client: Clients, push: PushReceiver | None = None
+) -> tornado.web.Application:
+    push = push or PushReceiver(
+        store, PushWriter(settings.logs_dir, settings.file_prefix), Ledger(store), settings.max_push_bytes
+    )
     ctx = Context(
         settings, store, Vault(settings.secret_key), Tokens(store, settings.api_tokens), client, Metrics(),
-        CartRegistry(store.redis), open_queue(settings),
+        CartRegistry(store.redis), open_queue(settings), push,
     )  # fmt: skip
     routes = [
         (r"/healthz", HealthHandler),
@@ -44,6 +53,7 @@ def make_app(settings: Settings, store: Store, client: Clients) -> tornado.web.A
         (rf"/api/users/{CLOUD_ID_SEGMENT}", UserHandler),
         (r"/api/carts/?", CartsHandler),
         (r"/api/carts/([^/]+)", CartHandler),
+        (rf"/api/push/{CLOUD_ID_SEGMENT}", PushHandler),
     ]
     return tornado.web.Application(
         [(pattern, handler, {"ctx": ctx}) for pattern, handler in routes],

@@ -10,6 +10,7 @@ from saq import Queue
 from app.carts.registry import CartRegistry
 from app.credentials import Vault
 from app.eagle.client import Clients
+from app.push.receiver import PushReceiver
 from app.settings import Settings
 from app.store import Store
 from app.tokens import Tokens
@@ -29,6 +30,22 @@ class Metrics:
             ["route", "method"], registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )  # fmt: skip
+        self.uploads = Counter(
+            "rainforest_push_uploads_total",
+            "Uploads from pushing gateways by outcome: ok, unauthorized, unknown_device, bad_upload, "
+            "too_large, unavailable",
+            ["outcome"], registry=self.registry,
+        )  # fmt: skip
+        self.pushed = Counter(
+            "rainforest_push_readings_total",
+            "Pushed readings by what became of them: written, duplicate, ignored",
+            ["result"], registry=self.registry,
+        )  # fmt: skip
+        self.upload_latency = Histogram(
+            "rainforest_push_upload_seconds",
+            "Time to answer an upload (read, parse, write, counters queued)",
+            registry=self.registry, buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
+        )  # fmt: skip
         self.devices = Gauge(
             "rainforest_devices", "Registered devices by poll status (inactive counted apart)",
             ["status"], registry=self.registry,
@@ -45,3 +62,4 @@ class Context:
     metrics: Metrics
     carts: CartRegistry
     queue: Queue  # cart jobs
+    push: PushReceiver  # gateways' uploads

@@ -11,6 +11,10 @@ import tornado.netutil
 from app.eagle.client import Clients, new_session
 from app.heartbeat import Heartbeat
 from app.lifecycle import binding
+from app.pinger.ledger import Ledger
+from app.push.receiver import PushReceiver
+from app.push.upkeep import PushUpkeep
+from app.push.writer import PushWriter
 from app.settings import Settings
 from app.store import Store
 from app.web.app import make_app
@@ -34,19 +38,25 @@ class ApiServer:
         store = Store.from_url(self.settings.redis_url, max_connections=100)
         session = new_session(200, self.settings.eagle_tls_verify)
         client = Clients(session, self.settings.poll_timeout_s, self.settings.local_request_gap_s)
-        app = make_app(self.settings, store, client)
+        writer = PushWriter(self.settings.logs_dir, self.settings.file_prefix)
+        ledger = Ledger(store)
+        push = PushReceiver(store, writer, ledger, self.settings.max_push_bytes)
+        app = make_app(self.settings, store, client, push)
         server = tornado.httpserver.HTTPServer(app, xheaders=True, max_body_size=1024 * 1024)
         server.add_sockets(sockets)
         log.info("server listening", extra={"host": self.host, "port": self.port})
         heartbeat = asyncio.create_task(
             Heartbeat(store, "server", lambda: {"port": str(self.port)}).run(self._stop)
         )
+        upkeep = PushUpkeep(store, writer, ledger, self.settings.push_stale_s)
+        upkept = asyncio.create_task(upkeep.run(self._stop))
         try:
             await self._stop.wait()
         finally:
             await heartbeat
-            server.stop()
+            server.stop()  # no new uploads; then the held counters and files are flushed
             await asyncio.wait_for(server.close_all_connections(), 10)
+            await upkept
             await app.settings["rf_context"].queue.disconnect()
             await store.close()
             await session.close()

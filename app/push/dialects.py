@@ -1,0 +1,180 @@
+"""Pure functions from an uploader's POST body to readings, in the three dialects gateways send.
+
+- EAGLE-100 RFA XML: `<rainforest macId="0x…" timestamp="1355292588s">FRAGMENT</rainforest>`,
+  usually one fragment with the REST API's hex fields (InstantaneousDemand,
+  CurrentSummationDelivered, PriceCluster; NetworkInfo, DeviceInfo, MessageCluster, TimeCluster
+  and others are kept for the device's record, not written as readings).
+- EAGLE-200 RFA XML: the same envelope, with `CurrentSummation` and `ConnectionStatus`.
+- EAGLE-200 JSON: `{"timestamp", "deviceGuid", "body": [reports]}`, each report with a
+  `dataType` (InstantaneousDemand, CurrentSummation, Price, Message), times in Unix milliseconds
+  as strings, and `subdeviceGuid` the meter's MAC without `0x`.
+
+The EAGLE-100 sends its XML as application/x-www-form-urlencoded, so the Content-Type is not
+trusted: the body's first byte decides. Readings whose time is not plausible (before 2000, or
+more than a day ahead) are dropped and counted; a reading is never guessed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+from xml.etree.ElementTree import Element, ParseError
+
+import orjson
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+
+from app.eagle.parse import demand_from, price_from, summation_from
+from app.eagle.parse200 import HALF_WRAP_KW, WRAP_KW
+from app.eagle.readings import Y2K_EPOCH, MeterDemand, MeterPrice, MeterSummation, Reading, currency_code
+from app.errors import DeviceError
+
+MAX_REPORTS = 1000  # reports in one JSON batch; more is refused as a whole
+FUTURE_SLACK_S = 86400
+READING_FRAGMENTS = {"instantaneousdemand", "currentsummationdelivered", "currentsummation", "pricecluster"}
+
+
+class BadUpload(ValueError):
+    """The body is not one of the dialects (or is malformed): a 400 with this sentence."""
+
+
+@dataclass
+class Upload:
+    """What one body held: readings to write, and what was set aside (with why)."""
+
+    readings: list[Reading] = field(default_factory=list)
+    kept: dict[str, dict[str, str]] = field(default_factory=dict)  # other fragments, for the record
+    ignored: list[str] = field(default_factory=list)  # one reason per reading not written
+
+
+def parse_upload(body: bytes, now: float) -> Upload:
+    """Any of the three dialects → Upload; BadUpload when it is none of them."""
+    text = body.strip()
+    if not text:
+        raise BadUpload("the body is empty; an uploader sends RFA XML or EAGLE-200 JSON.")
+    if text[:1] == b"<":
+        return _rfa_xml(text, now)
+    if text[:1] == b"{":
+        return _eagle200_json(text, now)
+    raise BadUpload("the body is neither RFA XML nor EAGLE-200 JSON.")
+
+
+def _plausible(upload: Upload, reading: Reading, now: float) -> None:
+    if Y2K_EPOCH <= reading.device_time <= now + FUTURE_SLACK_S:
+        upload.readings.append(reading)
+    else:
+        upload.ignored.append(f"{reading.kind} at {reading.device_time} is not a plausible time")
+
+
+def _rfa_xml(text: bytes, now: float) -> Upload:
+    try:
+        root: Element = fromstring(text, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as exc:
+        raise BadUpload(f"the XML uses a forbidden construct ({type(exc).__name__}).") from exc
+    except ParseError as exc:
+        raise BadUpload(f"the body is malformed XML ({exc}).") from exc
+    fragments = list(root) if root.tag.lower() == "rainforest" else [root]
+    upload = Upload()
+    for fragment in fragments:
+        name = fragment.tag.lower()
+        if len(fragment) and any(len(child) for child in fragment):
+            raise BadUpload(f"the {fragment.tag} fragment is nested deeper than RFA XML goes.")
+        fields = {c.tag.lower(): (c.text or "").strip() for c in fragment}
+        if name not in READING_FRAGMENTS:
+            upload.kept[fragment.tag] = {c.tag: (c.text or "").strip()[:200] for c in fragment}
+            continue
+        try:
+            reading = _fragment(name, fields)
+        except DeviceError as exc:  # a fragment that lacks a field or has one that is not hex
+            upload.ignored.append(f"{fragment.tag}: {exc}")
+            continue
+        if reading is not None:
+            _plausible(upload, reading, now)
+    return upload
+
+
+def _fragment(name: str, fields: dict[str, str]) -> Reading | None:
+    if name == "instantaneousdemand":
+        return demand_from(name, fields)
+    if name == "pricecluster":
+        price = price_from(name, fields)
+        return price if price.price is not None else None
+    return summation_from(name, fields)
+
+
+def _eagle200_json(text: bytes, now: float) -> Upload:
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise BadUpload(f"the body is malformed JSON ({exc.msg}).") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("body"), list):
+        raise BadUpload('EAGLE-200 JSON must be an object with a "body" list of reports.')
+    reports = doc["body"]
+    if len(reports) > MAX_REPORTS:
+        raise BadUpload(f"a batch holds at most {MAX_REPORTS} reports, this one {len(reports)}.")
+    upload = Upload()
+    for n, report in enumerate(reports):
+        if not isinstance(report, dict):
+            upload.ignored.append(f"report {n} is not an object")
+            continue
+        try:
+            reading = _report(report)
+        except (KeyError, TypeError, ValueError) as exc:
+            upload.ignored.append(f"report {n} ({str(report.get('dataType'))[:40]}): {exc!s:.100}")
+            continue
+        if reading is None:
+            upload.kept[str(report.get("dataType"))[:40]] = (
+                {str(k)[:40]: str(v)[:200] for k, v in (report.get("data") or {}).items()}
+                if isinstance(report.get("data"), dict)
+                else {}
+            )
+            continue
+        _plausible(upload, reading, now)
+    return upload
+
+
+def _number(data: dict[str, Any], *names: str) -> float | None:
+    for name in names:
+        value = data.get(name)
+        if value is None or value == "" or isinstance(value, bool):
+            continue
+        result = float(value)  # ValueError / TypeError: a reason for the report
+        if not math.isfinite(result):
+            raise ValueError(f"{name} is not a finite number")
+        return result
+    return None
+
+
+def _report(report: dict[str, Any]) -> Reading | None:
+    kind = report.get("dataType")
+    data = report.get("data")
+    if kind not in ("InstantaneousDemand", "CurrentSummation", "Price"):
+        return None  # Message and anything newer: kept for the record
+    if not isinstance(data, dict):
+        raise ValueError("data is not an object")
+    stamp = report.get("timestamp")
+    if not isinstance(stamp, str | int) or isinstance(stamp, bool) or not str(stamp).isdigit():
+        raise ValueError("timestamp is not Unix milliseconds")
+    at = int(stamp) // 1000
+    mac = int(str(report.get("subdeviceGuid") or "0"), 16)
+    if kind == "InstantaneousDemand":
+        kw = _number(data, "demand")
+        if kw is None:
+            raise ValueError("demand is missing")
+        return MeterDemand(at, round(kw - WRAP_KW, 6) if kw >= HALF_WRAP_KW else kw, mac)
+    if kind == "CurrentSummation":
+        delivered = _number(data, "summationDelivered")
+        if delivered is None:
+            raise ValueError("summationDelivered is missing")
+        return MeterSummation(at, delivered, _number(data, "summationReceived"), mac)
+    price = _number(data, "price", "Price")
+    digits = _number(data, "PriceTrailingDigits")
+    if price is None or digits == 255 or price == 0xFFFFFFFF:
+        return None
+    tier = _number(data, "PriceTier", "tier")
+    currency = data.get("currency", data.get("PriceCurrency", ""))
+    return MeterPrice(
+        at, price, currency_code(str(currency)) if currency else "", int(tier) if tier is not None else None,
+        str(data.get("PriceRateLabel", data.get("rateLabel", "")))[:60], mac,
+    )  # fmt: skip

@@ -1,0 +1,74 @@
+"""A server's background work for push devices: counters to Redis in batches, files of closed
+hours fsynced and closed, and silent devices marked failing ("no upload for N s")."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from app.errors import StoreError
+from app.hourly import HourlyWriter
+from app.pinger.ledger import Ledger
+from app.push.writer import PushWriter
+from app.store import PollUpdate, Store
+
+log = logging.getLogger(__name__)
+FLUSH_EVERY_S = 0.5
+WATCH_EVERY_S = 10.0
+
+
+async def mark_silent(store: Store, stale_s: float, now: float) -> int:
+    """Mark push devices with no upload for `stale_s` as failing; returns how many."""
+    records = await store.load_devices(await store.push_device_ids())
+    updates = []
+    for record in records:
+        if record.last_success_at is None:
+            continue  # never uploaded: "never", not failing
+        silent_s = now - record.last_success_at
+        if silent_s >= stale_s:
+            updates.append(
+                PollUpdate(
+                    record.cloud_id,
+                    consecutive_failures=max(1, int(silent_s // stale_s)),
+                    last_error=f"no upload for {int(silent_s)} s",
+                )
+            )
+    if updates:
+        await store.record_polls(updates)
+    return len(updates)
+
+
+class PushUpkeep:
+    """Runs beside the HTTP server until its stop event is set, then flushes what is held."""
+
+    def __init__(
+        self,
+        store: Store,
+        writer: PushWriter,
+        ledger: Ledger,
+        stale_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.writer, self.ledger, self.stale_s, self.clock = store, writer, ledger, stale_s, clock
+
+    async def run(self, stop: asyncio.Event) -> None:
+        next_watch = self.clock() + WATCH_EVERY_S
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), FLUSH_EVERY_S)
+            now = self.clock()
+            await self.ledger.flush(now)
+            closed = self.writer.close_hours_before(now)
+            if closed:
+                await asyncio.to_thread(HourlyWriter.sync, closed)
+            if now >= next_watch:
+                next_watch = now + WATCH_EVERY_S
+                try:
+                    await mark_silent(self.store, self.stale_s, now)
+                except StoreError as exc:
+                    log.warning("could not check push devices for silence", extra={"reason": str(exc)})
+        await self.ledger.flush(self.clock())
+        await asyncio.to_thread(HourlyWriter.sync, self.writer.close())

@@ -1,0 +1,221 @@
+"""Pushed readings into the hourly files, exactly once, from any number of server processes.
+
+A reading is appended with one write(2) to its device's file for the hour it arrived, while
+the writer holds an exclusive flock(2) on that file. Under the lock it first reads whatever
+other processes appended since it last looked, so its view of what the file holds is complete;
+a reading whose (kind, device_time) is already there (a gateway re-sending after a timeout,
+even to another process or after a restart) is not written again. The 2xx answer is sent only
+after the write: a reading answered is in the file. rotate takes a file only with an exclusive
+lock too, and only once its hour has closed, so a file being written is never shipped.
+
+Memory stays small however large the fleet: per open file, the newest device time of each kind
+and the last few times seen; a rarer, older re-send is checked against the file itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from app.errors import WriteError
+from app.hourly import hour_key, read_lines, reading_path
+
+RECENT = 64  # device times remembered per kind and file
+TAIL_BYTES = 65536  # read back from a file when it is (re)opened
+
+
+@dataclass
+class _Kind:
+    newest: int = -1
+    recent: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT))
+    recent_set: set[int] = field(default_factory=set)
+
+    def add(self, t: int) -> None:
+        if len(self.recent) == RECENT:
+            self.recent_set.discard(self.recent[0])
+        self.recent.append(t)
+        self.recent_set.add(t)
+        self.newest = max(self.newest, t)
+
+
+@dataclass
+class _File:
+    fd: int
+    ino: int
+    seen_to: int  # bytes of the file already read into `kinds`
+    kinds: dict[str, _Kind] = field(default_factory=dict)
+    complete: bool = False  # `kinds` was built from the whole file, not a tail
+    mid_line: bool = False  # `seen_to` is a tail's start, inside a line
+
+    def has(self, kind: str, t: int) -> bool | None:
+        """True or False when known; None when only the file itself can tell."""
+        k = self.kinds.get(kind)
+        if k is None or t > k.newest:
+            return False if (k is not None or self.complete) else None
+        if t in k.recent_set:
+            return True
+        return False if self.complete else None
+
+
+class PushWriter:
+    """Appends pushed lines to hourly files, deduplicated on (kind, device_time) per device."""
+
+    def __init__(self, logs_dir: Path, prefix: str, max_open: int = 256) -> None:
+        self.logs_dir = logs_dir
+        self.prefix = prefix
+        self.max_open = max_open
+        self._files: OrderedDict[Path, _File] = OrderedDict()
+
+    def write(
+        self, cloud_id: str, lines: list[tuple[str, int, bytes]], now: float
+    ) -> tuple[list[tuple[str, int, bytes]], int]:
+        """Append the (kind, device_time, line) not yet in the file; returns those written and
+        how many were duplicates.
+
+        Raises WriteError when the file cannot be written (nothing is then written)."""
+        path = reading_path(self.logs_dir, self.prefix, cloud_id, hour_key(now))
+        earlier = reading_path(self.logs_dir, self.prefix, cloud_id, hour_key(now - 3600))
+        try:
+            entry = self._open(path)
+            fcntl.flock(entry.fd, fcntl.LOCK_EX)
+            try:
+                entry = self._current(path, entry)
+                self._catch_up(path, entry)
+                fresh, duplicates = self._fresh(path, earlier, int(now // 3600 * 3600), entry, lines)
+                if fresh:
+                    data = b"".join(line for _, _, line in fresh)
+                    _write_all(entry.fd, data)
+                    entry.seen_to += len(data)
+                    for kind, t, _ in fresh:
+                        entry.kinds.setdefault(kind, _Kind()).add(t)
+            finally:
+                fcntl.flock(entry.fd, fcntl.LOCK_UN)
+        except OSError as exc:
+            self._drop(path)
+            raise WriteError(f"cannot append to {path}: {exc.strerror or exc}") from exc
+        return fresh, duplicates
+
+    def _fresh(
+        self, path: Path, earlier: Path, hour_start: int, entry: _File, lines: list[tuple[str, int, bytes]]
+    ) -> tuple[list[tuple[str, int, bytes]], int]:
+        fresh: list[tuple[str, int, bytes]] = []
+        batch: set[tuple[str, int]] = set()
+        duplicates = 0
+        for kind, t, line in lines:
+            known = entry.has(kind, t)
+            if known is None:
+                known = (kind, t) in _file_keys(path)
+            if not known and t < hour_start:  # a re-send that may have landed last hour
+                known = (kind, t) in _file_keys(earlier)
+            if known or (kind, t) in batch:
+                duplicates += 1
+                continue
+            batch.add((kind, t))
+            fresh.append((kind, t, line))
+        return fresh, duplicates
+
+    def _open(self, path: Path) -> _File:
+        entry = self._files.get(path)
+        if entry is not None:
+            self._files.move_to_end(path)
+            return entry
+        while len(self._files) >= self.max_open:
+            old_path, _ = self._files.popitem(last=False)
+            self._close(old_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        st = os.fstat(fd)
+        start = max(0, st.st_size - TAIL_BYTES)
+        entry = _File(fd, st.st_ino, start, complete=start == 0, mid_line=start > 0)
+        self._files[path] = entry
+        return entry
+
+    def _current(self, path: Path, entry: _File) -> _File:
+        """The open file is still the one at `path` (rotate may have shipped and removed it)."""
+        try:
+            same = os.stat(path).st_ino == entry.ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return entry
+        self._drop(path)
+        fresh = self._open(path)
+        fcntl.flock(fresh.fd, fcntl.LOCK_EX)
+        return fresh
+
+    def _catch_up(self, path: Path, entry: _File) -> None:
+        """Read what was appended since we last looked (by us or another process)."""
+        size = os.fstat(entry.fd).st_size
+        if size <= entry.seen_to:
+            return
+        data = os.pread(entry.fd, size - entry.seen_to, entry.seen_to)
+        if not data.endswith(b"\n"):
+            # a partial last line (a crash mid-write: writers hold this lock while they write):
+            # cut it off, as the pinger does, so the next line starts clean
+            keep = size - (len(data) - (data.rfind(b"\n") + 1))
+            os.ftruncate(entry.fd, keep)
+            size, data = keep, data[: data.rfind(b"\n") + 1]
+        if entry.mid_line:  # a tail read starts inside a line: skip to the next one
+            data = data[data.find(b"\n") + 1 :]
+            entry.mid_line = False
+        for raw in data.splitlines():
+            with contextlib.suppress(orjson.JSONDecodeError):
+                record = orjson.loads(raw)
+                t = record.get("device_time") if isinstance(record, dict) else None
+                if isinstance(t, int):
+                    entry.kinds.setdefault(str(record.get("kind", "demand")), _Kind()).add(t)
+        entry.seen_to = size
+
+    def close_hours_before(self, now: float) -> list[Path]:
+        """Close the files of hours before `now`'s; returns them for fsync."""
+        current = hour_key(now)
+        closed = [p for p in self._files if p.parent.name < current]
+        for path in closed:
+            self._close(path)
+        return closed
+
+    def close(self) -> list[Path]:
+        paths = list(self._files)
+        for path in paths:
+            self._close(path)
+        return paths
+
+    def _close(self, path: Path) -> None:
+        entry = self._files.pop(path, None)
+        if entry is not None:
+            os.close(entry.fd)
+
+    def _drop(self, path: Path) -> None:
+        self._close(path)
+
+
+def _file_keys(path: Path) -> set[tuple[str, int]]:
+    """(kind, device_time) of every line in a file: the rare, exact check."""
+    try:
+        records = read_lines(path).records
+    except FileNotFoundError:
+        return set()
+    return {
+        (str(r.get("kind", "demand")), int(r["device_time"]))  # type: ignore[call-overload]
+        for r in records
+        if isinstance(r.get("device_time"), int)
+    }
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    done = 0
+    try:
+        while done < len(data):
+            done += os.write(fd, view[done:])
+    except OSError:
+        if done:  # never leave half a line: we hold the lock, so these bytes are ours
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, os.fstat(fd).st_size - done)
+        raise
