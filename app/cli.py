@@ -495,6 +495,11 @@ def tokens_revoke(name: str) -> None:
 )
 @click.option("--port", default=9445, show_default=True, help="Port to serve every protocol on.")
 @click.option(
+    "--push-to",
+    metavar="URL[,URL]",
+    help="Make the push devices upload to these servers (e.g. http://127.0.0.1:8000), as gateways do.",
+)
+@click.option(
     "--https-port",
     type=click.IntRange(1, 65535),
     help="Also serve over HTTPS here, with a self-signed certificate (as an EAGLE-3 does).",
@@ -543,6 +548,7 @@ def sim(
     devices: int,
     protocols: str,
     port: int,
+    push_to: str | None,
     https_port: int | None,
     host: str,
     seed: int,
@@ -559,7 +565,7 @@ def sim(
     all on one port (plus /control/ endpoints)."""
 
     from app.sim.fleet import build_fleet, parse_mix
-    from app.sim.server import Simulator, make_app
+    from app.sim.server import Simulator
 
     if devices < 1 or reading_interval_s < 1:
         raise click.BadParameter("--devices must be at least 1 and --reading-interval-s at least 1 s.")
@@ -605,19 +611,27 @@ def sim(
         uvloop.install()
     except ImportError:  # pragma: no cover
         pass
-    asyncio.run(_serve_sim(make_app(simulator), host, port, https_port))
+    if push_to:
+        from app.sim.uploader import Uploaders
+
+        urls = [u.strip() for u in push_to.split(",") if u.strip()]
+        simulator.uploaders = Uploaders(
+            fleet, seed, simulator.energy, urls, reading_interval_s, clock=simulator.clock
+        )
+    asyncio.run(_serve_sim(simulator, host, port, https_port))
     simulator.close()
 
 
-async def _serve_sim(app: Any, host: str, port: int, https_port: int | None) -> None:
-    """Serve the simulator (and its HTTPS twin) until SIGTERM or Ctrl-C."""
+async def _serve_sim(simulator: Any, host: str, port: int, https_port: int | None) -> None:
+    """Serve the simulator (and its HTTPS twin, and its uploading gateways) until SIGTERM."""
     import signal
 
     from aiohttp import web
 
+    from app.sim.server import make_app
     from app.sim.tls import self_signed_context
 
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(make_app(simulator), access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     if https_port is not None:
@@ -626,9 +640,12 @@ async def _serve_sim(app: Any, host: str, port: int, https_port: int | None) -> 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    uploading = asyncio.create_task(simulator.uploaders.run(stop)) if simulator.uploaders else None
     try:
         await stop.wait()
     finally:
+        if uploading is not None:
+            await uploading
         await runner.cleanup()
 
 

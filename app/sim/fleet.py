@@ -8,7 +8,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.devices import CLOUD, PROTOCOLS
+from app.devices import CLOUD, LOCAL_PROTOCOLS, PROTOCOLS
 from app.errors import ValidationError
 
 DEFAULT_MIX = {CLOUD: 100}
@@ -39,14 +39,26 @@ class SimDevice:
     stale_meter: bool = False  # device_list also shows a "Not joined" meter
     wraps_negative: bool = False  # negative demand as an unsigned 32-bit count of watts
     renamed_variables: bool = False  # zigbee:Currency / RateLabel instead of PriceCurrency / PriceRateLabel
+    push_key: str = field(default="", repr=False)  # a push device's key
+    push_dialect: str = (
+        "eagle100-xml"  # what a push device uploads: eagle100-xml, eagle200-json, eagle200-xml
+    )
 
     @property
     def local(self) -> bool:
-        return self.protocol != CLOUD
+        """Polled on the household's network (not through the relay, and not a push device)."""
+        return self.protocol in LOCAL_PROTOCOLS
 
     def users_line(self, address: str = "127.0.0.1:9445") -> dict[str, Any]:
         """This device as a line of the users file `rainforest users import` reads; a local
         gateway's address is the simulator's own (the cloud_id in Basic auth names the device)."""
+        if self.protocol == "push":
+            return {
+                "cloud_id": self.cloud_id,
+                "protocol": "push",
+                "push_key": self.push_key,
+                "user_email": self.user_email,
+            }
         if not self.local:
             return {
                 "cloud_id": self.cloud_id,
@@ -130,4 +142,6 @@ def _device(index: int, number: int, seed: int, rng: random.Random, protocol: st
         stale_meter=quirks.random() < 0.25,
         wraps_negative=bool(solar_w) and quirks.random() < 0.6,
         renamed_variables=quirks.random() < 0.3,
+        push_key=f"sim-{secret[32:64]}",
+        push_dialect=quirks.choice(("eagle100-xml", "eagle200-json", "eagle200-xml")),
     )

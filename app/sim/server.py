@@ -7,7 +7,9 @@ POST /cgi-bin/post_manager      the relay (headers Cloud-ID / User / Password) f
 GET|PUT|DELETE /control/faults  show, replace or clear faults
 GET  /control/users.jl          the fleet as a users file for `rainforest users import`
 GET  /control/served            every distinct reading served so far (when recording)
-GET  /control/stats             request counts by outcome
+GET  /control/stats             request counts by outcome (and push uploads)
+GET  /control/pushed            every reading the push devices delivered (with --push-to)
+PUT  /control/push              {"resend_rate": 0.2}: re-send that share of accepted uploads
 GET  /healthz
 """
 
@@ -33,6 +35,7 @@ from app.sim.energy import EnergyMeter
 from app.sim.faults import FaultBook
 from app.sim.fleet import SimDevice
 from app.sim.model import SimReading, reading_at
+from app.sim.uploader import Uploaders
 
 _NAME_RE = re.compile(rb"<name>\s*([A-Za-z_]+)\s*</name>", re.IGNORECASE)
 _JSON_RE = re.compile(rb"<format>\s*json\s*</format>", re.IGNORECASE)
@@ -65,6 +68,7 @@ class Simulator:
         self.timeout_hold_s = timeout_hold_s
         self.clock = clock
         self.energy = EnergyMeter(seed, reading_interval_s, anchor_s=clock() - 3600)
+        self.uploaders: Uploaders | None = None  # push devices uploading, with --push-to
 
     def close(self) -> None:
         if self._record_out:
@@ -97,7 +101,7 @@ class Simulator:
             return await self._local(request, body, *basic)
         cloud_id = request.headers.get("Cloud-ID", "").lower()
         device = self.by_id.get(cloud_id)
-        if device is None or device.local:
+        if device is None or device.protocol != "eagle100-cloud":
             self.stats["unknown_device"] += 1
             return _error(f"Unknown Cloud ID {cloud_id or '(none)'}")
         error = await self._fault(device)
@@ -244,7 +248,29 @@ class Simulator:
 
     async def get_stats(self, request: web.Request) -> web.Response:
         protocols = Counter(d.protocol for d in self.fleet)
-        return web.json_response({"devices": len(self.fleet), "protocols": protocols, **self.stats})
+        pushes = dict(self.uploaders.stats) if self.uploaders else {}
+        return web.json_response(
+            {"devices": len(self.fleet), "protocols": protocols, "uploads": pushes, **self.stats}
+        )
+
+    async def pushed(self, request: web.Request) -> web.Response:
+        """Every reading a push device delivered (an upload holding it got a 2xx)."""
+        lines = self.uploaders.delivered if self.uploaders else []
+        return web.Response(
+            body=b"".join(line + b"\n" for line in lines), content_type="application/x-ndjson"
+        )
+
+    async def put_push(self, request: web.Request) -> web.Response:
+        """`{"resend_rate": 0.2}`: re-send that share of accepted uploads (an answer lost)."""
+        try:
+            rate = orjson.loads(await request.read()).get("resend_rate")
+        except (orjson.JSONDecodeError, AttributeError):
+            rate = None
+        if not isinstance(rate, int | float) or not 0 <= rate <= 1 or self.uploaders is None:
+            message = 'send {"resend_rate": 0..1} to a simulator started with --push-to.'
+            return web.json_response({"error": "bad_request", "message": message}, status=400)
+        self.uploaders.resend_rate = float(rate)
+        return web.json_response({"resend_rate": rate})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "devices": len(self.fleet)})
@@ -259,6 +285,8 @@ def make_app(sim: Simulator) -> web.Application:
     app.router.add_get("/control/users.jl", sim.users)
     app.router.add_get("/control/served", sim.served_readings)
     app.router.add_get("/control/stats", sim.get_stats)
+    app.router.add_get("/control/pushed", sim.pushed)
+    app.router.add_put("/control/push", sim.put_push)
     app.router.add_get("/healthz", sim.healthz)
     return app
 
