@@ -500,6 +500,12 @@ def tokens_revoke(name: str) -> None:
     help="Make the push devices upload to these servers (e.g. http://127.0.0.1:8000), as gateways do.",
 )
 @click.option(
+    "--push-timeout-s",
+    default=5.0,
+    show_default=True,
+    help="How long an uploading gateway waits for an answer.",
+)
+@click.option(
     "--https-port",
     type=click.IntRange(1, 65535),
     help="Also serve over HTTPS here, with a self-signed certificate (as an EAGLE-3 does).",
@@ -549,6 +555,7 @@ def sim(
     protocols: str,
     port: int,
     push_to: str | None,
+    push_timeout_s: float,
     https_port: int | None,
     host: str,
     seed: int,
@@ -616,7 +623,7 @@ def sim(
 
         urls = [u.strip() for u in push_to.split(",") if u.strip()]
         simulator.uploaders = Uploaders(
-            fleet, seed, simulator.energy, urls, reading_interval_s, clock=simulator.clock
+            fleet, seed, simulator.energy, urls, reading_interval_s, simulator.clock, push_timeout_s
         )
     asyncio.run(_serve_sim(simulator, host, port, https_port))
     simulator.close()

@@ -39,9 +39,9 @@ class ApiServer:
 
 
 def start_api(
-    redis_url: str, secret_key: str, eagle_url: str = "http://127.0.0.1:9/none", **extra_env: str
+    redis_url: str, secret_key: str, eagle_url: str = "http://127.0.0.1:9/none", port: int = 0, **extra_env: str
 ) -> ApiServer:
-    port = free_port()
+    port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="rf-api-"))
     env = {**os.environ, "REDIS_URL": redis_url, "SECRET_KEY": secret_key, "DATA_DIR": str(workdir),
            "EAGLE_CLOUD_URL": eagle_url, "POLL_INTERVAL_S": "2", "POLL_TIMEOUT_S": "1",

@@ -136,6 +136,16 @@ class Sim:
     def served(self) -> list[dict[str, object]]:
         return [orjson.loads(line) for line in self.get("/control/served").splitlines()]
 
+    def pushed(self) -> list[dict[str, object]]:
+        """Every reading the simulator's push devices were answered 2xx for."""
+        return [orjson.loads(line) for line in self.get("/control/pushed").splitlines()]
+
+    def set_push(self, settings: dict[str, object]) -> None:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/control/push", data=orjson.dumps(settings), method="PUT"
+        )
+        urllib.request.urlopen(req, timeout=5).read()
+
 
 def start_sim_process(devices: int, *args: str) -> Sim:
     port = free_port()

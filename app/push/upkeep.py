@@ -55,7 +55,8 @@ class PushUpkeep:
         self.store, self.writer, self.ledger, self.stale_s, self.clock = store, writer, ledger, stale_s, clock
 
     async def run(self, stop: asyncio.Event) -> None:
-        next_watch = self.clock() + WATCH_EVERY_S
+        watch_every_s = min(WATCH_EVERY_S, self.stale_s / 2)
+        next_watch = self.clock() + watch_every_s
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), FLUSH_EVERY_S)
@@ -65,7 +66,7 @@ class PushUpkeep:
             if closed:
                 await asyncio.to_thread(HourlyWriter.sync, closed)
             if now >= next_watch:
-                next_watch = now + WATCH_EVERY_S
+                next_watch = now + watch_every_s
                 try:
                     await mark_silent(self.store, self.stale_s, now)
                 except StoreError as exc:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import tornado.web
+from tornado.log import access_log
 
 from app.carts.jobs import open_queue
 from app.carts.registry import CartRegistry
@@ -24,6 +27,16 @@ from app.web.push import PushHandler
 from app.web.users import UserHandler, UsersHandler
 
 CLOUD_ID_SEGMENT = r"([^/]+)"  # validated by the handler, so a bad id gets a clear 400, not a 404
+_SECRET_QUERY = re.compile(r"([?&]key=)[^&]*")
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Tornado's access line, with a push key given as ?key= replaced by ***: never logged."""
+    status = handler.get_status()
+    log = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
+    uri = _SECRET_QUERY.sub(r"\1***", handler.request.uri or "")
+    request = handler.request
+    log("%d %s %s (%s) %.2fms", status, request.method, uri, request.remote_ip, 1000 * request.request_time())
 
 
 class OpenApiHandler(BaseHandler):
@@ -60,6 +73,7 @@ def make_app(
         default_handler_class=NotFoundHandler,
         default_handler_args={"ctx": ctx},
         compress_response=False,
+        log_function=log_request,
         xheaders=True,  # behind nginx: the client's address comes from X-Real-IP / X-Forwarded-For
         rf_context=ctx,  # ApiServer closes the job queue's connections at shutdown
     )

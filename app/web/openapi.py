@@ -39,7 +39,32 @@ SCHEMAS: dict[str, Any] = {
     },
     "UserInput": {
         "description": "A gateway reached through the Rainforest relay (user_email and user_pw) or on the household's network (address and install_code). See docs/devices.md.",
-        "oneOf": [_ref("CloudDeviceInput"), _ref("LocalDeviceInput")],
+        "oneOf": [_ref("CloudDeviceInput"), _ref("LocalDeviceInput"), _ref("PushDeviceInput")],
+    },
+    "PushDeviceInput": {
+        "type": "object", "required": ["protocol"], "additionalProperties": False,
+        "properties": {
+            "cloud_id": CLOUD_ID,
+            "protocol": {"type": "string", "enum": ["push"]},
+            "push_key": {"type": "string", "pattern": "^[A-Za-z0-9_\\-.~]{16,128}$", "writeOnly": True, "description": "the key the gateway's uploader sends; leave it out and one is made and returned once"},
+            "user_email": {"type": "string", "format": "email"},
+            "active": {"type": "boolean"},
+        },
+    },
+    "PushReceipt": {
+        "type": "object", "required": ["count", "written", "duplicates", "ignored"], "additionalProperties": False,
+        "properties": {
+            "count": {"type": "integer", "description": "readings written by this upload"},
+            "written": {"type": "integer"}, "duplicates": {"type": "integer", "description": "readings already stored (a re-send)"},
+            "ignored": {"type": "integer", "description": "readings set aside, e.g. at an implausible time"},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "PushBatch": {
+        "type": "object", "required": ["body"],
+        "description": "EAGLE-200 JSON: reports of dataType InstantaneousDemand, CurrentSummation, Price, Message",
+        "properties": {"timestamp": {"type": "string"}, "deviceGuid": {"type": "string"},
+                       "body": {"type": "array", "items": {"type": "object"}}},
     },
     "CloudDeviceInput": {
         "type": "object", "required": ["user_email", "user_pw"], "additionalProperties": False,
@@ -73,6 +98,7 @@ SCHEMAS: dict[str, Any] = {
             "cloud_id": CLOUD_ID, "user_email": {"type": "string"}, "protocol": {"type": "string"},
             "address": {"type": "string"}, "active": {"type": "boolean"}, "created_at": {"type": "number"},
             "tls_verify": {"type": "boolean", "nullable": True}, "tls_fingerprint": {"type": "string", "nullable": True},
+            "push_key": {"type": "string", "description": "a push device's key, made now: shown only in this answer"},
             "last_backfill": {"type": "object", "nullable": True, "description": "the last gap refilled from the gateway's history: start, end, lines, received, through, at"},
             "status": {"type": "string", "enum": ["ok", "failing", "never"]},
             "total_events_logged": {"type": "integer"}, "first_timestamp": NULLABLE_NUMBER,
@@ -157,7 +183,9 @@ def document() -> dict[str, Any]:
         "info": {"title": "Rainforest Logger", "version": __version__,
                  "description": "Manage a fleet of EAGLE gateways and read their energy data."},
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "pushBasic": {"type": "http", "scheme": "basic", "description": "cloud_id : push key"},
+                                "pushKey": {"type": "apiKey", "in": "query", "name": "key"}},
             "schemas": SCHEMAS,
         },
         "security": [{"bearer": []}],
@@ -181,6 +209,16 @@ def document() -> dict[str, Any]:
                 "parameters": [*PATH_ID, {"name": "source", "in": "query",
                                           "schema": {"type": "string", "enum": ["device", "latest"]}}],
                 "responses": {"200": _json(_ref("Reading"), "A reading"), **_errors(400, 401, 404, 500, 502, 503, 504)},
+            }},
+            "/api/push/{cloud_id}": {"post": {
+                "summary": "A gateway's upload: EAGLE-100 RFA XML, EAGLE-200 RFA XML or EAGLE-200 JSON (whatever the Content-Type says); 2xx means the readings are stored",
+                "security": [{"pushBasic": []}, {"pushKey": []}],
+                "parameters": [*PATH_ID, {"name": "key", "in": "query", "schema": {"type": "string"}}],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("PushBatch")},
+                    "text/xml": {"schema": {"type": "string"}}}},
+                "responses": {"200": _json(_ref("PushReceipt"), "Taken (count 0 when nothing in it was usable)"),
+                              **_errors(400, 401, 404, 413, 503)},
             }},
             "/api/users/": {"get": {
                 "summary": "Devices, paginated by cursor, filterable by active and status",

@@ -1,0 +1,191 @@
+"""Gateways that push, as they really do: the simulator's uploaders POST to real `rainforest
+server` processes over HTTP, with real Redis and files; every reading they were answered 2xx
+for is in the files exactly once, whatever happens to the servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import requests
+
+from app.credentials import Vault
+from app.devices import DeviceInput
+from app.hourly import read_lines
+from app.pinger import Pinger
+from app.settings import Settings
+from app.store import Store
+from tests.api_helpers import ApiServer, conforms, start_api
+from tests.conftest import FIXTURES, RedisServer, Sim, wait_until
+from tests.test_pinger import register
+
+KEY = "push-key-for-tests-0001"
+
+
+def register_push(redis_url: str, secret_key: str, cloud_id: str, key: str | None = KEY) -> str | None:
+    async def go() -> str | None:
+        store = Store.from_url(redis_url)
+        try:
+            inp = DeviceInput.from_mapping({"cloud_id": cloud_id, "protocol": "push", **({"push_key": key} if key else {})})
+            return (await store.register(inp, Vault(secret_key))).push_key
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def lines_in(data_dir: Path) -> list[dict[str, object]]:
+    found = []
+    for path in data_dir.glob("logs/????-??-??-??/*.jl"):
+        result = read_lines(path)
+        assert result.partial == 0, f"{path} has a partial or corrupt line"
+        found += result.records
+    return found
+
+
+@pytest.fixture
+def server(redis_url: str, secret_key: str) -> Iterator[ApiServer]:
+    api = start_api(redis_url, secret_key, PUSH_STALE_S="1")
+    yield api
+    api.stop()
+
+
+def test_the_route_takes_each_dialect_and_refuses_what_it_must(
+    server: ApiServer, redis_url: str, secret_key: str
+) -> None:
+    register_push(redis_url, secret_key, "00ce69")
+    asyncio.run(_polled(redis_url, secret_key))
+    url = f"{server.url}/api/push/00ce69"
+    demand = (FIXTURES / "push" / "eagle100_demand.xml").read_bytes()
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+
+    first = requests.post(url, data=demand, auth=("00ce69", KEY), headers=form, timeout=5)
+    assert first.status_code == 200 and first.json()["count"] == 1
+    conforms(first, "/api/push/{cloud_id}", "POST")
+    again = requests.post(f"{url}?key={KEY}", data=demand, timeout=5)  # a re-send after a lost answer
+    assert again.json() == {**first.json(), "count": 0, "written": 0, "duplicates": 1}
+    batch = requests.post(url, data=(FIXTURES / "push" / "eagle200_batch.json").read_bytes(),
+                          auth=("00ce69", KEY), headers={"Content-Type": "text/plain"}, timeout=5)  # fmt: skip
+    assert batch.json()["count"] == 4  # two demands, a summation, a price; the message kept aside
+    info = requests.post(url, data=(FIXTURES / "push" / "eagle100_device_info.xml").read_bytes(),
+                         auth=("00ce69", KEY), timeout=5)  # fmt: skip
+    assert info.status_code == 200 and info.json()["count"] == 0
+
+    refused = {
+        "wrong key": (requests.post(url, data=demand, auth=("00ce69", "not-the-key-at-all"), timeout=5), 401),
+        "no key": (requests.post(url, data=demand, timeout=5), 401),
+        "user is not the device": (requests.post(url, data=demand, auth=("00ce6a", KEY), timeout=5), 401),
+        "unknown device": (requests.post(f"{server.url}/api/push/00ce6a?key={KEY}", data=demand, timeout=5), 404),
+        "a polled device": (requests.post(f"{server.url}/api/push/002738?key={KEY}", data=demand, timeout=5), 404),
+        "bad id": (requests.post(f"{server.url}/api/push/27?key={KEY}", data=demand, timeout=5), 400),
+        "garbage": (requests.post(f"{url}?key={KEY}", data=b"\x00garbage", timeout=5), 400),
+        "entities": (requests.post(f"{url}?key={KEY}", data=(FIXTURES / "billion_laughs.xml").read_bytes(),
+                                   timeout=5), 400),  # fmt: skip
+        "too large": (requests.post(f"{url}?key={KEY}", data=b"<rainforest>" + b" " * 70_000, timeout=5), 413),
+    }
+    for name, (resp, status) in refused.items():
+        assert resp.status_code == status, f"{name}: {resp.status_code} {resp.text}"
+        assert resp.json()["message"].endswith("."), name
+        conforms(resp, "/api/push/{cloud_id}", "POST")
+    ten_mb = requests.post(f"{url}?key={KEY}", data=b"x" * 10_000_000, timeout=30)
+    assert 400 <= ten_mb.status_code < 500
+
+    records = lines_in(server.log_dir)
+    assert Counter(r["kind"] for r in records) == {"demand": 3, "summation": 1, "price": 1}
+    assert all(r["source"] == "push" and r["cloud_id"] == "00ce69" for r in records)
+    store = asyncio.run(_record(redis_url, "00ce69"))
+    assert store["push_rejected"] == "3" and b"Z109-EAGLE" in store["push_info"].encode()
+    assert KEY not in server.logs() and KEY not in str(store)
+
+
+async def _polled(redis_url: str, secret_key: str) -> None:
+    store = Store.from_url(redis_url)
+    await store.register(DeviceInput("002738", "a@example.com", "pw"), Vault(secret_key))
+    await store.close()
+
+
+async def _record(redis_url: str, cloud_id: str) -> dict[str, str]:
+    store = Store.from_url(redis_url)
+    try:
+        return await store.redis.hgetall(f"rf:device:{cloud_id}")  # type: ignore[no-any-return,misc]
+    finally:
+        await store.close()
+
+
+def test_a_silent_push_device_is_failing_and_recovers(server: ApiServer, redis_url: str, secret_key: str) -> None:
+    made = register_push(redis_url, secret_key, "00ce69", key=None)
+    assert made is not None and len(made) >= 16  # made for it, shown once
+    demand = (FIXTURES / "push" / "eagle100_demand.xml").read_bytes()
+    assert requests.post(f"{server.url}/api/push/00ce69?key={made}", data=demand, timeout=5).status_code == 200
+
+    def status() -> tuple[str, str]:
+        h = asyncio.run(_record(redis_url, "00ce69"))
+        return h.get("consecutive_failures", "0"), h.get("last_error", "")
+
+    wait_until(lambda: status()[1].startswith("no upload for"), timeout_s=10, what="the silence to be noticed")
+    demand2 = demand.replace(b"0x1c91ec39", b"0x1c91ec41")
+    requests.post(f"{server.url}/api/push/00ce69?key={made}", data=demand2, timeout=5)
+    wait_until(lambda: status() == ("0", ""), timeout_s=5, what="the device to be ok again")
+
+
+@pytest.fixture
+def pushing_fleet(
+    start_sim: Callable[..., Sim], redis_server: RedisServer, redis_url: str, secret_key: str, tmp_path: Path
+) -> Iterator[tuple[list[ApiServer], Callable[..., Sim], Path]]:
+    data = tmp_path / "shared"
+    servers = [start_api(redis_url, secret_key, DATA_DIR=str(data)) for _ in range(2)]
+    yield servers, start_sim, data
+    for s in servers:
+        if s.proc.poll() is None:
+            s.stop()
+
+
+async def test_200_gateways_push_exactly_once_through_timeouts_restarts_and_two_servers(
+    pushing_fleet: tuple[list[ApiServer], Callable[..., Sim], Path],
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    secret_key: str,
+) -> None:
+    servers, start_sim, data = pushing_fleet
+    urls = ",".join(s.url for s in servers)
+    sim = start_sim(220, "--protocols", "push=10,eagle100-cloud=1", "--push-to", urls, "--push-timeout-s", "0.5")
+    settings = make_settings(redis_url, sim.url, data_dir=data)
+    await register(sim, settings)  # the push devices get their keys; the others are polled
+    sim.set_push({"resend_rate": 0.15})  # answers lost: the same body comes again, to the other server
+    pinger = Pinger.create(settings)
+    polling = asyncio.create_task(pinger.run())
+
+    await asyncio.sleep(2.5)
+    os.kill(servers[0].proc.pid, signal.SIGSTOP)  # a server that hangs: uploads time out and are re-sent
+    await asyncio.sleep(1.5)
+    os.kill(servers[0].proc.pid, signal.SIGCONT)
+    await asyncio.sleep(1.0)
+    servers[1].proc.send_signal(signal.SIGTERM)  # a restart mid-stream
+    assert servers[1].proc.wait(15) == 0
+    port = int(servers[1].url.rsplit(":", 1)[1])
+    servers[1] = start_api(redis_url, secret_key, port=port, DATA_DIR=str(data))
+    await asyncio.sleep(2.5)
+    sim.set_push({"resend_rate": 0.0})
+    await asyncio.sleep(1.5)
+    pinger.request_stop()
+    await polling
+
+    stats = orjson.loads(sim.get("/control/stats"))["uploads"]
+    assert stats.get("failed", 0) > 0 and stats.get("resent", 0) > 0, f"nothing was retried: {stats}"
+    delivered = {(str(r["cloud_id"]), str(r["kind"]), int(r["device_time"])) for r in sim.pushed()}  # type: ignore[call-overload]
+    records = lines_in(data)  # fails on any partial or interleaved line
+    pushed = Counter(
+        (str(r["cloud_id"]), str(r["kind"]), int(r["device_time"])) for r in records if r["source"] == "push"  # type: ignore[call-overload]
+    )
+    assert len(delivered) > 500 and {k for k, _ in pushed.items()} >= delivered, "an acknowledged reading is missing"
+    assert max(pushed.values()) == 1, "a pushed reading was written twice"
+    assert any(r["source"] == "eagle100-cloud" for r in records), "the pinger wrote nothing beside the pushes"
+    kinds = Counter(kind for _, kind, _ in delivered)
+    assert kinds["demand"] > 0 and kinds["summation"] > 0
