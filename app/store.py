@@ -240,6 +240,16 @@ class Store:
                 self.redis.eval(_SET_IF_EXISTS, 1, keys.device(cloud_id), "last_backfill", _json(summary))
             )
 
+    async def push_credentials(self, cloud_id: str) -> tuple[str, bool, str] | None:
+        """(protocol, active, push key digest) of a device, or None when it is unknown."""
+        async with translated(f"read the push key of {cloud_id}"):
+            protocol, active, digest = await aw(
+                self.redis.hmget(keys.device(cloud_id), ["protocol", "active", "push_key_sha256"])
+            )
+        if protocol is None:
+            return None
+        return str(protocol), active == "1", str(digest or "")
+
     async def count_push_rejected(self, cloud_id: str) -> None:
         """One more upload from this push device that could not be taken (too large, unreadable)."""
         async with translated(f"count a refused upload of {cloud_id}"):

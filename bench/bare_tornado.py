@@ -1,4 +1,5 @@
-"""Reference for bench/api.py: a bare Tornado handler returning a constant JSON body."""
+"""Reference for bench/api.py and bench/push.py: bare Tornado handlers answering a constant JSON
+body (GET /api/users/{id}; POST /api/push/{id}, which reads the body and does nothing with it)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,14 @@ class Constant(tornado.web.RequestHandler):
         self.finish(BODY)
 
 
+class Sink(tornado.web.RequestHandler):
+    def post(self, _: str) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(b'{"count":1,"written":1,"duplicates":0,"ignored":0}' if self.request.body else b"{}")
+
+
 async def main(port: int) -> None:
-    app = tornado.web.Application([(r"/api/users/(.*)", Constant)])
+    app = tornado.web.Application([(r"/api/users/(.*)", Constant), (r"/api/push/(.*)", Sink)])
     app.listen(port, "127.0.0.1")
     await asyncio.Event().wait()
 

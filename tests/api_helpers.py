@@ -39,7 +39,11 @@ class ApiServer:
 
 
 def start_api(
-    redis_url: str, secret_key: str, eagle_url: str = "http://127.0.0.1:9/none", port: int = 0, **extra_env: str
+    redis_url: str,
+    secret_key: str,
+    eagle_url: str = "http://127.0.0.1:9/none",
+    port: int = 0,
+    **extra_env: str,
 ) -> ApiServer:
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="rf-api-"))

@@ -33,7 +33,9 @@ def register_push(redis_url: str, secret_key: str, cloud_id: str, key: str | Non
     async def go() -> str | None:
         store = Store.from_url(redis_url)
         try:
-            inp = DeviceInput.from_mapping({"cloud_id": cloud_id, "protocol": "push", **({"push_key": key} if key else {})})
+            inp = DeviceInput.from_mapping(
+                {"cloud_id": cloud_id, "protocol": "push", **({"push_key": key} if key else {})}
+            )
             return (await store.register(inp, Vault(secret_key))).push_key
         finally:
             await store.close()
@@ -82,13 +84,24 @@ def test_the_route_takes_each_dialect_and_refuses_what_it_must(
         "wrong key": (requests.post(url, data=demand, auth=("00ce69", "not-the-key-at-all"), timeout=5), 401),
         "no key": (requests.post(url, data=demand, timeout=5), 401),
         "user is not the device": (requests.post(url, data=demand, auth=("00ce6a", KEY), timeout=5), 401),
-        "unknown device": (requests.post(f"{server.url}/api/push/00ce6a?key={KEY}", data=demand, timeout=5), 404),
-        "a polled device": (requests.post(f"{server.url}/api/push/002738?key={KEY}", data=demand, timeout=5), 404),
+        "unknown device": (
+            requests.post(f"{server.url}/api/push/00ce6a?key={KEY}", data=demand, timeout=5),
+            404,
+        ),
+        "a polled device": (
+            requests.post(f"{server.url}/api/push/002738?key={KEY}", data=demand, timeout=5),
+            404,
+        ),
         "bad id": (requests.post(f"{server.url}/api/push/27?key={KEY}", data=demand, timeout=5), 400),
         "garbage": (requests.post(f"{url}?key={KEY}", data=b"\x00garbage", timeout=5), 400),
-        "entities": (requests.post(f"{url}?key={KEY}", data=(FIXTURES / "billion_laughs.xml").read_bytes(),
-                                   timeout=5), 400),  # fmt: skip
-        "too large": (requests.post(f"{url}?key={KEY}", data=b"<rainforest>" + b" " * 70_000, timeout=5), 413),
+        "entities": (
+            requests.post(f"{url}?key={KEY}", data=(FIXTURES / "billion_laughs.xml").read_bytes(), timeout=5),
+            400,
+        ),  # fmt: skip
+        "too large": (
+            requests.post(f"{url}?key={KEY}", data=b"<rainforest>" + b" " * 70_000, timeout=5),
+            413,
+        ),
     }
     for name, (resp, status) in refused.items():
         assert resp.status_code == status, f"{name}: {resp.status_code} {resp.text}"
@@ -119,17 +132,23 @@ async def _record(redis_url: str, cloud_id: str) -> dict[str, str]:
         await store.close()
 
 
-def test_a_silent_push_device_is_failing_and_recovers(server: ApiServer, redis_url: str, secret_key: str) -> None:
+def test_a_silent_push_device_is_failing_and_recovers(
+    server: ApiServer, redis_url: str, secret_key: str
+) -> None:
     made = register_push(redis_url, secret_key, "00ce69", key=None)
     assert made is not None and len(made) >= 16  # made for it, shown once
     demand = (FIXTURES / "push" / "eagle100_demand.xml").read_bytes()
-    assert requests.post(f"{server.url}/api/push/00ce69?key={made}", data=demand, timeout=5).status_code == 200
+    assert (
+        requests.post(f"{server.url}/api/push/00ce69?key={made}", data=demand, timeout=5).status_code == 200
+    )
 
     def status() -> tuple[str, str]:
         h = asyncio.run(_record(redis_url, "00ce69"))
         return h.get("consecutive_failures", "0"), h.get("last_error", "")
 
-    wait_until(lambda: status()[1].startswith("no upload for"), timeout_s=10, what="the silence to be noticed")
+    wait_until(
+        lambda: status()[1].startswith("no upload for"), timeout_s=10, what="the silence to be noticed"
+    )
     demand2 = demand.replace(b"0x1c91ec39", b"0x1c91ec41")
     requests.post(f"{server.url}/api/push/00ce69?key={made}", data=demand2, timeout=5)
     wait_until(lambda: status() == ("0", ""), timeout_s=5, what="the device to be ok again")
@@ -155,7 +174,9 @@ async def test_200_gateways_push_exactly_once_through_timeouts_restarts_and_two_
 ) -> None:
     servers, start_sim, data = pushing_fleet
     urls = ",".join(s.url for s in servers)
-    sim = start_sim(220, "--protocols", "push=10,eagle100-cloud=1", "--push-to", urls, "--push-timeout-s", "0.5")
+    sim = start_sim(
+        220, "--protocols", "push=10,eagle100-cloud=1", "--push-to", urls, "--push-timeout-s", "0.5"
+    )
     settings = make_settings(redis_url, sim.url, data_dir=data)
     await register(sim, settings)  # the push devices get their keys; the others are polled
     sim.set_push({"resend_rate": 0.15})  # answers lost: the same body comes again, to the other server
@@ -182,10 +203,55 @@ async def test_200_gateways_push_exactly_once_through_timeouts_restarts_and_two_
     delivered = {(str(r["cloud_id"]), str(r["kind"]), int(r["device_time"])) for r in sim.pushed()}  # type: ignore[call-overload]
     records = lines_in(data)  # fails on any partial or interleaved line
     pushed = Counter(
-        (str(r["cloud_id"]), str(r["kind"]), int(r["device_time"])) for r in records if r["source"] == "push"  # type: ignore[call-overload]
+        (str(r["cloud_id"]), str(r["kind"]), int(r["device_time"]))
+        for r in records
+        if r["source"] == "push"  # type: ignore[call-overload]
     )
-    assert len(delivered) > 500 and {k for k, _ in pushed.items()} >= delivered, "an acknowledged reading is missing"
+    assert len(delivered) > 500 and {k for k, _ in pushed.items()} >= delivered, (
+        "an acknowledged reading is missing"
+    )
     assert max(pushed.values()) == 1, "a pushed reading was written twice"
     assert any(r["source"] == "eagle100-cloud" for r in records), "the pinger wrote nothing beside the pushes"
     kinds = Counter(kind for _, kind, _ in delivered)
     assert kinds["demand"] > 0 and kinds["summation"] > 0
+
+
+HOSTILE = {
+    "billion laughs": (FIXTURES / "billion_laughs.xml").read_bytes(),
+    "external entity": (FIXTURES / "external_entity.xml").read_bytes(),
+    "deep nesting": b"<rainforest>" + b"<a>" * 3000 + b"</a>" * 3000 + b"</rainforest>",
+    "NaN": b'{"body":[{"timestamp":"1539632322000","dataType":"InstantaneousDemand","data":{"demand":NaN}}]}',
+    "wrong types": b'{"body":[{"timestamp":{"a":1},"dataType":["x"],"data":{"demand":{"b":2}}}, 7, "x", null]}',
+    "10,000 reports": orjson.dumps(
+        {
+            "body": [
+                {"timestamp": "1539632322000", "dataType": "InstantaneousDemand", "data": {"demand": 1.0}}
+            ]
+            * 10_000
+        }
+    )[:60_000],  # fmt: skip
+    "year 3000": b'{"body":[{"timestamp":"32503680000000","dataType":"InstantaneousDemand","data":{"demand":1}}]}',
+    "1970": b'{"body":[{"timestamp":"1000","dataType":"InstantaneousDemand","data":{"demand":1}}]}',
+    "another device's reading": (FIXTURES / "push" / "eagle100_demand.xml")
+    .read_bytes()
+    .replace(b"0xd8d5b90000002aeb", b"0xd8d5b900000000aa"),
+    "unicode": "<rainforest>\u202e\U0001f525</rainforest>".encode(),
+    "empty": b"",
+}
+
+
+def test_hostile_bodies_never_cause_a_5xx_a_corrupt_line_or_a_reading_elsewhere(
+    server: ApiServer, redis_url: str, secret_key: str
+) -> None:
+    register_push(redis_url, secret_key, "00ce69")
+    register_push(redis_url, secret_key, "00ce6a", key="another-device-key-0001")
+    for name, data in HOSTILE.items():
+        resp = requests.post(f"{server.url}/api/push/00ce69?key={KEY}", data=data, timeout=10)
+        assert resp.status_code < 500, f"{name}: {resp.status_code} {resp.text}"
+        conforms(resp, "/api/push/{cloud_id}", "POST")
+    records = lines_in(server.log_dir)  # no partial or corrupt line
+    assert all(r["cloud_id"] == "00ce69" for r in records), "a reading was written for another device"
+    assert all(946684800 <= int(r["device_time"]) <= time.time() + 86400 for r in records)  # type: ignore[call-overload]
+    assert (
+        len(records) == 1
+    )  # the one real reading among them (with another meter's MAC: still this device's)

@@ -22,7 +22,9 @@ def test_eagle100_fragments_become_readings_of_their_kind() -> None:
     summation = parse_upload(body("eagle100_summation.xml"), NOW).readings[0]
     assert summation.kind == "summation" and summation.record("00ce69", 1.0)["delivered_kwh"] == 20060.767
     price = parse_upload(body("eagle100_price.xml"), NOW).readings[0]
-    assert price.record("00ce69", 1.0)["currency"] == "USD" and price.record("00ce69", 1.0)["price"] == 0.01342
+    assert (
+        price.record("00ce69", 1.0)["currency"] == "USD" and price.record("00ce69", 1.0)["price"] == 0.01342
+    )
 
 
 def test_other_fragments_are_kept_for_the_record_not_written() -> None:

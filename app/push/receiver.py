@@ -3,6 +3,8 @@
 Authentication costs the same whether the device is unknown, not a push device, or known with
 another key (one Redis read, one digest, one constant-time comparison), so a wrong key (401)
 and an unknown device (404) cannot be told apart by their timing. Neither writes anything.
+What Redis says of a device is kept for CREDENTIALS_TTL_S, so a gateway uploading every 8 s
+costs one Redis read a few times a minute; a new key takes effect within that time.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from app.devices import PUSH, DeviceRecord, push_key_digest
+from app.devices import PUSH, push_key_digest
 from app.pinger.ledger import Ledger
 from app.push.dialects import BadUpload, parse_upload
 from app.push.writer import PushWriter
@@ -22,6 +24,7 @@ from app.store import PollUpdate, Store
 
 log = logging.getLogger(__name__)
 _NO_DEVICE = push_key_digest("no device has this key")
+CREDENTIALS_TTL_S = 2.0
 
 
 class UploadRefused(Exception):
@@ -58,24 +61,34 @@ class PushReceiver:
         self.writer = writer
         self.ledger = ledger
         self.max_bytes = max_bytes
+        self._known: dict[str, tuple[float, str | None]] = {}  # cloud_id → (until, digest; None: not push)
 
-    async def authenticate(self, cloud_id: str, key: str | None) -> DeviceRecord:
-        record = await self.store.get_device(cloud_id)
-        is_push = record is not None and record.protocol == PUSH and record.active
-        expected = record.push_key_sha256 if is_push and record is not None else _NO_DEVICE
+    async def _digest(self, cloud_id: str) -> str | None:
+        now = time.monotonic()
+        cached = self._known.get(cloud_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        found = await self.store.push_credentials(cloud_id)
+        digest = found[2] if found is not None and found[0] == PUSH and found[1] else None
+        if len(self._known) > 100_000:
+            self._known.clear()
+        self._known[cloud_id] = (now + CREDENTIALS_TTL_S, digest)
+        return digest
+
+    async def authenticate(self, cloud_id: str, key: str | None) -> None:
+        """Pass for an active push device's own key; UploadRefused (401 or 404) otherwise."""
+        expected = await self._digest(cloud_id)
         matches = hmac.compare_digest(push_key_digest(key or ""), expected or _NO_DEVICE)
-        if record is None or not is_push:
+        if expected is None:
             raise UploadRefused(404, "unknown_device", f"no active push device {cloud_id} is registered.")
         if not key or not matches:
             raise UploadRefused(
                 401, "unauthorized", "send the device's push key (HTTP Basic cloud_id:key or ?key=)."
             )
-        return record
 
-    async def receive(self, record: DeviceRecord, body: bytes, now: float | None = None) -> Received:
-        """Write what the body holds; BadUpload / UploadRefused when it cannot be taken."""
+    async def receive(self, cid: str, body: bytes, now: float | None = None) -> Received:
+        """Write what the body holds; UploadRefused when it cannot be taken."""
         now = time.time() if now is None else now
-        cid = record.cloud_id
         if len(body) > self.max_bytes:
             await self.store.count_push_rejected(cid)
             raise UploadRefused(

@@ -126,8 +126,8 @@ class PushWriter:
             self._files.move_to_end(path)
             return entry
         while len(self._files) >= self.max_open:
-            old_path, _ = self._files.popitem(last=False)
-            self._close(old_path)
+            _, old = self._files.popitem(last=False)
+            os.close(old.fd)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         st = os.fstat(fd)

@@ -22,8 +22,8 @@ class PushHandler(BaseHandler):
         cloud_id = cloud_id_from_path(raw_id)
         receiver = self.ctx.push
         try:
-            record = await receiver.authenticate(cloud_id, self._key(cloud_id))
-            received = await receiver.receive(record, self.request.body)
+            await receiver.authenticate(cloud_id, self._key(cloud_id))
+            received = await receiver.receive(cloud_id, self.request.body)
         except UploadRefused as exc:
             metrics.uploads.labels(exc.code).inc()
             raise ApiError(exc.status, exc.code, exc.message) from None
