@@ -27,6 +27,9 @@ from tests.conftest import FIXTURES, RedisServer, Sim, wait_until
 from tests.test_pinger import register
 
 KEY = "push-key-for-tests-0001"
+LAUGHS = (FIXTURES / "billion_laughs.xml").read_bytes()
+REPORT = {"timestamp": "1539632322000", "dataType": "InstantaneousDemand", "data": {"demand": 1.0}}
+JSON_DEMAND = '{"body":[{"timestamp":"%s","dataType":"InstantaneousDemand","data":{"demand":%s}}]}'
 
 
 def register_push(redis_url: str, secret_key: str, cloud_id: str, key: str | None = KEY) -> str | None:
@@ -73,8 +76,9 @@ def test_the_route_takes_each_dialect_and_refuses_what_it_must(
     conforms(first, "/api/push/{cloud_id}", "POST")
     again = requests.post(f"{url}?key={KEY}", data=demand, timeout=5)  # a re-send after a lost answer
     assert again.json() == {**first.json(), "count": 0, "written": 0, "duplicates": 1}
-    batch = requests.post(url, data=(FIXTURES / "push" / "eagle200_batch.json").read_bytes(),
-                          auth=("00ce69", KEY), headers={"Content-Type": "text/plain"}, timeout=5)  # fmt: skip
+    batch_body = (FIXTURES / "push" / "eagle200_batch.json").read_bytes()
+    plain = {"Content-Type": "text/plain"}
+    batch = requests.post(url, data=batch_body, auth=("00ce69", KEY), headers=plain, timeout=5)
     assert batch.json()["count"] == 4  # two demands, a summation, a price; the message kept aside
     info = requests.post(url, data=(FIXTURES / "push" / "eagle100_device_info.xml").read_bytes(),
                          auth=("00ce69", KEY), timeout=5)  # fmt: skip
@@ -94,10 +98,7 @@ def test_the_route_takes_each_dialect_and_refuses_what_it_must(
         ),
         "bad id": (requests.post(f"{server.url}/api/push/27?key={KEY}", data=demand, timeout=5), 400),
         "garbage": (requests.post(f"{url}?key={KEY}", data=b"\x00garbage", timeout=5), 400),
-        "entities": (
-            requests.post(f"{url}?key={KEY}", data=(FIXTURES / "billion_laughs.xml").read_bytes(), timeout=5),
-            400,
-        ),  # fmt: skip
+        "entities": (requests.post(f"{url}?key={KEY}", data=LAUGHS, timeout=5), 400),
         "too large": (
             requests.post(f"{url}?key={KEY}", data=b"<rainforest>" + b" " * 70_000, timeout=5),
             413,
@@ -220,18 +221,14 @@ HOSTILE = {
     "billion laughs": (FIXTURES / "billion_laughs.xml").read_bytes(),
     "external entity": (FIXTURES / "external_entity.xml").read_bytes(),
     "deep nesting": b"<rainforest>" + b"<a>" * 3000 + b"</a>" * 3000 + b"</rainforest>",
-    "NaN": b'{"body":[{"timestamp":"1539632322000","dataType":"InstantaneousDemand","data":{"demand":NaN}}]}',
-    "wrong types": b'{"body":[{"timestamp":{"a":1},"dataType":["x"],"data":{"demand":{"b":2}}}, 7, "x", null]}',
-    "10,000 reports": orjson.dumps(
-        {
-            "body": [
-                {"timestamp": "1539632322000", "dataType": "InstantaneousDemand", "data": {"demand": 1.0}}
-            ]
-            * 10_000
-        }
-    )[:60_000],  # fmt: skip
-    "year 3000": b'{"body":[{"timestamp":"32503680000000","dataType":"InstantaneousDemand","data":{"demand":1}}]}',
-    "1970": b'{"body":[{"timestamp":"1000","dataType":"InstantaneousDemand","data":{"demand":1}}]}',
+    "NaN": (JSON_DEMAND % ("1539632322000", "NaN")).encode(),
+    "wrong types": orjson.dumps(
+        {"body": [{"timestamp": {"a": 1}, "dataType": ["x"], "data": {"demand": {}}}, 7]}
+    ),
+    "10,000 reports": orjson.dumps({"body": [REPORT] * 10_000}),
+    "1,001 small reports": orjson.dumps({"body": [{"a": 1}] * 1001}),
+    "year 3000": (JSON_DEMAND % ("32503680000000", "1")).encode(),
+    "1970": (JSON_DEMAND % ("1000", "1")).encode(),
     "another device's reading": (FIXTURES / "push" / "eagle100_demand.xml")
     .read_bytes()
     .replace(b"0xd8d5b90000002aeb", b"0xd8d5b900000000aa"),
