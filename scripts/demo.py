@@ -22,11 +22,12 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# The relay, EAGLE-200s and EAGLE-100s on the local network: the first three devices are one of each.
-DEMO_MIX = "eagle100-cloud=50,eagle200-local=30,eagle100-local=20"
+# The relay, EAGLE-200s and EAGLE-100s on the local network, and gateways that push: the first
+# four devices are one of each.
+DEMO_MIX = "eagle100-cloud=35,eagle200-local=25,eagle100-local=20,push=20"
 KINDS = (
     ("demand", "eagle100-cloud"), ("demand", "eagle200-local"), ("demand", "eagle100-local"),
-    ("summation", None), ("price", None),
+    ("demand", "push"), ("summation", None), ("price", None),
 )  # fmt: skip
 BIN = Path(sys.executable).parent
 
@@ -168,11 +169,11 @@ def main() -> None:
         path = first_reading(data_dir / "logs")
         assert path is not None
         # a demand line from each protocol and a summation; a price too, when a meter has one
-        wanted = [kind for kind in KINDS[:4] if kind[1] is None or f"{kind[1]}=" in args.protocols]
+        wanted = [kind for kind in KINDS[:5] if kind[1] is None or f"{kind[1]}=" in args.protocols]
         wait_for(lambda: len(samples(data_dir / "logs", wanted)) == len(wanted), 40,
                  "a line of each kind", supervisor)  # fmt: skip
         deadline = time.monotonic() + 35  # every meter's first price comes within five cycles
-        while time.monotonic() < deadline and not samples(data_dir / "logs", [KINDS[4]]):
+        while time.monotonic() < deadline and not samples(data_dir / "logs", [KINDS[5]]):
             time.sleep(0.5)
         cloud_id = path.name.split("-")[2]
         api = f"http://127.0.0.1:{args.server_port}"
@@ -248,7 +249,7 @@ def print_welcome(
 ) -> None:
     lines = samples(data_dir / "logs", list(KINDS))
     sample = "\n    ".join(
-        f"{kind + (' via ' + source if source else ''):<27} {lines[(kind, source)][:150]}…"
+        f"{kind + (' via ' + source if source else ''):<27} {lines[(kind, source)][:140]}…"
         for kind, source in KINDS
         if (kind, source) in lines
     )

@@ -23,6 +23,7 @@ def test_demo_brings_the_stack_up_shows_readings_and_stops_cleanly(tmp_path: Pat
     )  # fmt: skip
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert "created 5, updated 0, unchanged 0, failed 0" in result.stdout
+    assert "push key for" not in result.stdout  # the simulator's push devices come with their keys
     assert "Rainforest Logger is running in simulated mode" in result.stdout
     assert result.stdout.rstrip().endswith("stopped.")
     files = list(tmp_path.glob("logs/????-??-??-??/iseif-rainforest-*.jl"))
@@ -30,7 +31,7 @@ def test_demo_brings_the_stack_up_shows_readings_and_stops_cleanly(tmp_path: Pat
     records = [orjson.loads(line) for path in files for line in path.read_bytes().splitlines()]
     assert all({"cloud_id", "polled_at", "device_time", "kind", "source"} <= r.keys() for r in records)
     kinds = {(r["kind"], r["source"]) for r in records}
-    for protocol in ("eagle100-cloud", "eagle200-local", "eagle100-local"):
+    for protocol in ("eagle100-cloud", "eagle200-local", "eagle100-local", "push"):
         assert ("demand", protocol) in kinds, f"no reading from an {protocol} gateway"
         assert f"demand via {protocol}" in result.stdout
     assert "summation" in {kind for kind, _ in kinds} and "summation " in result.stdout
