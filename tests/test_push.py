@@ -252,3 +252,26 @@ def test_hostile_bodies_never_cause_a_5xx_a_corrupt_line_or_a_reading_elsewhere(
     assert (
         len(records) == 1
     )  # the one real reading among them (with another meter's MAC: still this device's)
+
+
+def test_a_push_device_is_read_from_its_latest_line_not_asked(
+    server: ApiServer, redis_url: str, secret_key: str
+) -> None:
+    from tests.api_helpers import make_token
+
+    register_push(redis_url, secret_key, "00ce69")
+    token = {"Authorization": f"Bearer {make_token(redis_url, 'reader', read_only=True)}"}
+    demand = (FIXTURES / "push" / "eagle100_demand.xml").read_bytes()
+    assert requests.post(f"{server.url}/api/push/00ce69?key={KEY}", data=demand, timeout=5).status_code == 200
+    asked = requests.get(f"{server.url}/api/event/00ce69", headers=token, timeout=5)
+    assert asked.status_code == 409 and "?source=latest" in asked.json()["message"]
+    conforms(asked, "/api/event/{cloud_id}", "GET")
+
+    def latest() -> requests.Response:
+        return requests.get(f"{server.url}/api/event/00ce69?source=latest", headers=token, timeout=5)
+
+    wait_until(lambda: latest().status_code == 200, timeout_s=5, what="the counters to be flushed")
+    body = latest().json()
+    assert body["demand_kw"] == -0.75 and body["protocol"] == "push" and body["source"] == "latest"
+    record = requests.get(f"{server.url}/api/users/00ce69", headers=token, timeout=5).json()
+    assert record["status"] == "ok" and record["total_events_logged"] == 1 and "push_key" not in record

@@ -6,6 +6,7 @@ import time
 
 import orjson
 
+from app.devices import PUSH
 from app.eagle.gateway import gateway_for
 from app.errors import CredentialError, DeviceError, DeviceTimeout
 from app.web.base import ApiError, BaseHandler
@@ -35,6 +36,10 @@ class EventHandler(BaseHandler):
                 raise ApiError(404, "no_reading", f"no reading has been logged for {cloud_id} yet.")
             self.send_json({**orjson.loads(line), "protocol": record.protocol, "source": "latest"})
             return
+        if record.protocol == PUSH:
+            raise ApiError(
+                409, "push_device", f"{cloud_id} pushes its readings and cannot be asked; use ?source=latest."
+            )
         try:
             secret = self.ctx.vault.decrypt(record.secret_token)
         except CredentialError:

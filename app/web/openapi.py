@@ -21,7 +21,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "Bad input (the message names the problem)", 401: "Missing or invalid token",
-            403: "Token lacks the scope", 404: "Unknown device or route", 413: "Body too large",
+            403: "Token lacks the scope", 404: "Unknown device or route", 409: "A push device cannot be asked now", 413: "Body too large",
             415: "Body is not JSON", 500: "The device's stored password does not decrypt with SECRET_KEY", 502: "The device refused or answered badly",
             503: "Redis unreachable", 504: "The device did not answer in time"}  # fmt: skip
     return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
@@ -208,7 +208,7 @@ def document() -> dict[str, Any]:
                 "summary": "A reading from the device now, or the last logged one with ?source=latest",
                 "parameters": [*PATH_ID, {"name": "source", "in": "query",
                                           "schema": {"type": "string", "enum": ["device", "latest"]}}],
-                "responses": {"200": _json(_ref("Reading"), "A reading"), **_errors(400, 401, 404, 500, 502, 503, 504)},
+                "responses": {"200": _json(_ref("Reading"), "A reading"), **_errors(400, 401, 404, 409, 500, 502, 503, 504)},
             }},
             "/api/push/{cloud_id}": {"post": {
                 "summary": "A gateway's upload: EAGLE-100 RFA XML, EAGLE-200 RFA XML or EAGLE-200 JSON (whatever the Content-Type says); 2xx means the readings are stored",
