@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-pinger bench-api bench-rotate bench-cart deps redis-server clean
+.PHONY: demo test lint bench bench-pinger bench-api bench-rotate bench-cart bench-push deps redis-server clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -44,6 +44,7 @@ bench: deps
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/rotate.py
 	$(BIN)/python bench/cart.py
+	$(BIN)/python bench/push.py
 
 bench-pinger: deps
 	$(BIN)/python bench/pinger.py
@@ -56,6 +57,9 @@ bench-rotate: deps
 
 bench-cart: deps
 	$(BIN)/python bench/cart.py
+
+bench-push: deps
+	$(BIN)/python bench/push.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
