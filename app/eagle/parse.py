@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
-from xml.etree.ElementTree import ParseError
+from xml.etree.ElementTree import Element, ParseError
 
 import orjson
 from defusedxml import DefusedXmlException
@@ -86,20 +86,16 @@ def _parse_xml(text: bytes) -> tuple[str, dict[str, str]]:
     flat = _parse_flat(text)
     if flat is not None:
         return flat
-    try:
-        root = fromstring(text, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except DefusedXmlException as exc:
-        raise DeviceBadReply(f"reply XML uses a forbidden construct ({type(exc).__name__})") from exc
-    except ParseError as exc:
-        raise DeviceBadReply(f"reply is malformed XML: {exc}") from exc
+    root = xml_root(text)
     fields = {child.tag.lower(): (child.text or "").strip() for child in root}
     if not fields and root.text and root.text.strip():
         fields["text"] = root.text.strip()
     return root.tag.lower(), fields
 
 
-def _parse_json(text: bytes) -> tuple[str, dict[str, str]]:
-    # HistoryData and friends arrive without the outer braces.
+def json_root(text: bytes) -> tuple[str, object]:
+    """A JSON reply's one root name and its body; HistoryData and friends arrive without the
+    outer braces."""
     if text[:1] == b'"':
         text = b"{" + text + b"}"
     try:
@@ -109,6 +105,22 @@ def _parse_json(text: bytes) -> tuple[str, dict[str, str]]:
     if not isinstance(doc, dict) or len(doc) != 1:
         raise DeviceBadReply("JSON reply must be one object with a single root name")
     ((name, body),) = doc.items()
+    return str(name), body
+
+
+def xml_root(text: bytes) -> Element:
+    """The root of an XML reply, parsed with no DTDs, entities or external references."""
+    try:
+        root: Element = fromstring(text, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as exc:
+        raise DeviceBadReply(f"reply XML uses a forbidden construct ({type(exc).__name__})") from exc
+    except ParseError as exc:
+        raise DeviceBadReply(f"reply is malformed XML: {exc}") from exc
+    return root
+
+
+def _parse_json(text: bytes) -> tuple[str, dict[str, str]]:
+    name, body = json_root(text)
     if isinstance(body, str):
         return name.lower(), {"text": body}
     if not isinstance(body, dict):
@@ -266,12 +278,7 @@ def _summation(f: dict[str, str]) -> SummationReading:
 
 
 def _history_xml(text: bytes) -> tuple[str, list[dict[str, str]]]:
-    try:
-        root = fromstring(text, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except DefusedXmlException as exc:
-        raise DeviceBadReply(f"reply XML uses a forbidden construct ({type(exc).__name__})") from exc
-    except ParseError as exc:
-        raise DeviceBadReply(f"history reply is malformed XML: {exc}") from exc
+    root = xml_root(text)
     if root.tag.lower() == "error":
         return "error", [{c.tag.lower(): (c.text or "").strip() for c in root}]
     entries = [
@@ -283,15 +290,7 @@ def _history_xml(text: bytes) -> tuple[str, list[dict[str, str]]]:
 
 
 def _history_json(text: bytes) -> tuple[str, list[dict[str, str]]]:
-    if text[:1] == b'"':  # HistoryData arrives without its outer braces
-        text = b"{" + text + b"}"
-    try:
-        doc = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise DeviceBadReply(f"history reply is malformed JSON: {exc}") from exc
-    if not isinstance(doc, dict) or len(doc) != 1:
-        raise DeviceBadReply("JSON reply must be one object with a single root name")
-    ((name, body),) = doc.items()
+    name, body = json_root(text)
     if name.lower() == "error":
         return "error", [{str(k).lower(): str(v) for k, v in body.items()}] if isinstance(body, dict) else []
     if not isinstance(body, dict):

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from xml.etree.ElementTree import Element, ParseError
+from xml.etree.ElementTree import Element
 
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import fromstring
-
-from app.eagle.parse import MAX_REPLY_BYTES, raise_device_error
+from app.eagle.parse import MAX_REPLY_BYTES, raise_device_error, xml_root
 from app.eagle.readings import MeterDemand, MeterPrice, MeterSummation, Readings, currency_code, hex_int
 from app.errors import DeviceBadReply, DeviceUnavailable
 
@@ -70,12 +67,7 @@ def _root(body: bytes) -> Element:
         raise DeviceBadReply("empty reply")
     if text[:1] != b"<":
         raise DeviceBadReply(f"reply is not XML (starts {text[:20]!r})")
-    try:
-        root: Element = fromstring(text, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except DefusedXmlException as exc:
-        raise DeviceBadReply(f"reply XML uses a forbidden construct ({type(exc).__name__})") from exc
-    except ParseError as exc:
-        raise DeviceBadReply(f"reply is malformed XML: {exc}") from exc
+    root = xml_root(text)
     if root.tag.lower() == "error":
         raise_device_error({c.tag.lower(): (c.text or "").strip() for c in root} or {"text": root.text or ""})
     return root

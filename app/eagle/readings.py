@@ -2,7 +2,7 @@
 become in the hourly files (DESIGN.md "Line kinds": demand, summation, price).
 
 Each reading has `kind`, `device_time` (Unix seconds, the reading's identity) and `record()`,
-the dict written as one line; `value` is what "changed" means for summation and price.
+the dict written as one line (what "changed" means is `app.pinger.capture.line_key`).
 """
 
 from __future__ import annotations
@@ -54,6 +54,17 @@ def currency_code(value: int | str) -> str:
     return found.alpha_3 if found is not None else ""
 
 
+def line_head(cloud_id: str, polled_at: float, device_time: int, kind: str, source: str) -> dict[str, Any]:
+    """The fields every line of an hourly file starts with (DESIGN.md "Line kinds")."""
+    return {
+        "cloud_id": cloud_id,
+        "polled_at": polled_at,
+        "device_time": device_time,
+        "kind": kind,
+        "source": source,
+    }
+
+
 def scale(raw: int, multiplier: int, divisor: int) -> float:
     """raw × multiplier ÷ divisor, where a zero multiplier or divisor counts as 1."""
     return raw * (multiplier or 1) / (divisor or 1)
@@ -84,18 +95,10 @@ class DemandReading:
 
     kind: ClassVar[str] = "demand"
 
-    @property
-    def value(self) -> tuple[object, ...]:
-        return (self.demand,)
-
     def record(self, cloud_id: str, polled_at: float, source: str = "eagle100-cloud") -> dict[str, Any]:
         """The line written to the hourly file (the DESIGN.md format)."""
         return {
-            "cloud_id": cloud_id,
-            "polled_at": polled_at,
-            "device_time": self.device_time,
-            "kind": "demand",
-            "source": source,
+            **line_head(cloud_id, polled_at, self.device_time, "demand", source),
             "demand_kw": self.demand_kw,
             "DeviceMacId": self.device_mac_id,
             "MeterMacId": self.meter_mac_id,
@@ -135,17 +138,9 @@ class SummationReading:
     def received_kwh(self) -> float:
         return scale(self.summation_received, self.multiplier, self.divisor)
 
-    @property
-    def value(self) -> tuple[object, ...]:
-        return (self.summation_delivered, self.summation_received)
-
     def record(self, cloud_id: str, polled_at: float, source: str = "eagle100-cloud") -> dict[str, Any]:
         return {
-            "cloud_id": cloud_id,
-            "polled_at": polled_at,
-            "device_time": self.device_time,
-            "kind": "summation",
-            "source": source,
+            **line_head(cloud_id, polled_at, self.device_time, "summation", source),
             "delivered_kwh": self.delivered_kwh,
             "received_kwh": self.received_kwh,
             "DeviceMacId": self.device_mac_id,
@@ -176,17 +171,9 @@ class PriceReading:
     def device_time(self) -> int:
         return self.timestamp + Y2K_EPOCH
 
-    @property
-    def value(self) -> tuple[object, ...]:
-        return (self.price, self.currency, self.tier, self.rate_label)
-
     def record(self, cloud_id: str, polled_at: float, source: str = "eagle100-cloud") -> dict[str, Any]:
         return {
-            "cloud_id": cloud_id,
-            "polled_at": polled_at,
-            "device_time": self.device_time,
-            "kind": "price",
-            "source": source,
+            **line_head(cloud_id, polled_at, self.device_time, "price", source),
             "price": self.price,
             "currency": currency_code(self.currency),
             "tier": self.tier,
@@ -226,17 +213,9 @@ class MeterDemand:
 
     kind: ClassVar[str] = "demand"
 
-    @property
-    def value(self) -> tuple[object, ...]:
-        return (self.demand_kw,)
-
     def record(self, cloud_id: str, polled_at: float, source: str = "eagle200-local") -> dict[str, Any]:
         return {
-            "cloud_id": cloud_id,
-            "polled_at": polled_at,
-            "device_time": self.device_time,
-            "kind": "demand",
-            "source": source,
+            **line_head(cloud_id, polled_at, self.device_time, "demand", source),
             "demand_kw": self.demand_kw,
             "MeterMacId": self.meter_mac_id,
         }
@@ -253,17 +232,9 @@ class MeterSummation:
 
     kind: ClassVar[str] = "summation"
 
-    @property
-    def value(self) -> tuple[object, ...]:
-        return (self.delivered_kwh, self.received_kwh)
-
     def record(self, cloud_id: str, polled_at: float, source: str = "eagle200-local") -> dict[str, Any]:
         return {
-            "cloud_id": cloud_id,
-            "polled_at": polled_at,
-            "device_time": self.device_time,
-            "kind": "summation",
-            "source": source,
+            **line_head(cloud_id, polled_at, self.device_time, "summation", source),
             "delivered_kwh": self.delivered_kwh,
             "received_kwh": self.received_kwh,
             "MeterMacId": self.meter_mac_id,
@@ -283,17 +254,9 @@ class MeterPrice:
 
     kind: ClassVar[str] = "price"
 
-    @property
-    def value(self) -> tuple[object, ...]:
-        return (self.price, self.currency, self.tier, self.rate_label)
-
     def record(self, cloud_id: str, polled_at: float, source: str = "eagle200-local") -> dict[str, Any]:
         return {
-            "cloud_id": cloud_id,
-            "polled_at": polled_at,
-            "device_time": self.device_time,
-            "kind": "price",
-            "source": source,
+            **line_head(cloud_id, polled_at, self.device_time, "price", source),
             "price": self.price,
             "currency": self.currency,
             "tier": self.tier,

@@ -19,13 +19,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Any
-from xml.etree.ElementTree import Element, ParseError
 
 import orjson
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import fromstring
 
-from app.eagle.parse import demand_from, price_from, summation_from
+from app.eagle.parse import demand_from, price_from, summation_from, xml_root
 from app.eagle.parse200 import HALF_WRAP_KW, WRAP_KW
 from app.eagle.readings import Y2K_EPOCH, MeterDemand, MeterPrice, MeterSummation, Reading, currency_code
 from app.errors import DeviceError
@@ -69,11 +66,9 @@ def _plausible(upload: Upload, reading: Reading, now: float) -> None:
 
 def _rfa_xml(text: bytes, now: float) -> Upload:
     try:
-        root: Element = fromstring(text, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except DefusedXmlException as exc:
-        raise BadUpload(f"the XML uses a forbidden construct ({type(exc).__name__}).") from exc
-    except ParseError as exc:
-        raise BadUpload(f"the body is malformed XML ({exc}).") from exc
+        root = xml_root(text)
+    except DeviceError as exc:  # the same hardened parser as gateways' replies
+        raise BadUpload(f"the body is not acceptable XML: {exc}.") from None
     fragments = list(root) if root.tag.lower() == "rainforest" else [root]
     upload = Upload()
     for fragment in fragments:
