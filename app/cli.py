@@ -427,6 +427,67 @@ def status(as_json: bool) -> None:
         sys.exit(1)
 
 
+# --- completeness ---------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--since", default="1d", show_default=True, metavar="AGE", help="Hours from the last AGE: 6h, 1d, 7d."
+)
+@click.option(
+    "--below", type=click.FloatRange(0, 100), help="Only device-hours under this percent of polls ok."
+)
+@click.option("--device", metavar="CLOUD_ID", help="Only this device.")
+@click.option(
+    "--limit", default=50, show_default=True, type=click.IntRange(min=1), help="Print at most this many."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
+def completeness(since: str, below: float | None, device: str | None, limit: int, as_json: bool) -> None:
+    """The worst device-hours: polls scheduled and ok, distinct readings, longest gap.
+
+    Example: rainforest completeness --since 7d --below 95"""
+    from app.carts.retention import parse_age
+    from app.completeness import public_row
+    from app.devices import normalize_cloud_id
+    from app.store import Store
+
+    settings = _settings()
+    try:
+        age = parse_age(since)
+        only = normalize_cloud_id(device) if device else None
+    except (ValueError, ValidationError) as exc:
+        raise click.BadParameter(str(exc)) from None
+    now = time.time()
+    hours = list(range(int((now - age) // 3600), int(now // 3600) + 1))
+
+    async def go() -> list[dict[str, Any]]:
+        store = Store.from_url(settings.redis_url)
+        try:
+            rows = []
+            for hour in hours:
+                ids = [only] if only else await store.completeness_devices(hour)
+                rows += await store.completeness(ids, [hour])
+            return rows
+        finally:
+            await store.close()
+
+    rows = [{"cloud_id": r["cloud_id"], **public_row(r)} for r in _run_async(go())]
+    if below is not None:
+        rows = [r for r in rows if r["percent"] is not None and r["percent"] < below]
+    rows.sort(key=lambda r: (r["percent"] if r["percent"] is not None else 101.0, r["readings"]))
+    for row in rows[:limit]:
+        if as_json:
+            click.echo(orjson.dumps(row).decode())
+            continue
+        pct = f"{row['percent']:.1f} %" if row["percent"] is not None else "push"
+        click.echo(
+            f"{row['hour']}  {row['cloud_id']}  {pct:>8}  ok {row['ok']:>4}/{row['scheduled']:<4}  "
+            f"readings {row['readings']:>4}  longest gap {row['longest_gap_s']:>6.0f} s"
+        )
+    if not as_json:
+        click.echo(f"{min(len(rows), limit)} of {len(rows)} device-hours in the last {since}")
+
+
 # --- tokens --------------------------------------------------------------------------------
 
 
@@ -638,7 +699,7 @@ async def _serve_sim(simulator: Any, host: str, port: int, https_port: int | Non
     from app.sim.server import make_app
     from app.sim.tls import self_signed_context
 
-    runner = web.AppRunner(make_app(simulator), access_log=None, handle_signals=False)
+    runner = web.AppRunner(make_app(simulator), access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     if https_port is not None:

@@ -73,3 +73,13 @@ def carts_space() -> str:
 def cart_queue() -> str:
     """The arq queue cart jobs go through."""
     return f"{PREFIX}:cartjobs"
+
+
+def completeness(cloud_id: str, hour: int) -> str:
+    """Hash of one device-hour's counts (scheduled, ok, readings, longest_gap_s); hour = Unix s // 3600."""
+    return f"{PREFIX}:comp:{cloud_id}:{hour}"
+
+
+def completeness_hour(hour: int) -> str:
+    """Set of the cloud_ids that have counts for one hour (so reports never scan keys)."""
+    return f"{PREFIX}:comp:hour:{hour}"

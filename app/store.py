@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from app import keys
+from app.completeness import HourCounts
 from app.credentials import Vault
 from app.devices import PUSH, SECRET_FIELDS, DeviceInput, DeviceRecord, new_push_key, push_key_digest
 from app.errors import CredentialError, StoreError
@@ -266,6 +267,44 @@ class Store:
         async with translated("list push devices"):
             return sorted(cast(set[str], await aw(self.redis.smembers(keys.devices_push()))))
 
+    async def add_completeness(self, counts: dict[tuple[str, int], HourCounts], keep_s: float) -> None:
+        """Add counts to their device-hours (the longest gap kept as a maximum), in batches."""
+        items = list(counts.items())
+        ttl = str(int(keep_s))
+        async with translated("record completeness"):
+            for start in range(0, len(items), CHUNK):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for (cid, hour), c in items[start : start + CHUNK]:
+                        pipe.eval(
+                            _ADD_COMPLETENESS, 2, keys.completeness(cid, hour), keys.completeness_hour(hour),
+                            cid, c.scheduled, c.ok, c.readings, repr(c.longest_gap_s), ttl,
+                        )  # fmt: skip
+                    await pipe.execute()
+
+    async def completeness(self, cloud_ids: Sequence[str], hours: Sequence[int]) -> list[dict[str, Any]]:
+        """Rows (cloud_id, hour, scheduled, ok, readings, longest_gap_s) that have counts."""
+        pairs = [(cid, hour) for cid in cloud_ids for hour in hours]
+        rows: list[dict[str, Any]] = []
+        async with translated("read completeness"):
+            for start in range(0, len(pairs), CHUNK):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for cid, hour in pairs[start : start + CHUNK]:
+                        pipe.hgetall(keys.completeness(cid, hour))
+                    found = await pipe.execute()
+                for (cid, hour), h in zip(pairs[start : start + CHUNK], found, strict=True):
+                    if h:
+                        rows.append({
+                            "cloud_id": cid, "hour": hour, "scheduled": int(h.get("scheduled", 0)),
+                            "ok": int(h.get("ok", 0)), "readings": int(h.get("readings", 0)),
+                            "longest_gap_s": float(h.get("longest_gap_s", 0)),
+                        })  # fmt: skip
+        return rows
+
+    async def completeness_devices(self, hour: int) -> list[str]:
+        """The cloud_ids with counts for an hour."""
+        async with translated("list an hour's devices"):
+            return sorted(cast(set[str], await aw(self.redis.smembers(keys.completeness_hour(hour)))))
+
     async def latest_reading(self, cloud_id: str) -> str | None:
         """The last logged reading of a device as its JSON line, or None."""
         async with translated(f"read the latest reading of {cloud_id}"):
@@ -354,6 +393,18 @@ return 1
 def _json(value: object) -> str:
     return orjson.dumps(value).decode()
 
+
+_ADD_COMPLETENESS = """
+redis.call('HINCRBY', KEYS[1], 'scheduled', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'ok', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'readings', ARGV[4])
+local gap = tonumber(redis.call('HGET', KEYS[1], 'longest_gap_s') or '0')
+if tonumber(ARGV[5]) > gap then redis.call('HSET', KEYS[1], 'longest_gap_s', ARGV[5]) end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return 1
+"""
 
 _RECORD_ARCHIVED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end

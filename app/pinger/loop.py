@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import aiohttp
 
+from app.completeness import HourCounts, Tally
 from app.credentials import Vault
 from app.devices import DeviceRecord
 from app.eagle.client import Clients, GatewayClient, new_session
@@ -41,6 +42,7 @@ from app.settings import Settings
 from app.store import PollUpdate, Store
 
 log = logging.getLogger(__name__)
+TALLY_EVERY_S = 60.0  # completeness counts go to Redis this often (and at each hour's end)
 # Devices due within this window are launched together: one loop wake-up per window instead
 # of one per device, at the cost of polling up to this much early.
 LAUNCH_WINDOW_S = 0.05
@@ -72,7 +74,9 @@ class Pinger:
         self.writer = HourlyWriter(settings.logs_dir, settings.file_prefix, settings.max_open_files)
         self.ledger = Ledger(store)
         self.backlog = WriteBacklog(self.writer, self.ledger)
-        self.recorder = Recorder(self.writer, self.backlog, self.ledger)
+        self.tally = Tally()
+        self._tally_sent_at = clock()
+        self.recorder = Recorder(self.writer, self.backlog, self.ledger, self.tally)
         self.refiller = Refiller(settings, store, self.backlog, clock)
         self.cadence = capture.Cadence(settings)
         self.backoff = Backoff(self.interval_s, settings.backoff_max_s, settings.auth_backoff_s)
@@ -128,6 +132,8 @@ class Pinger:
             if self._stop.is_set():
                 break
             state = self.fleet.devices.get(cid)
+            if state is not None:
+                self.tally.scheduled(cid, cycle_start + phase * self.interval_s)
             if state is not None and self._should_poll(state, stats):
                 state.in_flight = True
                 task = asyncio.create_task(self._poll(cid, state, target, stats))
@@ -137,6 +143,7 @@ class Pinger:
             await asyncio.wait(tasks)
         stats.duration_s = loop.time() - started
         await self.ledger.flush(self.clock())
+        self._send_tally(self.clock())
         self.totals.update(
             ok=stats.ok, new_readings=stats.new_readings, summations=stats.summations, prices=stats.prices,
             failed=stats.failed, skipped=stats.skipped,
@@ -147,6 +154,29 @@ class Pinger:
         self._syncs.add(task)  # awaited at close like the fsyncs, so none is left running
         task.add_done_callback(self._syncs.discard)
         return stats
+
+    def _send_tally(self, now: float, force: bool = False) -> None:
+        """Completeness counts to Redis once a minute and when an hour ends (off the poll path)."""
+        if (
+            not force
+            and now - self._tally_sent_at < TALLY_EVERY_S
+            and now // 3600 == self._tally_sent_at // 3600
+        ):
+            return
+        self._tally_sent_at = now
+        taken = self.tally.take()
+        if not taken:
+            return
+        task = asyncio.create_task(self._add_completeness(taken))
+        self._syncs.add(task)
+        task.add_done_callback(self._syncs.discard)
+
+    async def _add_completeness(self, taken: dict[tuple[str, int], HourCounts]) -> None:
+        try:
+            await self.store.add_completeness(taken, self.settings.completeness_days * 86400)
+        except StoreError as exc:
+            self.tally.give_back(taken)  # counted again with the next batch
+            log.warning("completeness counts held: Redis unreachable", extra={"reason": str(exc)})
 
     def _should_poll(self, state: DeviceState, stats: CycleStats) -> bool:
         if state.in_flight:
@@ -250,6 +280,7 @@ class Pinger:
         reading_time: int | None,
     ) -> None:
         stats.ok += 1
+        self.tally.ok(cid, polled_at)
         if state.consecutive_failures:
             log.info(
                 "device recovered",
@@ -347,6 +378,7 @@ class Pinger:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.refiller.close()
+        self._send_tally(self.clock(), force=True)
         self.backlog.retry()
         self.backlog.rescue(self.settings.data_dir, self.clock())
         await self.ledger.flush(self.clock())

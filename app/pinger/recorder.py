@@ -11,6 +11,7 @@ import logging
 
 import orjson
 
+from app.completeness import Tally
 from app.eagle.readings import Demand, Price, Summation
 from app.errors import WriteError
 from app.hourly import HourlyWriter
@@ -25,10 +26,11 @@ log = logging.getLogger(__name__)
 class Recorder:
     """Writes a device's readings through the backlog (so none is lost while the disk fails)."""
 
-    def __init__(self, writer: HourlyWriter, backlog: WriteBacklog, ledger: Ledger) -> None:
+    def __init__(self, writer: HourlyWriter, backlog: WriteBacklog, ledger: Ledger, tally: Tally) -> None:
         self.writer = writer
         self.backlog = backlog
         self.ledger = ledger
+        self.tally = tally
 
     def demand(self, cid: str, state: DeviceState, reading: Demand, polled_at: float) -> bool:
         """A demand line, unless this reading (its device time) was written already; True if new."""
@@ -36,7 +38,8 @@ class Recorder:
         if device_time == state.last_demand:
             self.ledger.add(PollUpdate(cid, last_success_at=polled_at))
             return False
-        state.last_demand = device_time
+        previous, state.last_demand = state.last_demand, device_time
+        self.tally.reading(cid, polled_at, device_time - previous if previous is not None else None)
         line = orjson.dumps(reading.record(cid, polled_at, state.gateway.protocol))
         update = PollUpdate(
             cid,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from app.completeness import Tally
 from app.devices import PUSH, push_key_digest
 from app.pinger.ledger import Ledger
 from app.push.dialects import BadUpload, parse_upload
@@ -62,6 +63,8 @@ class PushReceiver:
         self.ledger = ledger
         self.max_bytes = max_bytes
         self._known: dict[str, tuple[float, str | None]] = {}  # cloud_id → (until, digest; None: not push)
+        self.tally = Tally()  # completeness, sent to Redis by PushUpkeep
+        self._last_demand: dict[str, int] = {}  # the newest demand time written, per device
 
     async def _digest(self, cloud_id: str) -> str | None:
         now = time.monotonic()
@@ -104,6 +107,11 @@ class PushReceiver:
         ]
         written, duplicates = self.writer.write(cid, lines, now) if lines else ([], 0)
         demands = sorted((t, line) for kind, t, line in written if kind == "demand")
+        self.tally.ok(cid, now)
+        for t, _ in demands:
+            previous = self._last_demand.get(cid)
+            self.tally.reading(cid, now, t - previous if previous is not None and t > previous else None)
+            self._last_demand[cid] = max(t, previous or t)
         self.ledger.add(
             PollUpdate(
                 cid,

@@ -11,8 +11,7 @@ from collections.abc import Callable
 
 from app.errors import StoreError
 from app.hourly import HourlyWriter
-from app.pinger.ledger import Ledger
-from app.push.writer import PushWriter
+from app.push.receiver import PushReceiver
 from app.store import PollUpdate, Store
 
 log = logging.getLogger(__name__)
@@ -47,12 +46,13 @@ class PushUpkeep:
     def __init__(
         self,
         store: Store,
-        writer: PushWriter,
-        ledger: Ledger,
+        receiver: PushReceiver,
         stale_s: float,
+        keep_s: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store, self.writer, self.ledger, self.stale_s, self.clock = store, writer, ledger, stale_s, clock
+        self.store, self.stale_s, self.keep_s, self.clock = store, stale_s, keep_s, clock
+        self.writer, self.ledger, self.tally = receiver.writer, receiver.ledger, receiver.tally
 
     async def run(self, stop: asyncio.Event) -> None:
         watch_every_s = min(WATCH_EVERY_S, self.stale_s / 2)
@@ -62,6 +62,7 @@ class PushUpkeep:
                 await asyncio.wait_for(stop.wait(), FLUSH_EVERY_S)
             now = self.clock()
             await self.ledger.flush(now)
+            await self._add_completeness()
             closed = self.writer.close_hours_before(now)
             if closed:
                 await asyncio.to_thread(HourlyWriter.sync, closed)
@@ -72,4 +73,14 @@ class PushUpkeep:
                 except StoreError as exc:
                     log.warning("could not check push devices for silence", extra={"reason": str(exc)})
         await self.ledger.flush(self.clock())
+        await self._add_completeness()
         await asyncio.to_thread(HourlyWriter.sync, self.writer.close())
+
+    async def _add_completeness(self) -> None:
+        taken = self.tally.take()
+        if not taken:
+            return
+        try:
+            await self.store.add_completeness(taken, self.keep_s)
+        except StoreError:
+            self.tally.give_back(taken)

@@ -19,6 +19,7 @@ from app.store import Store
 from app.tokens import Tokens
 from app.web.base import BaseHandler, NotFoundHandler
 from app.web.carts import CartHandler, CartsHandler
+from app.web.completeness import CompletenessHandler
 from app.web.context import Context, Metrics
 from app.web.events import EventHandler
 from app.web.health import HealthHandler, MetricsHandler
@@ -64,6 +65,7 @@ def make_app(
         (rf"/api/event/{CLOUD_ID_SEGMENT}", EventHandler),
         (r"/api/users/?", UsersHandler),
         (rf"/api/users/{CLOUD_ID_SEGMENT}", UserHandler),
+        (rf"/api/users/{CLOUD_ID_SEGMENT}/completeness", CompletenessHandler),
         (r"/api/carts/?", CartsHandler),
         (r"/api/carts/([^/]+)", CartHandler),
         (rf"/api/push/{CLOUD_ID_SEGMENT}", PushHandler),

@@ -51,6 +51,18 @@ SCHEMAS: dict[str, Any] = {
             "active": {"type": "boolean"},
         },
     },
+    "Completeness": {
+        "type": "object", "required": ["cloud_id", "hours"], "additionalProperties": False,
+        "properties": {"cloud_id": CLOUD_ID, "hours": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["hour", "start", "scheduled", "ok", "percent", "readings", "longest_gap_s"],
+            "properties": {
+                "hour": {"type": "string", "description": "YYYY-MM-DD-HH (UTC), as the hourly files"},
+                "start": {"type": "integer"}, "scheduled": {"type": "integer"}, "ok": {"type": "integer"},
+                "percent": {"type": "number", "nullable": True, "description": "ok ÷ scheduled; null when nothing was scheduled (push devices)"},
+                "readings": {"type": "integer"}, "longest_gap_s": {"type": "number"},
+            }}}},
+    },
     "PushReceipt": {
         "type": "object", "required": ["count", "written", "duplicates", "ignored"], "additionalProperties": False,
         "properties": {
@@ -209,6 +221,13 @@ def document() -> dict[str, Any]:
                 "parameters": [*PATH_ID, {"name": "source", "in": "query",
                                           "schema": {"type": "string", "enum": ["device", "latest"]}}],
                 "responses": {"200": _json(_ref("Reading"), "A reading"), **_errors(400, 401, 404, 409, 500, 502, 503, 504)},
+            }},
+            "/api/users/{cloud_id}/completeness": {"get": {
+                "summary": "The device's data hour by hour (default the last 24 h): polls scheduled and ok, distinct readings, longest gap",
+                "parameters": [*PATH_ID,
+                               {"name": "start", "in": "query", "schema": {"type": "number", "minimum": 946684800, "maximum": 4102444800}},
+                               {"name": "end", "in": "query", "schema": {"type": "number", "minimum": 946684800, "maximum": 4102444800}}],
+                "responses": {"200": _json(_ref("Completeness"), "Every hour in the range"), **_errors(400, 401, 404, 503)},
             }},
             "/api/push/{cloud_id}": {"post": {
                 "summary": "A gateway's upload: EAGLE-100 RFA XML, EAGLE-200 RFA XML or EAGLE-200 JSON (whatever the Content-Type says); 2xx means the readings are stored",

@@ -48,7 +48,7 @@ class ApiServer:
         heartbeat = asyncio.create_task(
             Heartbeat(store, "server", lambda: {"port": str(self.port)}).run(self._stop)
         )
-        upkeep = PushUpkeep(store, writer, ledger, self.settings.push_stale_s)
+        upkeep = PushUpkeep(store, push, self.settings.push_stale_s, self.settings.completeness_days * 86400)
         upkept = asyncio.create_task(upkeep.run(self._stop))
         try:
             await self._stop.wait()
