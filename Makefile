@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-pinger bench-api bench-rotate bench-cart bench-push deps redis-server clean
+.PHONY: demo test lint chromium bench bench-pinger bench-api bench-rotate bench-cart bench-push deps redis-server clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -17,7 +17,22 @@ $(STAMP): pyproject.toml
 	@$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-deps: $(STAMP) redis-server
+ASSETS := app/web/static/vendor/uplot/uPlot.iife.min.js
+
+deps: $(STAMP) redis-server $(ASSETS)
+
+# The pages' chart library (uPlot), fetched once from the npm registry and verified by its
+# published digest: the server serves it itself, so deployments need no CDN.
+$(ASSETS): scripts/fetch_assets.py
+	@$(BIN)/python scripts/fetch_assets.py
+
+# Headless Chromium (Debian's package) for the page tests, driven by Playwright.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" != 0 ]; then echo "chromium is missing: run 'sudo apt-get install chromium' and try again."; exit 1; fi; \
+	  echo "installing chromium with apt-get..."; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	    || { echo "apt-get could not install chromium: install it by hand and try again."; exit 1; }; }
 
 # redis-server (and curl, which the cart tests and the README's examples use) are Debian
 # packages, not Python ones: install them when missing (needs root).
@@ -31,7 +46,7 @@ redis-server:
 demo: deps
 	@$(BIN)/python scripts/demo.py
 
-test: deps
+test: deps chromium
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
