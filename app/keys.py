@@ -83,3 +83,14 @@ def completeness(cloud_id: str, hour: int) -> str:
 def completeness_hour(hour: int) -> str:
     """Set of the cloud_ids that have counts for one hour (so reports never scan keys)."""
     return f"{PREFIX}:comp:hour:{hour}"
+
+
+def completeness_day(day: str) -> str:
+    """Hash of one UTC day's counts for every device: fields `<cloud_id>:s|o|r` (scheduled, ok,
+    readings), so the fleet page reads a day's completeness in one command."""
+    return f"{PREFIX}:comp:day:{day}"
+
+
+def session(digest: str) -> str:
+    """Hash of one page session (keyed by the SHA-256 of its cookie): the token's digest."""
+    return f"{PREFIX}:session:{digest}"

@@ -275,9 +275,11 @@ class Store:
             for start in range(0, len(items), CHUNK):
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for (cid, hour), c in items[start : start + CHUNK]:
+                        day = time.strftime("%Y-%m-%d", time.gmtime(hour * 3600))
                         pipe.eval(
-                            _ADD_COMPLETENESS, 2, keys.completeness(cid, hour), keys.completeness_hour(hour),
-                            cid, c.scheduled, c.ok, c.readings, repr(c.longest_gap_s), ttl,
+                            _ADD_COMPLETENESS, 3, keys.completeness(cid, hour), keys.completeness_hour(hour),
+                            keys.completeness_day(day), cid, c.scheduled, c.ok, c.readings,
+                            repr(c.longest_gap_s), ttl,
                         )  # fmt: skip
                     await pipe.execute()
 
@@ -299,6 +301,16 @@ class Store:
                             "longest_gap_s": float(h.get("longest_gap_s", 0)),
                         })  # fmt: skip
         return rows
+
+    async def completeness_day(self, day: str) -> dict[str, tuple[int, int, int]]:
+        """cloud_id → (scheduled, ok, readings) for one UTC day (YYYY-MM-DD), in one command."""
+        async with translated("read a day's completeness"):
+            h = cast(dict[str, str], await aw(self.redis.hgetall(keys.completeness_day(day))))
+        out: dict[str, list[int]] = {}
+        for name, value in h.items():
+            cid, _, which = name.partition(":")
+            out.setdefault(cid, [0, 0, 0])["sor".index(which)] = int(value)
+        return {cid: (v[0], v[1], v[2]) for cid, v in out.items()}
 
     async def completeness_devices(self, hour: int) -> list[str]:
         """The cloud_ids with counts for an hour."""
@@ -403,6 +415,10 @@ if tonumber(ARGV[5]) > gap then redis.call('HSET', KEYS[1], 'longest_gap_s', ARG
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
+redis.call('HINCRBY', KEYS[3], ARGV[1] .. ':s', ARGV[2])
+redis.call('HINCRBY', KEYS[3], ARGV[1] .. ':o', ARGV[3])
+redis.call('HINCRBY', KEYS[3], ARGV[1] .. ':r', ARGV[4])
+redis.call('EXPIRE', KEYS[3], ARGV[6])
 return 1
 """
 

@@ -7,13 +7,16 @@ import re
 import tornado.web
 from tornado.log import access_log
 
+from app.archive.backend import Archive, open_archive
 from app.carts.jobs import open_queue
 from app.carts.registry import CartRegistry
 from app.credentials import Vault
 from app.eagle.client import Clients
+from app.errors import ConfigError
 from app.pinger.ledger import Ledger
 from app.push.receiver import PushReceiver
 from app.push.writer import PushWriter
+from app.series import SeriesSource
 from app.settings import Settings
 from app.store import Store
 from app.tokens import Tokens
@@ -25,6 +28,8 @@ from app.web.events import EventHandler
 from app.web.health import HealthHandler, MetricsHandler
 from app.web.openapi import document
 from app.web.push import PushHandler
+from app.web.readings import ReadingsHandler
+from app.web.sessions import Sessions
 from app.web.users import UserHandler, UsersHandler
 
 CLOUD_ID_SEGMENT = r"([^/]+)"  # validated by the handler, so a bad id gets a clear 400, not a 404
@@ -48,15 +53,25 @@ class OpenApiHandler(BaseHandler):
         self.send_json(document())
 
 
+def _archive_or_none(settings: Settings) -> Archive | None:
+    """The archive charts read closed hours from; without one they show the local files."""
+    try:
+        return open_archive(settings)
+    except ConfigError:
+        return None
+
+
 def make_app(
     settings: Settings, store: Store, client: Clients, push: PushReceiver | None = None
 ) -> tornado.web.Application:
     push = push or PushReceiver(
         store, PushWriter(settings.logs_dir, settings.file_prefix), Ledger(store), settings.max_push_bytes
     )
+    tokens = Tokens(store, settings.api_tokens)
     ctx = Context(
-        settings, store, Vault(settings.secret_key), Tokens(store, settings.api_tokens), client, Metrics(),
-        CartRegistry(store.redis), open_queue(settings), push,
+        settings, store, Vault(settings.secret_key), tokens, client, Metrics(),
+        CartRegistry(store.redis), open_queue(settings), push, Sessions(store, tokens),
+        SeriesSource(settings, _archive_or_none(settings)),
     )  # fmt: skip
     routes = [
         (r"/healthz", HealthHandler),
@@ -66,6 +81,7 @@ def make_app(
         (r"/api/users/?", UsersHandler),
         (rf"/api/users/{CLOUD_ID_SEGMENT}", UserHandler),
         (rf"/api/users/{CLOUD_ID_SEGMENT}/completeness", CompletenessHandler),
+        (rf"/api/users/{CLOUD_ID_SEGMENT}/readings", ReadingsHandler),
         (r"/api/carts/?", CartsHandler),
         (r"/api/carts/([^/]+)", CartHandler),
         (rf"/api/push/{CLOUD_ID_SEGMENT}", PushHandler),

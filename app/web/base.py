@@ -12,6 +12,7 @@ import tornado.web
 from app.errors import StoreError, ValidationError
 from app.tokens import Token
 from app.web.context import Context
+from app.web.sessions import COOKIE
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,15 @@ class BaseHandler(tornado.web.RequestHandler):
             return
         header = self.request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
+        session = self.get_cookie(COOKIE) if self.request.method in ("GET", "HEAD") and not header else None
+        if not session and (scheme.lower() != "bearer" or not presented.strip()):
             raise ApiError(401, "unauthorized", "send an API token as 'Authorization: Bearer <token>'.")
         try:
-            self.token = await self.ctx.tokens.verify(presented.strip())
+            # the pages read their data with their session cookie (reads only: writes need a token)
+            if session:
+                self.token = await self.ctx.sessions.resolve(session)
+            else:
+                self.token = await self.ctx.tokens.verify(presented.strip())
         except StoreError as exc:
             raise ApiError(
                 503, "unavailable", "the token store (Redis) is unreachable; try again shortly."

@@ -11,9 +11,11 @@ from app.carts.registry import CartRegistry
 from app.credentials import Vault
 from app.eagle.client import Clients
 from app.push.receiver import PushReceiver
+from app.series import SeriesSource
 from app.settings import Settings
 from app.store import Store
 from app.tokens import Tokens
+from app.web.sessions import Sessions
 
 
 class Metrics:
@@ -63,3 +65,5 @@ class Context:
     carts: CartRegistry
     queue: Queue  # cart jobs
     push: PushReceiver  # gateways' uploads
+    sessions: Sessions  # page logins
+    series: SeriesSource  # readings for charts, from files and the archive

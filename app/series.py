@@ -1,0 +1,140 @@
+"""A device's readings over a time range, for charts: from the hourly files and the archive.
+
+An hour is read from its local file (still there until rotate ships it) and from every part
+of it in the archive; lines of one kind are deduplicated on device time. Closed hours are kept
+in a small in-process cache, so a month's chart reads each hour once. Series are downsampled to
+min/max/mean per bucket, and a gap stays a gap: an empty bucket is null, never zero.
+"""
+
+from __future__ import annotations
+
+import gzip
+import tempfile
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from app.archive.backend import Archive
+from app.archive.layout import DeviceHour
+from app.hourly import hour_key, read_lines, reading_path
+from app.settings import Settings
+
+VALUE = {"demand": "demand_kw", "summation": "delivered_kwh", "price": "price"}
+CACHE_HOURS = 20_000  # device-hours of points kept (about 450 points each)
+
+
+@dataclass
+class HourCache:
+    entries: OrderedDict[tuple[str, int, str], list[tuple[int, float]]] = field(default_factory=OrderedDict)
+
+    def get(self, key: tuple[str, int, str]) -> list[tuple[int, float]] | None:
+        found = self.entries.get(key)
+        if found is not None:
+            self.entries.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[str, int, str], points: list[tuple[int, float]]) -> None:
+        self.entries[key] = points
+        while len(self.entries) > CACHE_HOURS:
+            self.entries.popitem(last=False)
+
+
+class SeriesSource:
+    """Reads (device_time, value) points of one kind; blocking (run it in a thread)."""
+
+    def __init__(self, settings: Settings, archive: Archive | None) -> None:
+        self.settings = settings
+        self.archive = archive
+        self.cache = HourCache()
+
+    def points(self, cloud_id: str, kind: str, start: float, end: float) -> list[tuple[int, float]]:
+        field_name = VALUE[kind]
+        out: list[tuple[int, float]] = []
+        now = time.time()
+        # a line is filed under the hour it arrived; look one hour past the range for late ones
+        for hour in range(int(start // 3600), int(end // 3600) + 2):
+            closed = (hour + 1) * 3600 + self.settings.rotate_grace_s < now
+            key = (cloud_id, hour, kind)
+            found = self.cache.get(key) if closed else None
+            if found is None:
+                found = self._hour(cloud_id, hour, kind, field_name)
+                if closed:
+                    self.cache.put(key, found)
+            out.extend(p for p in found if start <= p[0] < end)
+        return sorted(dict(out).items())
+
+    def _hour(self, cloud_id: str, hour: int, kind: str, field_name: str) -> list[tuple[int, float]]:
+        label = hour_key(hour * 3600)
+        records: list[dict[str, Any]] = []
+        path = reading_path(self.settings.logs_dir, self.settings.file_prefix, cloud_id, label)
+        if path.exists():
+            records += read_lines(path).records
+        if self.archive is not None:
+            records += self._archived(DeviceHour(label, cloud_id, self.settings.file_prefix))
+        points: dict[int, float] = {}
+        for r in records:
+            if r.get("kind", "demand") != kind:
+                continue
+            t, value = r.get("device_time"), r.get(field_name)
+            if isinstance(t, int) and isinstance(value, int | float) and not isinstance(value, bool):
+                points.setdefault(t, float(value))
+        return sorted(points.items())
+
+    def _archived(self, dh: DeviceHour) -> list[dict[str, Any]]:
+        assert self.archive is not None
+        records: list[dict[str, Any]] = []
+        for obj in self.archive.list(dh.parts_prefix()):
+            with tempfile.TemporaryDirectory(prefix="rf-series-") as tmp:
+                dest = Path(tmp) / "part.jl.gz"
+                self.archive.fetch(obj.key, dest)
+                for raw in gzip.decompress(dest.read_bytes()).splitlines():
+                    try:
+                        records.append(orjson.loads(raw))
+                    except orjson.JSONDecodeError:
+                        continue  # a partial last line: skipped, as every reader does
+        return records
+
+
+def downsample(
+    points: list[tuple[int, float]], start: float, end: float, bucket_s: int
+) -> dict[str, list[Any]]:
+    """min/max/mean per bucket of `bucket_s`; an empty bucket is null in all three (a gap)."""
+    count = max(1, int((end - start + bucket_s - 1) // bucket_s))
+    sums = [0.0] * count
+    ns = [0] * count
+    lows: list[float | None] = [None] * count
+    highs: list[float | None] = [None] * count
+    for t, v in points:
+        i = int((t - start) // bucket_s)
+        if 0 <= i < count:
+            sums[i] += v
+            ns[i] += 1
+            low, high = lows[i], highs[i]
+            lows[i] = v if low is None or v < low else low
+            highs[i] = v if high is None or v > high else high
+    return {
+        "t": [int(start) + i * bucket_s for i in range(count)],
+        "min": lows,
+        "max": highs,
+        "mean": [round(sums[i] / ns[i], 6) if ns[i] else None for i in range(count)],
+    }
+
+
+def with_gaps(points: list[tuple[int, float]], gap_s: float) -> dict[str, list[Any]]:
+    """Full resolution; where two readings are more than `gap_s` apart a null is put between
+    them, so a chart draws the gap instead of a line across it."""
+    ts: list[int] = []
+    vs: list[float | None] = []
+    previous: int | None = None
+    for t, v in points:
+        if previous is not None and t - previous > gap_s:
+            ts.append(previous + 1)
+            vs.append(None)
+        ts.append(t)
+        vs.append(v)
+        previous = t
+    return {"t": ts, "value": vs}

@@ -1,0 +1,47 @@
+"""/api/users/{cloud_id}/readings: a device's readings over a range, for charts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from app.series import VALUE, downsample, with_gaps
+from app.web.base import ApiError, BaseHandler
+from app.web.completeness import _seconds
+from app.web.users import cloud_id_from_path
+
+MAX_RANGE_S = 31 * 86400
+MAX_POINTS = 100_000
+
+
+class ReadingsHandler(BaseHandler):
+    route = "/api/users/{cloud_id}/readings"
+
+    async def get(self, raw_id: str) -> None:
+        cloud_id = cloud_id_from_path(raw_id)
+        args = self.query({"start", "end", "kind", "resolution"})
+        end = _seconds(args.get("end"), time.time(), "end")
+        start = _seconds(args.get("start"), end - 86400, "start")
+        kind = args.get("kind", "demand")
+        if kind not in VALUE:
+            raise ApiError(400, "bad_parameter", f"kind must be one of {', '.join(VALUE)}.")
+        if not start < end or end - start > MAX_RANGE_S:
+            raise ApiError(400, "bad_parameter", "start must be before end, at most 31 days apart.")
+        raw = args.get("resolution", "auto")
+        if raw == "auto":  # full resolution up to a day, then about 2,000 buckets
+            resolution = 0 if end - start <= 86400 else max(60, int((end - start) // 2000))
+        elif raw.isdigit() and (raw == "0" or 10 <= int(raw) <= 86400):
+            resolution = int(raw)
+        else:
+            raise ApiError(
+                400, "bad_parameter", "resolution is auto, 0 (every reading) or 10 to 86400 seconds."
+            )
+        if await self.ctx.store.get_device(cloud_id) is None:
+            raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
+        points = await asyncio.to_thread(self.ctx.series.points, cloud_id, kind, start, end)
+        if resolution == 0 and len(points) > MAX_POINTS:
+            raise ApiError(400, "bad_parameter", f"over {MAX_POINTS} readings: ask with a resolution.")
+        gap_s = max(60.0, 5 * self.ctx.settings.poll_interval_s)
+        body = with_gaps(points, gap_s) if resolution == 0 else downsample(points, start, end, resolution)
+        self.send_json({"cloud_id": cloud_id, "kind": kind, "start": start, "end": end,
+                        "resolution": resolution, "count": len(points), **body})  # fmt: skip
