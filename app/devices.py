@@ -287,6 +287,8 @@ class DeviceRecord:
     last_archived_hour: str | None = None  # YYYY-MM-DD-HH, the latest of them
     last_backfill: dict[str, Any] | None = None  # the last refill from the gateway's history
     push_key_sha256: str = ""  # a push device's key, digested
+    crawl: dict[str, Any] | None = None  # the latest crawl: model, firmware, meter, link
+    last_kw: float | None = None  # the last demand reading's kW (negative: exporting)
 
     @property
     def password_token(self) -> str:
@@ -324,6 +326,8 @@ class DeviceRecord:
             last_archived_hour=h.get("last_archived_hour") or None,
             last_backfill=orjson.loads(h["last_backfill"]) if h.get("last_backfill") else None,
             push_key_sha256=h.get("push_key_sha256", ""),
+            crawl=orjson.loads(h["crawl"]) if h.get("crawl") else None,
+            last_kw=_last_kw(h.get("last_reading")),
         )
 
     def public(self) -> dict[str, Any]:
@@ -348,6 +352,16 @@ class DeviceRecord:
             "last_archived_hour": self.last_archived_hour,
             "last_backfill": self.last_backfill,
         }
+
+
+def _last_kw(line: str | None) -> float | None:
+    if not line:
+        return None
+    try:
+        value = orjson.loads(line).get("demand_kw")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _opt_float(value: str | None) -> float | None:

@@ -94,3 +94,8 @@ def completeness_day(day: str) -> str:
 def session(digest: str) -> str:
     """Hash of one page session (keyed by the SHA-256 of its cookie): the token's digest."""
     return f"{PREFIX}:session:{digest}"
+
+
+def crawls(cloud_id: str) -> str:
+    """List of a device's crawls, newest first (JSON: at, fields, changed), kept to CRAWL_HISTORY."""
+    return f"{PREFIX}:crawls:{cloud_id}"

@@ -171,6 +171,25 @@ class Store:
                 await pipe.execute()
         return True
 
+    async def activate_device(self, cloud_id: str) -> bool:
+        """Poll a deactivated device again (push devices: take its uploads again)."""
+        record = await self.get_device(cloud_id)
+        if record is None:
+            return False
+        key = keys.device(cloud_id)
+        async with translated(f"activate device {cloud_id}"), self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, "active", "1")
+            pipe.sadd(keys.devices_push() if record.protocol == PUSH else keys.devices_active(), cloud_id)
+            pipe.publish(keys.devices_changed(), cloud_id)
+            await pipe.execute()
+        return True
+
+    async def crawl_history(self, cloud_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """A device's crawls, newest first."""
+        async with translated(f"read the crawls of {cloud_id}"):
+            found = cast(list[str], await aw(self.redis.lrange(keys.crawls(cloud_id), 0, limit - 1)))
+        return [orjson.loads(item) for item in found]
+
     async def get_device(self, cloud_id: str) -> DeviceRecord | None:
         async with translated(f"read device {cloud_id}"):
             h = cast(dict[str, str], await aw(self.redis.hgetall(keys.device(cloud_id))))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import time
+from functools import partial
+from pathlib import Path
 
 import tornado.web
 from tornado.log import access_log
@@ -11,6 +14,7 @@ from app.archive.backend import Archive, open_archive
 from app.carts.jobs import open_queue
 from app.carts.registry import CartRegistry
 from app.credentials import Vault
+from app.devices import DeviceRecord
 from app.eagle.client import Clients
 from app.errors import ConfigError
 from app.pinger.ledger import Ledger
@@ -25,8 +29,18 @@ from app.web.carts import CartHandler, CartsHandler
 from app.web.completeness import CompletenessHandler
 from app.web.context import Context, Metrics
 from app.web.events import EventHandler
+from app.web.fleet_view import Snapshot
 from app.web.health import HealthHandler, MetricsHandler
 from app.web.openapi import document
+from app.web.pages import (
+    ActionHandler,
+    DeviceHandler,
+    FleetHandler,
+    LoginHandler,
+    LogoutHandler,
+    StatsPageHandler,
+    fleet_stats,
+)
 from app.web.push import PushHandler
 from app.web.readings import ReadingsHandler
 from app.web.sessions import Sessions
@@ -61,6 +75,19 @@ def _archive_or_none(settings: Settings) -> Archive | None:
         return None
 
 
+async def _fleet(store: Store) -> tuple[list[DeviceRecord], dict[str, tuple[int, int, int]]]:
+    records = await store.all_devices()
+    return records, await store.completeness_day(time.strftime("%Y-%m-%d", time.gmtime()))
+
+
+class StatsHandler(BaseHandler):
+    route = "/api/stats"
+
+    async def get(self) -> None:
+        self.query(set())
+        self.send_json(await fleet_stats(self.ctx))
+
+
 def make_app(
     settings: Settings, store: Store, client: Clients, push: PushReceiver | None = None
 ) -> tornado.web.Application:
@@ -71,9 +98,16 @@ def make_app(
     ctx = Context(
         settings, store, Vault(settings.secret_key), tokens, client, Metrics(),
         CartRegistry(store.redis), open_queue(settings), push, Sessions(store, tokens),
-        SeriesSource(settings, _archive_or_none(settings)),
+        SeriesSource(settings, _archive_or_none(settings)), Snapshot(partial(_fleet, store)),
     )  # fmt: skip
     routes = [
+        (r"/login", LoginHandler),
+        (r"/logout", LogoutHandler),
+        (r"/fleet", FleetHandler),
+        (rf"/fleet/{CLOUD_ID_SEGMENT}", DeviceHandler),
+        (rf"/fleet/{CLOUD_ID_SEGMENT}/(activate|deactivate)", ActionHandler),
+        (r"/stats", StatsPageHandler),
+        (r"/api/stats", StatsHandler),
         (r"/healthz", HealthHandler),
         (r"/metrics", MetricsHandler),
         (r"/api/openapi.json", OpenApiHandler),
@@ -86,8 +120,13 @@ def make_app(
         (r"/api/carts/([^/]+)", CartHandler),
         (rf"/api/push/{CLOUD_ID_SEGMENT}", PushHandler),
     ]
+    here = Path(__file__).parent
     return tornado.web.Application(
-        [(pattern, handler, {"ctx": ctx}) for pattern, handler in routes],
+        [(r"/", tornado.web.RedirectHandler, {"url": "/fleet"})]
+        + [(pattern, handler, {"ctx": ctx}) for pattern, handler in routes],
+        template_path=str(here / "templates"),
+        static_path=str(here / "static"),
+        cookie_secret=settings.secret_key.split(",")[0],  # signs the XSRF cookie
         default_handler_class=NotFoundHandler,
         default_handler_args={"ctx": ctx},
         compress_response=False,

@@ -15,6 +15,7 @@ from app.series import SeriesSource
 from app.settings import Settings
 from app.store import Store
 from app.tokens import Tokens
+from app.web.fleet_view import Snapshot
 from app.web.sessions import Sessions
 
 
@@ -67,3 +68,4 @@ class Context:
     push: PushReceiver  # gateways' uploads
     sessions: Sessions  # page logins
     series: SeriesSource  # readings for charts, from files and the archive
+    fleet: Snapshot  # (records, today's completeness) for the pages, re-read every 2 s

@@ -1,0 +1,103 @@
+// Charts for the device and statistics pages, drawn with uPlot (served by this server).
+// Data comes from the JSON API with the page's session cookie; a null is a gap, drawn as one.
+"use strict";
+
+const UNITS = { demand: "kW", summation: "kWh delivered", price: "per kWh" };
+
+function size(el) {
+  return { width: Math.max(300, el.clientWidth - 2), height: el.classList.contains("small") ? 220 : 320 };
+}
+
+async function fetchJSON(url) {
+  const resp = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+  if (!resp.ok) throw new Error((await resp.json()).message || resp.statusText);
+  return resp.json();
+}
+
+function note(el, text) {
+  el.textContent = "";
+  const p = document.createElement("p");
+  p.className = "hint";
+  p.textContent = text;
+  el.appendChild(p);
+}
+
+async function drawReadings(el, start, end) {
+  const kind = el.dataset.kind;
+  const url = `/api/users/${el.dataset.cloudId}/readings?kind=${kind}&start=${start}&end=${end}`;
+  let data;
+  try {
+    data = await fetchJSON(url);
+  } catch (err) {
+    note(el, `Could not load the readings: ${err.message}`);
+    return;
+  }
+  el.dataset.points = String(data.count);
+  if (!data.count) {
+    note(el, kind === "demand" ? "No readings in this range." : `No ${kind} captured in this range.`);
+    return;
+  }
+  el.textContent = "";
+  const label = `${kind} (${UNITS[kind]})`;
+  const series = data.resolution
+    ? [{}, { label: `${label}, mean`, stroke: "#14532d", width: 1.5 },
+       { label: "min", stroke: "#8fbc8f", width: 1 }, { label: "max", stroke: "#8fbc8f", width: 1 }]
+    : [{}, { label, stroke: "#14532d", width: 1.2, spanGaps: false }];
+  const columns = data.resolution ? [data.t, data.mean, data.min, data.max] : [data.t, data.value];
+  const opts = {
+    ...size(el), series, cursor: { drag: { x: true, y: false } },
+    scales: { x: { time: true, range: (u, lo, hi) => (lo === hi ? [start, end] : [lo, hi]) } },
+  };
+  el._plot = new uPlot(opts, columns, el);
+}
+
+function setupDevice() {
+  const charts = [...document.querySelectorAll(".chart[data-kind]")];
+  if (!charts.length) return;
+  let span = 86400;
+  let end = Date.now() / 1000;
+  const redraw = () => charts.forEach((el) => { el._plot?.destroy(); drawReadings(el, end - span, end); });
+  document.querySelectorAll(".ranges button").forEach((button) => {
+    button.addEventListener("click", () => {
+      if (button.dataset.range) {
+        span = Number(button.dataset.range);
+        end = Date.now() / 1000;
+        document.querySelectorAll(".ranges button[data-range]").forEach((b) => b.classList.toggle("on", b === button));
+      } else {
+        end = Math.min(Date.now() / 1000, end + Number(button.dataset.shift) * span / 2);
+      }
+      redraw();
+    });
+  });
+  redraw();
+}
+
+function bars(el, labels, values, label) {
+  const xs = labels.map((_, i) => i);
+  const opts = {
+    ...size(el),
+    scales: { x: { time: false, range: [-0.5, labels.length - 0.5] } },
+    axes: [{ values: (u, splits) => splits.map((i) => labels[i] ?? "") }, {}],
+    series: [{}, { label, fill: "#2e7d3288", stroke: "#14532d", paths: uPlot.paths.bars({ size: [0.8] }), points: { show: false } }],
+  };
+  el._plot = new uPlot(opts, [xs, values], el);
+}
+
+function setupStats() {
+  const source = document.getElementById("stats-data");
+  if (!source) return;
+  const stats = JSON.parse(source.textContent);
+  const completeness = document.getElementById("chart-completeness");
+  bars(completeness, stats.completeness_today.buckets, stats.completeness_today.devices, "devices");
+  const added = document.getElementById("chart-added");
+  const days = stats.devices_added.day.map((d) => Date.parse(d + "T00:00:00Z") / 1000);
+  if (days.length) {
+    const pad = 86400;
+    added._plot = new uPlot(
+      { ...size(added), scales: { x: { time: true, range: (u, lo, hi) => [lo - pad, hi + pad] } },
+        series: [{}, { label: "devices registered", stroke: "#14532d", width: 2, points: { size: 6 } }] },
+      [days, stats.devices_added.total], added);
+  }
+}
+
+window.addEventListener("DOMContentLoaded", () => { setupDevice(); setupStats(); });
