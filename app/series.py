@@ -9,6 +9,7 @@ min/max/mean per bucket, and a gap stays a gap: an empty bucket is null, never z
 from __future__ import annotations
 
 import gzip
+import itertools
 import tempfile
 import time
 from collections import OrderedDict
@@ -124,9 +125,13 @@ def downsample(
     }
 
 
-def with_gaps(points: list[tuple[int, float]], gap_s: float) -> dict[str, list[Any]]:
-    """Full resolution; where two readings are more than `gap_s` apart a null is put between
-    them, so a chart draws the gap instead of a line across it."""
+def with_gaps(points: list[tuple[int, float]], min_gap_s: float) -> dict[str, list[Any]]:
+    """Full resolution; where two readings are further apart than three times the series' usual
+    spacing (and at least `min_gap_s`) a null is put between them, so a chart draws the gap
+    instead of a line across it."""
+    spacings = sorted(b[0] - a[0] for a, b in itertools.pairwise(points))
+    usual = spacings[len(spacings) // 2] if spacings else 0
+    gap_s = max(min_gap_s, 3 * usual)
     ts: list[int] = []
     vs: list[float | None] = []
     previous: int | None = None

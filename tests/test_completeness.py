@@ -71,7 +71,10 @@ def api_and_cli_agree(cid: str, redis_url: str, secret_key: str, settings: Setti
         conforms(resp, "/api/users/{cloud_id}/completeness", "GET")
         hours_seen = [h for h in resp.json()["hours"] if h["scheduled"]]
         assert hours_seen and hours_seen[-1]["percent"] < 100
-        assert len(resp.json()["hours"]) in (24, 25)  # every hour the last 24 h touch; zeros where nothing happened
+        assert len(resp.json()["hours"]) in (
+            24,
+            25,
+        )  # every hour the last 24 h touch; zeros where nothing happened
         bad = requests.get(f"{api.url}/api/users/{cid}/completeness?start=1&end=2", headers=token, timeout=5)
         assert bad.status_code == 400 and "Unix seconds" in bad.json()["message"]
     finally:

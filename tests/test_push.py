@@ -275,5 +275,7 @@ def test_a_push_device_is_read_from_its_latest_line_not_asked(
     assert body["demand_kw"] == -0.75 and body["protocol"] == "push" and body["source"] == "latest"
     record = requests.get(f"{server.url}/api/users/00ce69", headers=token, timeout=5).json()
     assert record["status"] == "ok" and record["total_events_logged"] == 1 and "push_key" not in record
-    hours = requests.get(f"{server.url}/api/users/00ce69/completeness", headers=token, timeout=5).json()["hours"]
+    hours = requests.get(f"{server.url}/api/users/00ce69/completeness", headers=token, timeout=5).json()[
+        "hours"
+    ]
     assert [(h["readings"], h["ok"], h["percent"]) for h in hours if h["ok"]] == [(1, 1, None)]

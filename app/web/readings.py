@@ -41,7 +41,7 @@ class ReadingsHandler(BaseHandler):
         points = await asyncio.to_thread(self.ctx.series.points, cloud_id, kind, start, end)
         if resolution == 0 and len(points) > MAX_POINTS:
             raise ApiError(400, "bad_parameter", f"over {MAX_POINTS} readings: ask with a resolution.")
-        gap_s = max(60.0, 5 * self.ctx.settings.poll_interval_s)
-        body = with_gaps(points, gap_s) if resolution == 0 else downsample(points, start, end, resolution)
+        min_gap_s = 2 * self.ctx.settings.poll_interval_s
+        body = with_gaps(points, min_gap_s) if resolution == 0 else downsample(points, start, end, resolution)
         self.send_json({"cloud_id": cloud_id, "kind": kind, "start": start, "end": end,
                         "resolution": resolution, "count": len(points), **body})  # fmt: skip
