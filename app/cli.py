@@ -427,6 +427,53 @@ def status(as_json: bool) -> None:
         sys.exit(1)
 
 
+# --- crawl ------------------------------------------------------------------------------------
+
+
+@main.command("crawl")
+@click.option(
+    "--device", "devices", multiple=True, metavar="CLOUD_ID", help="Only these devices (repeatable)."
+)
+def crawl_cmd(devices: tuple[str, ...]) -> None:
+    """Ask every active polled gateway what it is (model, firmware, meter, link) and keep the answer
+    with its time; the pinger also does this every CRAWL_INTERVAL_S.
+
+    Example: rainforest crawl --device 00ce69"""
+    from app.crawl import crawl
+    from app.devices import PUSH, normalize_cloud_id
+    from app.eagle.client import Clients, new_session
+    from app.eagle.gateway import gateway_for
+    from app.store import Store
+
+    settings = _settings()
+    vault = _vault(settings)
+    try:
+        only = {normalize_cloud_id(d) for d in devices}
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from None
+
+    async def go() -> dict[str, int]:
+        store = Store.from_url(settings.redis_url)
+        session = new_session(50, settings.eagle_tls_verify)
+        try:
+            records = await store.load_devices(sorted(only) if only else sorted(await store.active_ids()))
+            gateways = [
+                gateway_for(
+                    r, vault.decrypt(r.secret_token), settings.eagle_cloud_url, settings.eagle_tls_verify
+                )
+                for r in records
+                if r.protocol != PUSH
+            ]
+            clients = Clients(session, settings.poll_timeout_s, settings.local_request_gap_s)
+            return await crawl(store, clients, gateways, settings.crawl_history)
+        finally:
+            await session.close()
+            await store.close()
+
+    counts = _run_async(go())
+    click.echo(f"crawled {counts['ok']} ok, {counts['failed']} failed, {counts['changed']} changed")
+
+
 # --- completeness ---------------------------------------------------------------------------
 
 

@@ -99,3 +99,8 @@ def session(digest: str) -> str:
 def crawls(cloud_id: str) -> str:
     """List of a device's crawls, newest first (JSON: at, fields, changed), kept to CRAWL_HISTORY."""
     return f"{PREFIX}:crawls:{cloud_id}"
+
+
+def crawl_wanted() -> str:
+    """Set of cloud_ids someone asked to crawl now (the pages' "crawl now"); pingers take them."""
+    return f"{PREFIX}:crawl:wanted"

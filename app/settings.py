@@ -40,6 +40,8 @@ class Settings:
     local_request_gap_s: float = 1.0  # at least this long between two requests to one local gateway
     backfill_after_s: float = 120.0  # an EAGLE-100 silent this long is refilled from its history
     backfill_max_s: float = 86400.0  # how far back a refill reaches
+    crawl_interval_s: float = 6 * 3600.0  # each pinger asks its gateways what they are this often; 0: never
+    crawl_history: int = 50  # crawls kept per device
     completeness_days: float = 35.0  # device-hour completeness counts are kept this long in Redis
     auth_backoff_s: float = 600.0
     backoff_max_s: float = 300.0
@@ -90,6 +92,8 @@ class Settings:
             raise ConfigError("POLL_INTERVAL_S must be a positive number of seconds.")
         if self.poll_timeout_s >= self.poll_interval_s:
             raise ConfigError("POLL_TIMEOUT_S must be shorter than POLL_INTERVAL_S, so polls cannot pile up.")
+        if self.crawl_interval_s < 0 or self.crawl_history < 1:
+            raise ConfigError("CRAWL_INTERVAL_S must be 0 (never) or more, CRAWL_HISTORY at least 1.")
         if self.completeness_days <= 0:
             raise ConfigError("COMPLETENESS_DAYS must be a positive number of days.")
         if self.max_push_bytes < 1024 or self.push_stale_s <= 0:

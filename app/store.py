@@ -184,6 +184,31 @@ class Store:
             await pipe.execute()
         return True
 
+    async def record_crawl(self, cloud_id: str, crawl: dict[str, Any], keep: int) -> list[str]:
+        """Keep a crawl (newest first, `keep` of them) and what changed since the last; returns that."""
+        async with translated(f"record a crawl of {cloud_id}"):
+            previous = await aw(self.redis.hget(keys.device(cloud_id), "crawl"))
+            before = orjson.loads(previous) if previous else {}
+            fields = crawl.get("fields", {})
+            changed = sorted(k for k in fields if before and before.get(k) != fields[k])
+            entry = {**crawl, "changed": changed}
+            async with self.redis.pipeline(transaction=True) as pipe:
+                if fields:  # a failed crawl keeps the last good description on the record
+                    pipe.eval(_SET_IF_EXISTS, 1, keys.device(cloud_id), "crawl", _json(fields))
+                pipe.lpush(keys.crawls(cloud_id), _json(entry))
+                pipe.ltrim(keys.crawls(cloud_id), 0, keep - 1)
+                await pipe.execute()
+        return changed
+
+    async def want_crawl(self, cloud_id: str) -> None:
+        async with translated(f"ask for a crawl of {cloud_id}"):
+            await aw(self.redis.sadd(keys.crawl_wanted(), cloud_id))
+
+    async def take_wanted_crawls(self, limit: int = 100) -> list[str]:
+        async with translated("take the crawls asked for"):
+            found = await aw(self.redis.spop(keys.crawl_wanted(), limit))
+        return sorted(cast(list[str], found or []))
+
     async def crawl_history(self, cloud_id: str, limit: int = 50) -> list[dict[str, Any]]:
         """A device's crawls, newest first."""
         async with translated(f"read the crawls of {cloud_id}"):

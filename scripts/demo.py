@@ -273,6 +273,10 @@ Rainforest Logger is running in simulated mode ({args.devices} simulated EAGLE g
     shipped so far: {len(shipped)} files, e.g. {rel(shipped[0])}
     zcat that file | head -2          the same lines, compressed and verified
 
+  The pages: open http://127.0.0.1:{args.server_port}/fleet and log in with the demo's admin token:
+    {token}
+  (the fleet with filters and CSV, each gateway's charts and completeness, /stats; docs/pages.md)
+
   The HTTP API (admin token for this demo: {token}):
     curl -s -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{args.server_port}/api/event/{cloud_id}?source=latest'
     curl -s -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{args.server_port}/api/users/?limit=5'

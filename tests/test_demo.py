@@ -37,6 +37,7 @@ def test_demo_brings_the_stack_up_shows_readings_and_stops_cleanly(tmp_path: Pat
     assert "summation" in {kind for kind, _ in kinds} and "summation " in result.stdout
     supervisord_log = (tmp_path / "logs" / "supervisord" / "supervisord.log").read_text()
     assert "curl -s -H 'Authorization: Bearer rft_" in result.stdout
+    assert f"http://127.0.0.1:{server_port}/fleet" in result.stdout
     shipped = list(tmp_path.glob("archive/rainforest-logs/*/????/??/??/iseif-rainforest-*.jl.gz"))
     assert shipped, "rotate shipped the backfilled closed hours"
     assert "shipped so far:" in result.stdout

@@ -118,8 +118,18 @@ def test_the_pages_show_the_fleet_its_charts_and_what_each_token_may_do(
     admin.wait_for_selector("#chart-added .uplot")
     admin.screenshot(path=str(shots / "stats.png"), full_page=True)
 
-    # an admin deactivates a device from its page; a read-only session cannot
+    # "crawl now" is taken up by the pinger within seconds, and the answer shows on the page
     admin.goto(f"{server.url}/fleet/{cid}")
+    admin.click("form.crawl button")
+
+    def crawled() -> bool:
+        admin.goto(f"{server.url}/fleet/{cid}")
+        return admin.locator("table.crawls tbody tr").count() == 1
+
+    wait_until(crawled, timeout_s=15, what="the crawl asked for from the page")
+    assert "2.0." in admin.locator("table.crawls").inner_text()  # the gateway's firmware
+
+    # an admin deactivates a device from its page; a read-only session cannot
     admin.click("form.action button")
     admin.wait_for_selector("form.action button:has-text('Activate')")
     reader, reader_errors = log_in(

@@ -33,6 +33,10 @@ class GatewayClient(Protocol):
 
     async def extra(self, gw: Gateway, kind: str, timeout_s: float) -> Readings: ...
 
+    async def describe(self, gw: Gateway) -> dict[str, str]:
+        """What the gateway says of itself: model, firmware, meter, link (for crawls)."""
+        ...
+
     async def history(
         self, gw: Gateway, start: int, end: int, frequency_s: int
     ) -> list[SummationReading]: ...

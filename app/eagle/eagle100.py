@@ -99,6 +99,14 @@ class Eagle100Client:
     async def network_info(self, gw: Gateway) -> NetworkInfo:
         return await self._request(gw, command_body("get_network_info"), parse.parse_network_info)
 
+    async def describe(self, gw: Gateway) -> dict[str, str]:
+        """What the gateway says of itself (get_network_info), for the device's crawl history."""
+        info = await self.network_info(gw)
+        fields = {"model": info.model_id, "firmware": info.firmware,
+                  "hardware": info.fields.get("HWVersion", ""),
+                  "manufacturer": info.fields.get("Manufacturer", "")}  # fmt: skip
+        return {k: v for k, v in fields.items() if v}
+
     async def history(self, gw: Gateway, start: int, end: int, frequency_s: int) -> list[SummationReading]:
         """Summations the gateway kept between two Unix times (get_history_data)."""
         if start < Y2K_EPOCH or end <= start:

@@ -15,7 +15,13 @@ import aiohttp
 
 from app.eagle.gateway import Gateway
 from app.eagle.http import Pacer, check_status, read_bounded, translated
-from app.eagle.parse200 import Meter, choose_meter, parse_device_list, parse_device_query
+from app.eagle.parse200 import (
+    Meter,
+    choose_meter,
+    parse_device_details,
+    parse_device_list,
+    parse_device_query,
+)
 from app.eagle.readings import Readings, SummationReading
 from app.errors import DeviceAuthError, DeviceError, DeviceReplyError
 
@@ -82,6 +88,20 @@ class Eagle200Client:
         except DeviceError:
             self._meters.pop(gw.cloud_id, None)  # the meter may have left: list devices again
             raise
+
+    async def describe(self, gw: Gateway) -> dict[str, str]:
+        """device_list and the meter's device_details: meter, its link and connection, model, firmware."""
+        meters = await self.device_list(gw)
+        meter = choose_meter(meters)
+        body = (
+            f"<Command><Name>device_details</Name><DeviceDetails><HardwareAddress>{meter.hardware_address}"
+            "</HardwareAddress></DeviceDetails></Command>"
+        ).encode()
+        details = await self._request(gw, body, parse_device_details)
+        fields = {"model": details.get("modelid", ""), "firmware": details.get("fwversion", ""),
+                  "meter": meter.hardware_address, "link": details.get("linkstrength", ""),
+                  "network": meter.connection_status, "meters_listed": str(len(meters))}  # fmt: skip
+        return {k: v for k, v in fields.items() if v}
 
     async def extra(self, gw: Gateway, kind: str, timeout_s: float) -> Readings:
         return Readings()  # everything came with the device_query

@@ -213,3 +213,14 @@ def _price(variables: dict[str, tuple[str, str]], at: int, mac: int) -> MeterPri
         rate_label=_first(variables, RATE_LABEL) or "",
         meter_mac_id=mac,
     )
+
+
+def parse_device_details(body: bytes) -> dict[str, str]:
+    """`device_details` reply → its DeviceDetails fields, lower-case names."""
+    root = _root(body)
+    if root.tag.lower() != "device":
+        raise DeviceBadReply(f"expected a Device reply, got {root.tag}")
+    details = next((c for c in root if c.tag.lower() == "devicedetails"), None)
+    if details is None:
+        raise DeviceBadReply("Device reply lacks DeviceDetails")
+    return _children(details)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import aiohttp
 
 from app.completeness import HourCounts, Tally
+from app.crawl import crawl
 from app.credentials import Vault
 from app.devices import DeviceRecord
 from app.eagle.client import Clients, GatewayClient, new_session
@@ -42,6 +43,7 @@ from app.settings import Settings
 from app.store import PollUpdate, Store
 
 log = logging.getLogger(__name__)
+CRAWL_CHECK_S = 5.0  # how soon a "crawl now" is taken up
 TALLY_EVERY_S = 60.0  # completeness counts go to Redis this often (and at each hour's end)
 # Devices due within this window are launched together: one loop wake-up per window instead
 # of one per device, at the cost of polling up to this much early.
@@ -323,6 +325,7 @@ class Pinger:
             asyncio.create_task(self._follow_changes()),
             asyncio.create_task(self._resync_every()),
             asyncio.create_task(self.heartbeat.run(self._stop)),
+            asyncio.create_task(self._crawls()),
         ]
         loaded, stopped = (
             asyncio.create_task(self._fleet_loaded.wait()),
@@ -428,6 +431,25 @@ class Pinger:
                 else:
                     log.error("cannot load the fleet yet; retrying", extra={"reason": str(exc)})
                 await self._sleep(1.0)
+
+    async def _crawls(self) -> None:
+        """Crawl every owned gateway a minute after start and then every CRAWL_INTERVAL_S, and
+        at once those someone asked for (the pages' "crawl now")."""
+        every_s = self.settings.crawl_interval_s
+        next_full = self.clock() + min(60.0, every_s) if every_s else float("inf")
+        while not self._stop.is_set():
+            await self._sleep(CRAWL_CHECK_S)
+            try:
+                wanted = await self.store.take_wanted_crawls()
+            except StoreError:
+                continue
+            devices = self.fleet.devices
+            targets = [devices[cid].gateway for cid in wanted if cid in devices]
+            if self.clock() >= next_full:
+                targets = [state.gateway for state in devices.values()]
+                next_full = self.clock() + every_s
+            if targets and not self._stop.is_set():
+                await crawl(self.store, self.clients, targets, self.settings.crawl_history, self.clock)
 
     async def _resync_every(self) -> None:
         while not self._stop.is_set():

@@ -131,12 +131,20 @@ def history_body(
     return f"<HistoryData>{inner}</HistoryData>".encode()
 
 
-def network_fields(device: SimDevice) -> dict[str, str]:
+FIRMWARE = ("2.0.19 (7012)", "2.0.21 (7031)", "2.0.24 (7050)")
+
+
+def firmware(device: SimDevice, at: float) -> str:
+    """A gateway's firmware: updated now and then (every few days, not all at once)."""
+    return FIRMWARE[(device.index + int(at // (3 * 86400))) % len(FIRMWARE)]
+
+
+def network_fields(device: SimDevice, at: float) -> dict[str, str]:
     return {
         "DeviceMacId": f"0x{device.device_mac_id:016x}",
         "InstallCode": f"0x{device.meter_mac_id ^ 0x5A5A5A5A:016x}",
         "LinkKey": "0x" + "00" * 16,
-        "FWVersion": "2.0.21 (7031)",
+        "FWVersion": firmware(device, at),
         "HWVersion": "1.2.3",
         "ImageType": "0x1301",
         "Manufacturer": "Rainforest Automation, Inc.",

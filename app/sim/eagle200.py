@@ -94,11 +94,15 @@ def _variable(device: SimDevice, name: str, value: str, units: str) -> str:
     )
 
 
-def device_details(device: SimDevice, reading: SimReading, energy: EnergyMeter) -> bytes:
+def device_details(device: SimDevice, reading: SimReading, energy: EnergyMeter, firmware: str) -> bytes:
     """What the meter offers: its details and the names of its variables, without values."""
     names = "".join(f"<Variable>{name}</Variable>" for name, _, _ in variables(device, reading, energy))
+    link = f"<LinkStrength>0x{40 + device.index % 60:02x}</LinkStrength>"
+    details = _details(device, reading).replace(
+        "</DeviceDetails>", f"<FWVersion>{firmware}</FWVersion>{link}</DeviceDetails>"
+    )
     return (
-        f"<Device>{_details(device, reading)}<Components><Component><HardwareId>0x0</HardwareId>"
+        f"<Device>{details}<Components><Component><HardwareId>0x0</HardwareId>"
         f"<FixedId>0</FixedId><Name>Main</Name><Variables>{names}</Variables></Component></Components></Device>"
     ).encode()
 

@@ -178,7 +178,7 @@ class Simulator:
         elif command == "get_price":
             root, fields = "PriceCluster", eagle100.price_fields(device, reading)
         elif command == "get_network_info":
-            root, fields = "NetworkInfo", eagle100.network_fields(device)
+            root, fields = "NetworkInfo", eagle100.network_fields(device, now)
         elif command == "get_history_data":
             start, end, frequency = eagle100.history_range(body, now)
             self.stats["history"] += 1
@@ -199,7 +199,9 @@ class Simulator:
         if command == "device_list":
             reply = eagle200.device_list(device, reading)
         elif command == "device_details":
-            reply = eagle200.device_details(device, reading, self.energy)
+            reply = eagle200.device_details(
+                device, reading, self.energy, eagle100.firmware(device, self.clock())
+            )
         elif command == "device_query":
             address, names = eagle200.queried(body)
             reply = eagle200.device_query(device, reading, self.energy, address, names)

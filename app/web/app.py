@@ -105,7 +105,7 @@ def make_app(
         (r"/logout", LogoutHandler),
         (r"/fleet", FleetHandler),
         (rf"/fleet/{CLOUD_ID_SEGMENT}", DeviceHandler),
-        (rf"/fleet/{CLOUD_ID_SEGMENT}/(activate|deactivate)", ActionHandler),
+        (rf"/fleet/{CLOUD_ID_SEGMENT}/(activate|deactivate|crawl)", ActionHandler),
         (r"/stats", StatsPageHandler),
         (r"/api/stats", StatsHandler),
         (r"/healthz", HealthHandler),

@@ -57,7 +57,7 @@ class PageHandler(tornado.web.RequestHandler):
             return
 
     def render_page(self, template: str, **kwargs: Any) -> None:
-        self.render(template, token=self.token, now=time.time(), hour_label=hour_label, **kwargs)
+        self.render(template, token=self.token, now=time.time(), hour_label=hour_label, when=_when, **kwargs)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -155,7 +155,7 @@ class DeviceHandler(PageHandler):
 
 
 class ActionHandler(PageHandler):
-    """Admin actions from the pages: activate, deactivate (form POSTs with the XSRF token)."""
+    """Admin actions from the pages: activate, deactivate, crawl now (form POSTs with the XSRF token)."""
 
     async def post(self, raw_id: str, action: str) -> None:
         cloud_id = _cloud_id(raw_id)
@@ -170,8 +170,10 @@ class ActionHandler(PageHandler):
             raise tornado.web.HTTPError(404, reason=f"No device {cloud_id} is registered")
         if action == "deactivate":
             await self.ctx.store.deactivate_device(cloud_id)
-        else:
+        elif action == "activate":
             await self.ctx.store.activate_device(cloud_id)
+        else:  # the pinger that polls it crawls it within seconds: never inside this request
+            await self.ctx.store.want_crawl(cloud_id)
         self.redirect(f"/fleet/{cloud_id}")
 
 
@@ -216,6 +218,10 @@ async def fleet_stats(ctx: Context) -> dict[str, Any]:
         "fleet_demand_kw": round(sum(r.last_kw or 0.0 for r in reporting), 3),
         "devices_added": {"day": list(days), "total": list(days.values())},
     }
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(at))
 
 
 def _cloud_id(raw: str) -> str:
