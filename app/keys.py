@@ -104,3 +104,14 @@ def crawls(cloud_id: str) -> str:
 def crawl_wanted() -> str:
     """Set of cloud_ids someone asked to crawl now (the pages' "crawl now"); pingers take them."""
     return f"{PREFIX}:crawl:wanted"
+
+
+def failures(cloud_id: str) -> str:
+    """List of a device's recent failures, newest first (JSON: at, reason), each change of kind."""
+    return f"{PREFIX}:failures:{cloud_id}"
+
+
+def fleet_demand(day: str) -> str:
+    """Hash minute-of-day → the fleet's demand (kW, summed over the pingers' last readings) and
+    `<minute>:n` → how many devices it covers."""
+    return f"{PREFIX}:fleet:demand:{day}"

@@ -6,6 +6,7 @@ a whole record. Every change to the device list is published so pingers pick it 
 
 from __future__ import annotations
 
+import calendar
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -23,6 +24,7 @@ from app.devices import PUSH, SECRET_FIELDS, DeviceInput, DeviceRecord, new_push
 from app.errors import CredentialError, StoreError
 
 CHUNK = 1000  # commands per pipeline round trip when loading the fleet
+FAILURES_KEPT = 20  # recent failures kept per device (each change of kind)
 
 
 @dataclass
@@ -37,6 +39,7 @@ class PollUpdate:
     consecutive_failures: int = 0
     last_error: str | None = None
     last_reading: str | None = None
+    failures: list[tuple[float, str]] = field(default_factory=list)  # (when, reason) as the kind changed
 
     def merge(self, newer: PollUpdate) -> None:
         """Fold a later update into this one, so an outage's backlog is one write per device."""
@@ -51,6 +54,7 @@ class PollUpdate:
         self.consecutive_failures = newer.consecutive_failures
         if newer.last_error is not None:
             self.last_error = newer.last_error
+        self.failures = (self.failures + newer.failures)[-FAILURES_KEPT:]
 
 
 T = TypeVar("T")
@@ -209,6 +213,14 @@ class Store:
             found = await aw(self.redis.spop(keys.crawl_wanted(), limit))
         return sorted(cast(list[str], found or []))
 
+    async def recent_failures(self, cloud_id: str) -> list[dict[str, Any]]:
+        """A device's recent failures, newest first: when, and the reason with its kind."""
+        async with translated(f"read the failures of {cloud_id}"):
+            found = cast(
+                list[str], await aw(self.redis.lrange(keys.failures(cloud_id), 0, FAILURES_KEPT - 1))
+            )
+        return [orjson.loads(item) for item in found]
+
     async def crawl_history(self, cloud_id: str, limit: int = 50) -> list[dict[str, Any]]:
         """A device's crawls, newest first."""
         async with translated(f"read the crawls of {cloud_id}"):
@@ -345,6 +357,30 @@ class Store:
                             "longest_gap_s": float(h.get("longest_gap_s", 0)),
                         })  # fmt: skip
         return rows
+
+    async def add_fleet_demand(self, now: float, kw: float, devices: int) -> None:
+        """Add one pinger's share of the fleet's demand to this minute (each pinger once a minute)."""
+        day, minute = time.strftime("%Y-%m-%d", time.gmtime(now)), int(now % 86400 // 60)
+        async with translated("record the fleet's demand"), self.redis.pipeline(transaction=False) as pipe:
+            pipe.hincrbyfloat(keys.fleet_demand(day), str(minute), kw)
+            pipe.hincrby(keys.fleet_demand(day), f"{minute}:n", devices)
+            pipe.expire(keys.fleet_demand(day), 3 * 86400)
+            await pipe.execute()
+
+    async def fleet_demand(self, since: float, until: float) -> list[tuple[int, float, int]]:
+        """(minute start, kW, devices) of each minute with figures between two times."""
+        days = sorted({time.strftime("%Y-%m-%d", time.gmtime(t)) for t in (since, until)})
+        out = []
+        async with translated("read the fleet's demand"):
+            for day in days:
+                h = cast(dict[str, str], await aw(self.redis.hgetall(keys.fleet_demand(day))))
+                base = calendar.timegm(time.strptime(day, "%Y-%m-%d"))
+                for name, value in h.items():
+                    if ":" not in name:
+                        at = base + int(name) * 60
+                        if since <= at <= until:
+                            out.append((at, round(float(value), 3), int(h.get(f"{name}:n", "0"))))
+        return sorted(out)
 
     async def completeness_day(self, day: str) -> dict[str, tuple[int, int, int]]:
         """cloud_id → (scheduled, ok, readings) for one UTC day (YYYY-MM-DD), in one command."""
@@ -507,3 +543,8 @@ def _queue_update(pipe: aioredis.client.Pipeline, u: PollUpdate) -> None:
         pipe.hincrby(key, "total_events_logged", u.events)
     if u.first_timestamp is not None:
         pipe.hsetnx(key, "first_timestamp", repr(u.first_timestamp))
+    if u.failures:
+        pipe.lpush(
+            keys.failures(u.cloud_id), *(_json({"at": round(at, 3), "reason": r}) for at, r in u.failures)
+        )
+        pipe.ltrim(keys.failures(u.cloud_id), 0, FAILURES_KEPT - 1)

@@ -59,6 +59,12 @@ async def test_counts_equal_the_files_and_are_served_by_the_api_and_the_cli(
     assert all(0 <= r["ok"] <= r["scheduled"] for r in rows.values()) and any(r["ok"] for r in rows.values())
     failing = [r for r in rows.values() if r["ok"] < r["scheduled"]]
     assert failing, "the timeouts did not show as polls short of the schedule"
+    store = Store.from_url(redis_url)
+    history = await store.recent_failures(failing[0]["cloud_id"])
+    await store.close()
+    assert history and history[0]["reason"].startswith("timeout:"), (
+        "the failure is not in the device's history"
+    )
 
     await asyncio.to_thread(api_and_cli_agree, failing[0]["cloud_id"], redis_url, secret_key, settings)
 

@@ -43,6 +43,7 @@ class DeviceState:
     consecutive_failures: int = 0
     retry_at: float = 0.0  # wall-clock time before which the device is not polled
     last_demand: int | None = None  # device_time of the last demand reading written
+    last_kw: float | None = None  # its value (for the fleet's total demand)
     last_keys: dict[str, tuple[object, ...]] = field(default_factory=dict)  # summation/price: last line's key
     recovered: bool = False  # last readings checked against the files on disk
     last_error_kind: str = ""

@@ -18,8 +18,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from app.completeness import HourCounts, Tally
-from app.crawl import crawl
+from app.completeness import Tally
 from app.credentials import Vault
 from app.devices import DeviceRecord
 from app.eagle.client import Clients, GatewayClient, new_session
@@ -32,6 +31,7 @@ from app.lifecycle import serve_metrics
 from app.logs import action
 from app.pinger import capture
 from app.pinger.backoff import Backoff
+from app.pinger.chores import Chores
 from app.pinger.fleet import DeviceState, FleetView, Ownership, OwnsAll
 from app.pinger.ledger import Ledger, WriteBacklog
 from app.pinger.metrics import PingerMetrics
@@ -43,8 +43,6 @@ from app.settings import Settings
 from app.store import PollUpdate, Store
 
 log = logging.getLogger(__name__)
-CRAWL_CHECK_S = 5.0  # how soon a "crawl now" is taken up
-TALLY_EVERY_S = 60.0  # completeness counts go to Redis this often (and at each hour's end)
 # Devices due within this window are launched together: one loop wake-up per window instead
 # of one per device, at the cost of polling up to this much early.
 LAUNCH_WINDOW_S = 0.05
@@ -77,8 +75,8 @@ class Pinger:
         self.ledger = Ledger(store)
         self.backlog = WriteBacklog(self.writer, self.ledger)
         self.tally = Tally()
-        self._tally_sent_at = clock()
         self.recorder = Recorder(self.writer, self.backlog, self.ledger, self.tally)
+        self.chores = Chores(self)
         self.refiller = Refiller(settings, store, self.backlog, clock)
         self.cadence = capture.Cadence(settings)
         self.backoff = Backoff(self.interval_s, settings.backoff_max_s, settings.auth_backoff_s)
@@ -145,7 +143,7 @@ class Pinger:
             await asyncio.wait(tasks)
         stats.duration_s = loop.time() - started
         await self.ledger.flush(self.clock())
-        self._send_tally(self.clock())
+        self.chores.send_tally(self.clock())
         self.totals.update(
             ok=stats.ok, new_readings=stats.new_readings, summations=stats.summations, prices=stats.prices,
             failed=stats.failed, skipped=stats.skipped,
@@ -156,29 +154,6 @@ class Pinger:
         self._syncs.add(task)  # awaited at close like the fsyncs, so none is left running
         task.add_done_callback(self._syncs.discard)
         return stats
-
-    def _send_tally(self, now: float, force: bool = False) -> None:
-        """Completeness counts to Redis once a minute and when an hour ends (off the poll path)."""
-        if (
-            not force
-            and now - self._tally_sent_at < TALLY_EVERY_S
-            and now // 3600 == self._tally_sent_at // 3600
-        ):
-            return
-        self._tally_sent_at = now
-        taken = self.tally.take()
-        if not taken:
-            return
-        task = asyncio.create_task(self._add_completeness(taken))
-        self._syncs.add(task)
-        task.add_done_callback(self._syncs.discard)
-
-    async def _add_completeness(self, taken: dict[tuple[str, int], HourCounts]) -> None:
-        try:
-            await self.store.add_completeness(taken, self.settings.completeness_days * 86400)
-        except StoreError as exc:
-            self.tally.give_back(taken)  # counted again with the next batch
-            log.warning("completeness counts held: Redis unreachable", extra={"reason": str(exc)})
 
     def _should_poll(self, state: DeviceState, stats: CycleStats) -> bool:
         if state.in_flight:
@@ -302,14 +277,18 @@ class Pinger:
         self.refiller.on_failure(state, self.clock())
         delay = self.backoff.delay_s(state.consecutive_failures, exc)
         state.retry_at = self.clock() + delay if delay else 0.0
+        previous_kind = state.last_error_kind
         if exc.kind != state.last_error_kind:
             log.warning(
                 "device poll failed",
                 extra={"cloud_id": cid, "reason": exc.reason, "retry_in_s": round(delay, 1)},
             )
             state.last_error_kind = exc.kind
+        changed = [(self.clock(), exc.reason)] if exc.kind != previous_kind else []
         self.ledger.add(
-            PollUpdate(cid, consecutive_failures=state.consecutive_failures, last_error=exc.reason)
+            PollUpdate(
+                cid, consecutive_failures=state.consecutive_failures, last_error=exc.reason, failures=changed
+            )
         )
 
     # --- the process -------------------------------------------------------------------------
@@ -325,7 +304,7 @@ class Pinger:
             asyncio.create_task(self._follow_changes()),
             asyncio.create_task(self._resync_every()),
             asyncio.create_task(self.heartbeat.run(self._stop)),
-            asyncio.create_task(self._crawls()),
+            asyncio.create_task(self.chores.crawls()),
         ]
         loaded, stopped = (
             asyncio.create_task(self._fleet_loaded.wait()),
@@ -381,7 +360,7 @@ class Pinger:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.refiller.close()
-        self._send_tally(self.clock(), force=True)
+        self.chores.send_tally(self.clock(), force=True)
         self.backlog.retry()
         self.backlog.rescue(self.settings.data_dir, self.clock())
         await self.ledger.flush(self.clock())
@@ -431,25 +410,6 @@ class Pinger:
                 else:
                     log.error("cannot load the fleet yet; retrying", extra={"reason": str(exc)})
                 await self._sleep(1.0)
-
-    async def _crawls(self) -> None:
-        """Crawl every owned gateway a minute after start and then every CRAWL_INTERVAL_S, and
-        at once those someone asked for (the pages' "crawl now")."""
-        every_s = self.settings.crawl_interval_s
-        next_full = self.clock() + min(60.0, every_s) if every_s else float("inf")
-        while not self._stop.is_set():
-            await self._sleep(CRAWL_CHECK_S)
-            try:
-                wanted = await self.store.take_wanted_crawls()
-            except StoreError:
-                continue
-            devices = self.fleet.devices
-            targets = [devices[cid].gateway for cid in wanted if cid in devices]
-            if self.clock() >= next_full:
-                targets = [state.gateway for state in devices.values()]
-                next_full = self.clock() + every_s
-            if targets and not self._stop.is_set():
-                await crawl(self.store, self.clients, targets, self.settings.crawl_history, self.clock)
 
     async def _resync_every(self) -> None:
         while not self._stop.is_set():

@@ -39,6 +39,7 @@ class Recorder:
             self.ledger.add(PollUpdate(cid, last_success_at=polled_at))
             return False
         previous, state.last_demand = state.last_demand, device_time
+        state.last_kw = reading.demand_kw
         self.tally.reading(cid, polled_at, device_time - previous if previous is not None else None)
         line = orjson.dumps(reading.record(cid, polled_at, state.gateway.protocol))
         update = PollUpdate(

@@ -151,7 +151,8 @@ class DeviceHandler(PageHandler):
         hours = list(range(today - 6 * 24, today + 24))
         counts = {r["hour"]: r for r in await self.ctx.store.completeness([cloud_id], hours)}
         self.render_page("device.html", record=record.public(), hours=hours, counts=counts,
-                         crawls=await self.ctx.store.crawl_history(cloud_id))  # fmt: skip
+                         crawls=await self.ctx.store.crawl_history(cloud_id),
+                         failures=await self.ctx.store.recent_failures(cloud_id))  # fmt: skip
 
 
 class ActionHandler(PageHandler):
@@ -202,6 +203,7 @@ async def fleet_stats(ctx: Context) -> dict[str, Any]:
     days: dict[str, int] = {}
     for n, at in enumerate(added, start=1):
         days[time.strftime("%Y-%m-%d", time.gmtime(at))] = n
+    demand = await ctx.store.fleet_demand(now - 86400, now)
     exporting = [r for r in records if r.last_kw is not None and r.last_kw < 0]
     reporting = [r for r in records if r.last_kw is not None]
     return {
@@ -217,6 +219,11 @@ async def fleet_stats(ctx: Context) -> dict[str, Any]:
         "exporting_share": round(len(exporting) / len(reporting), 3) if reporting else None,
         "fleet_demand_kw": round(sum(r.last_kw or 0.0 for r in reporting), 3),
         "devices_added": {"day": list(days), "total": list(days.values())},
+        "fleet_demand_24h": {
+            "t": [m[0] for m in demand],
+            "kw": [m[1] for m in demand],
+            "devices": [m[2] for m in demand],
+        },
     }
 
 

@@ -89,6 +89,16 @@ function setupStats() {
   const stats = JSON.parse(source.textContent);
   const completeness = document.getElementById("chart-completeness");
   bars(completeness, stats.completeness_today.buckets, stats.completeness_today.devices, "devices");
+  const fleet = document.getElementById("chart-demand-fleet");
+  if (stats.fleet_demand_24h.t.length) {
+    fleet._plot = new uPlot(
+      { ...size(fleet), series: [{}, { label: "fleet demand (kW)", stroke: "#14532d", width: 1.5 },
+                                 { label: "devices counted", stroke: "#8fbc8f", scale: "n" }],
+        axes: [{}, {}, { scale: "n", side: 1, grid: { show: false } }] },
+      [stats.fleet_demand_24h.t, stats.fleet_demand_24h.kw, stats.fleet_demand_24h.devices], fleet);
+  } else {
+    note(fleet, "No figures yet: the pinger adds one each minute.");
+  }
   const added = document.getElementById("chart-added");
   const days = stats.devices_added.day.map((d) => Date.parse(d + "T00:00:00Z") / 1000);
   if (days.length) {

@@ -1,0 +1,85 @@
+"""The pinger's work beside polling: completeness counts and the fleet's demand to Redis once a
+minute (off the poll path), and crawls of its gateways every CRAWL_INTERVAL_S or when asked."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from app.completeness import HourCounts
+from app.crawl import crawl
+from app.errors import StoreError
+
+if TYPE_CHECKING:
+    from app.pinger.loop import Pinger
+
+log = logging.getLogger(__name__)
+CRAWL_CHECK_S = 5.0  # how soon a "crawl now" is taken up
+TALLY_EVERY_S = 60.0  # completeness counts go to Redis this often (and at each hour's end)
+FRESH_S = 300.0  # a device's last reading counts in the fleet's demand while this recent
+
+
+class Chores:
+    def __init__(self, pinger: Pinger) -> None:
+        self.pinger = pinger
+        self._tally_sent_at = pinger.clock()
+
+    def send_tally(self, now: float, force: bool = False) -> None:
+        """Completeness counts to Redis once a minute and when an hour ends (off the poll path)."""
+        if (
+            not force
+            and now - self._tally_sent_at < TALLY_EVERY_S
+            and now // 3600 == self._tally_sent_at // 3600
+        ):
+            return
+        self._tally_sent_at = now
+        taken = self.pinger.tally.take()
+        if not taken:
+            return
+        fresh = [
+            state.last_kw
+            for state in self.pinger.fleet.devices.values()
+            if state.last_kw is not None
+            and state.last_demand is not None
+            and now - state.last_demand < FRESH_S
+        ]
+        task = asyncio.create_task(self._add_completeness(taken, now, sum(fresh), len(fresh)))
+        self.pinger._syncs.add(task)
+        task.add_done_callback(self.pinger._syncs.discard)
+
+    async def _add_completeness(
+        self, taken: dict[tuple[str, int], HourCounts], now: float, fleet_kw: float, devices: int
+    ) -> None:
+        try:
+            await self.pinger.store.add_completeness(taken, self.pinger.settings.completeness_days * 86400)
+            if devices and not self.pinger._stop.is_set():  # a stopping pinger's minute would count twice
+                await self.pinger.store.add_fleet_demand(now, fleet_kw, devices)
+        except StoreError as exc:
+            self.pinger.tally.give_back(taken)  # counted again with the next batch
+            log.warning("completeness counts held: Redis unreachable", extra={"reason": str(exc)})
+
+    async def crawls(self) -> None:
+        """Crawl every owned gateway a minute after start and then every CRAWL_INTERVAL_S, and
+        at once those someone asked for (the pages' "crawl now")."""
+        every_s = self.pinger.settings.crawl_interval_s
+        next_full = self.pinger.clock() + min(60.0, every_s) if every_s else float("inf")
+        while not self.pinger._stop.is_set():
+            await self.pinger._sleep(CRAWL_CHECK_S)
+            try:
+                wanted = await self.pinger.store.take_wanted_crawls()
+            except StoreError:
+                continue
+            devices = self.pinger.fleet.devices
+            targets = [devices[cid].gateway for cid in wanted if cid in devices]
+            if self.pinger.clock() >= next_full:
+                targets = [state.gateway for state in devices.values()]
+                next_full = self.pinger.clock() + every_s
+            if targets and not self.pinger._stop.is_set():
+                await crawl(
+                    self.pinger.store,
+                    self.pinger.clients,
+                    targets,
+                    self.pinger.settings.crawl_history,
+                    self.pinger.clock,
+                )
