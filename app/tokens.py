@@ -100,6 +100,15 @@ class Tokens:
         # One round trip: revoking deletes this hash, so a revoked token fails at once.
         return from_hash(h, d)
 
+    async def verify_and_read(self, presented: str, key: str) -> tuple[Token | None, dict[str, str]]:
+        """Check a token and read one hash in the same round trip (the record a route answers)."""
+        d = digest(presented)
+        async with translated("check a token"), self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.token(d))
+            pipe.hgetall(key)
+            token_hash, found = await pipe.execute()
+        return self.env_token(d) or from_hash(token_hash, d), found
+
     def env_token(self, d: str) -> Token | None:
         """An admin token named in API_TOKENS, by digest."""
         for known, name in self._env.items():

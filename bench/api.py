@@ -1,15 +1,19 @@
-"""Benchmark: the HTTP API with 10,000 devices against a bare Tornado handler.
+"""Benchmark: the HTTP API and the pages with 10,000 devices, against a bare Tornado handler.
 
 Starts a private redis-server holding DEVICES devices (each with a logged reading),
 `rainforest server`, and bench/bare_tornado.py (a constant JSON body), then drives them
 with bench/load.py from its own process:
   - max throughput (closed loop, 32 in flight) of GET /api/users/{id},
-    GET /api/event/{id}?source=latest and the bare handler;
-  - p50/p99 latency at a fixed 1,000 req/s (open loop).
+    GET /api/event/{id}?source=latest, the /fleet page (pages of 50 of the 10,000, sorted
+    and filtered differently, with a session cookie) and the bare handler;
+  - p50/p99 latency at a fixed 1,000 req/s (open loop; the /fleet page at 20 req/s);
+  - a 30-day readings request (GET /api/users/{id}/readings) for a device with 30 days of
+    8-second readings in its hourly files: first (cold) and again (closed hours cached).
 
     .venv/bin/python bench/api.py [--devices 10000] [--seconds 5]
 
-The last line is key=value: rps_users, rps_latest, rps_bare, ratio, p99_ms_at_1000.
+The last line is key=value: rps_users, rps_latest, rps_bare, ratio, p99_ms_at_1000,
+rps_fleet, p99_ms_fleet, readings_30d_cold_ms, readings_30d_warm_ms.
 """
 
 from __future__ import annotations
@@ -50,6 +54,39 @@ async def seed(redis_url: str, devices: int, secret: str) -> tuple[list[str], st
     return ids, token
 
 
+def month_of_readings(env: dict[str, str], work: Path) -> str:
+    """30 days of 8-second readings for one simulated device, in its hourly files; its cloud_id."""
+    sim = [sys.executable, "-m", "app.cli", "sim", "--devices", "1", "--seed", "5"]
+    subprocess.run(
+        [*sim, "--backfill-hours", str(30 * 24)], check=True, env=env, cwd=work, capture_output=True
+    )
+    users = work / "sim-users.jl"
+    subprocess.run([*sim, "--export-users", str(users)], check=True, env=env, cwd=work, capture_output=True)
+    subprocess.run([sys.executable, "-m", "app.cli", "users", "import", str(users)], check=True, env=env,
+                   cwd=work, capture_output=True)  # fmt: skip
+    return str(orjson.loads(users.read_bytes().splitlines()[0])["cloud_id"])
+
+
+def session_cookie(api: str, token: str) -> str:
+    """Log in to the pages as a person would; the session cookie's value."""
+    import requests
+
+    s = requests.Session()
+    form = s.get(f"{api}/login", timeout=10).text
+    xsrf = form.split('name="_xsrf" value="')[1].split('"')[0]
+    s.post(f"{api}/login", data={"token": token, "_xsrf": xsrf}, allow_redirects=False, timeout=10)
+    return str(s.cookies["rf_session"])
+
+
+def timed_get(url: str, token: str) -> float:
+    import requests
+
+    started = time.perf_counter()
+    resp = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    resp.raise_for_status()
+    return 1000 * (time.perf_counter() - started)
+
+
 def load(mode: str, urls: Path, token: str, seconds: float, knob: int) -> dict[str, float]:
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "load.py"), mode, str(urls), token,
                           str(seconds), str(knob)], check=True, capture_output=True, text=True)  # fmt: skip
@@ -80,6 +117,7 @@ def main() -> None:
             procs.append(subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", ""], **quiet))  # type: ignore[call-overload]
             wait_for(lambda: port_open(redis_port), "redis")
             ids, token = asyncio.run(seed(redis_url, args.devices, secret))
+            month_device = month_of_readings(env, work)
             procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "app.cli", "server", "--port", str(api_port)], **quiet
@@ -91,10 +129,13 @@ def main() -> None:
                 )
             )  # type: ignore[call-overload]
             wait_for(lambda: port_open(api_port) and port_open(bare_port), "the servers")
+            api = f"http://127.0.0.1:{api_port}"
+            views = ["sort=cloud_id", "sort=status&dir=desc", "sort=age", "q=00", "status=ok&sort=complete"]
             lists = {
-                "users": [f"http://127.0.0.1:{api_port}/api/users/{c}" for c in ids],
-                "latest": [f"http://127.0.0.1:{api_port}/api/event/{c}?source=latest" for c in ids],
+                "users": [f"{api}/api/users/{c}" for c in ids],
+                "latest": [f"{api}/api/event/{c}?source=latest" for c in ids],
                 "bare": [f"http://127.0.0.1:{bare_port}/api/users/{c}" for c in ids],
+                "fleet": [f"{api}/fleet?{v}&page={n}" for n in range(1, 200, 7) for v in views],
             }
             files = {}
             for name, urls in lists.items():
@@ -105,22 +146,32 @@ def main() -> None:
                 f"{'target':<8} {'max rps':>9} {'errors':>7} {'p50 ms @1000/s':>15} {'p99 ms @1000/s':>15}",
                 flush=True,
             )
+            cookie = "cookie:" + session_cookie(api, token)
             for name, path in files.items():
-                top = load("max", path, token, args.seconds, 32)
+                who = cookie if name == "fleet" else token
+                top = load("max", path, who, args.seconds, 32 if name != "fleet" else 4)
                 time.sleep(0.5)
-                paced = load("rate", path, token, args.seconds, 1000)
+                paced = load("rate", path, who, args.seconds, 1000 if name != "fleet" else 20)
                 results[name] = (top, paced)
                 print(f"{name:<8} {top['rps']:>9.0f} {top['errors'] + paced['errors']:>7.0f} "
                       f"{paced['p50_ms']:>15.2f} {paced['p99_ms']:>15.2f}", flush=True)  # fmt: skip
+            month = f"{api}/api/users/{month_device}/readings?start={time.time() - 30 * 86400}"
+            cold, warm = timed_get(month, token), timed_get(month, token)
+            print(
+                f"30-day readings request: {cold:.0f} ms cold, {warm:.0f} ms with closed hours cached",
+                flush=True,
+            )
         finally:
             for proc in reversed(procs):
                 proc.terminate()
                 proc.wait(20)
-    users, latest, bare = results["users"], results["latest"], results["bare"]
+    users, latest, bare, fleet = results["users"], results["latest"], results["bare"], results["fleet"]
     ratio = users[0]["rps"] / bare[0]["rps"]
     p99 = max(users[1]["p99_ms"], latest[1]["p99_ms"])
     print(f"rps_users={users[0]['rps']:.0f} rps_latest={latest[0]['rps']:.0f} rps_bare={bare[0]['rps']:.0f} "
-          f"ratio={ratio:.2f} p99_ms_at_1000={p99:.2f}")  # fmt: skip
+          f"ratio={ratio:.2f} p99_ms_at_1000={p99:.2f} rps_fleet={fleet[0]['rps']:.0f} "
+          f"p99_ms_fleet={fleet[1]['p99_ms']:.2f} readings_30d_cold_ms={cold:.0f} "
+          f"readings_30d_warm_ms={warm:.0f}")  # fmt: skip
 
 
 if __name__ == "__main__":

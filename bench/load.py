@@ -3,6 +3,8 @@
     python bench/load.py max   URL_LIST_FILE TOKEN SECONDS CONCURRENCY
     python bench/load.py rate  URL_LIST_FILE TOKEN SECONDS RATE
 
+TOKEN is an API token, or `cookie:<session>` for the pages.
+
 `max` runs CONCURRENCY closed-loop workers; `rate` sends RATE requests/s on a fixed schedule
 and times each from its scheduled start (so a slow server cannot hide queueing: no coordinated
 omission). Prints one JSON object: requests, errors, rps, p50_ms, p99_ms.
@@ -31,7 +33,12 @@ def summary(latencies: list[float], errors: int, wall_s: float) -> dict[str, flo
 
 
 async def main(mode: str, urls: list[str], token: str, seconds: float, knob: int) -> None:
-    headers = {"Authorization": f"Bearer {token}"}
+    # a page is read with its session cookie ("cookie:<value>"), an API route with the token
+    headers = (
+        {"Cookie": f"rf_session={token[7:]}"}
+        if token.startswith("cookie:")
+        else {"Authorization": f"Bearer {token}"}
+    )
     connector = aiohttp.TCPConnector(limit=max(knob, 64) if mode == "max" else 256)
     latencies: list[float] = []
     errors = 0

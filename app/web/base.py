@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 import tornado.web
 
+from app import keys
+from app.devices import DeviceRecord, normalize_cloud_id
 from app.errors import StoreError, ValidationError
 from app.tokens import Token
 from app.web.context import Context
@@ -39,6 +41,8 @@ class BaseHandler(tornado.web.RequestHandler):
     public = False  # True: no token needed
     token: Token | None = None
     read_only_may: frozenset[str] = frozenset()  # methods beyond GET/HEAD a read-only token may use here
+    preload_device = False  # GET: read the device named in the path with the token, in one round trip
+    preloaded: DeviceRecord | None = None
 
     def initialize(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -57,6 +61,11 @@ class BaseHandler(tornado.web.RequestHandler):
             # the pages read their data with their session cookie (reads only: writes need a token)
             if session:
                 self.token = await self.ctx.sessions.resolve(session)
+            elif cloud_id := self._preload_id():
+                self.token, found = await self.ctx.tokens.verify_and_read(
+                    presented.strip(), keys.device(cloud_id)
+                )
+                self.preloaded = DeviceRecord.from_hash(found) if found else None
             else:
                 self.token = await self.ctx.tokens.verify(presented.strip())
         except StoreError as exc:
@@ -72,6 +81,14 @@ class BaseHandler(tornado.web.RequestHandler):
             and not self.token.can_write
         ):
             raise ApiError(403, "forbidden", "this token is read-only; use an admin token to change things.")
+
+    def _preload_id(self) -> str | None:
+        if not self.preload_device or self.request.method != "GET" or not self.path_args:
+            return None
+        try:
+            return normalize_cloud_id(self.path_args[0])
+        except ValidationError:
+            return None  # the handler answers the bad id with its 400
 
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object, or a 4xx saying what is wrong with it."""

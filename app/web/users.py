@@ -21,8 +21,11 @@ def cloud_id_from_path(raw: str) -> str:
 
 class UserHandler(BaseHandler):
     route = "/api/users/{cloud_id}"
+    preload_device = True
 
     async def _record(self, cloud_id: str) -> Record:
+        if self.request.method == "GET" and self.preloaded is not None:
+            return self.preloaded  # read with the token, in the same round trip
         record = await self.ctx.store.get_device(cloud_id)
         if record is None:
             raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered; POST it first.")
