@@ -32,6 +32,7 @@ class Upload:
     source_sha256: str  # hex, of the uncompressed .jl bytes
     source_bytes: int
     lines: int
+    extra: tuple[tuple[str, str], ...] = ()  # more metadata: the device-hour's completeness
 
     def metadata(self) -> dict[str, str]:
         """Stored with the object, so a later pass or a cart can tell what it holds."""
@@ -40,6 +41,7 @@ class Upload:
             "source-sha256": self.source_sha256,
             "source-bytes": str(self.source_bytes),
             "lines": str(self.lines),
+            **dict(self.extra),
         }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from app.lifecycle import serve_metrics
 from app.logs import action
 from app.rotate.claim import Busy, Claim, clean_tmp
 from app.rotate.metrics import RotateMetrics
-from app.rotate.scan import LocalFile, closed_files
+from app.rotate.scan import LocalFile, closed_files, hour_start
 from app.rotate.ship import Placed, place
 from app.settings import Settings
 from app.store import Store
@@ -163,8 +164,9 @@ class Rotator:
                 bar.close()
 
     async def _ship_one(self, item: LocalFile, report: PassReport) -> None:
+        extra = await self._completeness(item)
         try:
-            shipped = await asyncio.to_thread(self._pack_and_place, item)
+            shipped = await asyncio.to_thread(self._pack_and_place, item, extra)
         except Busy:
             report.busy += 1
             self.metrics.files.labels("busy").inc()
@@ -210,11 +212,29 @@ class Rotator:
                 extra={"cloud_id": item.device_hour.cloud_id, "key": placed.key, "pass_id": report.pass_id},
             )
 
-    def _pack_and_place(self, item: LocalFile) -> Shipped:
+    async def _completeness(self, item: LocalFile) -> tuple[tuple[str, str], ...]:
+        """The device-hour's completeness counts, stored in the object's metadata (S3)."""
+        if self.store is None:
+            return ()
+        hour = int(hour_start(item.device_hour.hour) // 3600)
+        try:
+            rows = await self.store.completeness([item.device_hour.cloud_id], [hour])
+        except StoreError:
+            return ()  # the object goes up without them: completeness stays in Redis
+        if not rows:
+            return ()
+        row = rows[0]
+        return tuple(
+            (f"completeness-{name.replace('_', '-')}", str(row[name]))
+            for name in ("scheduled", "ok", "readings", "longest_gap_s")
+        )
+
+    def _pack_and_place(self, item: LocalFile, extra: tuple[tuple[str, str], ...] = ()) -> Shipped:
         """Blocking: claim, gzip, store, confirm. The claim stays held until `finish`."""
         claim = Claim(item.path)
         try:
             upload, partial = claim.pack(self.tmp_dir)
+            upload = dataclasses.replace(upload, extra=extra)
             try:
                 placed = place(self.archive, item.device_hour, upload, self.settings.rotate_readback)
             finally:

@@ -29,7 +29,7 @@ from app.web.carts import CartHandler, CartsHandler
 from app.web.completeness import CompletenessHandler
 from app.web.context import Context, Metrics
 from app.web.events import EventHandler
-from app.web.fleet_view import Snapshot
+from app.web.fleet_view import FleetRow, Snapshot, rows
 from app.web.health import HealthHandler, MetricsHandler
 from app.web.openapi import document
 from app.web.pages import (
@@ -75,9 +75,11 @@ def _archive_or_none(settings: Settings) -> Archive | None:
         return None
 
 
-async def _fleet(store: Store) -> tuple[list[DeviceRecord], dict[str, tuple[int, int, int]]]:
+async def _fleet(store: Store, settings: Settings) -> tuple[list[DeviceRecord], list[FleetRow]]:
+    """The registry and the fleet table's rows, built once per snapshot."""
     records = await store.all_devices()
-    return records, await store.completeness_day(time.strftime("%Y-%m-%d", time.gmtime()))
+    today = await store.completeness_day(time.strftime("%Y-%m-%d", time.gmtime()))
+    return records, rows(records, today, time.time(), max(60.0, 10 * settings.poll_interval_s))
 
 
 class StatsHandler(BaseHandler):
@@ -98,7 +100,7 @@ def make_app(
     ctx = Context(
         settings, store, Vault(settings.secret_key), tokens, client, Metrics(),
         CartRegistry(store.redis), open_queue(settings), push, Sessions(store, tokens),
-        SeriesSource(settings, _archive_or_none(settings)), Snapshot(partial(_fleet, store)),
+        SeriesSource(settings, _archive_or_none(settings)), Snapshot(partial(_fleet, store, settings)),
     )  # fmt: skip
     routes = [
         (r"/login", LoginHandler),

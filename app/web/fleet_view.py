@@ -1,14 +1,15 @@
 """The fleet table behind /fleet: rows from the registry, filtered, sorted and paged server-side.
 
 Pure functions of records and counts, so the page, its CSV export and the tests agree. The
-server keeps one snapshot of the registry for a couple of seconds, so paging through 10,000
-devices does not re-read Redis for every page.
+server keeps one snapshot of the registry and its rows for a few seconds, so paging through
+10,000 devices does not re-read Redis for every page.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from app.devices import PUSH, DeviceRecord
 STATUSES = ("ok", "failing", "stale", "never", "inactive")
 COLUMNS = ("cloud_id", "email", "protocol", "status", "age", "complete", "error", "model", "firmware")
 PER_PAGE = 50
-SNAPSHOT_TTL_S = 2.0
+SNAPSHOT_TTL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -26,21 +27,27 @@ class FleetRow:
     email: str
     protocol: str
     status: str
-    age_s: float | None  # since the last reading (or upload)
+    seen_at: float | None  # when the last reading (or upload) arrived
     complete: float | None  # today's polls ok ÷ scheduled, percent; None when nothing was scheduled
     readings_today: int
     error: str
     model: str
     firmware: str
 
+    def age_s(self, now: float) -> float | None:
+        return None if self.seen_at is None else max(0.0, now - self.seen_at)
+
     def sort_key(self, column: str) -> tuple[bool, Any]:
-        value = {"email": self.email, "age": self.age_s, "error": self.error}.get(column)
-        if value is None and column not in ("email", "age", "error"):
+        if column == "age":  # youngest first: the latest arrival
+            return (self.seen_at is None, -(self.seen_at or 0.0))
+        value = {"email": self.email, "error": self.error}.get(column)
+        if value is None and column not in ("email", "error"):
             value = getattr(self, column)
         return (value is None or value == "", value if value is not None else 0)
 
-    def csv(self) -> list[object]:
-        age = "" if self.age_s is None else round(self.age_s)
+    def csv(self, now: float) -> list[object]:
+        age_s = self.age_s(now)
+        age = "" if age_s is None else round(age_s)
         complete = "" if self.complete is None else self.complete
         return [self.cloud_id, self.email, self.protocol, self.status, age, complete,
                 self.readings_today, self.error, self.model, self.firmware]  # fmt: skip
@@ -70,7 +77,7 @@ def rows(
             FleetRow(
                 cloud_id=r.cloud_id, email=r.user_email, protocol=r.protocol,
                 status=status_of(r, now, stale_after_s),
-                age_s=None if not seen else max(0.0, now - float(seen)),
+                seen_at=float(seen) if seen else None,
                 complete=round(100.0 * ok / scheduled, 1) if scheduled else None,
                 readings_today=readings, error=r.last_error,
                 model=str((r.crawl or {}).get("model", "")),
@@ -112,15 +119,29 @@ class View:
 
 
 class Snapshot:
-    """The registry and today's counts, re-read when older than SNAPSHOT_TTL_S."""
+    """The registry, today's counts and the table's rows, re-read when older than
+    SNAPSHOT_TTL_S by one request while the others keep using the last one."""
 
-    def __init__(self, load: Callable[[], Any], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, load: Callable[[], Coroutine[Any, Any, Any]], clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.load, self.clock = load, clock
         self._at = -1e9
         self._value: Any = None
+        self._loading: asyncio.Task[Any] | None = None
 
     async def get(self) -> Any:
-        if self.clock() - self._at > SNAPSHOT_TTL_S:
-            self._value = await self.load()
+        if self.clock() - self._at <= SNAPSHOT_TTL_S and self._value is not None:
+            return self._value
+        if self._loading is None:
+            self._loading = asyncio.create_task(self.load())
+        loading = self._loading
+        if self._value is not None and not loading.done():
+            return self._value  # someone is refreshing it: this request uses the last one
+        try:
+            self._value = await loading
             self._at = self.clock()
+        finally:
+            if self._loading is loading:
+                self._loading = None
         return self._value

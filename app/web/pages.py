@@ -21,7 +21,7 @@ from app.devices import PROTOCOLS, normalize_cloud_id
 from app.errors import StoreError, ValidationError
 from app.tokens import Token
 from app.web.context import Context
-from app.web.fleet_view import COLUMNS, PER_PAGE, STATUSES, View, rows
+from app.web.fleet_view import COLUMNS, PER_PAGE, STATUSES, View
 from app.web.sessions import COOKIE, SESSION_TTL_S
 
 # no script but our own files; uPlot sets style attributes on the elements it draws
@@ -106,9 +106,7 @@ class LogoutHandler(PageHandler):
 class FleetHandler(PageHandler):
     async def get(self) -> None:
         view = self._view()
-        records, today = await self.ctx.fleet.get()
-        stale_after = max(60.0, 10 * self.ctx.settings.poll_interval_s)
-        everything = rows(records, today, time.time(), stale_after)
+        _, everything = await self.ctx.fleet.get()
         if self.get_argument("format", "") == "csv":
             self._csv(view.matching(everything))
             return
@@ -135,7 +133,8 @@ class FleetHandler(PageHandler):
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(CSV_HEADER)
-        writer.writerows(row.csv() for row in found)
+        now = time.time()
+        writer.writerows(row.csv(now) for row in found)
         self.set_header("Content-Type", "text/csv; charset=utf-8")
         self.set_header("Content-Disposition", 'attachment; filename="fleet.csv"')
         self.finish(out.getvalue())
@@ -185,9 +184,8 @@ class StatsPageHandler(PageHandler):
 
 async def fleet_stats(ctx: Context) -> dict[str, Any]:
     """What /stats and GET /api/stats show: the fleet counted several ways."""
-    records, today = await ctx.fleet.get()
+    records, everything = await ctx.fleet.get()
     now = time.time()
-    everything = rows(records, today, now, max(60.0, 10 * ctx.settings.poll_interval_s))
 
     def count(values: list[str]) -> dict[str, int]:
         out: dict[str, int] = {}
