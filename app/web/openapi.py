@@ -63,6 +63,19 @@ SCHEMAS: dict[str, Any] = {
                 "readings": {"type": "integer"}, "longest_gap_s": {"type": "number"},
             }}}},
     },
+    "Series": {
+        "type": "object", "required": ["cloud_id", "kind", "start", "end", "resolution", "count", "t"],
+        "properties": {
+            "cloud_id": CLOUD_ID, "kind": {"type": "string"}, "start": {"type": "number"}, "end": {"type": "number"},
+            "resolution": {"type": "integer", "description": "0: every reading; else bucket seconds"},
+            "count": {"type": "integer", "description": "readings in the range"},
+            "t": {"type": "array", "items": {"type": "integer"}},
+            "value": {"type": "array", "items": {"type": "number", "nullable": True}},
+            "min": {"type": "array", "items": {"type": "number", "nullable": True}},
+            "max": {"type": "array", "items": {"type": "number", "nullable": True}},
+            "mean": {"type": "array", "items": {"type": "number", "nullable": True}},
+        },
+    },
     "PushReceipt": {
         "type": "object", "required": ["count", "written", "duplicates", "ignored"], "additionalProperties": False,
         "properties": {
@@ -228,6 +241,19 @@ def document() -> dict[str, Any]:
                                {"name": "start", "in": "query", "schema": {"type": "number", "minimum": 946684800, "maximum": 4102444800}},
                                {"name": "end", "in": "query", "schema": {"type": "number", "minimum": 946684800, "maximum": 4102444800}}],
                 "responses": {"200": _json(_ref("Completeness"), "Every hour in the range"), **_errors(400, 401, 404, 503)},
+            }},
+            "/api/users/{cloud_id}/readings": {"get": {
+                "summary": "The device's readings over a range (default the last 24 h, at most 31 days), from the hourly files and the archive; a gap is a null",
+                "parameters": [*PATH_ID,
+                               {"name": "start", "in": "query", "schema": {"type": "number", "minimum": 946684800, "maximum": 4102444800}},
+                               {"name": "end", "in": "query", "schema": {"type": "number", "minimum": 946684800, "maximum": 4102444800}},
+                               {"name": "kind", "in": "query", "schema": {"type": "string", "enum": ["demand", "summation", "price"]}},
+                               {"name": "resolution", "in": "query", "description": "auto, 0 (every reading) or 10 to 86400 s buckets", "schema": {"type": "string"}}],
+                "responses": {"200": _json(_ref("Series"), "t with value (every reading) or min, max, mean per bucket"), **_errors(400, 401, 404, 503)},
+            }},
+            "/api/stats": {"get": {
+                "summary": "The fleet counted: by status, protocol, model, firmware; completeness distributions; demand; devices added",
+                "responses": {"200": _json({"type": "object"}, "The figures /stats draws"), **_errors(401, 503)},
             }},
             "/api/push/{cloud_id}": {"post": {
                 "summary": "A gateway's upload: EAGLE-100 RFA XML, EAGLE-200 RFA XML or EAGLE-200 JSON (whatever the Content-Type says); 2xx means the readings are stored",

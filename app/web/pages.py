@@ -197,6 +197,7 @@ async def fleet_stats(ctx: Context) -> dict[str, Any]:
     for row in everything:
         if row.complete is not None:
             buckets[min(10, int(row.complete // 10))] += 1
+    week = await _completeness_days(ctx, now, 7)
     added = sorted(r.created_at for r in records)
     days: dict[str, int] = {}
     for n, at in enumerate(added, start=1):
@@ -210,10 +211,9 @@ async def fleet_stats(ctx: Context) -> dict[str, Any]:
         "by_protocol": count([row.protocol for row in everything]),
         "by_model": count([row.model for row in everything]),
         "by_firmware": count([row.firmware for row in everything]),
-        "completeness_today": {
-            "buckets": [f"{10 * i}%" if i < 10 else "100%" for i in range(11)],
-            "devices": buckets,
-        },
+        "completeness_today": {"buckets": LABELS, "devices": buckets},
+        "completeness_24h": {"buckets": LABELS, "devices": _histogram(week[-2:])},
+        "completeness_7d": {"buckets": LABELS, "devices": _histogram(week)},
         "exporting_share": round(len(exporting) / len(reporting), 3) if reporting else None,
         "fleet_demand_kw": round(sum(r.last_kw or 0.0 for r in reporting), 3),
         "devices_added": {"day": list(days), "total": list(days.values())},
@@ -223,6 +223,34 @@ async def fleet_stats(ctx: Context) -> dict[str, Any]:
             "devices": [m[2] for m in demand],
         },
     }
+
+
+LABELS = [f"{10 * i}%" if i < 10 else "100%" for i in range(11)]
+
+
+async def _completeness_days(ctx: Context, now: float, days: int) -> list[dict[str, tuple[int, int, int]]]:
+    """Each of the last `days` UTC days' counts per device, oldest first (one command a day)."""
+    found = []
+    for back in range(days - 1, -1, -1):
+        found.append(
+            await ctx.store.completeness_day(time.strftime("%Y-%m-%d", time.gmtime(now - back * 86400)))
+        )
+    return found
+
+
+def _histogram(days: list[dict[str, tuple[int, int, int]]]) -> list[int]:
+    """Devices by share of polls that worked over these days, in ten-point buckets (100 % apart)."""
+    totals: dict[str, list[int]] = {}
+    for day in days:
+        for cid, (scheduled, ok, _) in day.items():
+            t = totals.setdefault(cid, [0, 0])
+            t[0] += scheduled
+            t[1] += ok
+    buckets = [0] * 11
+    for scheduled, ok in totals.values():
+        if scheduled:
+            buckets[min(10, 10 * ok // scheduled)] += 1
+    return buckets
 
 
 def _when(at: float) -> str:

@@ -87,8 +87,11 @@ function setupStats() {
   const source = document.getElementById("stats-data");
   if (!source) return;
   const stats = JSON.parse(source.textContent);
-  const completeness = document.getElementById("chart-completeness");
-  bars(completeness, stats.completeness_today.buckets, stats.completeness_today.devices, "devices");
+  const spans = { completeness_today: "today", completeness_24h: "last 24 h", completeness_7d: "last 7 days" };
+  document.querySelectorAll(".chart[data-key]").forEach((el) => {
+    const figures = stats[el.dataset.key];
+    bars(el, figures.buckets, figures.devices, `devices, ${spans[el.dataset.key]}`);
+  });
   const fleet = document.getElementById("chart-demand-fleet");
   if (stats.fleet_demand_24h.t.length) {
     fleet._plot = new uPlot(
