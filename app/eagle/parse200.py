@@ -158,13 +158,7 @@ def parse_device_query(body: bytes, wanted: frozenset[str] = frozenset({"demand"
     """`device_query` reply → the readings it holds, timed by the meter's LastContact.
 
     A reply without a `<Device>` root is a bad reply (some firmware sends one under load)."""
-    root = _root(body)
-    if root.tag.lower() != "device":
-        raise DeviceBadReply(f"expected a Device reply, got {root.tag}")
-    details = next((c for c in root if c.tag.lower() == "devicedetails"), None)
-    if details is None:
-        raise DeviceBadReply("Device reply lacks DeviceDetails")
-    f = _children(details)
+    root, f = _device(body)
     last_contact = _hex_or(f.get("lastcontact"), None)
     if not last_contact:
         raise DeviceBadReply("Device reply has no LastContact: the meter was never heard from")
@@ -217,10 +211,15 @@ def _price(variables: dict[str, tuple[str, str]], at: int, mac: int) -> MeterPri
 
 def parse_device_details(body: bytes) -> dict[str, str]:
     """`device_details` reply → its DeviceDetails fields, lower-case names."""
+    return _device(body)[1]
+
+
+def _device(body: bytes) -> tuple[Element, dict[str, str]]:
+    """A `<Device>` reply's root and its DeviceDetails fields."""
     root = _root(body)
     if root.tag.lower() != "device":
         raise DeviceBadReply(f"expected a Device reply, got {root.tag}")
     details = next((c for c in root if c.tag.lower() == "devicedetails"), None)
     if details is None:
         raise DeviceBadReply("Device reply lacks DeviceDetails")
-    return _children(details)
+    return root, _children(details)
