@@ -21,7 +21,7 @@ import orjson
 
 from app.archive.backend import Archive
 from app.archive.layout import DeviceHour
-from app.hourly import hour_key, read_lines, reading_path
+from app.hourly import hour_key, reading_path
 from app.settings import Settings
 
 VALUE = {"demand": "demand_kw", "summation": "delivered_kwh", "price": "price"}
@@ -73,16 +73,15 @@ class SeriesSource:
         records: list[dict[str, Any]] = []
         path = reading_path(self.settings.logs_dir, self.settings.file_prefix, cloud_id, label)
         if path.exists():
-            records += read_lines(path).records
+            records += parse_lines(path.read_bytes(), path)
         if self.archive is not None:
             records += self._archived(DeviceHour(label, cloud_id, self.settings.file_prefix))
         points: dict[int, float] = {}
         for r in records:
-            if r.get("kind", "demand") != kind:
-                continue
-            t, value = r.get("device_time"), r.get(field_name)
-            if isinstance(t, int) and isinstance(value, int | float) and not isinstance(value, bool):
-                points.setdefault(t, float(value))
+            if r.get("kind", "demand") == kind:
+                t, value = r.get("device_time"), r.get(field_name)
+                if type(t) is int and isinstance(value, float | int) and type(value) is not bool:
+                    points.setdefault(t, float(value))
         return sorted(points.items())
 
     def _archived(self, dh: DeviceHour) -> list[dict[str, Any]]:
@@ -92,12 +91,31 @@ class SeriesSource:
             with tempfile.TemporaryDirectory(prefix="rf-series-") as tmp:
                 dest = Path(tmp) / "part.jl.gz"
                 self.archive.fetch(obj.key, dest)
-                for raw in gzip.decompress(dest.read_bytes()).splitlines():
-                    try:
-                        records.append(orjson.loads(raw))
-                    except orjson.JSONDecodeError:
-                        continue  # a partial last line: skipped, as every reader does
+                records += parse_lines(gzip.decompress(dest.read_bytes()), dest)
         return records
+
+
+def parse_lines(data: bytes, path: Path) -> list[dict[str, Any]]:
+    """Every complete line of a `.jl` file, parsed in one call (a chart reads hundreds of files);
+    a partial last line is skipped, and a file with a corrupt line is read line by line."""
+    body = data[: data.rfind(b"\n") + 1].rstrip(b"\n")
+    if not body:
+        return []
+    try:
+        parsed = orjson.loads(b"[" + body.replace(b"\n", b",") + b"]")
+    except orjson.JSONDecodeError:
+        return [r for r in _each_line(body) if isinstance(r, dict)]
+    return [r for r in parsed if isinstance(r, dict)]
+
+
+def _each_line(body: bytes) -> list[Any]:
+    out = []
+    for raw in body.split(b"\n"):
+        try:
+            out.append(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            continue
+    return out
 
 
 def downsample(
