@@ -103,12 +103,6 @@ def make_app(
         SeriesSource(settings, _archive_or_none(settings)), Snapshot(partial(_fleet, store, settings)),
     )  # fmt: skip
     routes = [
-        (r"/login", LoginHandler),
-        (r"/logout", LogoutHandler),
-        (r"/fleet", FleetHandler),
-        (rf"/fleet/{CLOUD_ID_SEGMENT}", DeviceHandler),
-        (rf"/fleet/{CLOUD_ID_SEGMENT}/(activate|deactivate|crawl)", ActionHandler),
-        (r"/stats", StatsPageHandler),
         (r"/api/stats", StatsHandler),
         (r"/healthz", HealthHandler),
         (r"/metrics", MetricsHandler),
@@ -121,6 +115,13 @@ def make_app(
         (r"/api/carts/?", CartsHandler),
         (r"/api/carts/([^/]+)", CartHandler),
         (rf"/api/push/{CLOUD_ID_SEGMENT}", PushHandler),
+        # the pages after the API: Tornado tries routes in order, and the API is the busier
+        (r"/login", LoginHandler),
+        (r"/logout", LogoutHandler),
+        (r"/fleet", FleetHandler),
+        (rf"/fleet/{CLOUD_ID_SEGMENT}", DeviceHandler),
+        (rf"/fleet/{CLOUD_ID_SEGMENT}/(activate|deactivate|crawl)", ActionHandler),
+        (r"/stats", StatsPageHandler),
     ]
     here = Path(__file__).parent
     return tornado.web.Application(
