@@ -55,13 +55,15 @@ def normalize_address(value: object) -> str:
             field="address",
         )
     text = value.strip()
-    parts = urlsplit(text if "://" in text else f"http://{text}")
     try:
+        parts = urlsplit(text if "://" in text else f"http://{text}")
         port_ok = parts.port is None or 0 < parts.port < 65536
-    except ValueError:
-        port_ok = False
+    except ValueError:  # a bracket that is no IPv6 address, a port that is not a number
+        port_ok, parts = False, urlsplit("")
     if (
-        parts.scheme not in ("http", "https")
+        not text.isascii()
+        or not text.isprintable()
+        or parts.scheme not in ("http", "https")
         or not parts.hostname
         or not port_ok
         or parts.username
@@ -70,7 +72,8 @@ def normalize_address(value: object) -> str:
         or any(c.isspace() for c in text)
     ):
         raise ValidationError(
-            f"address must be a host, host:port or http(s):// URL without credentials, got {text!r}.",
+            "address must be a host, host:port or http(s):// URL in ASCII (an international name in its "
+            f"xn-- form), without credentials; got {text[:60]!r}.",
             field="address",
         )
     return text

@@ -31,6 +31,9 @@ BAD = [
     ({**LOCAL, "address": "http://me:pw@192.168.1.20"}, "address", "without credentials"),
     ({**LOCAL, "address": "ftp://192.168.1.20"}, "address", "http(s)"),
     ({**LOCAL, "address": "192.168.1.20:99999"}, "address", "host:port"),
+    ({**LOCAL, "address": "Í×\x94]\x98\x01d\U000244c8"}, "address", "ASCII"),  # schemathesis found a 500 here
+    ({**LOCAL, "address": "[::1"}, "address", "host:port"),
+    ({**LOCAL, "address": "gateway\x00.local"}, "address", "ASCII"),
     ({**LOCAL, "install_code": "12345"}, "install_code", "16 hex digits"),
     ({**LOCAL, "install_code": "1A2B3C4D5E6F7A8Z"}, "install_code", "16 hex digits"),
     ({**LOCAL, "install_code": 1234567890123456}, "install_code", "16 hex digits"),

@@ -55,6 +55,6 @@ def parse_age(text: str) -> float:
     """`60d`, `12h`, `30m`, `90s` → seconds (ValueError with a sentence otherwise)."""
     units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
     value, unit = text[:-1], text[-1:].lower()
-    if unit not in units or not value.replace(".", "", 1).isdigit():
+    if unit not in units or not (value.isascii() and value.replace(".", "", 1).isdigit()):
         raise ValueError(f"an age looks like 60d, 12h, 30m or 90s, got {text!r}.")
     return float(value) * units[unit]

@@ -46,7 +46,7 @@ def currency_code(value: int | str) -> str:
         text = value.strip()
         if text[:2] in ("0x", "0X"):
             value = int(text, 16)
-        elif text.isdigit():
+        elif text.isascii() and text.isdigit():
             value = int(text)
         else:
             return text.upper()

@@ -149,7 +149,11 @@ def _report(report: dict[str, Any]) -> Reading | None:
     if not isinstance(data, dict):
         raise ValueError("data is not an object")
     stamp = report.get("timestamp")
-    if not isinstance(stamp, str | int) or isinstance(stamp, bool) or not str(stamp).isdigit():
+    if (
+        not isinstance(stamp, str | int)
+        or isinstance(stamp, bool)
+        or not (str(stamp).isascii() and str(stamp).isdigit())
+    ):
         raise ValueError("timestamp is not Unix milliseconds")
     at = int(stamp) // 1000
     mac = int(str(report.get("subdeviceGuid") or "0"), 16)

@@ -119,7 +119,7 @@ class FleetHandler(PageHandler):
         sort, page = self.get_argument("sort", "cloud_id"), self.get_argument("page", "1")
         if status not in ("", *STATUSES) or protocol not in ("", *PROTOCOLS) or sort not in COLUMNS:
             raise tornado.web.HTTPError(400, reason="Unknown status, protocol or sort column")
-        if not page.isdigit() or int(page) < 1:
+        if not (page.isascii() and page.isdigit()) or int(page) < 1:
             raise tornado.web.HTTPError(400, reason="page must be a whole number from 1")
         q = self.get_argument("q", "")[:64]
         return View(status, protocol, q, sort, self.get_argument("dir", "asc") == "desc", int(page))

@@ -30,7 +30,7 @@ class ReadingsHandler(BaseHandler):
         raw = args.get("resolution", "auto")
         if raw == "auto":  # full resolution up to a day, then about 2,000 buckets
             resolution = 0 if end - start <= 86400 else max(60, int((end - start) // 2000))
-        elif raw.isdigit() and (raw == "0" or 10 <= int(raw) <= 86400):
+        elif raw.isascii() and raw.isdigit() and (raw == "0" or 10 <= int(raw) <= 86400):
             resolution = int(raw)
         else:
             raise ApiError(

@@ -72,7 +72,7 @@ class UsersHandler(BaseHandler):
 
 
 def _limit(raw: str) -> int:
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1000:
         raise ApiError(400, "bad_parameter", "limit must be a whole number from 1 to 1000.")
     return int(raw)
 
