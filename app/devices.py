@@ -7,6 +7,7 @@ A device speaks one protocol (DESIGN.md "Device protocols"): through the Rainfor
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -290,8 +291,17 @@ class DeviceRecord:
     last_archived_hour: str | None = None  # YYYY-MM-DD-HH, the latest of them
     last_backfill: dict[str, Any] | None = None  # the last refill from the gateway's history
     push_key_sha256: str = ""  # a push device's key, digested
-    crawl: dict[str, Any] | None = None  # the latest crawl: model, firmware, meter, link
-    last_kw: float | None = None  # the last demand reading's kW (negative: exporting)
+    crawl_json: str = ""  # the latest crawl (model, firmware, meter, link), parsed when asked
+    last_reading: str = ""  # the last demand line, parsed when asked
+
+    @functools.cached_property
+    def crawl(self) -> dict[str, Any] | None:
+        return orjson.loads(self.crawl_json) if self.crawl_json else None
+
+    @functools.cached_property
+    def last_kw(self) -> float | None:
+        """The last demand reading's kW (negative: exporting)."""
+        return _last_kw(self.last_reading)
 
     @property
     def password_token(self) -> str:
@@ -329,8 +339,8 @@ class DeviceRecord:
             last_archived_hour=h.get("last_archived_hour") or None,
             last_backfill=orjson.loads(h["last_backfill"]) if h.get("last_backfill") else None,
             push_key_sha256=h.get("push_key_sha256", ""),
-            crawl=orjson.loads(h["crawl"]) if h.get("crawl") else None,
-            last_kw=_last_kw(h.get("last_reading")),
+            crawl_json=h.get("crawl", ""),
+            last_reading=h.get("last_reading", ""),
         )
 
     def public(self) -> dict[str, Any]:

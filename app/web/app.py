@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 import time
 from functools import partial
@@ -53,7 +55,10 @@ _SECRET_QUERY = re.compile(r"([?&]key=)[^&]*")
 def log_request(handler: tornado.web.RequestHandler) -> None:
     """Tornado's access line, with a push key given as ?key= replaced by ***: never logged."""
     status = handler.get_status()
-    log = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if not access_log.isEnabledFor(level):
+        return  # nothing to format
+    log = functools.partial(access_log.log, level)
     uri = _SECRET_QUERY.sub(r"\1***", handler.request.uri or "")
     request = handler.request
     log("%d %s %s (%s) %.2fms", status, request.method, uri, request.remote_ip, 1000 * request.request_time())

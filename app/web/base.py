@@ -163,9 +163,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def on_finish(self) -> None:
         elapsed = time.perf_counter() - self._started
-        method = self.request.method or "GET"
-        self.ctx.metrics.requests.labels(self.route, method, str(self.get_status())).inc()
-        self.ctx.metrics.latency.labels(self.route, method).observe(elapsed)
+        self.ctx.metrics.count(self.route, self.request.method or "GET", self.get_status(), elapsed)
 
 
 class NotFoundHandler(BaseHandler):

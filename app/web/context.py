@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from saq import Queue
@@ -49,10 +50,21 @@ class Metrics:
             "Time to answer an upload (read, parse, write, counters queued)",
             registry=self.registry, buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1),
         )  # fmt: skip
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.devices = Gauge(
             "rainforest_devices", "Registered devices by poll status (inactive counted apart)",
             ["status"], registry=self.registry,
         )  # fmt: skip
+
+    def count(self, route: str, method: str, status: int, elapsed_s: float) -> None:
+        """One request in the metrics (label lookups done once per route, method and status)."""
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(route, method, str(status)), self.latency.labels(route, method))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(elapsed_s)
 
 
 @dataclass
