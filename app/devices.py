@@ -30,7 +30,6 @@ LOCAL_PROTOCOLS = ("eagle100-local", "eagle200-local")
 POLLED_PROTOCOLS = (CLOUD, *LOCAL_PROTOCOLS)
 PROTOCOLS = (*POLLED_PROTOCOLS, PUSH)
 DEFAULT_PROTOCOL = CLOUD
-HISTORY_PROTOCOLS = frozenset({"eagle100-cloud", "eagle100-local"})  # answer get_history_data
 INPUT_FIELDS = frozenset(
     {
         "cloud_id", "user_email", "user_pw", "protocol", "address", "install_code",

@@ -94,7 +94,7 @@ class HourlyWriter:
             except FileNotFoundError:  # rotate shipped this hour and removed its folder
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fd = self._fd(path)
-            _write_all(fd, line)
+            write_all(fd, line)
         except OSError as exc:
             self._drop(path)
             raise WriteError(f"cannot append to {path}: {exc.strerror or exc}") from exc
@@ -190,15 +190,17 @@ class HourlyWriter:
             os.close(fd)
 
 
-def _write_all(fd: int, line: bytes) -> None:
+def write_all(fd: int, line: bytes) -> None:
+    """Write all of `line` to an O_APPEND descriptor, or undo the part that went out and raise."""
     view = memoryview(line)
     done = 0
     try:
         while done < len(line):
             done += os.write(fd, view[done:])
     except OSError:
-        # Undo a short write (ENOSPC mid-line) so the file never ends in half a reading: this
-        # process is the file's only writer, so its last `done` bytes are ours.
+        # Undo a short write (ENOSPC mid-line) so the file never ends in half a reading: the
+        # caller is the file's only writer at this moment (the pinger owns its devices' files; a
+        # push server holds the file's exclusive lock), so its last `done` bytes are ours.
         if done:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, os.fstat(fd).st_size - done)

@@ -88,7 +88,7 @@ class SeriesSource:
         for data in blobs:
             fast = quick_points(data, kind, field_name)
             if fast is None:
-                records += parse_lines(data, path)
+                records += parse_lines(data)
                 continue
             for t, v in fast:
                 points.setdefault(t, v)
@@ -137,7 +137,7 @@ def quick_points(data: bytes, kind: str, field_name: str) -> list[tuple[int, flo
     return [(int(t), float(v)) for t, v in found]
 
 
-def parse_lines(data: bytes, path: Path) -> list[dict[str, Any]]:
+def parse_lines(data: bytes) -> list[dict[str, Any]]:
     """Every complete line of a `.jl` file, parsed in one call (a chart reads hundreds of files);
     a partial last line is skipped, and a file with a corrupt line is read line by line."""
     body = data[: data.rfind(b"\n") + 1].rstrip(b"\n")

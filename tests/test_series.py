@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import orjson
 
 from app.series import downsample, parse_lines, with_gaps
@@ -13,10 +11,10 @@ def line(t: int) -> bytes:
     return orjson.dumps({"kind": "demand", "device_time": t, "demand_kw": t / 10}) + b"\n"
 
 
-def test_parse_lines_skips_a_partial_tail_and_survives_a_corrupt_line(tmp_path: Path) -> None:
-    assert [r["device_time"] for r in parse_lines(line(1) + line(2) + b'{"kind": "dem', tmp_path)] == [1, 2]
-    assert [r["device_time"] for r in parse_lines(line(1) + b"garbage\n" + line(3), tmp_path)] == [1, 3]
-    assert parse_lines(b"", tmp_path) == [] and parse_lines(b'{"partial', tmp_path) == []
+def test_parse_lines_skips_a_partial_tail_and_survives_a_corrupt_line() -> None:
+    assert [r["device_time"] for r in parse_lines(line(1) + line(2) + b'{"kind": "dem')] == [1, 2]
+    assert [r["device_time"] for r in parse_lines(line(1) + b"garbage\n" + line(3))] == [1, 3]
+    assert parse_lines(b"") == [] and parse_lines(b'{"partial') == []
 
 
 def test_downsample_keeps_min_max_mean_and_an_empty_bucket_is_a_gap() -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 
 from app.errors import WriteError
-from app.hourly import hour_key, read_lines, reading_path
+from app.hourly import hour_key, read_lines, reading_path, write_all
 
 RECENT = 64  # device times remembered per kind and file
 TAIL_BYTES = 65536  # read back from a file when it is (re)opened
@@ -90,14 +90,14 @@ class PushWriter:
                 fresh, duplicates = self._fresh(path, earlier, int(now // 3600 * 3600), entry, lines)
                 if fresh:
                     data = b"".join(line for _, _, line in fresh)
-                    _write_all(entry.fd, data)
+                    write_all(entry.fd, data)
                     entry.seen_to += len(data)
                     for kind, t, _ in fresh:
                         entry.kinds.setdefault(kind, _Kind()).add(t)
             finally:
                 fcntl.flock(entry.fd, fcntl.LOCK_UN)
         except OSError as exc:
-            self._drop(path)
+            self._close(path)
             raise WriteError(f"cannot append to {path}: {exc.strerror or exc}") from exc
         return fresh, duplicates
 
@@ -144,7 +144,7 @@ class PushWriter:
             same = False
         if same:
             return entry
-        self._drop(path)
+        self._close(path)
         fresh = self._open(path)
         fcntl.flock(fresh.fd, fcntl.LOCK_EX)
         return fresh
@@ -191,9 +191,6 @@ class PushWriter:
         if entry is not None:
             os.close(entry.fd)
 
-    def _drop(self, path: Path) -> None:
-        self._close(path)
-
 
 def _file_keys(path: Path) -> set[tuple[str, int]]:
     """(kind, device_time) of every line in a file: the rare, exact check."""
@@ -206,16 +203,3 @@ def _file_keys(path: Path) -> set[tuple[str, int]]:
         for r in records
         if isinstance(r.get("device_time"), int)
     }
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    done = 0
-    try:
-        while done < len(data):
-            done += os.write(fd, view[done:])
-    except OSError:
-        if done:  # never leave half a line: we hold the lock, so these bytes are ours
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, os.fstat(fd).st_size - done)
-        raise

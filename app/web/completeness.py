@@ -17,8 +17,8 @@ class CompletenessHandler(BaseHandler):
         cloud_id = cloud_id_from_path(raw_id)
         args = self.query({"start", "end"})
         now = time.time()
-        end = _seconds(args.get("end"), now, "end")
-        start = _seconds(args.get("start"), end - 86400, "start")
+        end = unix_seconds(args.get("end"), now, "end")
+        start = unix_seconds(args.get("start"), end - 86400, "start")
         keep_s = self.ctx.settings.completeness_days * 86400
         if not start < end or end - start > keep_s:
             raise ApiError(
@@ -37,7 +37,7 @@ class CompletenessHandler(BaseHandler):
         self.send_json({"cloud_id": cloud_id, "hours": rows})
 
 
-def _seconds(raw: str | None, default: float, name: str) -> float:
+def unix_seconds(raw: str | None, default: float, name: str) -> float:
     if raw is None:
         return default
     try:

@@ -7,7 +7,7 @@ import time
 
 from app.series import VALUE, downsample, with_gaps
 from app.web.base import ApiError, BaseHandler
-from app.web.completeness import _seconds
+from app.web.completeness import unix_seconds
 from app.web.users import cloud_id_from_path
 
 MAX_RANGE_S = 31 * 86400
@@ -20,8 +20,8 @@ class ReadingsHandler(BaseHandler):
     async def get(self, raw_id: str) -> None:
         cloud_id = cloud_id_from_path(raw_id)
         args = self.query({"start", "end", "kind", "resolution"})
-        end = _seconds(args.get("end"), time.time(), "end")
-        start = _seconds(args.get("start"), end - 86400, "start")
+        end = unix_seconds(args.get("end"), time.time(), "end")
+        start = unix_seconds(args.get("start"), end - 86400, "start")
         kind = args.get("kind", "demand")
         if kind not in VALUE:
             raise ApiError(400, "bad_parameter", f"kind must be one of {', '.join(VALUE)}.")
