@@ -115,3 +115,28 @@ def fleet_demand(day: str) -> str:
     """Hash minute-of-day → the fleet's demand (kW, summed over the pingers' last readings) and
     `<minute>:n` → how many devices it covers."""
     return f"{PREFIX}:fleet:demand:{day}"
+
+
+def pingers() -> str:
+    """Sorted set of pinger ids scored by when their lease runs out (Redis time, Unix s)."""
+    return f"{PREFIX}:pingers"
+
+
+def pinger(pinger_id: str) -> str:
+    """Hash describing one pinger's membership: joined_at (since its lease last lapsed), renewed_at."""
+    return f"{PREFIX}:pinger:{pinger_id}"
+
+
+def owners() -> str:
+    """Hash cloud_id → the pinger holding its lease (valid while that pinger's lease runs)."""
+    return f"{PREFIX}:owners"
+
+
+def released() -> str:
+    """Hash cloud_id → when its last owner released it (handover time is measured from here)."""
+    return f"{PREFIX}:owners:released"
+
+
+def ownership_changed() -> str:
+    """Pub/sub channel: a pinger released devices or left, so the others renew at once."""
+    return f"{PREFIX}:owners:changed"

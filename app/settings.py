@@ -35,6 +35,7 @@ class Settings:
     max_concurrency: int = 1000
     max_open_files: int = 1024
     resync_interval_s: float = 60.0
+    pinger_lease_s: float = 0.0  # a pinger's device leases run this long unrenewed; 0: 2 intervals + 1 s
     summation_interval_s: float = 60.0  # energy totals captured this often per device
     price_interval_s: float = 900.0  # the tariff captured this often per device
     local_request_gap_s: float = 1.0  # at least this long between two requests to one local gateway
@@ -92,6 +93,10 @@ class Settings:
             raise ConfigError("POLL_INTERVAL_S must be a positive number of seconds.")
         if self.poll_timeout_s >= self.poll_interval_s:
             raise ConfigError("POLL_TIMEOUT_S must be shorter than POLL_INTERVAL_S, so polls cannot pile up.")
+        if self.lease_s <= self.poll_interval_s:
+            raise ConfigError(
+                "PINGER_LEASE_S must be longer than POLL_INTERVAL_S (leases are renewed once a cycle)."
+            )
         if self.crawl_interval_s < 0 or self.crawl_history < 1:
             raise ConfigError("CRAWL_INTERVAL_S must be 0 (never) or more, CRAWL_HISTORY at least 1.")
         if self.completeness_days <= 0:
@@ -132,6 +137,11 @@ class Settings:
                 raise ConfigError(f"{label} must be a port number from 1 to 65535, or 0 for off; got {port}.")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}.")
+
+    @property
+    def lease_s(self) -> float:
+        """How long a pinger's device leases run unrenewed (PINGER_LEASE_S; 0: 2 intervals + 1 s)."""
+        return self.pinger_lease_s if self.pinger_lease_s > 0 else 2 * self.poll_interval_s + 1.0
 
     @property
     def logs_dir(self) -> Path:

@@ -8,6 +8,7 @@ from typing import Any
 from app.carts.model import STATES
 from app.carts.registry import CartRegistry
 from app.heartbeat import KINDS, STALE_S
+from app.leases import Leases, PingerLease
 from app.settings import Settings
 from app.store import Store
 
@@ -29,6 +30,7 @@ async def gather(settings: Settings, now: float | None = None) -> dict[str, Any]
         for device in devices:
             if device.active:
                 by_status[device.status] += 1
+        pingers = await Leases(store.redis).pingers(now)
         last_pass = await store.rotate_last_pass()
         carts = dict.fromkeys(STATES, 0)
         for cart in await CartRegistry(store.redis).all():
@@ -43,6 +45,7 @@ async def gather(settings: Settings, now: float | None = None) -> dict[str, Any]
             "inactive": sum(not d.active for d in devices),
             **by_status,
         },
+        "pingers": [_pinger(p) for p in pingers],
         "archive": {
             "last_pass_s_ago": round(now - float(last_pass["ended_at"]), 1)
             if last_pass.get("ended_at")
@@ -63,6 +66,7 @@ def render(report: dict[str, Any]) -> str:
             lines.append(
                 f"  {kind:<7} up    {p['id']:<28} last beat {p['last_beat_s_ago']:>5.1f} s ago  {extra}"
             )
+    lines.extend(_pingers(report["pingers"], report["devices"]["active"]))
     d = report["devices"]
     lines.append(
         f"devices   {d['active']} active: ok {d['ok']}, failing {d['failing']}, never polled {d['never']}"
@@ -81,3 +85,31 @@ def render(report: dict[str, Any]) -> str:
     c = report["carts"]
     lines.append("carts     " + ", ".join(f"{state} {n}" for state, n in c.items()))
     return "\n".join(lines)
+
+
+def _pinger(p: PingerLease) -> dict[str, Any]:
+    return {
+        "id": p.pinger_id,
+        "devices": p.devices,
+        "lease": "ok" if p.expires_in_s >= 0 else "lapsed",
+        "lease_expires_in_s": p.expires_in_s,
+        "renewed_s_ago": p.renewed_s_ago,
+    }
+
+
+def _pingers(pingers: list[dict[str, Any]], active: int) -> list[str]:
+    """Each pinger with the devices it holds and the health of its lease."""
+    live = [p for p in pingers if p["lease"] == "ok"]
+    held = sum(p["devices"] for p in live)
+    lines = [f"pingers   {len(live)} live, holding {held} of {active} active devices"]
+    for p in pingers:
+        if p["lease"] == "ok":
+            health = (
+                f"lease ok, renewed {p['renewed_s_ago']:.1f} s ago, runs {p['lease_expires_in_s']:.1f} s more"
+            )
+        else:
+            health = f"lease LAPSED {-p['lease_expires_in_s']:.0f} s ago (dead or cut off from Redis)"
+        lines.append(f"  {p['id']:<28} {p['devices']:>6} devices  {health}")
+    if live and held < active:
+        lines.append(f"  {active - held} active devices not held yet (claimed at the pingers' next round)")
+    return lines

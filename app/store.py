@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import calendar
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Container, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
@@ -208,10 +208,15 @@ class Store:
         async with translated(f"ask for a crawl of {cloud_id}"):
             await aw(self.redis.sadd(keys.crawl_wanted(), cloud_id))
 
-    async def take_wanted_crawls(self, limit: int = 100) -> list[str]:
+    async def take_wanted_crawls(self, mine: Container[str]) -> list[str]:
+        """The crawls asked for of devices in `mine` (this pinger's), taken off the list; the
+        others stay for the pingers that hold them."""
         async with translated("take the crawls asked for"):
-            found = await aw(self.redis.spop(keys.crawl_wanted(), limit))
-        return sorted(cast(list[str], found or []))
+            wanted = cast(set[str], await aw(self.redis.smembers(keys.crawl_wanted())))
+            taken = sorted(cid for cid in wanted if cid in mine)
+            if taken:
+                await aw(self.redis.srem(keys.crawl_wanted(), *taken))
+        return taken
 
     async def recent_failures(self, cloud_id: str) -> list[dict[str, Any]]:
         """A device's recent failures, newest first: when, and the reason with its kind."""
@@ -414,18 +419,20 @@ class Store:
                         _queue_update(pipe, u)
                     await pipe.execute()
 
-    async def device_changes(self) -> AsyncIterator[str | None]:
+    async def device_changes(self) -> AsyncIterator[tuple[str, str] | None]:
         """None once subscribed (take a snapshot then: nothing published from here on is
-        missed), then cloud_ids as their records change; StoreError when the subscription drops."""
+        missed), then ("device", cloud_id) as records change and ("owners", pinger_id) when a
+        pinger released devices; StoreError when the subscription drops."""
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        channels = {keys.devices_changed(): "device", keys.ownership_changed(): "owners"}
         try:
             async with translated("subscribe to device changes"):
-                await pubsub.subscribe(keys.devices_changed())
+                await pubsub.subscribe(*channels)
                 yield None
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
-                        yield str(message["data"])
+                        yield channels[str(message["channel"])], str(message["data"])
         finally:
             with suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]

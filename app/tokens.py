@@ -12,11 +12,13 @@ import hmac
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from app import keys
 from app.errors import ValidationError
+from app.leases import OWNER_LOOKUP
 from app.store import Store, aw, translated
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -100,14 +102,17 @@ class Tokens:
         # One round trip: revoking deletes this hash, so a revoked token fails at once.
         return from_hash(h, d)
 
-    async def verify_and_read(self, presented: str, key: str) -> tuple[Token | None, dict[str, str]]:
-        """Check a token and read one hash in the same round trip (the record a route answers)."""
+    async def verify_and_read_device(
+        self, presented: str, cloud_id: str
+    ) -> tuple[Token | None, dict[str, str], Sequence[str] | None]:
+        """Check a token, read a device's record and its lease owner in the same round trip
+        (what `GET /api/users/{id}` answers); the owner as `app.leases.owner_view` takes it."""
         d = digest(presented)
         async with translated("check a token"):
-            found_both = await aw(self.redis.eval(_TWO_HASHES, 2, keys.token(d), key))
-        token_flat, found_flat = cast(list[list[str]], found_both)
-        token_hash, found = _pairs(token_flat), _pairs(found_flat)
-        return self.env_token(d) or from_hash(token_hash, d), found
+            keys_ = (keys.token(d), keys.device(cloud_id), keys.owners(), keys.pingers())
+            found = await aw(self.redis.eval(_TOKEN_DEVICE_OWNER, 4, *keys_, cloud_id))
+        token_flat, device_flat, owner = cast(list[Any], found)
+        return self.env_token(d) or from_hash(_pairs(token_flat), d), _pairs(device_flat), owner or None
 
     def env_token(self, d: str) -> Token | None:
         """An admin token named in API_TOKENS, by digest."""
@@ -117,8 +122,10 @@ class Tokens:
         return None
 
 
-# One command (not a pipeline of two): the cheapest round trip redis-py makes.
-_TWO_HASHES = "return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}"
+# One command (not a pipeline): the cheapest round trip redis-py makes.
+_TOKEN_DEVICE_OWNER = OWNER_LOOKUP.format(owners="KEYS[3]", pingers="KEYS[4]") + (
+    "return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), lease}"
+)
 
 
 def _pairs(flat: list[str]) -> dict[str, str]:

@@ -23,11 +23,14 @@ from app.errors import (
 TLS_HINT = "set tls_verify to false for a self-signed EAGLE-3, or pin its certificate with tls_fingerprint"
 
 
-def new_session(max_connections: int, tls_verify: bool = True) -> aiohttp.ClientSession:
+def new_session(
+    max_connections: int, tls_verify: bool = True, agent: str = "rainforest-logger"
+) -> aiohttp.ClientSession:
     """A pooled keep-alive session sized for the pinger's concurrency.
 
     The relay is one host for the whole fleet, so the per-host limit is the real bound; local
-    gateways are one host each. TLS is decided per request (see `Gateway.ssl`).
+    gateways are one host each. TLS is decided per request (see `Gateway.ssl`). `agent` names
+    the process to the gateway (the simulator tells pingers apart by it).
     """
     connector = aiohttp.TCPConnector(
         limit=max_connections,
@@ -38,7 +41,7 @@ def new_session(max_connections: int, tls_verify: bool = True) -> aiohttp.Client
     )
     return aiohttp.ClientSession(
         connector=connector,
-        headers={"Content-Type": "text/xml", "User-Agent": "rainforest-logger"},
+        headers={"Content-Type": "text/xml", "User-Agent": agent},
         skip_auto_headers=("Accept-Encoding",),
     )
 

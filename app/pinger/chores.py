@@ -67,7 +67,7 @@ class Chores:
         while not self.pinger._stop.is_set():
             await self.pinger._sleep(CRAWL_CHECK_S)
             try:
-                wanted = await self.pinger.store.take_wanted_crawls()
+                wanted = await self.pinger.store.take_wanted_crawls(self.pinger.fleet.devices)
             except StoreError:
                 continue
             devices = self.pinger.fleet.devices

@@ -1,7 +1,8 @@
-"""The pinger's view of the fleet: which devices it owns and what it knows of each.
+"""The pinger's view of the fleet: the devices it holds leases on and what it knows of each.
 
 The view is rebuilt from Redis every `resync_interval_s` and patched as soon as a change is
-published; when Redis is away the pinger keeps polling the devices it already knows.
+published or a lease changes hands; when Redis is away the pinger keeps polling the devices it
+already knows.
 """
 
 from __future__ import annotations
@@ -9,29 +10,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from app.credentials import Vault
 from app.devices import PUSH, DeviceRecord
 from app.eagle.gateway import Gateway
 from app.errors import CredentialError, StoreError
+from app.pinger.ownership import Ownership
 from app.pinger.schedule import phase_fraction
 from app.store import Store
 
 log = logging.getLogger(__name__)
-
-
-class Ownership(Protocol):
-    """Decides which devices this pinger polls, so several pingers can share a fleet."""
-
-    def owns(self, cloud_id: str) -> bool: ...
-
-
-class OwnsAll:
-    """The single-pinger deployment: this process owns every active device."""
-
-    def owns(self, cloud_id: str) -> bool:
-        return True
 
 
 @dataclass(slots=True)
@@ -82,7 +70,9 @@ class FleetView:
 
     async def resync(self) -> None:
         """Rebuild from the active set; raises StoreError and then leaves the view as it was."""
-        ids = [cid for cid in await self.store.active_ids() if self.ownership.owns(cid)]
+        active = await self.store.active_ids()
+        await self.ownership.sync(active)
+        ids = [cid for cid in active if self.ownership.owns(cid)]
         records = await self.store.load_devices(ids)
         fresh: dict[str, DeviceState] = {}
         for record in records:
@@ -109,6 +99,7 @@ class FleetView:
             return
         for cid in ids:
             record = records.get(cid)
+            self.ownership.note(cid, record is not None and record.active and record.protocol != PUSH)
             state = self._state_for(record) if record else None
             if state is None:
                 if self.devices.pop(cid, None) is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import heapq
 import logging
 import time
 from collections import Counter
@@ -25,16 +26,18 @@ from app.eagle.client import Clients, GatewayClient, new_session
 from app.eagle.gateway import Gateway, gateway_for
 from app.eagle.readings import Readings
 from app.errors import DeviceError, StoreError
-from app.heartbeat import Heartbeat
+from app.heartbeat import Heartbeat, process_id
 from app.hourly import HourlyWriter
+from app.leases import Leases
 from app.lifecycle import serve_metrics
 from app.logs import action
 from app.pinger import capture
 from app.pinger.backoff import Backoff
 from app.pinger.chores import Chores
-from app.pinger.fleet import DeviceState, FleetView, Ownership, OwnsAll
+from app.pinger.fleet import DeviceState, FleetView
 from app.pinger.ledger import Ledger, WriteBacklog
 from app.pinger.metrics import PingerMetrics
+from app.pinger.ownership import Ownership
 from app.pinger.recorder import Recorder
 from app.pinger.refill import Refiller
 from app.pinger.schedule import next_cycle_start
@@ -68,9 +71,14 @@ class Pinger:
         self.clock = clock
         self.interval_s = settings.poll_interval_s
         self.clients = Clients(session, settings.poll_timeout_s, settings.local_request_gap_s)
-        self.fleet = FleetView(
-            store, vault, ownership or OwnsAll(), self._gateway, clock, settings.backfill_after_s
-        )
+        self.heartbeat = Heartbeat(store, "pinger", lambda: {"devices": str(len(self.fleet.devices))}, clock)
+        self.pinger_id = self.heartbeat.id
+        self.metrics = metrics or PingerMetrics()
+        self.ownership = ownership or Ownership(
+            Leases(store.redis), self.pinger_id, self.interval_s, settings.lease_s,
+            on_change=self.metrics.ownership_changed, on_handover=self.metrics.handover.observe,
+        )  # fmt: skip
+        self.fleet = FleetView(store, vault, self.ownership, self._gateway, clock, settings.backfill_after_s)
         self.writer = HourlyWriter(settings.logs_dir, settings.file_prefix, settings.max_open_files)
         self.ledger = Ledger(store)
         self.backlog = WriteBacklog(self.writer, self.ledger)
@@ -80,17 +88,16 @@ class Pinger:
         self.refiller = Refiller(settings, store, self.backlog, clock)
         self.cadence = capture.Cadence(settings)
         self.backoff = Backoff(self.interval_s, settings.backoff_max_s, settings.auth_backoff_s)
-        self.heartbeat = Heartbeat(
-            self.store, "pinger", lambda: {"devices": str(len(self.fleet.devices))}, clock
-        )
-        self.pinger_id = self.heartbeat.id
-        self.metrics = metrics or PingerMetrics()
         self.totals: Counter[str] = Counter()
         self._stop = asyncio.Event()
         self._cycles: set[asyncio.Task[CycleStats]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._syncs: set[asyncio.Task[None]] = set()  # fsyncs and metrics feeding, awaited at close
         self._fleet_loaded = asyncio.Event()
+        self._queue: list[tuple[float, str]] | None = None  # the running cycle's launches to come
+        self._cycle_base = 0.0  # the running cycle's start on the loop's clock
+        self._renewing: asyncio.Task[None] | None = None
+        self._renew_again = False
 
     @classmethod
     def create(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Pinger:
@@ -98,7 +105,8 @@ class Pinger:
         serve_metrics(settings, "pinger", metrics.registry)  # first: a busy port opens nothing
         vault = Vault(settings.secret_key)
         store = Store.from_url(settings.redis_url)
-        session = new_session(settings.max_concurrency, settings.eagle_tls_verify)
+        agent = f"rainforest-logger pinger/{process_id()}"
+        session = new_session(settings.max_concurrency, settings.eagle_tls_verify, agent)
         return cls(settings, store, vault, session, clock=clock, metrics=metrics)
 
     def _gateway(self, record: DeviceRecord, secret: str) -> Gateway:
@@ -124,7 +132,11 @@ class Pinger:
         # into the GC's oldest generation (whose full collections stall the loop for 100+ ms).
         tasks: set[asyncio.Task[None]] = set()
         self.backlog.retry()
-        for phase, cid in self.fleet.schedule:
+        # A heap, so devices whose lease arrives mid-cycle join it at their own phase (`_join`).
+        queue = self._queue = list(self.fleet.schedule)
+        self._cycle_base = base
+        while queue:
+            phase, cid = heapq.heappop(queue)
             target = base + phase * self.interval_s if spread else started
             delay = target - loop.time()
             if delay > LAUNCH_WINDOW_S:
@@ -139,6 +151,8 @@ class Pinger:
                 task = asyncio.create_task(self._poll(cid, state, target, stats))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+        if self._queue is queue:
+            self._queue = None
         while tasks:
             await asyncio.wait(tasks)
         stats.duration_s = loop.time() - started
@@ -344,6 +358,7 @@ class Pinger:
                     cycle_start = next_cycle_start(now, self.interval_s)
                     continue
                 self._close_past_hours(now)
+                await self._renew_leases()
                 task = asyncio.create_task(self.poll_once(cycle_start))
                 self._cycles.add(task)
                 task.add_done_callback(self._cycles.discard)
@@ -364,6 +379,9 @@ class Pinger:
         self.backlog.retry()
         self.backlog.rescue(self.settings.data_dir, self.clock())
         await self.ledger.flush(self.clock())
+        if self._renewing is not None:
+            await asyncio.gather(self._renewing, return_exceptions=True)
+        await self.ownership.leave()  # after the flush: the next owners start from these readings
         await asyncio.gather(*self._syncs)
         await asyncio.to_thread(HourlyWriter.sync, self.writer.close())
         await self.heartbeat.remove()
@@ -377,6 +395,52 @@ class Pinger:
                 "held_counter_updates": len(self.ledger.pending),
             },
         )
+
+    # --- leases ----------------------------------------------------------------------------
+
+    async def _renew_leases(self) -> None:
+        """Renew once a cycle, in the background; when the lease may run out before the next
+        one, wait for it first (briefly: with Redis away the pinger polls on, unfenced)."""
+        self._renew_soon()
+        if not self.ownership.fresh() and self._renewing is not None:
+            await asyncio.wait({self._renewing}, timeout=min(1.0, self.interval_s / 4))
+
+    def _renew_soon(self) -> None:
+        if self._stop.is_set():
+            return  # a stopping pinger claims nothing more; `close` hands everything over
+        if self._renewing is not None:
+            self._renew_again = True
+            return
+        self._renewing = asyncio.create_task(self._renew())
+        self._renewing.add_done_callback(self._renewed)
+
+    def _renewed(self, task: asyncio.Task[None]) -> None:
+        self._renewing = None
+        if self._renew_again and not self._stop.is_set():
+            self._renew_again = False
+            self._renew_soon()
+
+    async def _renew(self) -> None:
+        """One lease round; devices gained join the running cycle at their phase."""
+        try:
+            if self.ownership.releasing():
+                await self.ledger.flush(self.clock())  # the next owner starts from these readings
+            changed = await self.ownership.renew()
+            if changed:
+                await self.fleet.refresh(changed)
+                self._join(changed)
+        except Exception:  # a bug here must not stop the renewals
+            log.exception("lease renewal failed")
+
+    def _join(self, cloud_ids: set[str]) -> None:
+        queue = self._queue
+        if queue is None:
+            return
+        now = asyncio.get_running_loop().time()
+        for cid in cloud_ids:
+            state = self.fleet.devices.get(cid)
+            if state is not None and self._cycle_base + state.phase * self.interval_s >= now:
+                heapq.heappush(queue, (state.phase, cid))
 
     def _close_past_hours(self, now: float) -> None:
         paths = self.writer.close_hours_before(now)
@@ -396,16 +460,29 @@ class Pinger:
     async def _follow_changes(self) -> None:
         """Apply published device changes. Each time the subscription is (re)established the
         fleet is re-read in full, so a change made before we were listening is not missed."""
+        lost_at: float | None = None
         while not self._stop.is_set():
             try:
-                async for cloud_id in self.store.device_changes():
-                    if cloud_id is None:
+                async for change in self.store.device_changes():
+                    if change is None:
                         await self.fleet.resync()
                         self._fleet_loaded.set()
-                    else:
-                        await self.fleet.refresh([cloud_id])
+                        if lost_at is not None:
+                            log.info(
+                                "device change feed back", extra={"after_s": round(self.clock() - lost_at, 1)}
+                            )
+                            lost_at = None
+                    elif change[0] == "device":
+                        await self.fleet.refresh([change[1]])
+                    elif change[1] != self.pinger_id and self._fleet_loaded.is_set():
+                        self._renew_soon()  # another pinger let devices go: claim our share now
+                    if self.ownership.claims_waiting():
+                        self._renew_soon()  # a new device of ours: claim it now, not next cycle
             except StoreError as exc:
-                if self._fleet_loaded.is_set():
+                if lost_at is not None:
+                    pass  # said once per outage
+                elif self._fleet_loaded.is_set():
+                    lost_at = self.clock()
                     log.warning("device change feed lost; reconnecting", extra={"reason": str(exc)})
                 else:
                     log.error("cannot load the fleet yet; retrying", extra={"reason": str(exc)})
@@ -423,3 +500,6 @@ class Pinger:
                     "fleet resync failed; polling the devices already known",
                     extra={"reason": str(exc)},
                 )
+                continue
+            if self.ownership.claims_waiting():
+                self._renew_soon()

@@ -57,6 +57,21 @@ class PingerMetrics:
             registry=self.registry,
         )
 
+        self.ownership = Counter(
+            "rainforest_pinger_ownership_changes_total",
+            "Device leases this pinger claimed, released (handed over) or lost (taken while its "
+            "own lease had run out)",
+            ["change"], registry=self.registry,
+        )  # fmt: skip
+        self.handover = Histogram(
+            "rainforest_pinger_handover_seconds",
+            "From a device's release (or its last owner's lease running out) to this pinger's claim",
+            registry=self.registry, buckets=(0.1, 0.5, 1, 2, 5, 10, 15, 20, 30, 60, 120),
+        )  # fmt: skip
+
+    def ownership_changed(self, change: str, devices: int) -> None:
+        self.ownership.labels(change).inc(devices)
+
     def record_cycle(self, stats: CycleStats, devices: Iterable[DeviceState], held: int) -> None:
         self.polls.labels("ok").inc(stats.ok)
         self.polls.labels("skipped").inc(stats.skipped)

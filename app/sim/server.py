@@ -7,6 +7,7 @@ POST /cgi-bin/post_manager      the relay (headers Cloud-ID / User / Password) f
 GET|PUT|DELETE /control/faults  show, replace or clear faults
 GET  /control/users.jl          the fleet as a users file for `rainforest users import`
 GET  /control/served            every distinct reading served so far (when recording)
+GET|DELETE /control/pollers    per device, who polled its demand: runs of [agent, first, last, count]
 GET  /control/stats             request counts by outcome (and push uploads)
 GET  /control/pushed            every reading the push devices delivered (with --push-to)
 PUT  /control/push              {"resend_rate": 0.2}: re-send that share of accepted uploads
@@ -64,6 +65,7 @@ class Simulator:
         self.recording = record or record_file is not None
         self.served: list[bytes] = []
         self._last_served: dict[str, int] = {}
+        self.pollers: dict[str, list[list[object]]] = {}  # cid → runs of [agent, first_at, last_at, n]
         self._record_out: IO[bytes] | None = record_file.open("ab") if record_file else None
         self.timeout_hold_s = timeout_hold_s
         self.clock = clock
@@ -92,6 +94,16 @@ class Simulator:
             self._record_out.write(line + b"\n")
             self._record_out.flush()
 
+    def _polled(self, device: SimDevice, agent: str) -> None:
+        """Note who asked a device for its demand: a run per poller, a new run when it changes."""
+        runs = self.pollers.setdefault(device.cloud_id, [])
+        now = round(self.clock(), 3)
+        if runs and runs[-1][0] == agent:
+            runs[-1][2] = now
+            runs[-1][3] += 1  # type: ignore[operator]
+        else:
+            runs.append([agent, now, now, 1])
+
     # --- the device endpoint ----------------------------------------------------------------
 
     async def post_manager(self, request: web.Request) -> web.StreamResponse:
@@ -114,7 +126,7 @@ class Simulator:
             return _error("Invalid user name or password")
         if error:
             return await self._fault_reply(request, error, device)
-        return self._eagle100(device, body)
+        return self._eagle100(device, body, request.headers.get("User-Agent", ""))
 
     async def _local(self, request: web.Request, body: bytes, cloud_id: str, code: str) -> web.StreamResponse:
         device = self.by_id.get(cloud_id.lower())
@@ -127,9 +139,10 @@ class Simulator:
             return web.Response(status=401, text="Unauthorized", content_type=HTML)
         if error:
             return await self._fault_reply(request, error, device)
+        agent = request.headers.get("User-Agent", "")
         if device.protocol == "eagle200-local":
-            return self._eagle200(device, body)
-        return self._eagle100(device, body)
+            return self._eagle200(device, body, agent)
+        return self._eagle100(device, body, agent)
 
     async def _fault(self, device: SimDevice) -> str | None:
         """Apply a fault's latency to this request; the error it brings, if any."""
@@ -163,7 +176,7 @@ class Simulator:
             content_type=HTML,
         )
 
-    def _eagle100(self, device: SimDevice, body: bytes) -> web.Response:
+    def _eagle100(self, device: SimDevice, body: bytes, agent: str) -> web.Response:
         match = _NAME_RE.search(body)
         command = match.group(1).decode().lower() if match else ""
         as_json = bool(_JSON_RE.search(body))
@@ -173,6 +186,7 @@ class Simulator:
             root, fields = "InstantaneousDemand", eagle100.demand_fields(device, reading)
             if self.recording:
                 self._record(device, reading)
+                self._polled(device, agent)
         elif command == "get_current_summation":
             root, fields = "CurrentSummation", eagle100.summation_fields(device, reading, self.energy)
         elif command == "get_price":
@@ -192,7 +206,7 @@ class Simulator:
         self.stats["ok"] += 1
         return web.Response(body=eagle100.render(root, fields, as_json), content_type=HTML)
 
-    def _eagle200(self, device: SimDevice, body: bytes) -> web.Response:
+    def _eagle200(self, device: SimDevice, body: bytes, agent: str) -> web.Response:
         match = _NAME_RE.search(body)
         command = match.group(1).decode().lower() if match else ""
         reading = reading_at(device, self.seed, self.clock(), self.reading_interval_s)
@@ -208,6 +222,7 @@ class Simulator:
             demand_asked = names is None or any(n.lower() == "zigbee:instantaneousdemand" for n in names)
             if self.recording and demand_asked and address.lower() == eagle200.meter_address(device):
                 self._record(device, reading)
+                self._polled(device, agent)
         else:
             self.stats["unknown_command"] += 1
             return web.Response(status=400, text=f"Unknown command {command or '(none)'}", content_type=HTML)
@@ -248,6 +263,13 @@ class Simulator:
             body=b"".join(line + b"\n" for line in self.served), content_type="application/x-ndjson"
         )
 
+    async def get_pollers(self, request: web.Request) -> web.Response:
+        return web.json_response(self.pollers)
+
+    async def delete_pollers(self, request: web.Request) -> web.Response:
+        self.pollers.clear()
+        return web.json_response({})
+
     async def get_stats(self, request: web.Request) -> web.Response:
         protocols = Counter(d.protocol for d in self.fleet)
         pushes = dict(self.uploaders.stats) if self.uploaders else {}
@@ -286,6 +308,8 @@ def make_app(sim: Simulator) -> web.Application:
     app.router.add_delete("/control/faults", sim.delete_faults)
     app.router.add_get("/control/users.jl", sim.users)
     app.router.add_get("/control/served", sim.served_readings)
+    app.router.add_get("/control/pollers", sim.get_pollers)
+    app.router.add_delete("/control/pollers", sim.delete_pollers)
     app.router.add_get("/control/stats", sim.get_stats)
     app.router.add_get("/control/pushed", sim.pushed)
     app.router.add_put("/control/push", sim.put_push)

@@ -19,6 +19,7 @@ from app.credentials import Vault
 from app.devices import DeviceRecord
 from app.eagle.client import Clients
 from app.errors import ConfigError
+from app.leases import Leases
 from app.pinger.ledger import Ledger
 from app.push.receiver import PushReceiver
 from app.push.writer import PushWriter
@@ -84,7 +85,8 @@ async def _fleet(store: Store, settings: Settings) -> tuple[list[DeviceRecord], 
     """The registry and the fleet table's rows, built once per snapshot."""
     records = await store.all_devices()
     today = await store.completeness_day(time.strftime("%Y-%m-%d", time.gmtime()))
-    return records, rows(records, today, time.time(), max(60.0, 10 * settings.poll_interval_s))
+    owners = await Leases(store.redis).owners()
+    return records, rows(records, today, time.time(), max(60.0, 10 * settings.poll_interval_s), owners)
 
 
 class StatsHandler(BaseHandler):
@@ -106,6 +108,7 @@ def make_app(
         settings, store, Vault(settings.secret_key), tokens, client, Metrics(),
         CartRegistry(store.redis), open_queue(settings), push, Sessions(store, tokens),
         SeriesSource(settings, _archive_or_none(settings)), Snapshot(partial(_fleet, store, settings)),
+        Leases(store.redis),
     )  # fmt: skip
     routes = [
         (r"/api/stats", StatsHandler),

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import tornado.web
 
-from app import keys
 from app.devices import DeviceRecord, normalize_cloud_id
 from app.errors import StoreError, ValidationError
+from app.leases import owner_view
 from app.tokens import Token
 from app.web.context import Context
 from app.web.sessions import COOKIE
@@ -43,6 +43,7 @@ class BaseHandler(tornado.web.RequestHandler):
     read_only_may: frozenset[str] = frozenset()  # methods beyond GET/HEAD a read-only token may use here
     preload_device = False  # GET: read the device named in the path with the token, in one round trip
     preloaded: DeviceRecord | None = None
+    preloaded_owner: dict[str, Any] | None = None  # the pinger holding its lease, read with it
 
     def initialize(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -62,10 +63,11 @@ class BaseHandler(tornado.web.RequestHandler):
             if session:
                 self.token = await self.ctx.sessions.resolve(session)
             elif cloud_id := self._preload_id():
-                self.token, found = await self.ctx.tokens.verify_and_read(
-                    presented.strip(), keys.device(cloud_id)
+                self.token, found, owner = await self.ctx.tokens.verify_and_read_device(
+                    presented.strip(), cloud_id
                 )
                 self.preloaded = DeviceRecord.from_hash(found) if found else None
+                self.preloaded_owner = owner_view(owner)
             else:
                 self.token = await self.ctx.tokens.verify(presented.strip())
         except StoreError as exc:

@@ -11,6 +11,7 @@ from saq import Queue
 from app.carts.registry import CartRegistry
 from app.credentials import Vault
 from app.eagle.client import Clients
+from app.leases import Leases
 from app.push.receiver import PushReceiver
 from app.series import SeriesSource
 from app.settings import Settings
@@ -81,3 +82,4 @@ class Context:
     sessions: Sessions  # page logins
     series: SeriesSource  # readings for charts, from files and the archive
     fleet: Snapshot  # (records, today's completeness) for the pages, re-read every 2 s
+    leases: Leases  # which pinger polls which device

@@ -16,7 +16,18 @@ from typing import Any
 from app.devices import PUSH, DeviceRecord
 
 STATUSES = ("ok", "failing", "stale", "never", "inactive")
-COLUMNS = ("cloud_id", "email", "protocol", "status", "age", "complete", "error", "model", "firmware")
+COLUMNS = (
+    "cloud_id",
+    "email",
+    "protocol",
+    "status",
+    "age",
+    "complete",
+    "error",
+    "model",
+    "firmware",
+    "pinger",
+)
 PER_PAGE = 50
 SNAPSHOT_TTL_S = 5.0
 
@@ -33,6 +44,7 @@ class FleetRow:
     error: str
     model: str
     firmware: str
+    pinger: str = ""  # host:pid of the pinger holding its lease ("" for none, or a push device)
 
     def age_s(self, now: float) -> float | None:
         return None if self.seen_at is None else max(0.0, now - self.seen_at)
@@ -40,8 +52,8 @@ class FleetRow:
     def sort_key(self, column: str) -> tuple[bool, Any]:
         if column == "age":  # youngest first: the latest arrival
             return (self.seen_at is None, -(self.seen_at or 0.0))
-        value = {"email": self.email, "error": self.error}.get(column)
-        if value is None and column not in ("email", "error"):
+        value = {"email": self.email, "error": self.error, "pinger": self.pinger}.get(column)
+        if value is None and column not in ("email", "error", "pinger"):
             value = getattr(self, column)
         return (value is None or value == "", value if value is not None else 0)
 
@@ -50,7 +62,7 @@ class FleetRow:
         age = "" if age_s is None else round(age_s)
         complete = "" if self.complete is None else self.complete
         return [self.cloud_id, self.email, self.protocol, self.status, age, complete,
-                self.readings_today, self.error, self.model, self.firmware]  # fmt: skip
+                self.readings_today, self.error, self.model, self.firmware, self.pinger]  # fmt: skip
 
 
 def status_of(record: DeviceRecord, now: float, stale_after_s: float) -> str:
@@ -68,6 +80,7 @@ def rows(
     today: dict[str, tuple[int, int, int]],
     now: float,
     stale_after_s: float,
+    owners: dict[str, str] | None = None,
 ) -> list[FleetRow]:
     out = []
     for r in records:
@@ -82,6 +95,7 @@ def rows(
                 readings_today=readings, error=r.last_error,
                 model=str((r.crawl or {}).get("model", "")),
                 firmware=str((r.crawl or {}).get("firmware", "")),
+                pinger=(owners or {}).get(r.cloud_id, "") if r.active and r.protocol != PUSH else "",
             )
         )  # fmt: skip
     return out

@@ -131,6 +131,12 @@ SCHEMAS: dict[str, Any] = {
             "last_error": {"type": "string"}, "last_success_at": NULLABLE_NUMBER,
             "archived_hours": {"type": "integer"}, "last_archived_hour": {"type": "string", "nullable": True},
             "outcome": {"type": "string", "enum": ["created", "updated", "unchanged"]},
+            "owner": {"type": "object", "nullable": True, "additionalProperties": False,
+                      "description": "the pinger holding this device's lease (null: none holds it, or a push device)",
+                      "required": ["pinger", "lease", "lease_expires_in_s"],
+                      "properties": {"pinger": {"type": "string", "description": "host:pid of the pinger"},
+                                     "lease": {"type": "string", "enum": ["held", "lapsed"], "description": "lapsed: that pinger stopped renewing (dead or cut off from Redis); another takes the device soon"},
+                                     "lease_expires_in_s": {"type": "number"}}},
         },
     },
     "UserList": {

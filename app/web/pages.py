@@ -27,7 +27,7 @@ from app.web.sessions import COOKIE, SESSION_TTL_S
 # no script but our own files; uPlot sets style attributes on the elements it draws
 CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
 CSV_HEADER = ("cloud_id", "email", "protocol", "status", "last_reading_age_s", "complete_today_pct",
-              "readings_today", "last_error", "model", "firmware")  # fmt: skip
+              "readings_today", "last_error", "model", "firmware", "pinger")  # fmt: skip
 
 
 class PageHandler(tornado.web.RequestHandler):
@@ -149,7 +149,8 @@ class DeviceHandler(PageHandler):
         today = int(time.time() // 86400) * 24  # the strip: seven whole UTC days, today last
         hours = list(range(today - 6 * 24, today + 24))
         counts = {r["hour"]: r for r in await self.ctx.store.completeness([cloud_id], hours)}
-        self.render_page("device.html", record=record.public(), hours=hours, counts=counts,
+        owner = await self.ctx.leases.owner(cloud_id)
+        self.render_page("device.html", record=record.public(), owner=owner, hours=hours, counts=counts,
                          crawls=await self.ctx.store.crawl_history(cloud_id),
                          failures=await self.ctx.store.recent_failures(cloud_id))  # fmt: skip
 

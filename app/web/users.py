@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.devices import DeviceInput, normalize_cloud_id
 from app.devices import DeviceRecord as Record
 from app.errors import ValidationError
@@ -31,17 +33,22 @@ class UserHandler(BaseHandler):
             raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered; POST it first.")
         return record
 
+    async def _answer(self, cloud_id: str) -> dict[str, Any]:
+        """The public record with the pinger holding its lease (read with the token on GET)."""
+        record = await self._record(cloud_id)
+        owner = self.preloaded_owner if self.preloaded is not None else await self.ctx.leases.owner(cloud_id)
+        return {**record.public(), "owner": owner}
+
     async def get(self, raw_id: str) -> None:
         self.query(set())
-        self.send_json((await self._record(cloud_id_from_path(raw_id))).public())
+        self.send_json(await self._answer(cloud_id_from_path(raw_id)))
 
     async def post(self, raw_id: str) -> None:
         cloud_id = cloud_id_from_path(raw_id)
         self.query(set())
         inp = DeviceInput.from_mapping(self.json_body(), cloud_id=cloud_id)
         saved = await self.ctx.store.register(inp, self.ctx.vault)
-        record = await self._record(cloud_id)
-        answer = {**record.public(), "outcome": saved.outcome}
+        answer = {**await self._answer(cloud_id), "outcome": saved.outcome}
         if saved.push_key:  # made for this device now: the only time it is shown
             answer["push_key"] = saved.push_key
         self.send_json(answer, status=201 if saved.outcome == "created" else 200)
@@ -51,7 +58,7 @@ class UserHandler(BaseHandler):
         self.query(set())
         if not await self.ctx.store.deactivate_device(cloud_id):
             raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
-        self.send_json((await self._record(cloud_id)).public())
+        self.send_json(await self._answer(cloud_id))
 
 
 class UsersHandler(BaseHandler):
