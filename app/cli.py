@@ -490,7 +490,7 @@ def crawl_cmd(devices: tuple[str, ...]) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
 def completeness(since: str, below: float | None, device: str | None, limit: int, as_json: bool) -> None:
-    """The worst device-hours: polls scheduled and ok, distinct readings, longest gap.
+    """The worst device-hours: polls scheduled and ok, distinct readings, longest gap, duplicates.
 
     Example: rainforest completeness --since 7d --below 95"""
     from app.carts.retention import parse_age
@@ -526,10 +526,11 @@ def completeness(since: str, below: float | None, device: str | None, limit: int
         if as_json:
             click.echo(orjson.dumps(row).decode())
             continue
-        pct = f"{row['percent']:.1f} %" if row["percent"] is not None else "push"
+        pct = f"{row['percent']:.1f} %" if row["percent"] is not None else "unpolled"
         click.echo(
             f"{row['hour']}  {row['cloud_id']}  {pct:>8}  ok {row['ok']:>4}/{row['scheduled']:<4}  "
             f"readings {row['readings']:>4}  longest gap {row['longest_gap_s']:>6.0f} s"
+            + (f"  duplicates {row['duplicates']}" if row["duplicates"] else "")
         )
     if not as_json:
         click.echo(f"{min(len(rows), limit)} of {len(rows)} device-hours in the last {since}")

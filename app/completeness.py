@@ -2,7 +2,9 @@
 
 Per device and UTC hour (of arrival, the hour of the file the lines are in): polls scheduled
 (slots in the pinger's schedule, whether polled, skipped, held or backing off), polls ok,
-distinct demand readings written, and the longest gap between two consecutive readings (s).
+distinct demand readings written, the longest gap between two consecutive readings (s), and
+duplicates: readings a further part of the device-hour holds again (two pingers wrote the same
+device-hour, one cut off from Redis), counted by rotate when it stores that part.
 Processes count in memory and add their counts to Redis in batches (HINCRBY, so several
 pingers or servers add up; the longest gap is kept as a maximum), where they live for
 COMPLETENESS_DAYS.
@@ -20,6 +22,7 @@ class HourCounts:
     ok: int = 0
     readings: int = 0
     longest_gap_s: float = 0.0
+    duplicates: int = 0
 
     def add(self, other: HourCounts) -> None:
         self.scheduled += other.scheduled
@@ -90,4 +93,5 @@ def public_row(row: dict[str, Any]) -> dict[str, Any]:
         "percent": percent(row),
         "readings": row["readings"],
         "longest_gap_s": row["longest_gap_s"],
+        "duplicates": row.get("duplicates", 0),
     }

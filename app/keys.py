@@ -76,7 +76,8 @@ def cart_queue() -> str:
 
 
 def completeness(cloud_id: str, hour: int) -> str:
-    """Hash of one device-hour's counts (scheduled, ok, readings, longest_gap_s); hour = Unix s // 3600."""
+    """Hash of one device-hour's counts (scheduled, ok, readings, longest_gap_s, duplicates); hour =
+    Unix s // 3600."""
     return f"{PREFIX}:comp:{cloud_id}:{hour}"
 
 

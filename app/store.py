@@ -344,6 +344,16 @@ class Store:
                         )  # fmt: skip
                     await pipe.execute()
 
+    async def add_duplicates(self, cloud_id: str, hour: int, duplicates: int, keep_s: float) -> None:
+        """Count readings a further archived part of a device-hour repeats (rotate finds them)."""
+        ttl = int(keep_s)
+        async with translated("record duplicates"), self.redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(keys.completeness(cloud_id, hour), "duplicates", duplicates)
+            pipe.expire(keys.completeness(cloud_id, hour), ttl)
+            pipe.sadd(keys.completeness_hour(hour), cloud_id)
+            pipe.expire(keys.completeness_hour(hour), ttl)
+            await pipe.execute()
+
     async def completeness(self, cloud_ids: Sequence[str], hours: Sequence[int]) -> list[dict[str, Any]]:
         """Rows (cloud_id, hour, scheduled, ok, readings, longest_gap_s) that have counts."""
         pairs = [(cid, hour) for cid in cloud_ids for hour in hours]
@@ -360,6 +370,7 @@ class Store:
                             "cloud_id": cid, "hour": hour, "scheduled": int(h.get("scheduled", 0)),
                             "ok": int(h.get("ok", 0)), "readings": int(h.get("readings", 0)),
                             "longest_gap_s": float(h.get("longest_gap_s", 0)),
+                            "duplicates": int(h.get("duplicates", 0)),
                         })  # fmt: skip
         return rows
 

@@ -169,6 +169,31 @@ async def test_same_key_with_different_content_becomes_a_further_part(
     assert device_hash(settings, "00c001")["archived_hours"] == "1", "a further part is not a further hour"
 
 
+async def test_two_hosts_writing_one_device_hour_count_its_duplicates(
+    archive_settings: Settings, rotate: Callable[..., Rotator]
+) -> None:
+    settings = archive_settings
+    register(settings, "00c002")
+    rotator = rotate()
+    write_hour(settings, "00c002", lines=100)  # host A: readings 0..99
+    assert (await rotator.pass_once()).stored == 1
+    write_hour(settings, "00c002", lines=50, start=80)  # host B, cut off from Redis: 80..129
+    report = await rotator.pass_once()
+    assert report.new_parts == 1, report.fields()
+    env = {"REDIS_URL": settings.redis_url, "DATA_DIR": str(settings.data_dir)}
+    shown = subprocess.run(
+        [sys.executable, "-m", "app.cli", "completeness", "--since", "1d", "--json", "--device", "00c002"],
+        cwd=settings.data_dir, env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    rows = [orjson.loads(line) for line in shown.stdout.splitlines()]
+    assert [(r["hour"], r["duplicates"]) for r in rows] == [(HOUR, 20)], shown.stdout + shown.stderr
+    text = subprocess.run(
+        [sys.executable, "-m", "app.cli", "completeness", "--since", "1d", "--device", "00c002"],
+        cwd=settings.data_dir, env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+    ).stdout  # fmt: skip
+    assert "duplicates 20" in text
+
+
 async def test_archive_down_keeps_every_file_and_the_next_pass_ships_them(
     archive_settings: Settings, rotate: Callable[..., Rotator], tmp_path: Path
 ) -> None:

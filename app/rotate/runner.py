@@ -17,6 +17,7 @@ from app.heartbeat import Heartbeat
 from app.lifecycle import serve_metrics
 from app.logs import action
 from app.rotate.claim import Busy, Claim, clean_tmp
+from app.rotate.duplicates import repeated
 from app.rotate.metrics import RotateMetrics
 from app.rotate.scan import LocalFile, closed_files, hour_start
 from app.rotate.ship import Placed, place
@@ -68,6 +69,7 @@ class Shipped:
     source_bytes: int
     stored_bytes: int
     partial: int
+    duplicates: int = 0  # readings this (further) part repeats from the earlier ones
 
 
 class Rotator:
@@ -187,7 +189,9 @@ class Rotator:
             )  # fmt: skip
             return
         placed = shipped.placed
-        await self._record(item, placed)  # before the delete: a crash after it cannot count twice
+        await self._record(
+            item, placed, shipped.duplicates
+        )  # before the delete: a crash after it cannot count twice
         await asyncio.to_thread(shipped.claim.finish)
         report.source_bytes += shipped.source_bytes
         report.partial_lines += shipped.partial
@@ -209,8 +213,9 @@ class Rotator:
         if placed.part > 1 and placed.stored:
             log.info(
                 "stored a further part beside an earlier, different one",
-                extra={"cloud_id": item.device_hour.cloud_id, "key": placed.key, "pass_id": report.pass_id},
-            )
+                extra={"cloud_id": item.device_hour.cloud_id, "key": placed.key, "pass_id": report.pass_id,
+                       "duplicates": shipped.duplicates},
+            )  # fmt: skip
 
     async def _completeness(self, item: LocalFile) -> tuple[tuple[str, str], ...]:
         """The device-hour's completeness counts, stored in the object's metadata (S3)."""
@@ -239,18 +244,23 @@ class Rotator:
                 placed = place(self.archive, item.device_hour, upload, self.settings.rotate_readback)
             finally:
                 upload.path.unlink(missing_ok=True)
+            duplicates = 0
+            if placed.stored and placed.part > 1:
+                duplicates = repeated(self.archive, item.device_hour, placed.part, item.path, self.tmp_dir)
         except BaseException:
             claim.release()
             raise
-        return Shipped(claim, placed, upload.source_bytes, upload.size, partial)
+        return Shipped(claim, placed, upload.source_bytes, upload.size, partial, duplicates)
 
-    async def _record(self, item: LocalFile, placed: Placed) -> None:
+    async def _record(self, item: LocalFile, placed: Placed, duplicates: int) -> None:
         if self.store is None:
             return
+        cloud_id, hour = item.device_hour.cloud_id, item.device_hour.hour
         try:
-            await self.store.record_archived(
-                item.device_hour.cloud_id, item.device_hour.hour, new_hour=placed.stored and placed.part == 1
-            )
+            await self.store.record_archived(cloud_id, hour, new_hour=placed.stored and placed.part == 1)
+            if duplicates:
+                keep_s = self.settings.completeness_days * 86400
+                await self.store.add_duplicates(cloud_id, int(hour_start(hour) // 3600), duplicates, keep_s)
         except StoreError as exc:
             if not self._redis_warned:
                 self._redis_warned = True

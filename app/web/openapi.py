@@ -61,6 +61,7 @@ SCHEMAS: dict[str, Any] = {
                 "start": {"type": "integer"}, "scheduled": {"type": "integer"}, "ok": {"type": "integer"},
                 "percent": {"type": "number", "nullable": True, "description": "ok ÷ scheduled; null when nothing was scheduled (push devices)"},
                 "readings": {"type": "integer"}, "longest_gap_s": {"type": "number"},
+                "duplicates": {"type": "integer", "description": "readings a further archived part repeats (two pingers wrote this device-hour); carts drop them"},
             }}}},
     },
     "Series": {
