@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint chromium bench bench-pinger bench-api bench-rotate bench-cart bench-push deps redis-server clean
+.PHONY: demo test lint chromium bench bench-pinger bench-api bench-rotate bench-cart bench-push deps redis-server clean images test-containers
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 ASSETS := app/web/static/vendor/uplot/uPlot.iife.min.js
+# Builds local stand-ins for the images docker-compose.yml names (this workplace has no registry).
+STANDIN ?= ../shared/containers/standin-images.sh
 
 deps: $(STAMP) redis-server $(ASSETS)
 
@@ -75,6 +77,23 @@ bench-cart: deps
 
 bench-push: deps
 	$(BIN)/python bench/push.py
+
+# The container images: rainforest/base (OS packages and every dependency, slow, rebuilt when
+# pyproject.toml changes) and rainforest/app on top (the code, seconds). docker-compose.yml
+# runs rainforest/app; docs/containers.md. DOCKER_BUILD_FLAGS: e.g. --network host, --pull.
+DOCKER_BUILD_FLAGS ?= --network host
+images:
+	@command -v docker >/dev/null || { echo "docker is missing: install docker.io (or Docker Engine) and try again."; exit 1; }
+	docker build $(DOCKER_BUILD_FLAGS) -t rainforest/base:latest -f docker/base/Dockerfile .
+	docker build $(DOCKER_BUILD_FLAGS) --build-arg BASE_IMAGE=rainforest/base:latest -t rainforest/app:latest -f docker/app/Dockerfile .
+
+# The container deployment started for real (root, minutes; not part of `make test`): local
+# stand-ins for the images compose names, then scripts/test_containers.py drives docker-compose.
+test-containers: $(STAMP)
+	@if [ "$$(id -u)" != 0 ]; then echo "make test-containers needs root (it installs docker.io and starts dockerd)."; exit 1; fi
+	bash $(STANDIN)
+	$(MAKE) images
+	$(BIN)/python scripts/test_containers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -79,7 +79,7 @@ if lapsed then
     if all[i + 1] == id then held[#held + 1] = all[i] end
   end
 end
-local members = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'WITHSCORES')
 return {tostring(now), lapsed and 1 or 0, members, granted, held, released, refused}
 """
 
@@ -122,6 +122,7 @@ class Round:
     now: float  # Redis's clock
     lapsed: bool  # the caller's lease had run out (or it is new): `held` lists what it still holds
     members: tuple[str, ...]  # live pingers, the caller among them
+    expiries: dict[str, float]  # each live pinger's lease end (Redis's clock)
     granted: dict[str, float | None]  # claimed → seconds since its last owner let go (None: unknown)
     held: frozenset[str]  # only when lapsed
     released: int
@@ -176,10 +177,13 @@ class Leases:
             if release:
                 await aw(self.redis.publish(keys.ownership_changed(), pinger_id))
         pairs = cast(list[str], granted)
+        scored = cast(list[str], members)
+        expiries = {scored[i]: float(scored[i + 1]) for i in range(0, len(scored), 2)}
         return Round(
             now=float(now),
             lapsed=bool(lapsed),
-            members=tuple(sorted(cast(list[str], members))),
+            members=tuple(sorted(expiries)),
+            expiries=expiries,
             granted={
                 pairs[i]: (float(pairs[i + 1]) if float(pairs[i + 1]) >= 0 else None)
                 for i in range(0, len(pairs), 2)

@@ -80,6 +80,7 @@ def setup(process: str, settings: Settings, *, to_file: bool = True) -> Path | N
     saq = logging.getLogger("saq")
     saq.setLevel(logging.WARNING)  # cartd logs one `cart build` line per job itself
     saq.addFilter(_not_saq_shutdown)
+    saq.addFilter(RedisOutageFilter())
     logging.getLogger("tornado.access").setLevel(logging.WARNING)  # 4xx/5xx only; /metrics counts the rest
     if not to_file:
         return None
@@ -106,3 +107,37 @@ def _not_saq_shutdown(record: logging.LogRecord) -> bool:
     """saq warns at every stop that its own polling tasks outlived a grace period of 0 s: they
     always do, so the line says nothing (a cart being built logs its own hand-back)."""
     return not record.getMessage().startswith("Some tasks did not finish within the shutdown grace period")
+
+
+class RedisOutageFilter(logging.Filter):
+    """saq logs a traceback each time one of its loops meets a Redis it cannot reach (several a
+    second): say it in one sentence instead, once a minute while it lasts; saq retries by itself."""
+
+    EVERY_S = 60.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._said_at = -1e9
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not _is_unreachable(exc):
+            return True
+        now = time.monotonic()
+        if now - self._said_at < self.EVERY_S:
+            return False
+        self._said_at = now
+        record.msg, record.args = "Redis unreachable: the cart queue retries on its own (%s)", (exc,)
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _is_unreachable(exc: BaseException | None) -> bool:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    while exc is not None:
+        if isinstance(exc, RedisConnectionError | RedisTimeoutError | ConnectionRefusedError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

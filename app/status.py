@@ -12,6 +12,8 @@ from app.leases import Leases, PingerLease
 from app.settings import Settings
 from app.store import Store
 
+FORGET_S = 300.0  # a pinger whose lease lapsed this long ago, holding nothing, is no longer shown
+
 
 async def gather(settings: Settings, now: float | None = None) -> dict[str, Any]:
     """Everything `status` shows, as data. `healthy` is False when a process kind has no live one."""
@@ -30,7 +32,10 @@ async def gather(settings: Settings, now: float | None = None) -> dict[str, Any]
         for device in devices:
             if device.active:
                 by_status[device.status] += 1
-        pingers = await Leases(store.redis).pingers(now)
+        pingers = [
+            p for p in await Leases(store.redis).pingers(now) if p.devices or p.expires_in_s > -FORGET_S
+        ]
+        polled = len(await store.active_ids())
         last_pass = await store.rotate_last_pass()
         carts = dict.fromkeys(STATES, 0)
         for cart in await CartRegistry(store.redis).all():
@@ -42,6 +47,7 @@ async def gather(settings: Settings, now: float | None = None) -> dict[str, Any]
         "processes": processes,
         "devices": {
             "active": sum(by_status.values()),
+            "polled": polled,  # active and not push: what the pingers share
             "inactive": sum(not d.active for d in devices),
             **by_status,
         },
@@ -66,7 +72,7 @@ def render(report: dict[str, Any]) -> str:
             lines.append(
                 f"  {kind:<7} up    {p['id']:<28} last beat {p['last_beat_s_ago']:>5.1f} s ago  {extra}"
             )
-    lines.extend(_pingers(report["pingers"], report["devices"]["active"]))
+    lines.extend(_pingers(report["pingers"], report["devices"]["polled"]))
     d = report["devices"]
     lines.append(
         f"devices   {d['active']} active: ok {d['ok']}, failing {d['failing']}, never polled {d['never']}"
@@ -97,11 +103,11 @@ def _pinger(p: PingerLease) -> dict[str, Any]:
     }
 
 
-def _pingers(pingers: list[dict[str, Any]], active: int) -> list[str]:
+def _pingers(pingers: list[dict[str, Any]], polled: int) -> list[str]:
     """Each pinger with the devices it holds and the health of its lease."""
     live = [p for p in pingers if p["lease"] == "ok"]
     held = sum(p["devices"] for p in live)
-    lines = [f"pingers   {len(live)} live, holding {held} of {active} active devices"]
+    lines = [f"pingers   {len(live)} live, holding {held} of {polled} polled devices"]
     for p in pingers:
         if p["lease"] == "ok":
             health = (
@@ -110,6 +116,6 @@ def _pingers(pingers: list[dict[str, Any]], active: int) -> list[str]:
         else:
             health = f"lease LAPSED {-p['lease_expires_in_s']:.0f} s ago (dead or cut off from Redis)"
         lines.append(f"  {p['id']:<28} {p['devices']:>6} devices  {health}")
-    if live and held < active:
-        lines.append(f"  {active - held} active devices not held yet (claimed at the pingers' next round)")
+    if live and held < polled:
+        lines.append(f"  {polled - held} polled devices not held yet (claimed at the pingers' next round)")
     return lines

@@ -1,10 +1,16 @@
-"""Reference for bench/pinger.py: a bare keep-alive aiohttp loop, requests only.
+"""References for bench/pinger.py: bare keep-alive aiohttp loops, requests only.
 
-Sends REQUESTS demand requests to the simulator with CONCURRENCY in flight, each in its
-device's protocol (the relay's get_instantaneous_demand; a local EAGLE-100's, with Basic auth;
+Full speed: sends REQUESTS demand requests to the simulator with CONCURRENCY in flight, each in
+its device's protocol (the relay's get_instantaneous_demand; a local EAGLE-100's, with Basic auth;
 an EAGLE-200's device_query of its meter, found once with device_list before measuring),
 reading each body and doing nothing else, then prints CPU seconds used and requests done.
-Usage: python bench/bare_client.py URL USERS_FILE REQUESTS CONCURRENCY
+
+Paced (`--paced INTERVAL_S CYCLES`): the pinger's schedule without the pinger: every device once
+per interval at its own phase (the pinger's phase function), due devices launched together in
+the pinger's launch window, at most CONCURRENCY in flight; one warm-up cycle, then CYCLES
+measured. The fair reference for a pinger's CPU per poll: the same requests at the same times.
+
+Usage: python bench/bare_client.py URL USERS_FILE REQUESTS CONCURRENCY [--paced INTERVAL_S CYCLES]
 """
 
 from __future__ import annotations
@@ -80,6 +86,58 @@ async def main(url: str, users_file: str, requests: int, concurrency: int) -> No
     print(orjson.dumps({"requests": done, "cpu_s": cpu, "wall_s": wall}).decode())
 
 
+async def paced(url: str, users_file: str, concurrency: int, interval_s: float, cycles: int) -> None:
+    from app.pinger.loop import LAUNCH_WINDOW_S
+    from app.pinger.schedule import next_cycle_start, phase_fraction
+
+    with open(users_file, "rb") as f:
+        users = [orjson.loads(line) for line in f]
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+    timeout = aiohttp.ClientTimeout(total=interval_s * 0.8)
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession(connector=connector) as session:
+        plan = await targets(session, url, users)
+        schedule = sorted((phase_fraction(u["cloud_id"]), n) for n, u in enumerate(users))
+        done = 0
+
+        async def one(n: int) -> None:
+            nonlocal done
+            target, headers, body = plan[n]
+            try:
+                async with session.post(target, data=body, headers=headers, timeout=timeout) as r:
+                    await r.read()
+                done += 1
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+
+        async def cycle(start: float) -> None:
+            base = loop.time() + (start - time.time())
+            tasks = set()
+            for phase, n in schedule:
+                delay = base + phase * interval_s - loop.time()
+                if delay > LAUNCH_WINDOW_S:
+                    await asyncio.sleep(delay - LAUNCH_WINDOW_S / 2)
+                tasks.add(asyncio.create_task(one(n)))
+            await asyncio.gather(*tasks)
+
+        start = next_cycle_start(time.time(), interval_s)
+        await asyncio.sleep(start - time.time())
+        running = [asyncio.create_task(cycle(start))]  # warm-up
+        await asyncio.sleep(start + interval_s - time.time())
+        done, cpu0 = 0, time.process_time()
+        for k in range(1, cycles + 1):
+            running.append(asyncio.create_task(cycle(start + k * interval_s)))
+            await asyncio.sleep(start + (k + 1) * interval_s - time.time())
+        await asyncio.gather(*running)
+        cpu = time.process_time() - cpu0
+    print(orjson.dumps({"requests": done, "cpu_s": cpu, "wall_s": cycles * interval_s}).decode())
+
+
 if __name__ == "__main__":
     url, users_file, n, c = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    uvloop.run(main(url, users_file, n, c))
+    if "--paced" in sys.argv:
+        at = sys.argv.index("--paced")
+        sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent))
+        uvloop.run(paced(url, users_file, c, float(sys.argv[at + 1]), int(sys.argv[at + 2])))
+    else:
+        uvloop.run(main(url, users_file, n, c))

@@ -21,7 +21,7 @@ import yaml
 
 from app import logs
 from app.settings import Settings
-from tests.conftest import ROOT, Sim, free_port, wait_until
+from tests.conftest import ROOT, RedisServer, Sim, free_port, wait_until
 from tests.test_pinger_process import fleet_env, start_pinger
 from tests.test_users_cli import rainforest
 
@@ -149,6 +149,35 @@ def test_a_busy_port_stops_a_process_with_one_sentence(
     assert "Traceback" not in result.stderr
 
 
+def test_cartd_waits_out_a_redis_that_refuses_it_with_one_sentence(
+    own_redis: RedisServer, secret_key: str, tmp_path: Path
+) -> None:
+    own_redis.stop()  # refused from the start
+    env = {"REDIS_URL": own_redis.url, "SECRET_KEY": secret_key, "DATA_DIR": str(tmp_path)}
+    err = tmp_path / "cartd.stderr"
+    with err.open("wb") as out:
+        cartd = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "cartd"], cwd=tmp_path, env={**os.environ, **env},
+            stdout=subprocess.DEVNULL, stderr=out,
+        )  # fmt: skip
+    try:
+        wait_until(lambda: b"cannot reach Redis" in err.read_bytes(), 20, what="cartd's sentence")
+        assert cartd.poll() is None, "cartd must wait for Redis, not exit"
+        own_redis.start()
+        wait_until(
+            lambda: rainforest("cartd", "--check", env=env).returncode == 0, 20, what="cartd's heartbeat"
+        )
+        own_redis.stop()  # and once more while it runs
+        wait_until(lambda: b"Redis unreachable" in err.read_bytes(), 20, what="the queue's sentence")
+        own_redis.start()
+        wait_until(lambda: rainforest("cartd", "--check", env=env).returncode == 0, 30, what="cartd again")
+    finally:
+        cartd.send_signal(signal.SIGTERM)
+        assert cartd.wait(20) == 0
+    said = err.read_text()
+    assert "Traceback" not in said, said
+
+
 def test_log_files_roll_and_keep_the_bound(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, log_max_bytes=4000, log_backups=2)
     try:
@@ -187,21 +216,37 @@ def test_compose_file_runs_every_process_with_health_checks() -> None:
     assert (ROOT / "docker" / "base" / "Dockerfile").exists() and (
         ROOT / "docker" / "nginx" / "nginx.conf"
     ).exists()
-    docker = shutil.which("docker")
-    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
+    # Both compose generations build it: a plain FROM with a build argument, no additional_contexts
+    assert "ARG BASE_IMAGE=rainforest/base:latest" in dockerfile and "FROM ${BASE_IMAGE}" in dockerfile
+    assert all("additional_contexts" not in str(services[n].get("build", {})) for n in services)
+    nginx = "\n".join(
+        line.split("#")[0] for line in (ROOT / "docker" / "nginx" / "nginx.conf").read_text().splitlines()
+    )
+    assert "listen 443 ssl http2;" in nginx and "http2 on;" not in nginx, "nginx 1.22 knows no 'http2 on'"
+    sim = yaml.safe_load((ROOT / "docker" / "compose.sim.yml").read_text())["services"]
+    assert "sim" in sim and {"server", "pinger", "rotate", "cartd"} <= sim.keys()
+    clients = [
+        cmd for cmd in (["docker", "compose"], ["docker-compose"])
+        if shutil.which(cmd[0]) and subprocess.run([*cmd, "version"], capture_output=True).returncode == 0
+    ]  # fmt: skip
+    if not clients:
         pytest.skip("no docker compose client here; the file was checked structurally")
-    env_file = ROOT / ".env"
-    made = not env_file.exists()
-    if made:
-        env_file.write_text((ROOT / ".env.template").read_text())
+    env_file = ROOT / "data" / "compose-check.env"
+    env_file.parent.mkdir(exist_ok=True)
+    env_file.write_text((ROOT / ".env.template").read_text())
     try:
-        checked = subprocess.run(
-            [docker, "compose", "config", "-q"], cwd=ROOT, capture_output=True, text=True
-        )
-        assert checked.returncode == 0, checked.stderr
+        for client in clients:
+            for files in (
+                ["-f", "docker-compose.yml"],
+                ["-f", "docker-compose.yml", "-f", "docker/compose.sim.yml"],
+            ):
+                checked = subprocess.run(
+                    [*client, *files, "config", "-q"], cwd=ROOT, capture_output=True, text=True,
+                    env={**os.environ, "RAINFOREST_ENV_FILE": str(env_file)},
+                )  # fmt: skip
+                assert checked.returncode == 0, f"{' '.join(client)}: {checked.stderr}"
     finally:
-        if made:
-            env_file.unlink()
+        env_file.unlink()
 
 
 def test_the_grafana_dashboard_uses_only_metrics_we_export() -> None:

@@ -91,7 +91,7 @@ def see_the_owners(fleet: Fleet, env: dict[str, str], secret_key: str) -> None:
     assert set(pingers) == set(fleet.owners().values()) and all(p["lease"] == "ok" for p in pingers.values())
     assert sum(p["devices"] for p in pingers.values()) == DEVICES
     text = rainforest("status", env=env).stdout
-    assert f"pingers   3 live, holding {DEVICES} of {DEVICES} active devices" in text and "lease ok" in text
+    assert f"pingers   3 live, holding {DEVICES} of {DEVICES} polled devices" in text and "lease ok" in text
     token = rainforest("tokens", "create", "ops", env=env).stdout.strip()
     api = start_api(fleet.redis.url, secret_key)
     try:

@@ -5,6 +5,7 @@ eviction (CART_TTL after last access)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -13,6 +14,7 @@ import uuid
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from redis.exceptions import RedisError
 from saq import CronJob, Worker
 
 from app.archive.backend import open_archive
@@ -21,12 +23,14 @@ from app.carts.build import Builder
 from app.carts.model import BUILDING, STATES, WAITING
 from app.carts.registry import CartRegistry
 from app.carts.retention import evict_idle
+from app.errors import StoreError
 from app.heartbeat import Heartbeat
 from app.lifecycle import serve_metrics
 from app.settings import Settings
 from app.store import Store
 
 log = logging.getLogger(__name__)
+REDIS_RETRY_S = 2.0
 
 
 class CartdMetrics:
@@ -57,6 +61,7 @@ class Cartd:
         self.queue = jobs.open_queue(settings)
         self.metrics = CartdMetrics()
         self.building = 0  # carts this process is building now
+        self._stop: asyncio.Event | None = None
         self.builder = Builder(
             settings, open_archive(settings), self.registry, self.store, self.worker_id, requeue=self.requeue
         )
@@ -92,6 +97,12 @@ class Cartd:
 
     async def housekeeping(self, ctx: Any) -> None:
         """Requeue carts whose worker died, queue waiting carts that lost their job, expire idle ones."""
+        try:
+            await self._housekeeping()
+        except (StoreError, RedisError, OSError) as exc:  # Redis away: the next minute tries again
+            log.error("cartd housekeeping skipped: Redis unreachable", extra={"reason": str(exc)})
+
+    async def _housekeeping(self) -> None:
         now = time.time()
         counts = dict.fromkeys(STATES, 0)
         for cart in await self.registry.all():
@@ -113,13 +124,44 @@ class Cartd:
             Heartbeat(self.store, "cartd", lambda: {"jobs": str(self.building)}).run(stop)
         )
         try:
-            await self.worker.start()
+            if await self._wait_for_redis(stop):
+                await self.worker.start()
         finally:
             stop.set()
             await heartbeat
-            await self.queue.disconnect()
+            with contextlib.suppress(RedisError, OSError):  # Redis may be the reason we stop
+                await self.queue.disconnect()
             await self.store.close()
             log.info("cartd stopped", extra={"worker": self.worker_id})
 
+    async def _wait_for_redis(self, stop: asyncio.Event) -> bool:
+        """Start only once Redis answers (one sentence while it does not, as the pinger says);
+        False when a stop came first."""
+        self._stop = stop
+        down_since: float | None = None
+        while not stop.is_set():
+            try:
+                await self.store.ping()
+            except StoreError as exc:
+                if down_since is None:
+                    down_since = time.monotonic()
+                    log.error(
+                        f"cannot reach Redis at {self.settings.redis_url}; cartd retries every "
+                        f"{REDIS_RETRY_S:.0f} s",
+                        extra={"reason": str(exc)},
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), REDIS_RETRY_S)
+                continue
+            if down_since is not None:
+                log.info(
+                    "Redis reachable: cartd starting",
+                    extra={"waited_s": round(time.monotonic() - down_since)},
+                )
+            return True
+        return False
+
     def request_stop(self) -> None:
         self.worker.event.set()
+        if self._stop is not None:
+            self._stop.set()

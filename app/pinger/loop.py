@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 # Devices due within this window are launched together: one loop wake-up per window instead
 # of one per device, at the cost of polling up to this much early.
 LAUNCH_WINDOW_S = 0.05
+CLAIM_BATCH_S = 0.5  # new devices of ours are claimed this soon after they are published
 
 
 class Pinger:
@@ -98,6 +99,8 @@ class Pinger:
         self._cycle_base = 0.0  # the running cycle's start on the loop's clock
         self._renewing: asyncio.Task[None] | None = None
         self._renew_again = False
+        self._claim_soon: asyncio.TimerHandle | None = None
+        self._lapse_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     def create(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Pinger:
@@ -414,6 +417,10 @@ class Pinger:
         self._renewing = asyncio.create_task(self._renew())
         self._renewing.add_done_callback(self._renewed)
 
+    def _claim(self) -> None:
+        self._claim_soon = None
+        self._renew_soon()
+
     def _renewed(self, task: asyncio.Task[None]) -> None:
         self._renewing = None
         if self._renew_again and not self._stop.is_set():
@@ -429,8 +436,21 @@ class Pinger:
             if changed:
                 await self.fleet.refresh(changed)
                 self._join(changed)
+            self._watch_lapse()
         except Exception:  # a bug here must not stop the renewals
             log.exception("lease renewal failed")
+
+    def _watch_lapse(self) -> None:
+        """A pinger that stopped renewing (killed) loses its lease before our next round would
+        come: renew just after it runs out, so its devices are claimed at once."""
+        lapse_in = self.ownership.next_lapse_in_s
+        if self._lapse_timer is not None:
+            self._lapse_timer.cancel()
+            self._lapse_timer = None
+        if lapse_in is not None and lapse_in < self.interval_s and not self._stop.is_set():
+            self._lapse_timer = asyncio.get_running_loop().call_later(
+                max(0.0, lapse_in) + 0.25, self._renew_soon
+            )
 
     def _join(self, cloud_ids: set[str]) -> None:
         queue = self._queue
@@ -476,8 +496,10 @@ class Pinger:
                         await self.fleet.refresh([change[1]])
                     elif change[1] != self.pinger_id and self._fleet_loaded.is_set():
                         self._renew_soon()  # another pinger let devices go: claim our share now
-                    if self.ownership.claims_waiting():
-                        self._renew_soon()  # a new device of ours: claim it now, not next cycle
+                    if self.ownership.claims_waiting() and self._claim_soon is None:
+                        # a new device of ours: claim it now, not next cycle (a bulk import's
+                        # changes, half a second apart at most, claimed together)
+                        self._claim_soon = asyncio.get_running_loop().call_later(CLAIM_BATCH_S, self._claim)
             except StoreError as exc:
                 if lost_at is not None:
                     pass  # said once per outage

@@ -68,6 +68,7 @@ class Ownership:
         self.wanted: set[str] = set()  # candidates that belong to this pinger
         self.stopping: dict[str, float] = {}  # held, no longer wanted → when polling stopped
         self.lease_until = 0.0  # monotonic: the lease surely runs until here
+        self.next_lapse_in_s: float | None = None  # when another pinger's lease runs out, unrenewed
         self.joined = False
         self.leaving = False  # set at a stop: nothing more is claimed
         self._unreachable_since: float | None = None
@@ -146,6 +147,8 @@ class Ownership:
 
     def _apply(self, result: Round, release: list[str]) -> set[str]:
         before = {cid for cid in self.held if cid in self.wanted}
+        others = [at for pinger, at in result.expiries.items() if pinger != self.pinger_id]
+        self.next_lapse_in_s = min(others) - result.now if others else None
         for cid in release:
             self.held.discard(cid)
             self.stopping.pop(cid, None)
