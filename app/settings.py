@@ -33,7 +33,7 @@ class Settings:
     poll_interval_s: float = 6.0
     poll_timeout_s: float = 0.0  # 0: derived as 80% of the interval, at most 5 s
     max_concurrency: int = 1000
-    max_open_files: int = 1024
+    max_open_files: int = 16384
     resync_interval_s: float = 60.0
     pinger_lease_s: float = 0.0  # a pinger's device leases run this long unrenewed; 0: 2 intervals + 1 s
     summation_interval_s: float = 60.0  # energy totals captured this often per device

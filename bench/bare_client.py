@@ -7,8 +7,10 @@ reading each body and doing nothing else, then prints CPU seconds used and reque
 
 Paced (`--paced INTERVAL_S CYCLES`): the pinger's schedule without the pinger: every device once
 per interval at its own phase (the pinger's phase function), due devices launched together in
-the pinger's launch window, at most CONCURRENCY in flight; one warm-up cycle, then CYCLES
-measured. The fair reference for a pinger's CPU per poll: the same requests at the same times.
+the pinger's launch window, at most CONCURRENCY in flight, and an EAGLE-100's summation (every
+60 s) and price (every 900 s) as requests of their own after its demand, staggered over the
+cycles as the pinger's are in steady state; one warm-up cycle, then CYCLES measured. The fair
+reference for a pinger's CPU per poll: the same requests at the same times, doing nothing else.
 
 Usage: python bench/bare_client.py URL USERS_FILE REQUESTS CONCURRENCY [--paced INTERVAL_S CYCLES]
 """
@@ -25,6 +27,8 @@ import orjson
 import uvloop
 
 BODY = b"<Command><Name>get_instantaneous_demand</Name></Command>"
+SUMMATION = b"<Command><Name>get_current_summation</Name></Command>"
+PRICE = b"<Command><Name>get_price</Name></Command>"
 LIST = b"<Command><Name>device_list</Name></Command>"
 QUERY = (
     "<Command><Name>device_query</Name><DeviceDetails><HardwareAddress>{}</HardwareAddress></DeviceDetails>"
@@ -98,35 +102,44 @@ async def paced(url: str, users_file: str, concurrency: int, interval_s: float, 
     async with aiohttp.ClientSession(connector=connector) as session:
         plan = await targets(session, url, users)
         schedule = sorted((phase_fraction(u["cloud_id"]), n) for n, u in enumerate(users))
+        eagle100 = [u["protocol"] != "eagle200-local" for u in users]
+        every = {SUMMATION: max(1, round(60 / interval_s)), PRICE: max(1, round(900 / interval_s))}
         done = 0
 
-        async def one(n: int) -> None:
-            nonlocal done
-            target, headers, body = plan[n]
+        async def send(target: str, headers: dict[str, str], body: bytes) -> bool:
             try:
                 async with session.post(target, data=body, headers=headers, timeout=timeout) as r:
                     await r.read()
-                done += 1
+                return True
             except (aiohttp.ClientError, TimeoutError):
-                pass
+                return False
 
-        async def cycle(start: float) -> None:
+        async def one(n: int, k: int) -> None:
+            nonlocal done
+            target, headers, body = plan[n]
+            if await send(target, headers, body):
+                done += 1  # polls, as the pinger counts them: the extras ride along uncounted
+                for extra, cycles_apart in every.items():
+                    if eagle100[n] and (k + n) % cycles_apart == 0:
+                        await send(target, headers, extra)
+
+        async def cycle(start: float, k: int) -> None:
             base = loop.time() + (start - time.time())
             tasks = set()
             for phase, n in schedule:
                 delay = base + phase * interval_s - loop.time()
                 if delay > LAUNCH_WINDOW_S:
                     await asyncio.sleep(delay - LAUNCH_WINDOW_S / 2)
-                tasks.add(asyncio.create_task(one(n)))
+                tasks.add(asyncio.create_task(one(n, k)))
             await asyncio.gather(*tasks)
 
         start = next_cycle_start(time.time(), interval_s)
         await asyncio.sleep(start - time.time())
-        running = [asyncio.create_task(cycle(start))]  # warm-up
+        running = [asyncio.create_task(cycle(start, 0))]  # warm-up
         await asyncio.sleep(start + interval_s - time.time())
         done, cpu0 = 0, time.process_time()
         for k in range(1, cycles + 1):
-            running.append(asyncio.create_task(cycle(start + k * interval_s)))
+            running.append(asyncio.create_task(cycle(start + k * interval_s, k)))
             await asyncio.sleep(start + (k + 1) * interval_s - time.time())
         await asyncio.gather(*running)
         cpu = time.process_time() - cpu0

@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.credentials import Vault, new_key  # noqa: E402
 from app.devices import DeviceInput  # noqa: E402
+from app.pinger.capture import FIRST_CAPTURE_WITHIN_CYCLES  # noqa: E402
 from app.pinger.schedule import percentile  # noqa: E402
 from app.store import Store  # noqa: E402
 
@@ -166,6 +167,8 @@ def run_size(devices: int, cycles: int, interval_s: float, work: Path, mix: str,
         "EAGLE_CLOUD_URL": f"http://127.0.0.1:{sim_port}/cgi-bin/post_manager",
         "POLL_INTERVAL_S": str(interval_s),
         "LOG_LEVEL": "INFO",
+        # the crawl (every 6 h, the first a minute after start) is not polling: keep it out
+        "CRAWL_INTERVAL_S": "0",
     }
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": work, "env": env}
     try:
@@ -190,7 +193,9 @@ def run_size(devices: int, cycles: int, interval_s: float, work: Path, mix: str,
         ps = [psutil.Process(p.pid) for p in started]
         # Start-up and the leases settling, then warm-up cycles (the first of each hour creates
         # every file), then a window aligned to cycle boundaries so CPU and polls cover the same cycles.
-        time.sleep(interval_s * (2 if pingers == 1 else 4))
+        # past the first captures of summation and price (spread over the first few cycles), so
+        # the window sees their steady rate, as the paced reference makes them
+        time.sleep(interval_s * (FIRST_CAPTURE_WITHIN_CYCLES + 2))
         window_start = (time.time() // interval_s + 1) * interval_s
         time.sleep(window_start - time.time() + interval_s)
         window_start += interval_s
@@ -287,7 +292,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 10000, 20000])
-    parser.add_argument("--cycles", type=int, default=4, help="measured cycles per size (after one warm-up)")
+    parser.add_argument(
+        "--cycles", type=int, default=10, help="measured cycles per size (10 × 6 s: a summation round)"
+    )
     parser.add_argument("--interval-s", type=float, default=6.0)
     parser.add_argument("--mix", default=DEFAULT_MIX, help=f"protocols' shares [{DEFAULT_MIX}]")
     parser.add_argument("--per-protocol", action="store_true", help="each protocol alone, instead of --mix")

@@ -201,7 +201,8 @@ def test_a_jl_cart_from_request_to_verified_tar(stack: Stack, tmp_path: Path) ->
     assert any(n.endswith(local_name) for n in names), "hours not yet rotated are in the cart too"
     local = next(p for p in (tmp_path / "dl").rglob(local_name))
     assert local.read_bytes().count(b"\n") == 25
-    assert check.stdout.count(": OK") == 12  # 11 files and the manifest
+    # 11 files, the manifest, and (issue 14) COMPLETENESS.csv and README.txt in every cart
+    assert check.stdout.count(": OK") == 14
 
     # only one of the two workers built it, once
     builds = stack.builds(cart_id, count=1)

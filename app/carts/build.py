@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from app.archive.backend import Archive
+from app.archive.backend import Archive, file_sha256
 from app.carts import bundle
 from app.carts.model import (
     ARCHIVE_UNAVAILABLE,
@@ -37,10 +37,12 @@ from app.carts.model import (
     Cart,
     CartRequest,
 )  # fmt: skip
-from app.carts.plan import Part, plan
+from app.carts.plan import Part, hours_in, plan
+from app.carts.readme import readme_text, write_completeness
 from app.carts.registry import CartRegistry
-from app.carts.stage import HashMismatch, Staged, Vanished, append_record, load_record, stage_part, write_csv
-from app.errors import ArchiveError
+from app.carts.stage import HashMismatch, Staged, Vanished, append_record, load_record, stage_part
+from app.carts.tables import DeviceTables, build_device
+from app.errors import ArchiveError, StoreError
 from app.logs import action
 from app.rotate.scan import hour_start
 from app.settings import Settings
@@ -156,7 +158,10 @@ class Builder:
             )
         sizes = await self._archive_call(lambda: [_staged_size(self.archive, p) for p in parts])
         staged_total = sum(sizes)
-        need = staged_total + bundle.tar_size([*sizes, 64 * 1024, 64 * 1024])
+        # the staged files, the tar of them, and the csv/parquet files made from them (at most
+        # their size again), COMPLETENESS.csv and README.txt
+        made = staged_total if request.format != "jl" else 0
+        need = staged_total + made + bundle.tar_size([*sizes, made, 64 * 1024, 64 * 1024, 64 * 1024])
         folder.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(folder).free
         ok, have = await self.registry.reserve(cart.id, need, free, settings.carts_max_bytes)
@@ -172,10 +177,12 @@ class Builder:
         counts["stage_ms"] = round((time.monotonic() - began) * 1000)
         began = time.monotonic()
         await self._update(cart.id, status=BUNDLING, message="bundling the tar")
-        members, content = await joined(self._members, cart, parts, staged, stage_dir)
+        polls = await self._polls(devices, request)
+        members, content = await joined(self._members, cart, parts, staged, stage_dir, devices, polls)
+        per_device = content.pop("per_device")
         manifest = bundle.manifest_bytes({
             "cart_id": cart.id, "created_at": cart.public()["created_at"], "request": request.to_json(),
-            "format": request.format, "counts": content,
+            "format": request.format, "counts": content, "devices": per_device,
             "files": [{"path": m.name, "size": m.size, "sha256": m.sha256} for m in members],
             "sources": [{"path": s.name, "source": s.source, "sha256": s.sha256} for s in staged],
         })  # fmt: skip
@@ -263,36 +270,65 @@ class Builder:
         return [p for p in found if p.part == part.part and p.key is not None]
 
     def _members(
-        self, cart: Cart, parts: list[Part], staged: list[Staged], stage_dir: Path
-    ) -> tuple[list[bundle.Member], dict[str, int]]:
+        self,
+        cart: Cart,
+        parts: list[Part],
+        staged: list[Staged],
+        stage_dir: Path,
+        devices: list[str],
+        polls: dict[tuple[str, int], tuple[int, int]],
+    ) -> tuple[list[bundle.Member], dict[str, Any]]:
+        """The cart's files in its format, plus COMPLETENESS.csv and README.txt; and its counts."""
         request = cart.request
-        partial = sum(s.partial for s in staged)
-        counts = {
+        folder = cart_dir(self.settings, cart.id)
+        counts: dict[str, Any] = {
             "devices": len({p.device_hour.cloud_id for p in parts}),
             "hours": len({p.device_hour for p in parts}),
             "parts": len(parts),
-            "partial_lines": partial,
+            "partial_lines": sum(s.partial for s in staged),
         }
+        by_device: dict[str, dict[int, list[Path]]] = {}
+        for p, s in zip(parts, staged, strict=True):
+            by_device.setdefault(p.device_hour.cloud_id, {}).setdefault(
+                int(hour_start(p.device_hour.hour)), []
+            ).append(stage_dir / s.name)
+        members: list[bundle.Member] = []
         if request.format == "jl":
             counts["lines"] = sum(s.lines for s in staged)
-            return [bundle.Member(s.name, stage_dir / s.name, s.size, s.sha256) for s in staged], counts
-        by_device: dict[str, dict[str, list[Path]]] = {}
-        for p, s in zip(parts, staged, strict=True):
-            by_device.setdefault(p.device_hour.cloud_id, {}).setdefault(p.device_hour.hour, []).append(
-                stage_dir / s.name
-            )
-        members = []
-        rows = duplicates = 0
-        csv_dir = cart_dir(self.settings, cart.id)
+            members = [bundle.Member(s.name, stage_dir / s.name, s.size, s.sha256) for s in staged]
+        per_device: dict[str, DeviceTables] = {}
         for cloud_id, hours in sorted(by_device.items()):
-            result = write_csv(cloud_id, [hours[h] for h in sorted(hours)], request.start, request.end,
-                               csv_dir / f"{cloud_id}.csv", f"{cloud_id}.csv")  # fmt: skip
-            rows += result.rows
-            duplicates += result.duplicates
-            members.append(bundle.Member(result.staged.name, csv_dir / f"{cloud_id}.csv", result.staged.size,
-                                         result.staged.sha256))  # fmt: skip
-        counts.update(rows=rows, duplicates_dropped=duplicates)
+            made = build_device(
+                request.format, cloud_id, sorted(hours.items()), request.start, request.end, folder
+            )
+            per_device[cloud_id] = made
+            members.extend(bundle.Member(m.name, m.path, m.size, m.sha256) for m in made.files)
+        counts["duplicates_dropped"] = sum(d.duplicates for d in per_device.values())
+        if request.format != "jl":
+            counts["rows"] = sum(sum(d.rows.values()) for d in per_device.values())
+        counts["per_device"] = {cid: d.counts() for cid, d in per_device.items()}
+        completeness = folder / "COMPLETENESS.csv"
+        write_completeness(completeness, devices, hours_in(request, self.clock()),
+                           {cid: d.hours for cid, d in per_device.items()}, polls)  # fmt: skip
+        readme = folder / "README.txt"
+        readme.write_text(readme_text(request.format, cart.id, request.start, request.end, len(devices)))
+        for extra in (completeness, readme):
+            members.append(bundle.Member(extra.name, extra, extra.stat().st_size, file_sha256(extra)))
         return members, counts
+
+    async def _polls(
+        self, devices: list[str], request: CartRequest
+    ) -> dict[tuple[str, int], tuple[int, int]]:
+        """Polls scheduled and ok per device-hour, as Redis still has them (COMPLETENESS_DAYS)."""
+        kept_from = self.clock() - self.settings.completeness_days * 86400
+        hours = [h // 3600 for h in hours_in(request, self.clock()) if h >= kept_from - 3600]
+        if not hours:
+            return {}
+        try:
+            rows = await self.store.completeness(devices, hours)
+        except StoreError:
+            return {}  # the columns stay empty; the readings counted from the files are there
+        return {(r["cloud_id"], r["hour"]): (r["scheduled"], r["ok"]) for r in rows if r["scheduled"]}
 
     async def _archive_call(self, fn: Callable[[], T]) -> T:
         """Run blocking archive work in a thread, retrying archive trouble with backoff."""

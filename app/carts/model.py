@@ -21,7 +21,7 @@ STATES = (WAITING, STAGING, BUNDLING, READY, ERROR)
 NO_SPACE, ARCHIVE_UNAVAILABLE, HASH_MISMATCH = "NO_SPACE", "ARCHIVE_UNAVAILABLE", "HASH_MISMATCH"
 CANCELLED, TIMEOUT, EMPTY, FAILED = "CANCELLED", "TIMEOUT", "EMPTY", "FAILED"
 REASONS = (NO_SPACE, ARCHIVE_UNAVAILABLE, HASH_MISMATCH, CANCELLED, TIMEOUT, EMPTY, FAILED)
-FORMATS = ("jl", "csv")
+FORMATS = ("jl", "csv", "parquet")
 _FIELDS = {"devices", "start", "end", "format"}
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _FILENAME_BAD = re.compile(r'[\x00-\x1f\x7f/\\"]')
@@ -120,7 +120,9 @@ class CartRequest:
             raise ValidationError("end must be after start (the range is [start, end)).", field="end")
         fmt = body.get("format", "jl")
         if fmt not in FORMATS:
-            raise ValidationError(f'format must be "jl" or "csv", got {str(fmt)[:20]!r}.', field="format")
+            raise ValidationError(
+                f'format must be "jl", "csv" or "parquet", got {str(fmt)[:20]!r}.', field="format"
+            )
         return cls(devices, start, end, str(fmt))
 
     def to_json(self) -> dict[str, Any]:

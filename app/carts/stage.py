@@ -1,4 +1,4 @@
-"""Stage a cart's parts under DATA_DIR/carts/<id>/staging/, each verified, and merge CSVs.
+"""Stage a cart's parts under DATA_DIR/carts/<id>/staging/, each verified.
 
 An archived part is fetched, its bytes checked against the archive's SHA-256 of the object,
 then decompressed and checked against the SHA-256 of the original `.jl` recorded when rotate
@@ -8,12 +8,10 @@ file is recorded in `.staged.jl`, so a rebuild (`carts fixit`) reuses files that
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 import zlib
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -141,71 +139,4 @@ def _copy_local(part: Part, dest: Path) -> Staged:
     )
 
 
-CSV_HEADER = (
-    "time_utc", "demand_kw", "cloud_id", "device_time", "polled_at",
-    "TimeStamp", "Demand", "Multiplier", "Divisor",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class CsvResult:
-    staged: Staged
-    rows: int
-    duplicates: int
-    partial: int
-
-
-def write_csv(
-    cloud_id: str, hours: list[list[Path]], start: float, end: float, dest: Path, name: str
-) -> CsvResult:
-    """One device's demand readings as CSV, ordered by device time, parts merged, duplicates
-    (same device time) dropped.
-
-    `hours` lists each hour's staged parts, hours in order, so only one hour is in memory.
-    """
-    from app.hourly import read_lines
-
-    rows = duplicates = partial = 0
-    previous: set[object] = set()  # the last hour's device times: a reading polled across the boundary
-    tmp = dest.with_name(dest.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        out = csv.writer(f, lineterminator="\n")
-        out.writerow(CSV_HEADER)
-        for parts in hours:
-            seen: dict[object, dict[str, object]] = {}
-            for path in parts:
-                result = read_lines(path)
-                partial += result.partial
-                for record in result.records:
-                    if record.get("kind", "demand") != "demand":
-                        continue  # summation and price lines are in the jl format's files
-                    stamp = record.get("device_time")
-                    if stamp in seen or stamp in previous:
-                        duplicates += 1
-                        continue
-                    seen[stamp] = record
-            ordered = sorted(
-                seen.values(), key=lambda r: (_num(r.get("device_time")), _num(r.get("polled_at")))
-            )
-            for r in ordered:
-                device_time = _num(r.get("device_time"))
-                if not start <= device_time < end:
-                    continue
-                out.writerow((
-                    datetime.fromtimestamp(device_time, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    r.get("demand_kw"),
-                    cloud_id, int(device_time), r.get("polled_at"), r.get("TimeStamp"), r.get("Demand"),
-                    r.get("Multiplier"), r.get("Divisor"),
-                ))  # fmt: skip
-                rows += 1
-            previous = set(seen)
-    os.replace(tmp, dest)
-    size = dest.stat().st_size
-    return CsvResult(Staged(name, size, file_sha256(dest), f"csv:{cloud_id}"), rows, duplicates, partial)
-
-
-def _num(value: object) -> float:
-    return float(value) if isinstance(value, int | float) else 0.0
-
-
-__all__ = ["CSV_HEADER", "HashMismatch", "Staged", "Vanished", "stage_part", "write_csv"]
+__all__ = ["HashMismatch", "Staged", "Vanished", "stage_part"]

@@ -163,7 +163,7 @@ SCHEMAS: dict[str, Any] = {
                                   {"type": "string", "enum": ["all"]}]},
             "start": {"oneOf": [{"type": "string", "example": "2026-11-01T00:00:00Z"}, {"type": "number"}]},
             "end": {"oneOf": [{"type": "string", "example": "2026-12-01T00:00:00Z"}, {"type": "number"}]},
-            "format": {"type": "string", "enum": ["jl", "csv"]},
+            "format": {"type": "string", "enum": ["jl", "csv", "parquet"], "description": "jl: the hourly files as written; csv: a file of demand readings per device; parquet: typed columns per device and kind"},
         },
     },
     "Cart": {

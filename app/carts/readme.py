@@ -1,0 +1,126 @@
+"""COMPLETENESS.csv and README.txt, in every cart whatever its format.
+
+COMPLETENESS.csv has a row per requested device and UTC hour in the range: polls scheduled and
+ok (as the pingers counted them, kept COMPLETENESS_DAYS; empty when no longer known), and from the
+cart's own files the distinct demand readings, the longest wait for one, and the repeats dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from app.research.merge import HourCount
+from app.research.schema import SCHEMAS, UNITS
+
+COMPLETENESS_HEADER = (
+    "cloud_id", "hour_utc", "polls_scheduled", "polls_ok", "readings", "longest_gap_s", "duplicates_dropped",
+)  # fmt: skip
+
+
+def write_completeness(
+    dest: Path,
+    devices: Iterable[str],
+    hours: list[int],
+    counted: dict[str, list[HourCount]],
+    polls: dict[tuple[str, int], tuple[int, int]],
+) -> None:
+    """One row per device and hour (Unix s of its start) in `hours`, devices in order."""
+    with dest.open("w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f, lineterminator="\n")
+        out.writerow(COMPLETENESS_HEADER)
+        for cid in devices:
+            by_hour = {c.hour: c for c in counted.get(cid, [])}
+            for hour in hours:
+                c = by_hour.get(hour) or HourCount(hour)
+                scheduled, ok = polls.get((cid, hour // 3600), ("", ""))
+                out.writerow((cid, time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(hour)), scheduled, ok,
+                              c.readings, round(c.longest_gap_s, 3), c.duplicates))  # fmt: skip
+
+
+_FILES = {
+    "jl": """\
+<cloud_id>/YYYY/MM/DD/<prefix>-<cloud_id>-YYYY-MM-DD-HH.jl
+    The hourly files exactly as the pingers wrote them: one JSON object per line, UTF-8, every
+    part of an hour (a second file for the same hour, `.part2.jl`, comes from a pinger restart
+    on another host or a late write; read them all, and drop a line whose cloud_id, kind and
+    device_time an earlier line had). A line without `kind` is a demand line. A last line cut
+    by a crash may be there; skip a line that does not parse.""",
+    "csv": """\
+<cloud_id>.csv
+    One device's demand readings, a header row, then one row per distinct reading in time
+    order, parts merged and repeats dropped. Columns: time_utc (ISO 8601, UTC, the reading's
+    own time), demand_kw, cloud_id, device_time (Unix seconds), polled_at (Unix seconds, when
+    it reached us), and the gateway's raw TimeStamp, Demand, Multiplier, Divisor (EAGLE-100s
+    only: empty for other gateways). Summation and price are in the jl and parquet formats.""",
+    "parquet": """\
+<cloud_id>/demand.parquet, <cloud_id>/summation.parquet, <cloud_id>/price.parquet
+    One file per device and line kind (a kind the device never sent has no file), written by
+    pyarrow: zstd, row groups of 131,072 rows, one row per distinct reading in time order,
+    parts merged and repeats dropped. Load one with pandas.read_parquet, polars.read_parquet,
+    pyarrow.parquet.read_table or DuckDB (SELECT * FROM '*/demand.parquet').""",
+}
+
+
+def _columns() -> str:
+    out = []
+    for kind, schema in SCHEMAS.items():
+        out.append(f"  {kind}:")
+        for f in schema:
+            note = UNITS.get(f.name, "")
+            if f.name == "time":
+                note = "the reading's own time (the gateway's clock), UTC, milliseconds"
+            elif f.name == "polled_at":
+                note = "when it reached us, UTC, milliseconds"
+            elif f.name == "source":
+                note = "how: eagle100-cloud, eagle100-local, eagle200-local, push, history"
+            elif f.name[0].isupper():
+                note = "the gateway's raw field, decoded from hex (null when it did not send it)"
+            out.append(f"    {f.name:<20} {f.type!s:<24} {note}")
+    return "\n".join(out)
+
+
+def readme_text(fmt: str, cart_id: str, start: float, end: float, devices: int) -> str:
+    """What every file and column of a cart is, the units, the time base, gaps, verification."""
+    span = f"{_iso(start)} to {_iso(end)} (UTC; the end excluded)"
+    columns = f"\nColumns of the Parquet files\n{_columns()}\n" if fmt == "parquet" else ""
+    return f"""\
+Rainforest Logger cart {cart_id}
+{devices} device(s), readings from {span}, format {fmt}.
+
+Files
+MANIFEST.json
+    The request, every file with its size and SHA-256, where each came from, and counts per
+    device (devices.<cloud_id>): rows of each kind, hours with data, duplicates_dropped
+    (repeats of a reading in another part or the next hour), late_rows (rows that reached us
+    more than an hour after their own time, placed where they arrived), partial_lines.
+SHA256SUMS
+    Verify the cart with: sha256sum -c SHA256SUMS   (every line must say OK)
+COMPLETENESS.csv
+    One row per device and UTC hour in the range: polls_scheduled and polls_ok (what the pingers
+    counted; empty once older than the server keeps them, and for devices that push), readings
+    (distinct demand readings in that hour's files), longest_gap_s (the longest wait for a
+    demand reading that ended in that hour, from the previous reading in this cart), and
+    duplicates_dropped.
+README.txt
+    This file.
+{_FILES[fmt]}
+{columns}
+Time base and units
+    Times are UTC. A reading's own time comes from the gateway's clock (EAGLE-100: seconds since
+    2000-01-01, converted; EAGLE-200: the meter's LastContact); polled_at is our clock. Demand is
+    in kW (negative: power sent to the grid), summations in kWh, prices per kWh in the ISO 4217
+    currency given.
+
+Gaps
+    A gap is a gap: no row is made up for a time without a reading, and no value is ever zero
+    because it is missing. A device polled every 6 s has about 600 demand readings an hour when
+    its gateway makes a new reading each poll (EAGLE-100s every 8 s or so: about 450). Compare
+    readings with polls_ok in COMPLETENESS.csv to tell a silent gateway from a missed poll.
+"""
+
+
+def _iso(unix_s: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix_s))

@@ -1,0 +1,152 @@
+"""A device's staged hours as the cart's format wants them, with what each hour held.
+
+- `csv`: `<cloud_id>.csv`, its demand readings;
+- `parquet`: `<cloud_id>/demand.parquet`, `summation.parquet` and `price.parquet` (when the device
+  has such lines), typed columns (`app.research.schema`), sorted by time;
+- `jl`: the staged files themselves go in the cart; they are read here only to be counted.
+
+Every format reads the hours through `app.research.merge`, so parts are merged, repeats dropped
+and rows ordered the same way, and the counts for COMPLETENESS.csv come from the same pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from app.archive.backend import file_sha256
+from app.research.merge import DeviceLines, HourCount, read_parts
+from app.research.parquet import KindWriter
+from app.research.schema import KINDS
+
+CSV_HEADER = (
+    "time_utc", "demand_kw", "cloud_id", "device_time", "polled_at",
+    "TimeStamp", "Demand", "Multiplier", "Divisor",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Made:
+    name: str  # path inside the cart
+    path: Path
+    size: int
+    sha256: str
+
+
+@dataclass
+class DeviceTables:
+    """What one device contributed: its files, its hours' counts and its rows by kind."""
+
+    cloud_id: str
+    files: list[Made] = field(default_factory=list)
+    hours: list[HourCount] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    late: int = 0
+    partial: int = 0
+
+    def counts(self) -> dict[str, int]:
+        """The device's entry in MANIFEST.json (what README.txt says each count is)."""
+        return {
+            **{f"{kind}_rows": self.rows.get(kind, 0) for kind in KINDS},
+            "hours_with_data": sum(1 for h in self.hours if h.lines),
+            "duplicates_dropped": self.duplicates,
+            "late_rows": self.late,
+            "partial_lines": self.partial,
+        }
+
+
+def build_device(
+    fmt: str, cloud_id: str, hours: list[tuple[int, list[Path]]], start: float, end: float, out_dir: Path
+) -> DeviceTables:
+    """Read a device's hours (each: its start and its staged parts, hours in order) once, writing
+    the format's files into `out_dir` and counting each hour."""
+    result = DeviceTables(cloud_id)
+    lines = DeviceLines(start, end, kinds=("demand",) if fmt == "csv" else ())
+    sink = (
+        _CsvSink(cloud_id, out_dir)
+        if fmt == "csv"
+        else _ParquetSink(cloud_id, out_dir)
+        if fmt == "parquet"
+        else None
+    )
+    try:
+        for hour, paths in hours:
+            records, partial = read_parts(paths)
+            count, released = lines.add_hour(hour, records, partial)
+            result.hours.append(count)
+            result.partial += partial
+            if sink is not None:
+                sink.add(released)
+        if sink is not None:
+            sink.add(lines.finish())
+            result.rows, result.files = sink.close()
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        raise
+    result.duplicates, result.late = lines.duplicates, lines.late
+    return result
+
+
+def _made(name: str, path: Path) -> Made:
+    return Made(name, path, path.stat().st_size, file_sha256(path))
+
+
+class _CsvSink:
+    def __init__(self, cloud_id: str, out_dir: Path) -> None:
+        self.name = f"{cloud_id}.csv"
+        self.dest = out_dir / self.name
+        self.tmp = self.dest.with_name(self.name + ".tmp")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.file = self.tmp.open("w", newline="", encoding="utf-8")
+        self.out = csv.writer(self.file, lineterminator="\n")
+        self.out.writerow(CSV_HEADER)
+        self.cloud_id, self.rows = cloud_id, 0
+
+    def add(self, released: dict[str, list[dict[str, Any]]]) -> None:
+        for r in released.get("demand", []):
+            device_time = r["device_time"]
+            self.out.writerow((
+                datetime.fromtimestamp(device_time, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                r.get("demand_kw"), self.cloud_id, int(device_time), r.get("polled_at"), r.get("TimeStamp"),
+                r.get("Demand"), r.get("Multiplier"), r.get("Divisor"),
+            ))  # fmt: skip
+            self.rows += 1
+
+    def close(self) -> tuple[dict[str, int], list[Made]]:
+        self.file.close()
+        os.replace(self.tmp, self.dest)
+        return {"demand": self.rows}, [_made(self.name, self.dest)]
+
+    def abort(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+class _ParquetSink:
+    def __init__(self, cloud_id: str, out_dir: Path) -> None:
+        self.cloud_id = cloud_id
+        self.writers = {kind: KindWriter(out_dir / cloud_id / f"{kind}.parquet", kind) for kind in KINDS}
+
+    def add(self, released: dict[str, list[dict[str, Any]]]) -> None:
+        for kind, rows in released.items():
+            if kind in self.writers:
+                self.writers[kind].add(rows)
+
+    def close(self) -> tuple[dict[str, int], list[Made]]:
+        rows: dict[str, int] = {}
+        made = []
+        for kind, writer in self.writers.items():
+            rows[kind] = writer.close()
+            if rows[kind]:  # a kind the device never sent has no file
+                made.append(_made(f"{self.cloud_id}/{kind}.parquet", writer.path))
+        return rows, made
+
+    def abort(self) -> None:
+        for writer in self.writers.values():
+            writer.abort()
