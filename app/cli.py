@@ -14,7 +14,7 @@ import orjson
 
 from app import logs
 from app.credentials import Vault, new_key
-from app.errors import ConfigError, RainforestError, ValidationError
+from app.errors import ArchiveError, ConfigError, RainforestError, ValidationError
 from app.settings import Settings
 
 log = logging.getLogger("rainforest")
@@ -198,6 +198,37 @@ async def _rotate_once(settings: Settings, archive: Any, hour: str | None) -> An
         return await Rotator(settings, archive, store, progress=sys.stderr.isatty()).pass_once(hour)
     finally:
         await store.close()
+
+
+@main.command()
+@click.option("--day", "day", required=True, metavar="YYYY-MM-DD", help="The UTC day to compact.")
+@click.option("--force", is_flag=True, help="Even if this host still has hourly files of that day.")
+def compact(day: str, force: bool) -> None:
+    """Write a closed, shipped UTC day as Parquet in the archive (rainforest-parquet/kind=/date=),
+    beside its hourly objects; again after a late part; nothing when already done.
+
+    Example: rainforest compact --day 2026-11-30"""
+    from app.archive.backend import open_archive
+    from app.research.compact import Compactor
+
+    settings = _settings()
+    logs.setup("rotate", settings)
+    try:
+        archive = open_archive(settings)
+        done = Compactor(settings, archive).compact(day, check=not force)
+    except ValidationError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (ArchiveError, ConfigError) as exc:
+        raise click.ClickException(f"archive trouble: {exc}") from None
+    if done.version is None:
+        click.echo(f"{day}: nothing to do: {done.note}.")
+        return
+    rows = ", ".join(f"{n} {kind}" for kind, n in done.rows.items() if n)
+    click.echo(
+        f"{day}: version {done.version}: {rows} rows of {done.devices} devices in {done.files} files "
+        f"({done.bytes / 1e6:.1f} MB), {done.duplicates} duplicates dropped, verified, "
+        f"in {done.seconds:.1f} s{'; ' + done.note if done.note else ''}."
+    )
 
 
 # --- carts -------------------------------------------------------------------------------

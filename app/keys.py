@@ -141,3 +141,8 @@ def released() -> str:
 def ownership_changed() -> str:
     """Pub/sub channel: a pinger released devices or left, so the others renew at once."""
     return f"{PREFIX}:owners:changed"
+
+
+def compaction_due() -> str:
+    """Set of UTC days (YYYY-MM-DD) with hourly objects newer than their compacted Parquet."""
+    return f"{PREFIX}:compact:due"

@@ -55,6 +55,7 @@ class Settings:
     rotate_grace_s: float = 300.0  # an hour is shipped once it ended this long ago
     rotate_concurrency: int = 8  # files compressed and uploaded at once
     rotate_readback: bool = False  # also HEAD each object after S3 confirmed it in its reply
+    compact_archive: bool = True  # the rotate loop compacts each closed day to Parquet in the archive
     archive_timeout_s: float = 30.0  # one archive request's read timeout
     cart_ttl_s: float = 7 * 86400.0  # a cart is removed this long after its last download or creation
     cart_deadline_s: float = 3600.0  # a cart still building after this fails with TIMEOUT

@@ -1,7 +1,9 @@
 """The interface every archive backend keeps, and the choice between them.
 
 Rules a backend must keep:
-- `put_new` never replaces an object: it answers False when the key already exists.
+- `put_new` never replaces an object: it answers None when the key already exists.
+- `delete` exists for derived data only (superseded compacted days); the hourly objects, the
+  source of truth, are never deleted or replaced.
 - `stat` reports what the archive holds, so rotate can confirm an upload before deleting.
 - Failures are ArchiveError with a `kind`, never a library's own exception.
 """
@@ -9,10 +11,10 @@ Rules a backend must keep:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 from app.errors import ConfigError
@@ -84,6 +86,15 @@ class Archive(Protocol):
 
     def fetch(self, key: str, dest: Path) -> None:
         """Copy the object at `key` to `dest`."""
+
+    def children(self, prefix: str) -> Sequence[str]:
+        """The names one level below `prefix` (which ends with "/"), objects and folders, sorted."""
+
+    def open_read(self, key: str) -> BinaryIO:
+        """The object at `key` as a seekable file (reads only the ranges asked for, on S3)."""
+
+    def delete(self, key: str) -> None:
+        """Remove a derived object (a superseded compacted file); never an hourly object."""
 
 
 def open_archive(settings: Settings) -> Archive:

@@ -14,9 +14,12 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from app.archive.backend import StoredObject, Upload, file_sha256, gunzip_sha256, read_chunks
+from app.archive.layout import ROOT
 from app.errors import ArchiveError
 
 
@@ -109,6 +112,35 @@ class FileArchive:
         except OSError as exc:
             raise ArchiveError(
                 f"cannot read {key} in {self.root}: {exc.strerror or exc}", kind="unreachable"
+            ) from exc
+
+    def children(self, prefix: str) -> Sequence[str]:
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        try:
+            return sorted(p.name for p in base.iterdir() if p != self.incoming)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise ArchiveError(
+                f"cannot list {prefix} in {self.root}: {exc.strerror or exc}", kind="unreachable"
+            ) from exc
+
+    def open_read(self, key: str) -> BinaryIO:
+        try:
+            return self._path(key).open("rb")
+        except OSError as exc:
+            raise ArchiveError(
+                f"cannot read {key} in {self.root}: {exc.strerror or exc}", kind="unreachable"
+            ) from exc
+
+    def delete(self, key: str) -> None:
+        if key.startswith(ROOT + "/"):
+            raise ArchiveError(f"refusing to delete an hourly object: {key}", kind="error")
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise ArchiveError(
+                f"cannot delete {key} in {self.root}: {exc.strerror or exc}", kind="unreachable"
             ) from exc
 
     def _path(self, key: str) -> Path:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from collections.abc import Iterator
+import io
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -34,6 +35,7 @@ from botocore.exceptions import (
 )
 
 from app.archive.backend import StoredObject, Upload, gunzip_sha256
+from app.archive.layout import ROOT
 from app.errors import ArchiveError
 from app.settings import Settings
 
@@ -180,6 +182,38 @@ class S3Archive:
         with self._translated(f"read {key}"):
             self.client.download_file(self.bucket, self.prefix + key, str(dest), Config=self.transfer)
 
+    def children(self, prefix: str) -> Sequence[str]:
+        names: list[str] = []
+        with self._translated(f"list {prefix}"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix, Delimiter="/"
+            )
+            for page in pages:
+                names += [
+                    p["Prefix"][len(self.prefix + prefix) :].rstrip("/")
+                    for p in page.get("CommonPrefixes", [])
+                ]
+                names += [o["Key"][len(self.prefix + prefix) :] for o in page.get("Contents", [])]
+        return sorted(names)
+
+    def open_read(self, key: str) -> BinaryIO:
+        with self._translated(f"read {key}"):
+            size = int(self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)["ContentLength"])
+        return cast(BinaryIO, io.BufferedReader(_RangeReader(self, key, size), buffer_size=1024 * 1024))
+
+    def delete(self, key: str) -> None:
+        if key.startswith(ROOT + "/"):
+            raise ArchiveError(f"refusing to delete an hourly object: {key}", kind="error")
+        with self._translated(f"delete {key}"):
+            self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        with self._translated(f"read {key}"):
+            reply = self.client.get_object(
+                Bucket=self.bucket, Key=self.prefix + key, Range=f"bytes={start}-{start + length - 1}"
+            )
+            return bytes(reply["Body"].read())
+
     @contextlib.contextmanager
     def _translated(self, action: str) -> Iterator[None]:
         """Turn boto3's errors into one ArchiveError sentence with a kind for metrics."""
@@ -223,6 +257,38 @@ class S3Archive:
             raise ArchiveError(
                 f"the archive failed to {action}: {exc} ({where}).", kind="unreachable"
             ) from exc
+
+
+class _RangeReader(io.RawIOBase):
+    """A seekable view of an S3 object: each read is a ranged GET (Parquet readers read a footer,
+    then the row groups they need, and nothing else)."""
+
+    def __init__(self, archive: S3Archive, key: str, size: int) -> None:
+        super().__init__()
+        self.archive, self.key, self.size, self.pos = archive, key, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buffer: Any) -> int:
+        length = min(len(buffer), self.size - self.pos)
+        if length <= 0:
+            return 0
+        data = self.archive.read_range(self.key, self.pos, length)
+        buffer[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
 
 
 def _b64(hex_digest: str) -> str:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,9 +42,10 @@ from app.carts.plan import Part, hours_in, plan
 from app.carts.readme import readme_text, write_completeness
 from app.carts.registry import CartRegistry
 from app.carts.stage import HashMismatch, Staged, Vanished, append_record, load_record, stage_part
-from app.carts.tables import DeviceTables, build_device
+from app.carts.tables import DeviceTables, HourLines, build_device, staged_hours
 from app.errors import ArchiveError, StoreError
 from app.logs import action
+from app.research.days import DayManifest, DayReader, compacted_device_days, compacted_hours
 from app.rotate.scan import hour_start
 from app.settings import Settings
 from app.store import Store
@@ -150,7 +152,12 @@ class Builder:
                 self.archive, settings.logs_dir, settings.file_prefix, request, devices, self.clock()
             )
         )
-        if not parts:
+        compacted: dict[tuple[str, str], DayManifest] = {}
+        if request.format != "jl":  # jl carts are the hourly files themselves, always
+            compacted = await self._archive_call(lambda: _compacted(self.archive, parts))
+            parts = [p for p in parts if (p.device_hour.cloud_id, p.device_hour.hour[:10]) not in compacted]
+            counts["compacted_device_days"] = len(compacted)
+        if not parts and not compacted:
             span = request.to_json()
             raise CartFailed(
                 EMPTY,
@@ -178,7 +185,9 @@ class Builder:
         began = time.monotonic()
         await self._update(cart.id, status=BUNDLING, message="bundling the tar")
         polls = await self._polls(devices, request)
-        members, content = await joined(self._members, cart, parts, staged, stage_dir, devices, polls)
+        members, content = await joined(
+            self._members, cart, parts, staged, stage_dir, devices, polls, compacted
+        )
         per_device = content.pop("per_device")
         manifest = bundle.manifest_bytes({
             "cart_id": cart.id, "created_at": cart.public()["created_at"], "request": request.to_json(),
@@ -277,12 +286,13 @@ class Builder:
         stage_dir: Path,
         devices: list[str],
         polls: dict[tuple[str, int], tuple[int, int]],
+        compacted: dict[tuple[str, str], DayManifest],
     ) -> tuple[list[bundle.Member], dict[str, Any]]:
         """The cart's files in its format, plus COMPLETENESS.csv and README.txt; and its counts."""
         request = cart.request
         folder = cart_dir(self.settings, cart.id)
         counts: dict[str, Any] = {
-            "devices": len({p.device_hour.cloud_id for p in parts}),
+            "devices": len({p.device_hour.cloud_id for p in parts} | {cid for cid, _ in compacted}),
             "hours": len({p.device_hour for p in parts}),
             "parts": len(parts),
             "partial_lines": sum(s.partial for s in staged),
@@ -297,12 +307,20 @@ class Builder:
             counts["lines"] = sum(s.lines for s in staged)
             members = [bundle.Member(s.name, stage_dir / s.name, s.size, s.sha256) for s in staged]
         per_device: dict[str, DeviceTables] = {}
-        for cloud_id, hours in sorted(by_device.items()):
-            made = build_device(
-                request.format, cloud_id, sorted(hours.items()), request.start, request.end, folder
-            )
-            per_device[cloud_id] = made
-            members.extend(bundle.Member(m.name, m.path, m.size, m.sha256) for m in made.files)
+        readers: dict[str, DayReader] = {}  # one per compacted day, its files' footers read once
+        try:
+            for cloud_id in sorted(set(by_device) | {cid for cid, _ in compacted}):
+                days = sorted(day for cid, day in compacted if cid == cloud_id)
+                for day in days:
+                    readers.setdefault(day, DayReader(self.archive, compacted[(cloud_id, day)]))
+                hours = _device_hours(by_device.get(cloud_id, {}), [readers[d] for d in days], cloud_id)
+                made = build_device(request.format, cloud_id, hours, request.start, request.end, folder)
+                per_device[cloud_id] = made
+                members.extend(bundle.Member(m.name, m.path, m.size, m.sha256) for m in made.files)
+        finally:
+            for reader in readers.values():
+                reader.close()
+        counts["compacted_days_read"] = sorted(readers)
         counts["duplicates_dropped"] = sum(d.duplicates for d in per_device.values())
         if request.format != "jl":
             counts["rows"] = sum(sum(d.rows.values()) for d in per_device.values())
@@ -384,6 +402,27 @@ class Builder:
                 lost.set()
                 builder.cancel()
                 return
+
+
+def _compacted(archive: Archive, parts: list[Part]) -> dict[tuple[str, str], DayManifest]:
+    """The device-days of a plan that compacted Parquet holds exactly (see compacted_device_days)."""
+    archived: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    local: set[tuple[str, str]] = set()
+    for p in parts:
+        where = (p.device_hour.cloud_id, p.device_hour.hour[:10])
+        if p.key is None:
+            local.add(where)
+        else:
+            archived.setdefault(where, []).append((p.key, p.stored_size))
+    return compacted_device_days(archive, archived, local)
+
+
+def _device_hours(
+    staged: dict[int, list[Path]], readers: list[DayReader], cloud_id: str
+) -> Iterator[HourLines]:
+    """A device's hours in order: from staged hourly parts, and from compacted days."""
+    from_days = (h for reader in readers for h in compacted_hours(reader, cloud_id))  # a day at a time
+    yield from heapq.merge(staged_hours(staged), from_days, key=lambda h: h[0])
 
 
 def used_bytes(folder: Path) -> int:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from app.archive.backend import file_sha256
 from app.research.merge import DeviceLines, HourCount, read_parts
@@ -60,24 +61,31 @@ class DeviceTables:
         }
 
 
+# One device-hour's lines: (hour start, records, unreadable lines, repeats already dropped)
+HourLines = tuple[int, list[dict[str, Any]], int, int]
+
+
+def staged_hours(hours: dict[int, list[Path]]) -> Iterator[HourLines]:
+    """Hours read from staged `.jl` parts, in hour order, one hour in memory at a time."""
+    for hour in sorted(hours):
+        records, partial = read_parts(hours[hour])
+        yield hour, records, partial, 0
+
+
 def build_device(
-    fmt: str, cloud_id: str, hours: list[tuple[int, list[Path]]], start: float, end: float, out_dir: Path
+    fmt: str, cloud_id: str, hours: Iterable[HourLines], start: float, end: float, out_dir: Path
 ) -> DeviceTables:
-    """Read a device's hours (each: its start and its staged parts, hours in order) once, writing
-    the format's files into `out_dir` and counting each hour."""
+    """Read a device's hours (in hour order) once, writing the format's files into `out_dir` and
+    counting each hour."""
     result = DeviceTables(cloud_id)
     lines = DeviceLines(start, end, kinds=("demand",) if fmt == "csv" else ())
-    sink = (
-        _CsvSink(cloud_id, out_dir)
-        if fmt == "csv"
-        else _ParquetSink(cloud_id, out_dir)
-        if fmt == "parquet"
-        else None
-    )
+    sinks: dict[str, Callable[[str, Path], _Sink]] = {"csv": _CsvSink, "parquet": _ParquetSink}
+    sink = sinks[fmt](cloud_id, out_dir) if fmt in sinks else None
     try:
-        for hour, paths in hours:
-            records, partial = read_parts(paths)
+        for hour, records, partial, dropped in hours:
             count, released = lines.add_hour(hour, records, partial)
+            count.duplicates += dropped  # repeats the compaction already dropped
+            result.duplicates += dropped
             result.hours.append(count)
             result.partial += partial
             if sink is not None:
@@ -89,8 +97,15 @@ def build_device(
         if sink is not None:
             sink.abort()
         raise
-    result.duplicates, result.late = lines.duplicates, lines.late
+    result.duplicates += lines.duplicates
+    result.late = lines.late
     return result
+
+
+class _Sink(Protocol):
+    def add(self, released: dict[str, list[dict[str, Any]]]) -> None: ...
+    def close(self) -> tuple[dict[str, int], list[Made]]: ...
+    def abort(self) -> None: ...
 
 
 def _made(name: str, path: Path) -> Made:

@@ -7,10 +7,11 @@ open file, however large the cart or the day.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from app.research.schema import Columns
@@ -22,11 +23,18 @@ COMPRESSION: Final = "zstd"
 class KindWriter:
     """One kind's rows into one Parquet file; the file exists only once a row arrived."""
 
-    def __init__(self, path: Path, kind: str, sorted_by: tuple[str, ...] = ("time",)) -> None:
+    def __init__(
+        self,
+        path: Path,
+        kind: str,
+        sorted_by: tuple[str, ...] = ("time",),
+        on_table: Callable[[pa.Table], None] | None = None,
+    ) -> None:
         self.path, self.kind = path, kind
         self.columns = Columns(kind)
         self.rows = 0
         self._sorted_by = sorted_by
+        self._on_table = on_table  # sees each row group as it is written (compaction digests them)
         self._writer: pq.ParquetWriter | None = None
 
     def add(self, records: Iterable[dict[str, Any]]) -> None:
@@ -58,6 +66,8 @@ class KindWriter:
 
     def _flush(self) -> None:
         table = self.columns.table()
+        if self._on_table is not None:
+            self._on_table(table)
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             order = [pq.SortingColumn(table.schema.get_field_index(name)) for name in self._sorted_by]

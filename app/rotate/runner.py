@@ -17,6 +17,7 @@ from app.heartbeat import Heartbeat
 from app.lifecycle import serve_metrics
 from app.logs import action
 from app.rotate.claim import Busy, Claim, clean_tmp
+from app.rotate.daily import DailyCompaction
 from app.rotate.duplicates import repeated
 from app.rotate.metrics import RotateMetrics
 from app.rotate.scan import LocalFile, closed_files, hour_start
@@ -129,9 +130,12 @@ class Rotator:
     async def run(self, every_s: float) -> None:
         """Pass after pass, `every_s` apart, until `request_stop` (in-flight files finish first)."""
         log.info("rotate started", extra={"archive": self.archive.url, "every_s": every_s})
+        daily = DailyCompaction(self.settings, self.archive, self.store) if self.store is not None else None
         while not self._stop.is_set():
             began = time.monotonic()
             await self.pass_once()
+            if daily is not None:
+                await daily.maybe_run(self._stop)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), max(0.0, every_s - (time.monotonic() - began)))
         log.info("rotate stopped")
@@ -258,6 +262,8 @@ class Rotator:
         cloud_id, hour = item.device_hour.cloud_id, item.device_hour.hour
         try:
             await self.store.record_archived(cloud_id, hour, new_hour=placed.stored and placed.part == 1)
+            if placed.stored:
+                await self.store.want_compaction(hour[:10])  # (re)compact that day once it is closed
             if duplicates:
                 keep_s = self.settings.completeness_days * 86400
                 await self.store.add_duplicates(cloud_id, int(hour_start(hour) // 3600), duplicates, keep_s)

@@ -1,0 +1,178 @@
+"""The compacted archive's layout, its day manifests, and reading a device's rows back from it.
+
+    rainforest-parquet/kind=<kind>/date=YYYY-MM-DD/v0001-000.parquet      the day's rows of a kind
+    rainforest-parquet/_manifests/date=YYYY-MM-DD/v0001.json              what version 1 holds
+
+Hive-style partitions (`kind=`, `date=`) so DuckDB, Spark, Trino and Athena read them in place;
+folders and files starting with `_` are ignored by those readers. `date` is the UTC day of the
+hourly files the rows came from (the day they reached us), so a reading timed just before midnight
+can sit in the next day's partition: filter on `time`. Rows are sorted by cloud_id, then time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from app.archive.backend import Archive
+from app.errors import ArchiveError
+
+ROOT = "rainforest-parquet"
+_VERSION_RE = re.compile(r"^v(\d{4})")
+
+
+def file_key(kind: str, day: str, version: int, n: int) -> str:
+    return f"{ROOT}/kind={kind}/date={day}/v{version:04d}-{n:03d}.parquet"
+
+
+def manifest_key(day: str, version: int) -> str:
+    return f"{ROOT}/_manifests/date={day}/v{version:04d}.json"
+
+
+@dataclass
+class DayManifest:
+    """What one version of a compacted day holds, and where it came from."""
+
+    day: str
+    version: int
+    sources_sha256: str  # of every hourly object the day was made from (key and size)
+    sources: dict[str, list[list[Any]]]  # cloud_id → [[key, size], ...]
+    files: list[dict[str, Any]]  # {key, kind, rows, bytes, sha256}
+    rows: dict[str, int]  # by kind
+    digests: dict[str, str]  # by kind: of every row's cloud_id, times and value, as verified
+    duplicates: dict[str, dict[str, int]] = field(default_factory=dict)  # cloud_id → hour → dropped
+    partial: dict[str, dict[str, int]] = field(default_factory=dict)  # cloud_id → hour → unreadable lines
+    created_at: float = 0.0
+    seconds: float = 0.0
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.__dict__, option=orjson.OPT_INDENT_2) + b"\n"
+
+    @classmethod
+    def from_json(cls, data: bytes) -> DayManifest:
+        return cls(**orjson.loads(data))
+
+
+def versions(archive: Archive, day: str) -> list[int]:
+    """Every version number used for a day, by a manifest or by a file (a crashed attempt's)."""
+    found = set()
+    for prefix in (f"{ROOT}/_manifests/date={day}/", *(f"{ROOT}/kind={k}/date={day}/" for k in _KINDS)):
+        for name in archive.children(prefix):
+            match = _VERSION_RE.match(name)
+            if match:
+                found.add(int(match.group(1)))
+    return sorted(found)
+
+
+def current(archive: Archive, day: str) -> DayManifest | None:
+    """The newest confirmed version of a compacted day (a manifest is written once verified)."""
+    names = [n for n in archive.children(f"{ROOT}/_manifests/date={day}/") if _VERSION_RE.match(n)]
+    if not names:
+        return None
+    key = f"{ROOT}/_manifests/date={day}/{max(names)}"
+    with archive.open_read(key) as f:
+        try:
+            return DayManifest.from_json(f.read())
+        except (orjson.JSONDecodeError, TypeError) as exc:
+            raise ArchiveError(f"{key} is not a readable day manifest: {exc}", kind="integrity") from exc
+
+
+_KINDS = ("demand", "summation", "price")
+
+
+class DayReader:
+    """A device's rows of a compacted day, reading only the row groups that can hold it."""
+
+    def __init__(self, archive: Archive, manifest: DayManifest) -> None:
+        self.archive, self.manifest = archive, manifest
+        self._files: dict[str, pq.ParquetFile] = {}
+
+    def rows(self, cloud_id: str) -> list[dict[str, Any]]:
+        """Every row of the device, of every kind, as lines of the hourly files would hold them."""
+        out: list[dict[str, Any]] = []
+        for entry in self.manifest.files:
+            pf = self._open(entry["key"])
+            groups = [
+                i for i in range(pf.metadata.num_row_groups) if _may_hold(pf.metadata.row_group(i), cloud_id)
+            ]
+            if not groups:
+                continue
+            table = pf.read_row_groups(groups)
+            table = table.filter(pc.equal(table.column("cloud_id"), pa.scalar(cloud_id)))
+            out.extend(as_line(row, entry["kind"]) for row in table.to_pylist())
+        return out
+
+    def close(self) -> None:
+        for pf in self._files.values():
+            pf.close()
+        self._files.clear()
+
+    def _open(self, key: str) -> pq.ParquetFile:
+        pf = self._files.get(key)
+        if pf is None:
+            pf = self._files[key] = pq.ParquetFile(self.archive.open_read(key))
+        return pf
+
+
+def _may_hold(group: pq.RowGroupMetaData, cloud_id: str) -> bool:
+    stats = group.column(0).statistics  # cloud_id is the first column
+    if stats is None or not stats.has_min_max or stats.min is None or stats.max is None:
+        return True
+    return bool(stats.min <= cloud_id <= stats.max)
+
+
+def as_line(row: dict[str, Any], kind: str) -> dict[str, Any]:
+    """A compacted row back in the hourly files' form (Unix-second times, `kind`)."""
+    line = {k: v for k, v in row.items() if v is not None and k not in ("time", "polled_at")}
+    line["device_time"] = int(row["time"].timestamp())
+    line["polled_at"] = row["polled_at"].timestamp() if row.get("polled_at") is not None else None
+    line["kind"] = kind
+    return line
+
+
+def compacted_device_days(
+    archive: Archive, archived: dict[tuple[str, str], list[tuple[str, int]]], local: set[tuple[str, str]]
+) -> dict[tuple[str, str], DayManifest]:
+    """The (cloud_id, day)s a cart can read from compacted Parquet instead of hourly objects: the
+    day's current version was made from exactly the hourly objects there now, and this host has no
+    unshipped file of that device-day. `archived` is what the cart's plan listed per device-day."""
+    manifests: dict[str, DayManifest | None] = {}
+    found: dict[tuple[str, str], DayManifest] = {}
+    for (cid, day), objects in archived.items():
+        if (cid, day) in local:
+            continue
+        if day not in manifests:
+            manifests[day] = current(archive, day)
+        manifest = manifests[day]
+        if manifest is not None and [list(o) for o in objects] == manifest.sources.get(cid):
+            found[(cid, day)] = manifest
+    return found
+
+
+def compacted_hours(reader: DayReader, cloud_id: str) -> list[tuple[int, list[dict[str, Any]], int, int]]:
+    """A device's compacted day as hours of lines (hour, lines, unreadable, repeats dropped), as
+    the hourly files held them."""
+    by_hour: dict[int, list[dict[str, Any]]] = {}
+    for line in reader.rows(cloud_id):
+        by_hour.setdefault(file_hour(line), []).append(line)
+    dropped = reader.manifest.duplicates.get(cloud_id, {})
+    partial = reader.manifest.partial.get(cloud_id, {})
+    hours = set(by_hour) | {int(h) for h in dropped} | {int(h) for h in partial}
+    return [(h, by_hour.get(h, []), partial.get(str(h), 0), dropped.get(str(h), 0)) for h in sorted(hours)]
+
+
+def file_hour(line: dict[str, Any]) -> int:
+    """The hour whose file a line was in: refilled history lines are filed by their own time, the
+    rest by when they reached us."""
+    at = (
+        line["device_time"]
+        if line.get("source") == "history" or line.get("polled_at") is None
+        else line["polled_at"]
+    )
+    return int(at // 3600 * 3600)
