@@ -308,12 +308,15 @@ class Builder:
             members = [bundle.Member(s.name, stage_dir / s.name, s.size, s.sha256) for s in staged]
         per_device: dict[str, DeviceTables] = {}
         readers: dict[str, DayReader] = {}  # one per compacted day, its files' footers read once
+        wanted = set(hours_in(request, self.clock()))
         try:
             for cloud_id in sorted(set(by_device) | {cid for cid, _ in compacted}):
                 days = sorted(day for cid, day in compacted if cid == cloud_id)
                 for day in days:
                     readers.setdefault(day, DayReader(self.archive, compacted[(cloud_id, day)]))
-                hours = _device_hours(by_device.get(cloud_id, {}), [readers[d] for d in days], cloud_id)
+                hours = _device_hours(
+                    by_device.get(cloud_id, {}), [readers[d] for d in days], cloud_id, wanted
+                )
                 made = build_device(request.format, cloud_id, hours, request.start, request.end, folder)
                 per_device[cloud_id] = made
                 members.extend(bundle.Member(m.name, m.path, m.size, m.sha256) for m in made.files)
@@ -353,7 +356,7 @@ class Builder:
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.settings.archive_retries),
-                wait=wait_exponential_jitter(initial=0.2, max=5),
+                wait=wait_exponential_jitter(multiplier=0.2, max=5),
                 retry=retry_if_exception_type(ArchiveError),
                 reraise=True,
             ):
@@ -418,10 +421,11 @@ def _compacted(archive: Archive, parts: list[Part]) -> dict[tuple[str, str], Day
 
 
 def _device_hours(
-    staged: dict[int, list[Path]], readers: list[DayReader], cloud_id: str
+    staged: dict[int, list[Path]], readers: list[DayReader], cloud_id: str, wanted: set[int]
 ) -> Iterator[HourLines]:
-    """A device's hours in order: from staged hourly parts, and from compacted days."""
-    from_days = (h for reader in readers for h in compacted_hours(reader, cloud_id))  # a day at a time
+    """A device's hours in the cart's range, in order: from staged hourly parts, and from
+    compacted days (a day at a time)."""
+    from_days = (h for reader in readers for h in compacted_hours(reader, cloud_id) if h[0] in wanted)
     yield from heapq.merge(staged_hours(staged), from_days, key=lambda h: h[0])
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import pyarrow as pa
@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from app.archive.backend import Archive
+from app.archive.layout import parse_key
 from app.errors import ArchiveError
 
 ROOT = "rainforest-parquet"
@@ -92,6 +93,7 @@ class DayReader:
     def __init__(self, archive: Archive, manifest: DayManifest) -> None:
         self.archive, self.manifest = archive, manifest
         self._files: dict[str, pq.ParquetFile] = {}
+        self._handles: list[BinaryIO] = []
 
     def rows(self, cloud_id: str) -> list[dict[str, Any]]:
         """Every row of the device, of every kind, as lines of the hourly files would hold them."""
@@ -111,12 +113,17 @@ class DayReader:
     def close(self) -> None:
         for pf in self._files.values():
             pf.close()
+        for handle in self._handles:
+            handle.close()
         self._files.clear()
+        self._handles.clear()
 
     def _open(self, key: str) -> pq.ParquetFile:
         pf = self._files.get(key)
         if pf is None:
-            pf = self._files[key] = pq.ParquetFile(self.archive.open_read(key))
+            handle = self.archive.open_read(key)
+            self._handles.append(handle)
+            pf = self._files[key] = pq.ParquetFile(handle)
         return pf
 
 
@@ -130,7 +137,8 @@ def _may_hold(group: pq.RowGroupMetaData, cloud_id: str) -> bool:
 def as_line(row: dict[str, Any], kind: str) -> dict[str, Any]:
     """A compacted row back in the hourly files' form (Unix-second times, `kind`)."""
     line = {k: v for k, v in row.items() if v is not None and k not in ("time", "polled_at")}
-    line["device_time"] = int(row["time"].timestamp())
+    at = row["time"].timestamp()
+    line["device_time"] = int(at) if at.is_integer() else at  # gateways' times are whole seconds
     line["polled_at"] = row["polled_at"].timestamp() if row.get("polled_at") is not None else None
     line["kind"] = kind
     return line
@@ -150,9 +158,18 @@ def compacted_device_days(
         if day not in manifests:
             manifests[day] = current(archive, day)
         manifest = manifests[day]
-        if manifest is not None and [list(o) for o in objects] == manifest.sources.get(cid):
+        if manifest is None:
+            continue
+        hours = {_hour_of(key) for key, _ in objects}
+        held = {(key, size) for key, size in manifest.sources.get(cid, []) if _hour_of(key) in hours}
+        if held == set(objects):  # every object of those hours, and nothing since
             found[(cid, day)] = manifest
     return found
+
+
+def _hour_of(key: str) -> str:
+    parsed = parse_key(key)
+    return parsed[0].hour if parsed is not None else ""
 
 
 def compacted_hours(reader: DayReader, cloud_id: str) -> list[tuple[int, list[dict[str, Any]], int, int]]:

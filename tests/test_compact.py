@@ -1,0 +1,254 @@
+"""Compaction on both archives (a folder and moto's S3 over HTTP): read back with DuckDB and with
+pyarrow's own S3 filesystem, the Parquet equals the hourly objects; a late part makes a new version
+without losing or doubling a row; the command refuses what it must with one sentence."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import duckdb
+import orjson
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+import redis as syncredis
+
+from app import keys
+from app.archive.backend import Archive, open_archive
+from app.research.compact import Compactor
+from app.research.days import current
+from app.rotate.daily import DailyCompaction
+from app.rotate.runner import Rotator
+from app.settings import Settings
+from app.store import Store
+from tests.conftest import S3_KEY_ID, S3_SECRET, S3Server
+from tests.test_rotate import write_hour
+
+DAY_START = int(time.time() // 86400 - 2) * 86400  # the day before yesterday, long closed
+DAY = time.strftime("%Y-%m-%d", time.gmtime(DAY_START))
+DEVICES = ("0d0001", "0d0002", "0d0003")
+
+
+def summation(cid: str, at: float, kwh: float) -> bytes:
+    return orjson.dumps({"cloud_id": cid, "polled_at": at, "device_time": int(at) - 1, "kind": "summation",
+                         "source": "eagle200-local", "delivered_kwh": kwh, "received_kwh": None,
+                         "MeterMacId": 7}) + b"\n"  # fmt: skip
+
+
+def fill_day(settings: Settings) -> None:
+    """Three devices × 24 hours of demand (300 a hour), a few summations, shipped by rotate."""
+    asyncio.run(ship_day(settings))
+
+
+async def ship_day(settings: Settings) -> None:
+    for cid in DEVICES:
+        for h in range(24):
+            path = write_hour(settings, cid, at=DAY_START + h * 3600 + 5, lines=300)
+            with path.open("ab") as f:
+                f.write(summation(cid, DAY_START + h * 3600 + 1800.5, 1000.0 + h))
+    report = await Rotator(settings.replace(rotate_grace_s=0.0), open_archive(settings), None).pass_once()
+    assert report.stored == len(DEVICES) * 24, report.fields()
+
+
+def hourly_truth(archive: Archive, tmp_path: Path) -> set[tuple[str, str, int, object]]:
+    """Distinct (cloud_id, kind, device_time, value) of every hourly object of the day."""
+    found = set()
+    y, m, d = DAY.split("-")
+    for cid in DEVICES:
+        for obj in archive.list(f"rainforest-logs/{cid}/{y}/{m}/{d}/"):
+            dest = tmp_path / "obj.gz"
+            archive.fetch(obj.key, dest)
+            for raw in gzip.decompress(dest.read_bytes()).splitlines():
+                r = orjson.loads(raw)
+                kind = r.get("kind", "demand")
+                value = r["demand_kw"] if kind == "demand" else r["delivered_kwh"]
+                found.add((r["cloud_id"], kind, int(r["device_time"]), value))
+    return found
+
+
+def parquet_rows(settings: Settings, s3: S3Server | None) -> set[tuple[str, str, int, object]]:
+    """The compacted day as a researcher reads it: DuckDB on a folder, pyarrow's S3 filesystem on S3."""
+    url = urlsplit(settings.archive_url)
+    rows: set[tuple[str, str, int, object]] = set()
+    if s3 is None:
+        root = Path(url.path) / "rainforest-parquet"
+        for kind, value in (("demand", "demand_kw"), ("summation", "delivered_kwh")):
+            got = duckdb.sql(
+                f"SELECT cloud_id, kind, epoch_ms(time) // 1000, {value} FROM read_parquet("
+                f"'{root}/kind={kind}/date={DAY}/*.parquet', hive_partitioning = true)"
+            ).fetchall()  # fmt: skip
+            rows |= {(c, k, t, v) for c, k, t, v in got}
+        return rows
+    fs = pafs.S3FileSystem(access_key=S3_KEY_ID, secret_key=S3_SECRET, region="us-east-1",
+                           endpoint_override=s3.endpoint, scheme="http")  # fmt: skip
+    base = f"{url.netloc}{url.path}/rainforest-parquet"
+    for kind, value in (("demand", "demand_kw"), ("summation", "delivered_kwh")):
+        table = pq.read_table(f"{base}/kind={kind}/date={DAY}/", filesystem=fs)
+        for r in table.select(["cloud_id", "time", value]).to_pylist():
+            rows.add((r["cloud_id"], kind, int(r["time"].timestamp()), r[value]))
+    return rows
+
+
+def test_a_compacted_day_equals_its_hourly_objects(
+    archive_settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    settings = archive_settings
+    fill_day(settings)
+    archive = open_archive(settings)
+    done = Compactor(settings, archive).compact(DAY)
+    assert done.version == 1 and done.rows["demand"] == 3 * 24 * 300 and done.rows["summation"] == 3 * 24
+    s3 = request.getfixturevalue("s3_server") if settings.archive_url.startswith("s3://") else None
+    truth = hourly_truth(archive, tmp_path)
+    assert parquet_rows(settings, s3) == truth and len(truth) == sum(done.rows.values())
+    manifest = current(archive, DAY)
+    assert manifest is not None and manifest.version == 1
+    # sorted by cloud_id then time, so one household's rows sit in few row groups
+    with archive.open_read(manifest.files[0]["key"]) as f:
+        table = pq.read_table(f)
+    order = list(zip(table.column("cloud_id").to_pylist(), table.column("time").to_pylist(), strict=True))
+    assert order == sorted(order)
+    again = Compactor(settings, archive).compact(DAY)
+    assert again.version is None and "already compacted" in again.note, "idempotent: nothing twice"
+
+
+def test_a_late_part_recompacts_without_losing_or_doubling_a_row(
+    archive_settings: Settings, tmp_path: Path
+) -> None:
+    settings = archive_settings
+    fill_day(settings)
+    archive = open_archive(settings)
+    first = Compactor(settings, archive).compact(DAY)
+    assert first.version == 1
+    # a late part for one hour: 100 readings repeated, 50 new
+    write_hour(settings, DEVICES[1], at=DAY_START + 5 * 3600 + 5, lines=150, start=200)
+    assert (
+        asyncio.run(Rotator(settings.replace(rotate_grace_s=0.0), archive, None).pass_once()).new_parts == 1
+    )
+    second = Compactor(settings, archive).compact(DAY)
+    assert second.version == 2 and "recompacted" in second.note
+    assert second.rows["demand"] == first.rows["demand"] + 50 and second.duplicates == 100
+    manifest = current(archive, DAY)
+    assert manifest is not None and manifest.version == 2
+    kept = [o.key for o in archive.list("rainforest-parquet/")]
+    assert kept and all("/v0002" in k for k in kept), "the older version goes once the new one is confirmed"
+    assert len(hourly_truth(archive, tmp_path)) == sum(second.rows.values())
+
+
+def test_the_command_refuses_what_it_must_in_one_sentence(
+    make_settings: Callable[..., Settings], redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(redis_url, archive_url=f"file://{tmp_path / 'archive'}")
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "DATA_DIR": str(settings.data_dir),
+        "ARCHIVE_URL": settings.archive_url,
+    }
+
+    def compact(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "app.cli", "compact", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    bad = compact("--day", "30/11/2026")
+    assert bad.returncode == 1 and "YYYY-MM-DD" in bad.stderr and "Traceback" not in bad.stderr
+    today = compact("--day", time.strftime("%Y-%m-%d", time.gmtime()))
+    assert today.returncode == 1 and "not over and shipped yet" in today.stderr
+    write_hour(settings, DEVICES[0], at=DAY_START + 3600)  # a file of that day this host still holds
+    unshipped = compact("--day", DAY)
+    assert (
+        unshipped.returncode == 1
+        and "not shipped yet" in unshipped.stderr
+        and "rainforest rotate" in unshipped.stderr
+    )
+    asyncio.run(Rotator(settings, open_archive(settings), None).pass_once())
+    ok = compact("--day", DAY)
+    assert ok.returncode == 0 and "version 1" in ok.stdout and "verified" in ok.stdout, ok.stderr
+    assert "nothing to do" in compact("--day", DAY).stdout
+
+
+async def test_the_rotate_loop_compacts_the_days_it_shipped(
+    make_settings: Callable[..., Settings], redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(redis_url, archive_url=f"file://{tmp_path / 'archive'}", rotate_grace_s=0.0)
+    store = Store.from_url(redis_url)
+    for h in range(3):
+        write_hour(settings, DEVICES[0], at=DAY_START + h * 3600 + 5, lines=50)
+    archive = open_archive(settings)
+    await Rotator(settings, archive, store).pass_once()  # notes the day
+    with syncredis.Redis.from_url(redis_url, decode_responses=True) as r:
+        assert r.smembers(keys.compaction_due()) == {DAY}
+    daily = DailyCompaction(settings, archive, store)
+    assert await daily.maybe_run(asyncio.Event()) == 1
+    assert (current(archive, DAY) or pytest.fail("no manifest")).rows["demand"] == 150
+    assert await store.compaction_due() == []
+    assert await daily.maybe_run(asyncio.Event()) == 0, "checked at most once an hour"
+    await store.close()
+
+
+async def build_cart(settings: Settings, store: Store, fmt: str, start: float, end: float) -> Path:
+    """A cart built by the real builder (as cartd runs it); returns its unpacked folder."""
+    import tarfile
+    import uuid
+
+    from app.carts.build import Builder, tar_path
+    from app.carts.model import Cart, CartRequest
+    from app.carts.registry import CartRegistry
+
+    registry = CartRegistry(store.redis)
+    cart = Cart(str(uuid.uuid4()), "t", 0.0, CartRequest(DEVICES, start, end, fmt), created_at=time.time(),
+                last_access=time.time())  # fmt: skip
+    assert await registry.create(cart)
+    outcome = await Builder(settings, open_archive(settings), registry, store, "w1").build(cart.id, 1)
+    assert outcome == "ready", await registry.get(cart.id)
+    out = settings.data_dir / f"unpacked-{fmt}-{cart.id}"
+    with tarfile.open(tar_path(settings, cart.id)) as tar:
+        tar.extractall(out, filter="data")
+    return out
+
+
+async def test_carts_read_compacted_days_and_equal_carts_of_hourly_objects(
+    make_settings: Callable[..., Settings], redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(redis_url, archive_url=f"file://{tmp_path / 'archive'}", rotate_grace_s=0.0)
+    with syncredis.Redis.from_url(redis_url) as r:
+        for cid in DEVICES:
+            r.hset(keys.device(cid), mapping={"cloud_id": cid, "active": "1"})
+            r.sadd(keys.devices_all(), cid)
+    await ship_day(settings)
+    store = Store.from_url(redis_url)
+    start, end = DAY_START + 3 * 3600, DAY_START + 9 * 3600
+    before = {fmt: await build_cart(settings, store, fmt, start, end) for fmt in ("csv", "parquet")}
+    assert Compactor(settings, open_archive(settings)).compact(DAY).version == 1
+    after = {fmt: await build_cart(settings, store, fmt, start, end) for fmt in ("csv", "parquet")}
+    await store.close()
+    for fmt in ("csv", "parquet"):
+        manifest = orjson.loads((after[fmt] / "MANIFEST.json").read_bytes())
+        assert manifest["counts"]["compacted_days_read"] == [DAY] and manifest["counts"]["parts"] == 0
+        assert (before[fmt] / "COMPLETENESS.csv").read_text() == (after[fmt] / "COMPLETENESS.csv").read_text()
+
+    def rows(folder: Path, cid: str) -> list[tuple[object, ...]]:
+        import csv
+
+        with (folder / f"{cid}.csv").open(newline="") as f:
+            return [(r["time_utc"], r["demand_kw"], r["TimeStamp"], round(float(r["polled_at"]), 3))
+                    for r in csv.DictReader(f)]  # fmt: skip
+
+    for cid in DEVICES:  # the same rows; polled_at is kept to the millisecond in the compacted archive
+        # six hours of 300, but the first: timed 1.75 s before its hour began, so before the range
+        assert (
+            rows(before["csv"], cid) == rows(after["csv"], cid)
+            and len(rows(after["csv"], cid)) == 6 * 300 - 1
+        )
+        for kind in ("demand", "summation"):
+            one, two = (
+                pq.read_table(d / cid / f"{kind}.parquet") for d in (before["parquet"], after["parquet"])
+            )
+            assert one.equals(two), f"{cid} {kind}"
