@@ -6,10 +6,13 @@ overlapping part and an hour not yet rotated)."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import os
 import subprocess
 import tarfile
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,9 +20,15 @@ from pathlib import Path
 import duckdb
 import orjson
 import pyarrow.parquet as pq
+import redis as syncredis
 import requests
 
-from tests.test_carts import BASE, DEVICES, Stack
+from app import keys
+from app.archive.backend import open_archive
+from app.rotate.runner import Rotator
+from app.settings import Settings
+from tests.api_helpers import make_token, start_api
+from tests.test_carts import BASE, DEVICES, Stack, write
 from tests.test_carts import stack as stack  # the carts stack, a module-scoped fixture
 
 
@@ -114,3 +123,54 @@ def test_completeness_csv_equals_a_count_from_the_files(stack: Stack, tmp_path: 
         assert int(row["duplicates_dropped"]) == repeats.get(key, 0), key
         assert float(row["longest_gap_s"]) == gaps.get(key, 0), key
     assert sum(int(r["duplicates_dropped"]) for r in rows) == 10
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set so far (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_parquet_cart_of_2400_files_stays_within_a_fixed_memory_bound(
+    redis_url: str, secret_key: str, tmp_path: Path
+) -> None:
+    """100 devices × 24 archived hours: cartd's peak RSS for the whole lot is that of a tenth of it."""
+
+    base = int(time.time() // 3600) * 3600 - 30 * 3600
+    env = {**os.environ, "REDIS_URL": redis_url, "DATA_DIR": str(tmp_path / "data"), "SECRET_KEY": secret_key,
+           "ARCHIVE_URL": f"file://{tmp_path / 'archive'}"}  # fmt: skip
+    settings = Settings.from_env(env, dotenv_path=None)
+    devices = [f"0e{n:04x}" for n in range(100)]
+    with syncredis.Redis.from_url(redis_url) as r:
+        for cid in devices:
+            r.hset(keys.device(cid), mapping={"cloud_id": cid, "active": "1"})
+            r.sadd(keys.devices_all(), cid)
+    for cid in devices:
+        for h in range(24):
+            write(settings, cid, base + h * 3600, range(0, 100))
+    assert asyncio.run(Rotator(settings, open_archive(settings), None).pass_once()).stored == 2400
+    api = start_api(redis_url, secret_key, **{k: v for k, v in env.items() if k not in os.environ})
+    carts = Stack(settings, env, api, admin=make_token(redis_url, "admin"))
+    try:
+        peaks = []
+        for chosen in (devices[:10], devices):  # 240 files, then 2,400, each by a fresh cartd
+            worker = carts.start_worker()
+            made = carts.post(
+                {"devices": chosen, "start": base, "end": base + 24 * 3600, "format": "parquet"}
+            )
+            cart_id = made.json()["id"]
+            assert carts.wait(cart_id, timeout_s=120).headers["X-Cart-Status"] == "ready"
+            manifest = carts.builds(cart_id, count=1)
+            assert manifest and manifest[0]["outcome"] == "ready"
+            peaks.append(peak_rss_mb(worker.pid))
+            worker.terminate()
+            worker.wait(20)
+        head = requests.head(f"{api.url}/api/carts/{cart_id}", headers=carts.h(), timeout=5)
+        assert head.headers["X-Cart-Progress"].startswith("files=2400/2400")
+        assert peaks[1] < peaks[0] + 40, f"peak RSS grew with the cart: {peaks[0]:.0f} MB → {peaks[1]:.0f} MB"
+        assert peaks[1] < 400, f"cartd's peak RSS {peaks[1]:.0f} MB is over the bound"
+    finally:
+        carts.workers = [w for w in carts.workers if w.poll() is None]
+        carts.stop()
