@@ -7,14 +7,18 @@ rotate. Then it asks for two carts, one after the other:
 - one device-month: 720 hourly files;
 - 100 device-days: 2,400 hourly files.
 
-For each: end-to-end seconds (request to ready), bundling MB/s (the tar written from staged,
-verified files), and cartd's peak RSS so far. In the same run the reference is `tar -cf` of the
-cart's staged folder. Target: bundling at least 0.7 of tar's MB/s, RSS flat as carts grow.
+Each in two formats, each by a fresh cartd process:
+- jl: end-to-end seconds (request to ready), bundling MB/s (the tar written from staged, verified
+  files), cartd's peak RSS; the reference is `tar -cf` of the cart's staged folder (target:
+  bundling at least 0.7 of tar's MB/s, RSS flat as carts grow);
+- parquet: end-to-end seconds and MB of lines turned into Parquet per second, the tar's size
+  against the jl tar of the same cart (target: 8× smaller), cartd's peak RSS.
 
     .venv/bin/python bench/cart.py
     .venv/bin/python bench/cart.py --days 7 --devices 20      # smaller
 
-The last line is key=value: mb_per_s, ratio_vs_tar, end_to_end_s, peak_rss_mb (the larger cart).
+The last line is key=value for the larger cart: jl_mb_per_s, ratio_vs_tar, jl_peak_rss_mb,
+parquet_mb_per_s, size_ratio_vs_jl, parquet_peak_rss_mb.
 """
 
 from __future__ import annotations
@@ -123,6 +127,41 @@ def build_log(settings: Settings, cid: str) -> dict[str, object]:
     raise SystemExit("no build line in cartd's log")
 
 
+def start_cartd(env: dict[str, str], work: Path) -> subprocess.Popen[bytes]:
+    with (work / "cartd.stderr").open("ab") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "cartd"],
+            env=env,
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    time.sleep(1.5)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(30)
+
+
+def staged_bytes(settings: Settings, cid: str) -> int:
+    staging = settings.carts_dir / cid / "staging"
+    return sum(p.stat().st_size for p in staging.rglob("*.jl"))
+
+
+def tar_reference(settings: Settings, cid: str, work: Path) -> float:
+    """`tar -cf` of the cart's staged folder, fsynced: MB/s."""
+    staging = settings.carts_dir / cid / "staging"
+    began = time.perf_counter()
+    subprocess.run(["tar", "-cf", str(work / "ref.tar"), "-C", str(staging), "."], check=True)
+    subprocess.run(["sync", "-f", str(work / "ref.tar")], check=True)
+    seconds = time.perf_counter() - began
+    size = (work / "ref.tar").stat().st_size
+    (work / "ref.tar").unlink()
+    return size / 1e6 / seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -137,7 +176,7 @@ def main() -> None:
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    cartd = None
+    cartd: subprocess.Popen[bytes] | None = None
     try:
         wait_for(lambda: port_open(port), "redis-server")
         env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{port}/0", "DATA_DIR": str(work / "data"),
@@ -160,49 +199,50 @@ def main() -> None:
               f"{report.stored_bytes / 1e6:.0f} MB gzipped) in {time.perf_counter() - began:.0f} s",
               flush=True)  # fmt: skip
 
-        with (work / "cartd.stderr").open("wb") as err:
-            cartd = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "cartd"],
-                env=env,
-                cwd=work,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-        time.sleep(1.5)
         carts = [
-            (f"1 device × {args.days} days ({args.days * 24} files)",
-             CartRequest((month_device,), first, first + args.days * 86400)),
-            (f"{args.devices} devices × 1 day ({args.devices * 24} files)",
-             CartRequest(tuple(day_devices), first, first + 86400)),
+            (f"1 device × {args.days} days ({args.days * 24} files)", (month_device,), first, args.days),
+            (f"{args.devices} devices × 1 day ({args.devices * 24} files)", tuple(day_devices), first, 1),
         ]  # fmt: skip
-        last = ""
-        for label, request in carts:
-            cid, end_to_end = asyncio.run(run_cart(settings, request))
-            record = build_log(settings, cid)
-            tar_bytes = int(record["bytes"])  # type: ignore[call-overload]
-            bundle_s = int(record["bundle_ms"]) / 1000  # type: ignore[call-overload]
-            staging = settings.carts_dir / cid / "staging"
-            ref_began = time.perf_counter()
-            subprocess.run(["tar", "-cf", str(work / "ref.tar"), "-C", str(staging), "."], check=True)
-            subprocess.run(["sync", "-f", str(work / "ref.tar")], check=True)
-            ref_s = time.perf_counter() - ref_began
-            ref_bytes = (work / "ref.tar").stat().st_size
-            (work / "ref.tar").unlink()
-            ours, theirs = tar_bytes / 1e6 / bundle_s, ref_bytes / 1e6 / ref_s
-            rss = peak_rss_mb(cartd.pid)
-            print(
-                f"{label}: {tar_bytes / 1e6:.0f} MB tar, end to end {end_to_end:.1f} s "
-                f"(staging {int(record['stage_ms']) / 1000:.1f} s), bundling {ours:.0f} MB/s vs tar -cf "  # type: ignore[call-overload]
-                f"{theirs:.0f} MB/s (ratio {ours / theirs:.2f}), cartd peak RSS {rss:.0f} MB",
-                flush=True,
-            )
-            last = (f"mb_per_s={ours:.1f} ratio_vs_tar={ours / theirs:.2f} end_to_end_s={end_to_end:.2f} "
-                    f"peak_rss_mb={rss:.1f}")  # fmt: skip
-        print(last)
+        last: list[str] = []
+        for label, devices, start, days in carts:
+            sizes: dict[str, int] = {}
+            for fmt in ("jl", "parquet"):
+                cartd = start_cartd(env, work)  # a fresh process per cart: its own peak RSS
+                request = CartRequest(devices, start, start + days * 86400, fmt)
+                cid, end_to_end = asyncio.run(run_cart(settings, request))
+                record = build_log(settings, cid)
+                rss = peak_rss_mb(cartd.pid)
+                stop(cartd)
+                cartd = None
+                tar_bytes = int(record["bytes"])  # type: ignore[call-overload]
+                sizes[fmt] = tar_bytes
+                staged_mb = staged_bytes(settings, cid) / 1e6
+                if fmt == "jl":
+                    bundle_s = int(record["bundle_ms"]) / 1000  # type: ignore[call-overload]
+                    ours, theirs = tar_bytes / 1e6 / bundle_s, tar_reference(settings, cid, work)
+                    print(
+                        f"{label}, jl: {tar_bytes / 1e6:.0f} MB tar, end to end {end_to_end:.1f} s "
+                        f"(staging {int(record['stage_ms']) / 1000:.1f} s, counting for COMPLETENESS.csv "  # type: ignore[call-overload]
+                        f"{int(record['tables_ms']) / 1000:.1f} s), bundling {ours:.0f} MB/s vs "  # type: ignore[call-overload]
+                        f"tar -cf {theirs:.0f} MB/s (ratio {ours / theirs:.2f}), cartd peak RSS {rss:.0f} MB",
+                        flush=True,
+                    )
+                    jl = f"jl_mb_per_s={ours:.1f} ratio_vs_tar={ours / theirs:.2f} jl_peak_rss_mb={rss:.1f}"
+                else:
+                    rate = staged_mb / end_to_end
+                    print(
+                        f"{label}, parquet: {tar_bytes / 1e6:.1f} MB tar, "
+                        f"{sizes['jl'] / tar_bytes:.1f}× smaller than the jl tar, "
+                        f"end to end {end_to_end:.1f} s ({rate:.0f} MB of lines/s), "
+                        f"cartd peak RSS {rss:.0f} MB",
+                        flush=True,
+                    )
+                    last = [jl, f"parquet_mb_per_s={rate:.1f} size_ratio_vs_jl={sizes['jl'] / tar_bytes:.1f} "
+                                f"parquet_peak_rss_mb={rss:.1f}"]  # fmt: skip
+        print(" ".join(last))
     finally:
         if cartd is not None:
-            cartd.terminate()
-            cartd.wait(30)
+            stop(cartd)
         redis_proc.terminate()
         redis_proc.wait(10)
         shutil.rmtree(work, ignore_errors=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from app.archive.backend import file_sha256
-from app.research.merge import DeviceLines, HourCount, read_parts
+from app.research.merge import DeviceLines, HourCount, read_identities, read_parts
 from app.research.parquet import KindWriter
 from app.research.schema import KINDS
 
@@ -65,10 +65,12 @@ class DeviceTables:
 HourLines = tuple[int, list[dict[str, Any]], int, int]
 
 
-def staged_hours(hours: dict[int, list[Path]]) -> Iterator[HourLines]:
-    """Hours read from staged `.jl` parts, in hour order, one hour in memory at a time."""
+def staged_hours(hours: dict[int, list[Path]], count_only: bool = False) -> Iterator[HourLines]:
+    """Hours read from staged `.jl` parts, in hour order, one hour in memory at a time (for a jl
+    cart, which only counts them: each line as its kind and time)."""
+    read = read_identities if count_only else read_parts
     for hour in sorted(hours):
-        records, partial = read_parts(hours[hour])
+        records, partial = read(hours[hour])
         yield hour, records, partial, 0
 
 

@@ -12,10 +12,13 @@ where it arrived and is counted as `late`. Memory holds two hours of one device,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from app.hourly import read_lines
 
@@ -44,6 +47,38 @@ def _time(record: Record) -> float:
 
 def _order(record: Record) -> tuple[float, float]:
     return _time(record), _number(record.get("polled_at"))
+
+
+_TIME_RE = re.compile(rb'"device_time":(-?[0-9][0-9.eE+-]*)[,}]')
+_KIND_RE = re.compile(rb'"kind":"([a-z]+)"')
+
+
+def read_identities(paths: Iterable[Path]) -> tuple[list[Record], int]:
+    """Like `read_parts`, but each line only as its kind and device time: enough to count, and
+    several times quicker than parsing every field (a line the pattern misses is parsed whole)."""
+    records: list[Record] = []
+    partial = 0
+    for path in paths:
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        if lines[-1]:
+            partial += 1  # a last line cut by a crash
+        for raw in lines[:-1]:
+            found = _TIME_RE.search(raw)
+            if found is None or not raw.startswith(b"{"):
+                try:
+                    record = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    partial += 1
+                    continue
+                if isinstance(record, dict):
+                    records.append(record)
+                continue
+            kind = _KIND_RE.search(raw)
+            t = found.group(1)
+            records.append({"kind": kind.group(1).decode() if kind else "demand",
+                            "device_time": int(t) if t.isdigit() else float(t)})  # fmt: skip
+    return records, partial
 
 
 def read_parts(paths: Iterable[Path]) -> tuple[list[Record], int]:

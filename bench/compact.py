@@ -1,0 +1,185 @@
+"""Benchmark: compacting one day of a fleet to Parquet, and querying the archive in place.
+
+1. Writes one UTC day of 6-second demand readings for DEVICES devices (default 1,000: 14.4 M
+   readings, the pinger's line format, values from the simulator's household model) and ships it
+   to a file:// archive with rotate, as the running system would.
+2. Runs `rainforest compact --day` on it as a process: seconds, peak RSS, rows, and the Parquet's
+   size against the hourly .jl and .jl.gz.
+3. A week for one household: DuckDB over the compacted archive (`kind=demand/date=*/`, the day's
+   files standing in for each of the seven days: the same size and layout) against reading that
+   household's 168 hourly objects (gunzip, parse, aggregate): the same answer (readings and mean
+   demand per day), each timed as the best of three.
+
+Targets (issue 14): the one-device week query at least 20× faster than reading the hourly objects.
+
+    .venv/bin/python bench/compact.py                    # 1,000 devices
+    .venv/bin/python bench/compact.py --devices 100      # quicker
+
+The last line is key=value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.archive.backend import open_archive  # noqa: E402
+from app.eagle.readings import Y2K_EPOCH, DemandReading  # noqa: E402
+from app.hourly import hour_key, reading_path  # noqa: E402
+from app.rotate.runner import Rotator  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from app.sim.fleet import build_fleet  # noqa: E402
+from app.sim.model import demand_w  # noqa: E402
+
+
+def write_day(
+    settings: Settings, devices: int, day_start: int, only: str | None = None
+) -> tuple[int, list[str]]:
+    """600 readings per device-hour for a day; returns the .jl bytes and the cloud_ids."""
+    fleet = build_fleet(devices, seed=9)
+    total = 0
+    for device in fleet:
+        if only is not None and device.cloud_id != only:
+            continue
+        for h in range(24):
+            start = day_start + h * 3600
+            lines = []
+            for i in range(600):
+                polled = start + i * 6 + device.phase_fraction * 6
+                reading = DemandReading(
+                    device.device_mac_id, device.meter_mac_id, int(polled) - 2 - Y2K_EPOCH,
+                    demand_w(device, 9, i, polled), 1, 1000, 3, 6, "Y",
+                )  # fmt: skip
+                lines.append(orjson.dumps(reading.record(device.cloud_id, round(polled, 3))))
+            path = reading_path(settings.logs_dir, settings.file_prefix, device.cloud_id, hour_key(start))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data = b"\n".join(lines) + b"\n"
+            path.write_bytes(data)
+            total += len(data)
+    return total, [d.cloud_id for d in fleet]
+
+
+def ship(settings: Settings) -> tuple[int, int]:
+    report = asyncio.run(
+        Rotator(settings.replace(rotate_concurrency=4), open_archive(settings), None).pass_once()
+    )
+    return report.stored, report.stored_bytes
+
+
+def hourly_week(archive_root: Path, cloud_id: str, days: list[str]) -> dict[str, tuple[int, float]]:
+    """Readings and mean demand per day from the household's hourly objects."""
+    out = {}
+    for day in days:
+        y, m, d = day.split("-")
+        n, total = 0, 0.0
+        folder = archive_root / "rainforest-logs" / cloud_id / y / m / d
+        for path in sorted(folder.glob("*.jl.gz")):
+            seen = set()
+            for raw in gzip.decompress(path.read_bytes()).splitlines():
+                line = orjson.loads(raw)
+                if line.get("kind", "demand") != "demand" or line["device_time"] in seen:
+                    continue
+                seen.add(line["device_time"])
+                n += 1
+                total += line["demand_kw"]
+        out[day] = (n, round(total / n, 6) if n else 0.0)
+    return out
+
+
+def duckdb_week(archive_root: Path, cloud_id: str, days: list[str]) -> dict[str, tuple[int, float]]:
+    files = f"{archive_root}/rainforest-parquet/kind=demand/date=*/*.parquet"
+    rows = duckdb.sql(
+        f"SELECT strftime(date, '%Y-%m-%d'), count(*), round(avg(demand_kw), 6) "
+        f"FROM read_parquet('{files}', hive_partitioning = true) "
+        f"WHERE cloud_id = '{cloud_id}' AND date BETWEEN '{days[0]}' AND '{days[-1]}' GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    return {day: (int(n), float(mean)) for day, n, mean in rows}
+
+
+def best_of(n: int, fn: object) -> tuple[float, object]:
+    best, result = float("inf"), None
+    for _ in range(n):
+        began = time.perf_counter()
+        result = fn()  # type: ignore[operator]
+        best = min(best, time.perf_counter() - began)
+    return best, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--devices", type=int, default=1000)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="rf-bench-compact-"))
+    try:
+        env = {**os.environ, "DATA_DIR": str(work / "data"), "ARCHIVE_URL": f"file://{work / 'archive'}",
+               "ROTATE_GRACE_S": "0", "REDIS_URL": "redis://127.0.0.1:9/0"}  # fmt: skip
+        settings = Settings.from_env(env, dotenv_path=None)
+        first = (int(time.time()) // 86400 - 9) * 86400  # the week: whole past days, UTC
+        days = [time.strftime("%Y-%m-%d", time.gmtime(first + n * 86400)) for n in range(7)]
+        began = time.perf_counter()
+        jl_bytes, ids = write_day(settings, args.devices, first)
+        stored, gz_bytes = ship(settings)
+        took = time.perf_counter() - began
+        print(f"one day of {args.devices} devices: {args.devices * 24 * 600:,} readings, "
+              f"{jl_bytes / 1e9:.2f} GB of .jl, {stored:,} hourly objects ({gz_bytes / 1e6:.0f} MB gzipped), "
+              f"written and shipped in {took:.0f} s", flush=True)  # fmt: skip
+
+        began = time.perf_counter()
+        command = [sys.executable, "-m", "app.cli", "compact", "--day", days[0]]
+        done = subprocess.run(command, env=env, cwd=work, capture_output=True, text=True)
+        seconds = time.perf_counter() - began
+        if done.returncode != 0:
+            raise SystemExit(f"compact failed: {done.stderr}")
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        parquet = list((work / "archive" / "rainforest-parquet").rglob("*.parquet"))
+        parquet_bytes = sum(p.stat().st_size for p in parquet)
+        rows = args.devices * 24 * 600
+        print(f"compact: {seconds:.1f} s ({rows / seconds:,.0f} readings/s), peak RSS {peak_mb:.0f} MB, "
+              f"{len(parquet)} Parquet file(s) of {parquet_bytes / 1e6:.0f} MB: "
+              f"{jl_bytes / parquet_bytes:.0f}× smaller than the .jl, "
+              f"{gz_bytes / parquet_bytes:.1f}× smaller than the .jl.gz", flush=True)  # fmt: skip
+        print(f"  {done.stdout.strip()}", flush=True)
+
+        household = ids[len(ids) // 2]
+        for n, day in enumerate(days[1:], start=1):  # six more days: the household's hourly objects...
+            write_day(settings, args.devices, first + n * 86400, only=household)
+            target = work / "archive" / "rainforest-parquet" / "kind=demand" / f"date={day}"
+            target.mkdir(parents=True)
+            for src in parquet:  # ...and the fleet's day of Parquet standing in for that day's
+                if "kind=demand" in str(src):
+                    shutil.copy(src, target / src.name)
+        ship(settings)
+        hourly_s, from_hourly = best_of(3, lambda: hourly_week(work / "archive", household, days))
+        duck_s, from_duck = best_of(3, lambda: duckdb_week(work / "archive", household, days))
+        same = {d: v[0] for d, v in from_duck.items()} == {d: v[0] for d, v in from_hourly.items()}  # type: ignore[attr-defined]
+        print(f"a week of one household: DuckDB over the compacted archive {duck_s * 1000:.0f} ms, "
+              f"its 168 hourly objects read {hourly_s * 1000:.0f} ms: {hourly_s / duck_s:.0f}× faster "
+              f"(readings per day the same: {'yes' if same else 'NO'})", flush=True)  # fmt: skip
+        print(f"devices={args.devices} readings={rows} compact_s={seconds:.1f} "
+              f"compact_peak_rss_mb={peak_mb:.0f} "
+              f"parquet_mb={parquet_bytes / 1e6:.0f} size_ratio_vs_jl_gz={gz_bytes / parquet_bytes:.1f} "
+              f"week_query_ms={duck_s * 1000:.0f} hourly_read_ms={hourly_s * 1000:.0f} "
+              f"query_speedup={hourly_s / duck_s:.0f}")  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
