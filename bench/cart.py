@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app import keys  # noqa: E402
-from app.archive.backend import open_archive  # noqa: E402
+from app.archive.factory import open_archive  # noqa: E402
 from app.carts import jobs  # noqa: E402
 from app.carts.model import Cart, CartRequest  # noqa: E402
 from app.carts.registry import CartRegistry  # noqa: E402

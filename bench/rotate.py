@@ -34,7 +34,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.archive.backend import open_archive  # noqa: E402
+from app.archive.factory import open_archive  # noqa: E402
 from app.eagle.readings import Y2K_EPOCH, DemandReading  # noqa: E402
 from app.hourly import hour_key, reading_path  # noqa: E402
 from app.rotate.runner import Rotator  # noqa: E402

@@ -280,7 +280,7 @@ Rainforest Logger is running in simulated mode ({args.devices} simulated EAGLE g
   The HTTP API (admin token for this demo: {token}):
     curl -s -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{args.server_port}/api/event/{cloud_id}?source=latest'
     curl -s -H 'Authorization: Bearer {token}' 'http://127.0.0.1:{args.server_port}/api/users/?limit=5'
-    the routes: README.md, or GET /api/openapi.json with the token
+    the routes: docs/api.md, or GET /api/openapi.json with the token
 
   A cart (a tar of the last three hours of every device, with MANIFEST.json and SHA256SUMS) is
   ready; in another terminal, in an empty folder:
@@ -289,7 +289,7 @@ Rainforest Logger is running in simulated mode ({args.devices} simulated EAGLE g
     curl -sI -H "Authorization: Bearer $T" $A | grep -i x-cart
     curl -sS -O -J -H "Authorization: Bearer $T" "$A?filename=demo.tar"
     tar -xf demo.tar && sha256sum -c SHA256SUMS
-  the README shows how to ask for your own ("Carts").
+  docs/carts.md shows how to ask for your own, in jl, csv or parquet.
 
   Look around (in another terminal, from {ROOT}):
     .venv/bin/rainforest status                      every process, the fleet, the archive, the carts

@@ -125,7 +125,7 @@ def env_file(tmp: Path) -> Path:
 
 
 def self_signed_certs() -> bool:
-    """A self-signed pair for nginx when none is there (the README's command); True if made."""
+    """A self-signed pair for nginx when none is there (docs/deploying.md's command); True if made."""
     if (CERTS / "fullchain.pem").exists() and (CERTS / "privkey.pem").exists():
         return False
     subprocess.run(

@@ -23,7 +23,7 @@ import redis as syncredis
 import requests
 
 from app import keys
-from app.archive.backend import open_archive
+from app.archive.factory import open_archive
 from app.carts import jobs
 from app.carts.registry import CartRegistry
 from app.carts.retention import evict_idle

@@ -22,7 +22,8 @@ import pytest
 import redis as syncredis
 
 from app import keys
-from app.archive.backend import Archive, open_archive
+from app.archive.backend import Archive
+from app.archive.factory import open_archive
 from app.research.compact import Compactor
 from app.research.days import current
 from app.rotate.daily import DailyCompaction

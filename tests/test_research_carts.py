@@ -24,7 +24,7 @@ import redis as syncredis
 import requests
 
 from app import keys
-from app.archive.backend import open_archive
+from app.archive.factory import open_archive
 from app.rotate.runner import Rotator
 from app.settings import Settings
 from tests.api_helpers import make_token, start_api

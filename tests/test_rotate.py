@@ -20,7 +20,8 @@ import pytest
 import redis as syncredis
 
 from app import keys
-from app.archive.backend import Archive, open_archive
+from app.archive.backend import Archive
+from app.archive.factory import open_archive
 from app.archive.layout import DeviceHour
 from app.errors import WriteError
 from app.hourly import HourlyWriter, hour_key, read_lines

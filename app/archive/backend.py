@@ -1,4 +1,4 @@
-"""The interface every archive backend keeps, and the choice between them.
+"""The interface every archive backend keeps (the choice between them is `app.archive.factory`).
 
 Rules a backend must keep:
 - `put_new` never replaces an object: it answers None when the key already exists.
@@ -15,10 +15,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
-from urllib.parse import urlsplit
-
-from app.errors import ConfigError
-from app.settings import Settings
 
 CHUNK = 1024 * 1024
 
@@ -97,24 +93,6 @@ class Archive(Protocol):
         """Remove a derived object (a superseded compacted file); never an hourly object."""
 
 
-def open_archive(settings: Settings) -> Archive:
-    """The backend ARCHIVE_URL names: file:///path or s3://bucket[/prefix]."""
-    parts = urlsplit(settings.archive_url)
-    if parts.scheme == "file":
-        from app.archive.files import FileArchive
-
-        return FileArchive(Path(parts.path))
-    if parts.scheme == "s3":
-        from app.archive.s3 import S3Archive
-
-        if not parts.netloc:
-            raise ConfigError(
-                f"ARCHIVE_URL must name a bucket, as in s3://bucket/prefix, got {settings.archive_url!r}."
-            )
-        return S3Archive(settings, parts.netloc, parts.path.strip("/"))
-    raise ConfigError(f"ARCHIVE_URL must start with file:// or s3://, got {settings.archive_url!r}.")
-
-
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -164,6 +142,5 @@ __all__ = [
     "file_sha256",
     "gunzip_chunks",
     "gunzip_sha256",
-    "open_archive",
     "read_chunks",
 ]

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from redis.exceptions import RedisError
 from saq import CronJob, Worker
 
-from app.archive.backend import open_archive
+from app.archive.factory import open_archive
 from app.carts import jobs
 from app.carts.build import Builder
 from app.carts.model import BUILDING, STATES, WAITING

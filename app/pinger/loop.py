@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import aiohttp
 
+import app.pinger.capture as capture
 from app.completeness import Tally
 from app.credentials import Vault
 from app.devices import DeviceRecord
@@ -31,7 +32,6 @@ from app.hourly import HourlyWriter
 from app.leases import Leases
 from app.lifecycle import serve_metrics
 from app.logs import action
-from app.pinger import capture
 from app.pinger.backoff import Backoff
 from app.pinger.chores import Chores
 from app.pinger.fleet import DeviceState, FleetView

@@ -11,11 +11,11 @@ import logging
 
 import orjson
 
+import app.pinger.capture as capture
 from app.completeness import Tally
 from app.eagle.readings import Demand, Price, Summation
 from app.errors import WriteError
 from app.hourly import HourlyWriter
-from app.pinger import capture
 from app.pinger.fleet import DeviceState
 from app.pinger.ledger import Ledger, Unwritten, WriteBacklog
 from app.store import PollUpdate

@@ -32,8 +32,10 @@ class KindWriter:
         kind: str,
         sorted_by: tuple[str, ...] = ("time",),
         on_table: Callable[[pa.Table], None] | None = None,
+        row_group_rows: int = ROW_GROUP_ROWS,
     ) -> None:
         self.path, self.kind = path, kind
+        self.row_group_rows = row_group_rows
         self.columns = Columns(kind)
         self.rows = 0
         self._sorted_by = sorted_by
@@ -46,7 +48,7 @@ class KindWriter:
         for record in records:
             self.columns.add(record)
             self.rows += 1
-            if len(self.columns) >= BATCH_ROWS:
+            if len(self.columns) >= min(BATCH_ROWS, self.row_group_rows):
                 self._batch()
 
     def close(self) -> int:
@@ -74,7 +76,7 @@ class KindWriter:
         if len(self.columns):
             self._batches.append(self.columns.table())
             self._batched += self._batches[-1].num_rows
-        if self._batched >= ROW_GROUP_ROWS:
+        if self._batched >= self.row_group_rows:
             self._flush()
 
     def _flush(self) -> None:
@@ -89,7 +91,7 @@ class KindWriter:
                 self.path, table.schema, compression=COMPRESSION, compression_level=ZSTD_LEVEL,
                 write_statistics=True, sorting_columns=order, **_encodings(table.schema),
             )  # fmt: skip
-        self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        self._writer.write_table(table, row_group_size=self.row_group_rows)
 
 
 def _encodings(schema: pa.Schema) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from pathlib import Path
 import tornado.web
 from tornado.log import access_log
 
-from app.archive.backend import Archive, open_archive
+from app.archive.backend import Archive
+from app.archive.factory import open_archive
 from app.carts.jobs import open_queue
 from app.carts.registry import CartRegistry
 from app.credentials import Vault

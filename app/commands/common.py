@@ -1,0 +1,62 @@
+"""What every `rainforest` subcommand shares: settings, one-line errors, running a process."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import click
+
+from app.credentials import Vault
+from app.errors import ConfigError, RainforestError
+from app.settings import Settings
+
+check_option = click.option(
+    "--check", is_flag=True, help="Exit 0 if this process is alive on this host (heartbeat), else 1."
+)
+
+
+def settings_from_env(**overrides: Any) -> Settings:
+    """Settings from the environment and .env, with a command's flags on top; one line if bad."""
+    try:
+        settings = Settings.from_env()
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        return settings.replace(**changes) if changes else settings
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def check_alive(settings: Settings, kind: str) -> None:
+    """`--check`: one line, exit 0 when a `kind` process on this host has a fresh heartbeat, else 1."""
+    from app.heartbeat import check
+
+    ok, message = asyncio.run(check(settings, kind))
+    click.echo(message, err=not ok)
+    sys.exit(0 if ok else 1)
+
+
+def serve(build: Any) -> None:
+    """Run a long-lived process until SIGTERM; a port it cannot listen on is one line, exit 1."""
+    from app import lifecycle
+
+    try:
+        lifecycle.run(build)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def run_async(coro: Any) -> Any:
+    """Run a coroutine; a RainforestError becomes the command's one-line error."""
+    try:
+        return asyncio.run(coro)
+    except RainforestError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def vault_for(settings: Settings) -> Vault:
+    """The device-secret vault; a missing or bad SECRET_KEY is one line."""
+    try:
+        return Vault(settings.secret_key)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None

@@ -1,0 +1,143 @@
+"""The device registry: import, list, and a push device's uploader settings."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from app.commands.common import run_async, settings_from_env, vault_for
+from app.errors import ValidationError
+
+
+@click.group()
+def users() -> None:
+    """Manage the device registry in Redis directly (works inside a container too).
+
+    Example: rainforest users list --status failing
+    """
+
+
+@users.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def users_import(file: Path) -> None:
+    """Create or update devices from FILE: one JSON object per line with cloud_id and either
+    user_email and user_pw (eagle100-cloud, the default) or protocol, address and install_code
+    (eagle100-local, eagle200-local); optional tls_verify, tls_fingerprint, active. Bad lines
+    are reported by number and skipped; running it again changes nothing.
+
+    Example: rainforest users import fleet.jl
+    """
+    from app.store import Store
+    from app.users import import_users
+
+    settings = settings_from_env()
+    vault = vault_for(settings)
+
+    async def go() -> Any:
+        store = Store.from_url(settings.redis_url)
+        try:
+            return await import_users(file, store, vault)
+        finally:
+            await store.close()
+
+    report = run_async(go())
+    for number, message in report.problems:
+        click.echo(f"{file}:{number}: {message}", err=True)
+    c = report.counts
+    click.echo(
+        f"created {c['created']}, updated {c['updated']}, unchanged {c['unchanged']}, failed {report.failed}"
+    )
+    for cloud_id, key in report.push_keys:
+        click.echo(f"push key for {cloud_id} (shown once; `rainforest users push-url {cloud_id}`): {key}")
+    if report.failed:
+        sys.exit(1)
+
+
+@users.command("push-url")
+@click.argument("cloud_id")
+@click.option(
+    "--base", metavar="URL", help="How gateways reach this server, e.g. https://logger.example.org."
+)
+@click.option("--new-key", is_flag=True, help="Make a new push key (the old one stops working) and show it.")
+def users_push_url(cloud_id: str, base: str | None, new_key: bool) -> None:
+    """Print what to type into a push device's uploader page (EAGLE-100 and EAGLE-200).
+
+    Example: rainforest users push-url 00ce69 --base https://logger.example.org --new-key"""
+    from app.devices import PUSH, DeviceInput, new_push_key, normalize_cloud_id
+    from app.push.setup import uploader_settings
+    from app.store import Store
+
+    settings = settings_from_env()
+    try:
+        cid = normalize_cloud_id(cloud_id)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="CLOUD_ID") from None
+
+    async def go() -> str | None:
+        store = Store.from_url(settings.redis_url)
+        try:
+            record = await store.get_device(cid)
+            if record is None or record.protocol != PUSH:
+                raise click.ClickException(
+                    f'{cid} is not a push device; register it with protocol "push" (rainforest users import).'
+                )
+            if not new_key:
+                return None
+            key = new_push_key()
+            inp = DeviceInput(cid, record.user_email, protocol=PUSH, active=record.active, push_key=key)
+            await store.upsert_device(inp, vault_for(settings))
+            return key
+        finally:
+            await store.close()
+
+    key = run_async(go())
+    click.echo(uploader_settings(cid, base or f"http://{settings.server_host}:{settings.server_port}", key))
+
+
+@users.command("list")
+@click.option("--active/--inactive", default=None, help="Only active (or only inactive) devices.")
+@click.option(
+    "--status",
+    type=click.Choice(["ok", "failing", "never"]),
+    help="Only devices in this poll status.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
+def users_list(active: bool | None, status: str | None, as_json: bool) -> None:
+    """Print the fleet with each device's poll status and counters (passwords never shown).
+
+    Example: rainforest users list --inactive --json
+    """
+    from app.store import Store
+
+    settings = settings_from_env()
+
+    async def go() -> list[Any]:
+        store = Store.from_url(settings.redis_url)
+        try:
+            return await store.all_devices()
+        finally:
+            await store.close()
+
+    records = [
+        r
+        for r in run_async(go())
+        if (active is None or r.active == active) and (status is None or r.status == status)
+    ]
+    if as_json:
+        for r in records:
+            click.echo(orjson.dumps(r.public()).decode())
+        return
+    click.echo(
+        f"{'cloud_id':<8} {'protocol':<14} {'active':<6} {'status':<7} {'events':>8}  {'failures':>8}  "
+        f"{'email':<32} last_error"
+    )
+    for r in records:
+        click.echo(
+            f"{r.cloud_id:<8} {r.protocol:<14} {'yes' if r.active else 'no':<6} {r.status:<7} "
+            f"{r.total_events_logged:>8}  {r.consecutive_failures:>8}  {r.user_email:<32} {r.last_error}"
+        )
+    click.echo(f"{len(records)} devices")

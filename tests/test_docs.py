@@ -1,0 +1,105 @@
+"""The house a newcomer walks: every setting and command documented, every link going somewhere,
+each command's help ending with an example, and no import circles in app/."""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import fields
+
+import click
+from click.testing import CliRunner
+
+from app.cli import main
+from app.settings import Settings
+from tests.conftest import ROOT
+
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+
+
+def every_command(group: click.Group = main, prefix: str = "") -> list[tuple[str, click.Command]]:
+    found = []
+    for name, command in sorted(group.commands.items()):
+        path = f"{prefix} {name}".strip()
+        found.append((path, command))
+        if isinstance(command, click.Group):
+            found.extend(every_command(command, path))
+    return found
+
+
+def test_every_setting_is_in_the_configuration_page() -> None:
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    missing = [f.name.upper() for f in fields(Settings) if f"`{f.name.upper()}`" not in page]
+    assert not missing, f"settings not in docs/configuration.md: {missing}"
+
+
+def test_every_command_is_documented_and_its_help_ends_with_an_example() -> None:
+    text = "\n".join(p.read_text() for p in [ROOT / "README.md", *DOCS])
+    runner = CliRunner()
+    for path, command in every_command():
+        assert f"rainforest {path}" in text or (
+            isinstance(command, click.Group)
+            and all(f"rainforest {path} {sub}" in text for sub in command.commands)
+        ), f"`rainforest {path}` is not in the README or docs/"
+        shown = runner.invoke(main, [*path.split(), "--help"], terminal_width=100)
+        assert shown.exit_code == 0, shown.output
+        last = [line.strip() for line in shown.output.splitlines() if line.strip()][-1]
+        if not isinstance(command, click.Group):
+            assert "Example: " in shown.output.split("Options:")[0], (
+                f"`rainforest {path} --help` has no example"
+            )
+        assert last, path
+
+
+def test_the_readme_is_short_and_every_link_goes_somewhere() -> None:
+    readme = ROOT / "README.md"
+    assert len(readme.read_text().splitlines()) <= 200
+    for page in [readme, *DOCS]:
+        for target in re.findall(r"\]\(([^)#\s]+\.md)(#[^)]+)?\)", page.read_text()):
+            path, anchor = target
+            dest = (page.parent / path).resolve()
+            assert dest.exists(), f"{page.name} links to {path}, which does not exist"
+            if anchor:
+                heads = {_anchor(h) for h in re.findall(r"^#+ (.+)$", dest.read_text(), re.M)}
+                assert anchor[1:] in heads, f"{page.name} links to {path}{anchor}, which has no such heading"
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation gone, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_app_has_no_import_circles() -> None:
+    modules = {}
+    for path in (ROOT / "app").rglob("*.py"):
+        name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = path
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        typing_only = {
+            id(n) for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test) for n in ast.walk(node)
+        }  # fmt: skip
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("app"):
+                targets = {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+            elif isinstance(node, ast.Import):
+                targets = {a.name for a in node.names}
+            else:
+                continue
+            graph[name] |= {t for t in targets if t in modules and t != name}
+    circles = []
+    for start in graph:  # depth-first from each module, looking for a way back to it
+        stack, seen = [(start, (start,))], set()
+        while stack:
+            node, trail = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    circles.append(" → ".join((*trail, start)))
+                elif nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, (*trail, nxt)))
+    assert not circles, circles[0]
