@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from app.archive.backend import Archive
 from app.archive.layout import DeviceHour
 from app.hourly import hour_key, reading_path
+from app.hourly import parse_lines as hourly_lines
 from app.settings import Settings
 
 VALUE = {"demand": "demand_kw", "summation": "delivered_kwh", "price": "price"}
@@ -138,28 +137,9 @@ def quick_points(data: bytes, kind: str, field_name: str) -> list[tuple[int, flo
 
 
 def parse_lines(data: bytes) -> list[dict[str, Any]]:
-    """Every complete line of a `.jl` file, parsed in one call (a chart reads hundreds of files);
-    a partial last line is skipped, and a file with a corrupt line is read line by line."""
-    body = data[: data.rfind(b"\n") + 1].rstrip(b"\n")
-    if not body:
-        return []
-    try:
-        parsed = orjson.loads(b"[" + body.replace(b"\n", b",") + b"]")
-    except orjson.JSONDecodeError:
-        parsed = _each_line(body)
-    if all(type(r) is dict for r in parsed):
-        return parsed  # type: ignore[no-any-return]
-    return [r for r in parsed if isinstance(r, dict)]
-
-
-def _each_line(body: bytes) -> list[Any]:
-    out = []
-    for raw in body.split(b"\n"):
-        try:
-            out.append(orjson.loads(raw))
-        except orjson.JSONDecodeError:
-            continue
-    return out
+    """Every complete line of a `.jl` file (a chart reads hundreds of files): `app.hourly`'s
+    reader, which parses a whole file in one call."""
+    return hourly_lines(data).records
 
 
 def downsample(

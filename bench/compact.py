@@ -39,39 +39,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.archive.factory import open_archive  # noqa: E402
-from app.eagle.readings import Y2K_EPOCH, DemandReading  # noqa: E402
-from app.hourly import hour_key, reading_path  # noqa: E402
 from app.rotate.runner import Rotator  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from app.sim.fleet import build_fleet  # noqa: E402
-from app.sim.model import demand_w  # noqa: E402
+from bench.cart import write_hours  # noqa: E402
 
 
 def write_day(
     settings: Settings, devices: int, day_start: int, only: str | None = None
 ) -> tuple[int, list[str]]:
-    """600 readings per device-hour for a day; returns the .jl bytes and the cloud_ids."""
-    fleet = build_fleet(devices, seed=9)
-    total = 0
-    for device in fleet:
-        if only is not None and device.cloud_id != only:
-            continue
-        for h in range(24):
-            start = day_start + h * 3600
-            lines = []
-            for i in range(600):
-                polled = start + i * 6 + device.phase_fraction * 6
-                reading = DemandReading(
-                    device.device_mac_id, device.meter_mac_id, int(polled) - 2 - Y2K_EPOCH,
-                    demand_w(device, 9, i, polled), 1, 1000, 3, 6, "Y",
-                )  # fmt: skip
-                lines.append(orjson.dumps(reading.record(device.cloud_id, round(polled, 3))))
-            path = reading_path(settings.logs_dir, settings.file_prefix, device.cloud_id, hour_key(start))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            data = b"\n".join(lines) + b"\n"
-            path.write_bytes(data)
-            total += len(data)
-    return total, [d.cloud_id for d in fleet]
+    """600 readings per device-hour for a day (bench/cart.py's writer); the .jl bytes and cloud_ids."""
+    ids = [f"{0x0C0000 + n:06x}" for n in range(devices)]
+    return write_hours(settings, [only] if only else ids, day_start, 24), ids
 
 
 def ship(settings: Settings) -> tuple[int, int]:

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -38,6 +37,7 @@ from app.archive.backend import Archive, Upload, file_sha256, gunzip_chunks
 from app.archive.layout import ROOT as HOURLY_ROOT
 from app.archive.layout import parse_key
 from app.errors import ArchiveError, ValidationError
+from app.hourly import parse_lines
 from app.research.days import DayManifest, current, file_key, manifest_key, versions
 from app.research.merge import DeviceLines
 from app.research.parquet import KindWriter
@@ -340,19 +340,8 @@ def _parse(key: str, gz: bytes) -> tuple[list[dict[str, Any]], int]:
         data = b"".join(gunzip_chunks([gz]))
     except Exception as exc:  # zlib.error: not gzip
         raise ArchiveError(f"{key} is not a readable gzip object: {exc}", kind="integrity") from exc
-    records, bad = [], 0
-    lines = data.split(b"\n")
-    if lines and lines[-1] != b"":
-        bad += 1
-    for raw in lines[:-1]:
-        try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(value, dict):
-            records.append(value)
-    return records, bad
+    result = parse_lines(data)
+    return result.records, result.partial
 
 
 def _sources_digest(sources: dict[str, list[tuple[str, int]]]) -> str:

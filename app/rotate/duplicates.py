@@ -9,28 +9,16 @@ the device-hour's completeness, and dropped by the carts that merge parts.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Iterator
 from pathlib import Path
-
-import orjson
 
 from app.archive.backend import Archive, gunzip_chunks, read_chunks
 from app.archive.layout import DeviceHour
+from app.hourly import parse_lines
 
 
-def reading_ids(chunks: Iterable[bytes]) -> Iterator[tuple[str, object]]:
-    """(kind, device_time) of every complete line in a stream of `.jl` bytes."""
-    rest = b""
-    for chunk in chunks:
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()  # after the last newline: empty, or a line still coming (or cut)
-        for raw in lines:
-            try:
-                record = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                yield str(record.get("kind", "demand")), record.get("device_time")
+def reading_ids(data: bytes) -> set[tuple[str, object]]:
+    """(kind, device_time) of every complete line of `.jl` bytes."""
+    return {(str(r.get("kind", "demand")), r.get("device_time")) for r in parse_lines(data).records}
 
 
 def repeated(archive: Archive, device_hour: DeviceHour, part: int, local: Path, tmp_dir: Path) -> int:
@@ -40,5 +28,6 @@ def repeated(archive: Archive, device_hour: DeviceHour, part: int, local: Path, 
     for earlier in range(1, part):
         with tempfile.NamedTemporaryFile(dir=tmp_dir, prefix="parts-", suffix=".jl.gz") as tmp:
             archive.fetch(device_hour.key(earlier), Path(tmp.name))
-            seen.update(reading_ids(gunzip_chunks(read_chunks(Path(tmp.name)))))
-    return sum(ident in seen for ident in reading_ids(read_chunks(local)))
+            seen |= reading_ids(b"".join(gunzip_chunks(read_chunks(Path(tmp.name)))))
+    lines = parse_lines(local.read_bytes()).records
+    return sum((str(r.get("kind", "demand")), r.get("device_time")) in seen for r in lines)
