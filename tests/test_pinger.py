@@ -86,6 +86,7 @@ async def test_every_served_reading_lands_exactly_once_with_decoded_values(
     stack: tuple[Sim, Settings],
 ) -> None:
     sim, settings = stack
+    settings = settings.replace(poll_interval_s=1.0, poll_timeout_s=0.9)  # slack for a loaded machine
     await register(sim, settings)
     pinger = Pinger.create(settings)
     await run_for(pinger, 3.5)
@@ -271,7 +272,7 @@ async def test_a_change_published_before_the_feed_subscribes_is_not_missed(
     store, vault = Store.from_url(settings.redis_url), Vault(settings.secret_key)
     await store.save_device(DeviceInput.from_mapping(sim.users()[0]), vault)  # published to nobody
     await store.close()
-    follower = asyncio.create_task(pinger._follow_changes())  # then the feed subscribes
+    follower = asyncio.create_task(pinger.feed.follow())  # then the feed subscribes
     for _ in range(50):
         if pinger.fleet.devices:
             break

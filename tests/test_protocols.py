@@ -43,9 +43,13 @@ async def mixed(
     start_sim: Callable[..., Sim], make_settings: Callable[..., Settings], redis_url: str
 ) -> AsyncIterator[tuple[Sim, Settings]]:
     sim = start_sim(300, "--protocols", MIX, "--time-offset-s", str(noon_offset_s()))
+    # one poll a second with 0.9 s to answer: 900 requests a second would leave the one-process
+    # simulator too little slack on a loaded 2-core machine for a 0.4 s timeout (a reading served
+    # to a poll that timed out is one the test would count as lost)
     settings = make_settings(
-        redis_url, sim.url, summation_interval_s=1.0, price_interval_s=2.0, local_request_gap_s=0.05
-    )
+        redis_url, sim.url, summation_interval_s=1.0, price_interval_s=2.0, local_request_gap_s=0.05,
+        poll_interval_s=1.0, poll_timeout_s=0.9,
+    )  # fmt: skip
     yield sim, settings
 
 

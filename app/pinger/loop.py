@@ -26,7 +26,7 @@ from app.devices import DeviceRecord
 from app.eagle.client import Clients, GatewayClient, new_session
 from app.eagle.gateway import Gateway, gateway_for
 from app.eagle.readings import Readings
-from app.errors import DeviceError, StoreError
+from app.errors import DeviceError
 from app.heartbeat import Heartbeat, process_id
 from app.hourly import HourlyWriter
 from app.leases import Leases
@@ -34,7 +34,9 @@ from app.lifecycle import serve_metrics
 from app.logs import action
 from app.pinger.backoff import Backoff
 from app.pinger.chores import Chores
+from app.pinger.feed import FleetFeed
 from app.pinger.fleet import DeviceState, FleetView
+from app.pinger.keeper import LeaseKeeper
 from app.pinger.ledger import Ledger, WriteBacklog
 from app.pinger.metrics import PingerMetrics
 from app.pinger.ownership import Ownership
@@ -49,7 +51,6 @@ log = logging.getLogger(__name__)
 # Devices due within this window are launched together: one loop wake-up per window instead
 # of one per device, at the cost of polling up to this much early.
 LAUNCH_WINDOW_S = 0.05
-CLAIM_BATCH_S = 0.5  # new devices of ours are claimed this soon after they are published
 
 
 class Pinger:
@@ -97,10 +98,8 @@ class Pinger:
         self._fleet_loaded = asyncio.Event()
         self._queue: list[tuple[float, str]] | None = None  # the running cycle's launches to come
         self._cycle_base = 0.0  # the running cycle's start on the loop's clock
-        self._renewing: asyncio.Task[None] | None = None
-        self._renew_again = False
-        self._claim_soon: asyncio.TimerHandle | None = None
-        self._lapse_timer: asyncio.TimerHandle | None = None
+        self.keeper = LeaseKeeper(self)
+        self.feed = FleetFeed(self)
 
     @classmethod
     def create(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Pinger:
@@ -318,8 +317,8 @@ class Pinger:
         """Start the background tasks and wait until the change feed has loaded the fleet
         (it retries while Redis is away), so the fleet is read once, after subscribing."""
         self._background = [
-            asyncio.create_task(self._follow_changes()),
-            asyncio.create_task(self._resync_every()),
+            asyncio.create_task(self.feed.follow()),
+            asyncio.create_task(self.feed.resync_every()),
             asyncio.create_task(self.heartbeat.run(self._stop)),
             asyncio.create_task(self.chores.crawls()),
         ]
@@ -361,7 +360,7 @@ class Pinger:
                     cycle_start = next_cycle_start(now, self.interval_s)
                     continue
                 self._close_past_hours(now)
-                await self._renew_leases()
+                await self.keeper.each_cycle()
                 task = asyncio.create_task(self.poll_once(cycle_start))
                 self._cycles.add(task)
                 task.add_done_callback(self._cycles.discard)
@@ -382,8 +381,7 @@ class Pinger:
         self.backlog.retry()
         self.backlog.rescue(self.settings.data_dir, self.clock())
         await self.ledger.flush(self.clock())
-        if self._renewing is not None:
-            await asyncio.gather(self._renewing, return_exceptions=True)
+        await self.keeper.settle()
         await self.ownership.leave()  # after the flush: the next owners start from these readings
         await asyncio.gather(*self._syncs)
         await asyncio.to_thread(HourlyWriter.sync, self.writer.close())
@@ -400,57 +398,6 @@ class Pinger:
         )
 
     # --- leases ----------------------------------------------------------------------------
-
-    async def _renew_leases(self) -> None:
-        """Renew once a cycle, in the background; when the lease may run out before the next
-        one, wait for it first (briefly: with Redis away the pinger polls on, unfenced)."""
-        self._renew_soon()
-        if not self.ownership.fresh() and self._renewing is not None:
-            await asyncio.wait({self._renewing}, timeout=min(1.0, self.interval_s / 4))
-
-    def _renew_soon(self) -> None:
-        if self._stop.is_set():
-            return  # a stopping pinger claims nothing more; `close` hands everything over
-        if self._renewing is not None:
-            self._renew_again = True
-            return
-        self._renewing = asyncio.create_task(self._renew())
-        self._renewing.add_done_callback(self._renewed)
-
-    def _claim(self) -> None:
-        self._claim_soon = None
-        self._renew_soon()
-
-    def _renewed(self, task: asyncio.Task[None]) -> None:
-        self._renewing = None
-        if self._renew_again and not self._stop.is_set():
-            self._renew_again = False
-            self._renew_soon()
-
-    async def _renew(self) -> None:
-        """One lease round; devices gained join the running cycle at their phase."""
-        try:
-            if self.ownership.releasing():
-                await self.ledger.flush(self.clock())  # the next owner starts from these readings
-            changed = await self.ownership.renew()
-            if changed:
-                await self.fleet.refresh(changed)
-                self._join(changed)
-            self._watch_lapse()
-        except Exception:  # a bug here must not stop the renewals
-            log.exception("lease renewal failed")
-
-    def _watch_lapse(self) -> None:
-        """A pinger that stopped renewing (killed) loses its lease before our next round would
-        come: renew just after it runs out, so its devices are claimed at once."""
-        lapse_in = self.ownership.next_lapse_in_s
-        if self._lapse_timer is not None:
-            self._lapse_timer.cancel()
-            self._lapse_timer = None
-        if lapse_in is not None and lapse_in < self.interval_s and not self._stop.is_set():
-            self._lapse_timer = asyncio.get_running_loop().call_later(
-                max(0.0, lapse_in) + 0.25, self._renew_soon
-            )
 
     def _join(self, cloud_ids: set[str]) -> None:
         queue = self._queue
@@ -476,52 +423,3 @@ class Pinger:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), seconds)
-
-    async def _follow_changes(self) -> None:
-        """Apply published device changes. Each time the subscription is (re)established the
-        fleet is re-read in full, so a change made before we were listening is not missed."""
-        lost_at: float | None = None
-        while not self._stop.is_set():
-            try:
-                async for change in self.store.device_changes():
-                    if change is None:
-                        await self.fleet.resync()
-                        self._fleet_loaded.set()
-                        if lost_at is not None:
-                            log.info(
-                                "device change feed back", extra={"after_s": round(self.clock() - lost_at, 1)}
-                            )
-                            lost_at = None
-                    elif change[0] == "device":
-                        await self.fleet.refresh([change[1]])
-                    elif change[1] != self.pinger_id and self._fleet_loaded.is_set():
-                        self._renew_soon()  # another pinger let devices go: claim our share now
-                    if self.ownership.claims_waiting() and self._claim_soon is None:
-                        # a new device of ours: claim it now, not next cycle (a bulk import's
-                        # changes, half a second apart at most, claimed together)
-                        self._claim_soon = asyncio.get_running_loop().call_later(CLAIM_BATCH_S, self._claim)
-            except StoreError as exc:
-                if lost_at is not None:
-                    pass  # said once per outage
-                elif self._fleet_loaded.is_set():
-                    lost_at = self.clock()
-                    log.warning("device change feed lost; reconnecting", extra={"reason": str(exc)})
-                else:
-                    log.error("cannot load the fleet yet; retrying", extra={"reason": str(exc)})
-                await self._sleep(1.0)
-
-    async def _resync_every(self) -> None:
-        while not self._stop.is_set():
-            await self._sleep(self.settings.resync_interval_s)
-            if self._stop.is_set():
-                return
-            try:
-                await self.fleet.resync()
-            except StoreError as exc:
-                log.warning(
-                    "fleet resync failed; polling the devices already known",
-                    extra={"reason": str(exc)},
-                )
-                continue
-            if self.ownership.claims_waiting():
-                self._renew_soon()
