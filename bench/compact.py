@@ -7,8 +7,10 @@
    size against the hourly .jl and .jl.gz.
 3. A week for one household: DuckDB over the compacted archive (`kind=demand/date=*/`, the day's
    files standing in for each of the seven days: the same size and layout) against reading that
-   household's 168 hourly objects (gunzip, parse, aggregate): the same answer (readings and mean
-   demand per day), each timed as the best of three.
+   household's 168 hourly objects through the archive (list, fetch, gunzip, parse, aggregate):
+   the same answer (readings per day), each the best of three; on the file:// archive, and on an
+   S3 server (moto's, over HTTP; DuckDB through pyarrow's S3 filesystem, which reads only the
+   footers and row groups it needs).
 
 Targets (issue 14): the one-device week query at least 20× faster than reading the hourly objects.
 
@@ -31,17 +33,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
-import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app.archive.backend import Archive  # noqa: E402
 from app.archive.factory import open_archive  # noqa: E402
+from app.hourly import parse_lines  # noqa: E402
 from app.rotate.runner import Rotator  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from bench.cart import write_hours  # noqa: E402
+from bench.pinger import free_port, port_open, wait_for  # noqa: E402
 
 
 def write_day(
@@ -59,34 +64,87 @@ def ship(settings: Settings) -> tuple[int, int]:
     return report.stored, report.stored_bytes
 
 
-def hourly_week(archive_root: Path, cloud_id: str, days: list[str]) -> dict[str, tuple[int, float]]:
-    """Readings and mean demand per day from the household's hourly objects."""
+def hourly_week(archive: Archive, cloud_id: str, days: list[str], tmp: Path) -> dict[str, tuple[int, float]]:
+    """Readings and mean demand per day from the household's hourly objects, fetched through the
+    archive as any reader of them must: list the day, fetch each part, gunzip, parse, drop repeats."""
     out = {}
     for day in days:
         y, m, d = day.split("-")
-        n, total = 0, 0.0
-        folder = archive_root / "rainforest-logs" / cloud_id / y / m / d
-        for path in sorted(folder.glob("*.jl.gz")):
-            seen = set()
-            for raw in gzip.decompress(path.read_bytes()).splitlines():
-                line = orjson.loads(raw)
+        n, total, seen = 0, 0.0, set()
+        for obj in archive.list(f"rainforest-logs/{cloud_id}/{y}/{m}/{d}/"):
+            archive.fetch(obj.key, tmp)
+            for line in parse_lines(gzip.decompress(tmp.read_bytes())).records:
                 if line.get("kind", "demand") != "demand" or line["device_time"] in seen:
                     continue
                 seen.add(line["device_time"])
                 n += 1
-                total += line["demand_kw"]
+                total += float(line["demand_kw"])  # type: ignore[arg-type]
         out[day] = (n, round(total / n, 6) if n else 0.0)
     return out
 
 
-def duckdb_week(archive_root: Path, cloud_id: str, days: list[str]) -> dict[str, tuple[int, float]]:
-    files = f"{archive_root}/rainforest-parquet/kind=demand/date=*/*.parquet"
-    rows = duckdb.sql(
-        f"SELECT strftime(date, '%Y-%m-%d'), count(*), round(avg(demand_kw), 6) "
-        f"FROM read_parquet('{files}', hive_partitioning = true) "
-        f"WHERE cloud_id = '{cloud_id}' AND date BETWEEN '{days[0]}' AND '{days[-1]}' GROUP BY 1 ORDER BY 1"
-    ).fetchall()
+WEEK_SQL = (
+    "SELECT CAST(date AS VARCHAR), count(*), round(avg(demand_kw), 6) FROM {source} "
+    "WHERE cloud_id = '{cid}' AND CAST(date AS VARCHAR) BETWEEN '{first}' AND '{last}' GROUP BY 1 ORDER BY 1"
+)
+
+
+def duckdb_week(source: str, cloud_id: str, days: list[str], con: Any = None) -> dict[str, tuple[int, float]]:
+    sql = WEEK_SQL.format(source=source, cid=cloud_id, first=days[0], last=days[-1])
+    rows = (con or duckdb).sql(sql).fetchall()
     return {day: (int(n), float(mean)) for day, n, mean in rows}
+
+
+def on_s3(work: Path, household: str, days: list[str]) -> tuple[float, float, bool]:
+    """The same week on an S3 server (moto's, over HTTP): DuckDB over the Parquet through pyarrow's
+    S3 filesystem (ranged reads of the row groups it needs) against fetching the hourly objects."""
+    import boto3
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    port = free_port()
+    server = [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)]
+    moto = subprocess.Popen(server, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: port_open(port), "moto_server")
+        endpoint, key = (
+            f"http://127.0.0.1:{port}",
+            {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"},
+        )
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **key)
+        s3.create_bucket(Bucket="bench")
+        local = work / "archive"
+        for path in [*local.rglob("*.parquet"), *(local / "rainforest-logs" / household).rglob("*.jl.gz")]:
+            s3.upload_file(str(path), "bench", f"study/{path.relative_to(local).as_posix()}")
+        settings = Settings(
+            archive_url="s3://bench/study", s3_endpoint_url=endpoint, aws_access_key_id="bench",
+            aws_secret_access_key="bench", aws_region="us-east-1", data_dir=work / "data",
+        )  # fmt: skip
+        archive = open_archive(settings)
+        fs = pafs.S3FileSystem(access_key="bench", secret_key="bench", region="us-east-1",
+                               endpoint_override=endpoint, scheme="http")  # fmt: skip
+        con = duckdb.connect()
+
+        def query() -> dict[str, tuple[int, float]]:
+            parquet = ds.ParquetFileFormat(  # a row group's columns in one ranged read, not one each
+                default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=True)
+            )
+            dataset = ds.dataset(
+                "bench/study/rainforest-parquet/kind=demand/",
+                filesystem=fs,
+                partitioning="hive",
+                format=parquet,
+            )
+            con.register("demand", dataset)
+            return duckdb_week("demand", household, days, con)
+
+        hourly_s, from_hourly = best_of(3, lambda: hourly_week(archive, household, days, work / "obj.gz"))
+        duck_s, from_duck = best_of(3, query)
+        same = {d: v[0] for d, v in from_duck.items()} == {d: v[0] for d, v in from_hourly.items()}  # type: ignore[attr-defined]
+        return duck_s, hourly_s, same
+    finally:
+        moto.terminate()
+        moto.wait(10)
 
 
 def best_of(n: int, fn: object) -> tuple[float, object]:
@@ -144,17 +202,25 @@ def main() -> None:
                 if "kind=demand" in str(src):
                     shutil.copy(src, target / src.name)
         ship(settings)
-        hourly_s, from_hourly = best_of(3, lambda: hourly_week(work / "archive", household, days))
-        duck_s, from_duck = best_of(3, lambda: duckdb_week(work / "archive", household, days))
+        archive = open_archive(settings)
+        glob = f"{work}/archive/rainforest-parquet/kind=demand/date=*/*.parquet"
+        files = f"read_parquet('{glob}', hive_partitioning = true)"
+        hourly_s, from_hourly = best_of(3, lambda: hourly_week(archive, household, days, work / "obj.gz"))
+        duck_s, from_duck = best_of(3, lambda: duckdb_week(files, household, days))
         same = {d: v[0] for d, v in from_duck.items()} == {d: v[0] for d, v in from_hourly.items()}  # type: ignore[attr-defined]
-        print(f"a week of one household: DuckDB over the compacted archive {duck_s * 1000:.0f} ms, "
-              f"its 168 hourly objects read {hourly_s * 1000:.0f} ms: {hourly_s / duck_s:.0f}× faster "
-              f"(readings per day the same: {'yes' if same else 'NO'})", flush=True)  # fmt: skip
+        print(f"a week of one household, file:// archive: DuckDB {duck_s * 1000:.0f} ms, its 168 hourly "
+              "objects "
+              f"{hourly_s * 1000:.0f} ms: {hourly_s / duck_s:.1f}× faster (same readings per day: "
+              f"{'yes' if same else 'NO'})", flush=True)  # fmt: skip
+        s3_duck, s3_hourly, s3_same = on_s3(work, household, days)
+        print(f"a week of one household, S3 (moto over HTTP): DuckDB {s3_duck * 1000:.0f} ms, its 168 hourly "
+              f"objects {s3_hourly * 1000:.0f} ms: {s3_hourly / s3_duck:.1f}× faster (same readings per day: "
+              f"{'yes' if s3_same else 'NO'})", flush=True)  # fmt: skip
         print(f"devices={args.devices} readings={rows} compact_s={seconds:.1f} "
               f"compact_peak_rss_mb={peak_mb:.0f} "
               f"parquet_mb={parquet_bytes / 1e6:.0f} size_ratio_vs_jl_gz={gz_bytes / parquet_bytes:.1f} "
-              f"week_query_ms={duck_s * 1000:.0f} hourly_read_ms={hourly_s * 1000:.0f} "
-              f"query_speedup={hourly_s / duck_s:.0f}")  # fmt: skip
+              f"file_query_speedup={hourly_s / duck_s:.1f} s3_query_ms={s3_duck * 1000:.0f} "
+              f"s3_hourly_ms={s3_hourly * 1000:.0f} s3_query_speedup={s3_hourly / s3_duck:.1f}")  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

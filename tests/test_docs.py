@@ -69,6 +69,25 @@ def _anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
+def test_the_layout_section_names_every_module_of_the_tree() -> None:
+    text = (ROOT / "docs" / "development.md").read_text()
+    layout = text[text.index("## Layout") :]
+    missing = []
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        rel = path.relative_to(ROOT / "app")
+        if path.name == "__init__.py" or "static" in rel.parts:
+            continue
+        if len(rel.parts) == 1:
+            found = f"app/{path.name}" in layout or f" {path.name}" in layout
+        else:
+            start = layout.find(f"app/{rel.parts[0]}/")
+            end = layout.find("\napp/", start + 1)
+            found = start >= 0 and path.name in layout[start : end if end > 0 else None]
+        if not found:
+            missing.append(str(rel))
+    assert not missing, f"docs/development.md's layout does not name: {missing}"
+
+
 def test_the_app_has_no_import_circles() -> None:
     modules = {}
     for path in (ROOT / "app").rglob("*.py"):
