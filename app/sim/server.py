@@ -8,6 +8,7 @@ GET|PUT|DELETE /control/faults  show, replace or clear faults
 GET  /control/users.jl          the fleet as a users file for `rainforest users import`
 GET  /control/served            every distinct reading served so far (when recording)
 GET|DELETE /control/pollers    per device, who polled its demand: runs of [agent, first, last, count]
+                                (?last=1: only the latest run)
 GET  /control/stats             request counts by outcome (and push uploads)
 GET  /control/pushed            every reading the push devices delivered (with --push-to)
 PUT  /control/push              {"resend_rate": 0.2}: re-send that share of accepted uploads
@@ -264,7 +265,13 @@ class Simulator:
         )
 
     async def get_pollers(self, request: web.Request) -> web.Response:
-        return web.json_response(self.pollers)
+        """Every run of every device, or with ?last=1 only each device's latest (a big fleet's
+        full record is too much to ask for twice a second)."""
+        if request.query.get("last") == "1":
+            body = orjson.dumps({cid: runs[-1:] for cid, runs in self.pollers.items()})
+        else:
+            body = orjson.dumps(self.pollers)
+        return web.Response(body=body, content_type="application/json")
 
     async def delete_pollers(self, request: web.Request) -> web.Response:
         self.pollers.clear()
