@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint chromium bench bench-pinger bench-api bench-rotate bench-cart bench-push deps redis-server clean images test-containers
+.PHONY: demo test lint chromium bench bench-pinger bench-api bench-rotate bench-cart bench-push bench-compact deps redis-server clean images test-containers
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -62,6 +62,7 @@ bench: deps
 	$(BIN)/python bench/rotate.py
 	$(BIN)/python bench/cart.py
 	$(BIN)/python bench/push.py
+	$(BIN)/python bench/compact.py
 
 bench-pinger: deps
 	$(BIN)/python bench/pinger.py
@@ -77,6 +78,9 @@ bench-cart: deps
 
 bench-push: deps
 	$(BIN)/python bench/push.py
+
+bench-compact: deps
+	$(BIN)/python bench/compact.py
 
 # The container images: rainforest/base (OS packages and every dependency, slow, rebuilt when
 # pyproject.toml changes) and rainforest/app on top (the code, seconds). docker-compose.yml
