@@ -27,8 +27,10 @@ from tests.conftest import RedisServer, Sim, wait_until
 from tests.test_pinger import served, written
 from tests.test_users_cli import rainforest
 
-INTERVAL_S = 3.0  # 1,000 polls a second: what the one-process simulator serves on 2 cores
-LEASE_S = 10.0  # long enough to tell a handover by release from one by expiry
+# 750 polls a second (and the summation and price requests): what the one-process simulator
+# serves on 2 cores with room left for a pinger process starting beside it
+INTERVAL_S = 4.0
+LEASE_S = 12.0  # long enough to tell a handover by release from one by expiry
 DEVICES = 3000
 
 
@@ -108,11 +110,11 @@ def test_pingers_share_the_fleet_hand_over_and_survive_a_redis_restart(
     start_sim: Callable[..., Sim], own_redis: RedisServer, make_settings: Callable[..., Settings],
     secret_key: str, tmp_path: Path,
 ) -> None:  # fmt: skip
-    sim = start_sim(DEVICES, "--reading-interval-s", "3")
+    sim = start_sim(DEVICES, "--reading-interval-s", "4")
     data = tmp_path / "data"
     data.mkdir()
     env = {"REDIS_URL": own_redis.url, "SECRET_KEY": secret_key, "DATA_DIR": str(data),
-           "EAGLE_CLOUD_URL": sim.url, "POLL_INTERVAL_S": str(INTERVAL_S), "POLL_TIMEOUT_S": "2.5",
+           "EAGLE_CLOUD_URL": sim.url, "POLL_INTERVAL_S": str(INTERVAL_S), "POLL_TIMEOUT_S": "3.5",
            "PINGER_LEASE_S": str(LEASE_S), "CRAWL_INTERVAL_S": "0", "LOCAL_REQUEST_GAP_S": "0"}  # fmt: skip
     users = tmp_path / "users.jl"
     users.write_bytes(sim.get("/control/users.jl"))
@@ -183,6 +185,6 @@ def test_pingers_share_the_fleet_hand_over_and_survive_a_redis_restart(
     dead_ids = set(dead)
     assert all(cid in dead_ids for cid, _ in missing), "a reading of a live pinger's device was lost"
     assert all(
-        truth[key]["device_time"] >= killed_at - INTERVAL_S - 3.5  # type: ignore[operator]
+        truth[key]["device_time"] >= killed_at - INTERVAL_S - 4.5  # type: ignore[operator]
         for key in missing
     ), "the killed pinger lost readings older than its last interval"
