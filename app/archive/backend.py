@@ -101,6 +101,16 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_digests(path: Path) -> tuple[str, bytes]:
+    """A file's sha256 (hex) and MD5 (raw, S3's Content-MD5), in one streaming read."""
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            sha.update(chunk)
+            md5.update(chunk)
+    return sha.hexdigest(), md5.digest()
+
+
 def gunzip_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """The decompressed bytes of a stream of gzip bytes, every member of it (zlib.error if not gzip)."""
     import zlib

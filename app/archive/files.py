@@ -14,13 +14,31 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import BinaryIO
 
 from app.archive.backend import StoredObject, Upload, file_sha256, gunzip_sha256, read_chunks
 from app.archive.layout import ROOT
 from app.errors import ArchiveError
+
+
+class _OSErrors:
+    """An OSError raised inside as one ArchiveError sentence: "cannot read K in ROOT: reason"."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, _type: type[BaseException] | None, exc: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        if isinstance(exc, OSError):
+            raise ArchiveError(f"{self.what}: {exc.strerror or exc}", kind="unreachable") from exc
 
 
 class FileArchive:
@@ -46,7 +64,7 @@ class FileArchive:
 
     def put_new(self, key: str, upload: Upload) -> StoredObject | None:
         dest = self._path(key)
-        try:
+        with self._os_errors(f"store {key}"):
             dest.parent.mkdir(parents=True, exist_ok=True)
             self.incoming.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(dir=self.incoming)
@@ -64,34 +82,24 @@ class FileArchive:
                 tmp.unlink(missing_ok=True)
             _fsync_dir(dest.parent)
             return StoredObject(key, upload.size)  # no digest of its own: rotate reads it back
-        except OSError as exc:
-            raise ArchiveError(
-                f"cannot store {key} in {self.root}: {exc.strerror or exc}", kind="unreachable"
-            ) from exc
 
     def stat(self, key: str) -> StoredObject | None:
         path = self._path(key)
-        try:
-            size = path.stat().st_size
-            return StoredObject(key, size, sha256=file_sha256(path), source_bytes=_gzip_isize(path, size))
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise ArchiveError(
-                f"cannot read {key} in {self.root}: {exc.strerror or exc}", kind="unreachable"
-            ) from exc
+        with self._os_errors(f"read {key}"):
+            try:
+                size = path.stat().st_size
+                return StoredObject(key, size, sha256=file_sha256(path), source_bytes=_gzip_isize(path, size))
+            except FileNotFoundError:
+                return None
 
     def source_sha256(self, key: str) -> str:
-        try:
-            return gunzip_sha256(read_chunks(self._path(key)))
-        except OSError as exc:
-            raise ArchiveError(
-                f"cannot read {key} in {self.root}: {exc.strerror or exc}", kind="unreachable"
-            ) from exc
-        except Exception as exc:  # zlib.error: the stored object is not gzip
-            raise ArchiveError(
-                f"{key} in {self.root} is not a readable gzip file: {exc}", kind="integrity"
-            ) from exc
+        with self._os_errors(f"read {key}"):
+            try:
+                return gunzip_sha256(read_chunks(self._path(key)))
+            except zlib.error as exc:
+                raise ArchiveError(
+                    f"{key} in {self.root} is not a readable gzip file: {exc}", kind="integrity"
+                ) from exc
 
     def list(self, prefix: str) -> list[StoredObject]:
         folder, _, _name = prefix.rpartition("/")
@@ -107,41 +115,29 @@ class FileArchive:
         return sorted(found, key=lambda o: o.key)
 
     def fetch(self, key: str, dest: Path) -> None:
-        try:
+        with self._os_errors(f"read {key}"):
             shutil.copyfile(self._path(key), dest)
-        except OSError as exc:
-            raise ArchiveError(
-                f"cannot read {key} in {self.root}: {exc.strerror or exc}", kind="unreachable"
-            ) from exc
 
     def children(self, prefix: str) -> Sequence[str]:
         base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
-        try:
-            return sorted(p.name for p in base.iterdir() if p != self.incoming)
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise ArchiveError(
-                f"cannot list {prefix} in {self.root}: {exc.strerror or exc}", kind="unreachable"
-            ) from exc
+        with self._os_errors(f"list {prefix}"):
+            try:
+                return sorted(p.name for p in base.iterdir() if p != self.incoming)
+            except FileNotFoundError:
+                return []
 
     def open_read(self, key: str) -> BinaryIO:
-        try:
+        with self._os_errors(f"read {key}"):
             return self._path(key).open("rb")
-        except OSError as exc:
-            raise ArchiveError(
-                f"cannot read {key} in {self.root}: {exc.strerror or exc}", kind="unreachable"
-            ) from exc
 
     def delete(self, key: str) -> None:
         if key.startswith(ROOT + "/"):
             raise ArchiveError(f"refusing to delete an hourly object: {key}", kind="error")
-        try:
+        with self._os_errors(f"delete {key}"):
             self._path(key).unlink(missing_ok=True)
-        except OSError as exc:
-            raise ArchiveError(
-                f"cannot delete {key} in {self.root}: {exc.strerror or exc}", kind="unreachable"
-            ) from exc
+
+    def _os_errors(self, doing: str) -> _OSErrors:
+        return _OSErrors(f"cannot {doing} in {self.root}")
 
     def _path(self, key: str) -> Path:
         if key.startswith("/") or ".." in key.split("/"):

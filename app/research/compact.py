@@ -20,6 +20,7 @@ from __future__ import annotations
 import calendar
 import hashlib
 import logging
+import re
 import shutil
 import tempfile
 import time
@@ -33,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from app.archive.backend import Archive, Upload, file_sha256, gunzip_chunks
+from app.archive.backend import Archive, Upload, file_digests, gunzip_chunks
 from app.archive.layout import ROOT as HOURLY_ROOT
 from app.archive.layout import parse_key
 from app.errors import ArchiveError, ValidationError
@@ -77,8 +78,6 @@ class Compacted:
 
 def day_start(day: str) -> int:
     """Unix seconds of a YYYY-MM-DD UTC day's start; a ValidationError naming the format otherwise."""
-    import re
-
     try:
         if not re.match(DAY_RE, day):
             raise ValueError(day)
@@ -288,9 +287,8 @@ class Compactor:
             return f.read()
 
     def _upload(self, key: str, path: Path, kind: str, rows: int) -> dict[str, Any]:
-        sha = file_sha256(path)
+        sha, md5 = file_digests(path)  # a file can be 256 MB: streamed, never read whole
         size = path.stat().st_size
-        md5 = hashlib.md5(path.read_bytes(), usedforsecurity=False).digest()
         upload = Upload(path, size, sha, md5, sha, size, rows, extra=(("rows", str(rows)), ("kind", kind)))
         if self.archive.put_new(key, upload) is None:
             raise ArchiveError(f"{key} already exists; compacting again picks a new version.", kind="error")

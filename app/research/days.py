@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from app.archive.backend import Archive
 from app.archive.layout import parse_key
 from app.errors import ArchiveError
+from app.research.schema import KINDS
 
 ROOT = "rainforest-parquet"
 _VERSION_RE = re.compile(r"^v(\d{4})")
@@ -63,7 +64,7 @@ class DayManifest:
 def versions(archive: Archive, day: str) -> list[int]:
     """Every version number used for a day, by a manifest or by a file (a crashed attempt's)."""
     found = set()
-    for prefix in (f"{ROOT}/_manifests/date={day}/", *(f"{ROOT}/kind={k}/date={day}/" for k in _KINDS)):
+    for prefix in (f"{ROOT}/_manifests/date={day}/", *(f"{ROOT}/kind={k}/date={day}/" for k in KINDS)):
         for name in archive.children(prefix):
             match = _VERSION_RE.match(name)
             if match:
@@ -82,9 +83,6 @@ def current(archive: Archive, day: str) -> DayManifest | None:
             return DayManifest.from_json(f.read())
         except (orjson.JSONDecodeError, TypeError) as exc:
             raise ArchiveError(f"{key} is not a readable day manifest: {exc}", kind="integrity") from exc
-
-
-_KINDS = ("demand", "summation", "price")
 
 
 class DayReader:
