@@ -4,8 +4,9 @@
     ├── ConfigError            a setting is missing or malformed (the process stops at start)
     ├── ValidationError        input from a person or a file is not acceptable
     ├── StoreError             Redis is unreachable or answered in a way we cannot use
-    │   └── CredentialError    a stored device password does not decrypt with SECRET_KEY
+    ├── CredentialError        a stored device secret does not decrypt with SECRET_KEY
     ├── WriteError             a reading could not be appended to its hourly file
+    │   └── FileBusy           another process holds the file's lock (try again shortly)
     ├── ArchiveError           the archive (S3 or a folder) is down, refuses us, or lies
     └── DeviceError            a gateway (or the relay in front of it) did not give a reading
         ├── DeviceTimeout      no complete reply within the timeout
@@ -42,12 +43,18 @@ class StoreError(RainforestError):
     """Redis could not be reached or gave an unusable answer."""
 
 
-class CredentialError(StoreError):
-    """A stored device password does not decrypt with SECRET_KEY (the key changed)."""
+class CredentialError(RainforestError):
+    """A stored device secret does not decrypt with SECRET_KEY (the key changed): not a Redis
+    problem, so never reported as one."""
 
 
 class WriteError(RainforestError):
     """A reading could not be appended to its hourly file."""
+
+
+class FileBusy(WriteError):
+    """Another process holds the hourly file's lock right now (rotate shipping it, a pinger that
+    has not yet let a device go); nothing was written, and a retry shortly after may succeed."""
 
 
 class ArchiveError(RainforestError):

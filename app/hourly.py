@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +84,7 @@ class HourlyWriter:
         self.prefix = prefix
         self.max_open = max(1, min(max_open, _fd_budget()))
         self._fds: OrderedDict[Path, int] = OrderedDict()
+        self._by_device: dict[str, set[Path]] = {}  # cloud_id → its files with a descriptor open
         self._checked: set[Path] = set()  # files whose tail was verified by this process
         self._hours: dict[int, str] = {}  # hour number (Unix s // 3600) → "YYYY-MM-DD-HH", folder made
         self._written: dict[int, set[Path]] = {}  # hour number → files written, fsynced at close
@@ -104,6 +105,7 @@ class HourlyWriter:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fd = self._fd(path)
             write_all(fd, line)
+            self._by_device.setdefault(cloud_id, set()).add(path)
         except OSError as exc:
             self._drop(path)
             raise WriteError(f"cannot append to {path}: {exc.strerror or exc}") from exc
@@ -140,7 +142,22 @@ class HourlyWriter:
                 to_sync.append(path)
         for number in [n for n in self._hours if n < current]:
             del self._hours[number]
+        if to_sync:  # once an hour: forget the closed files of each device
+            self._by_device = {
+                cid: live for cid, paths in self._by_device.items() if (live := paths & self._fds.keys())
+            }
         return to_sync
+
+    def release(self, cloud_ids: Iterable[str]) -> int:
+        """Close the descriptors (and so drop the shared locks) of devices this process no longer
+        writes: a device moved to push, or to another pinger, is written by someone else now, and
+        rotate must be able to take its files when their hour closes. Returns how many closed."""
+        closed = 0
+        for cid in cloud_ids:
+            for path in self._by_device.pop(cid, ()):
+                closed += path in self._fds
+                self._drop(path)
+        return closed
 
     def close(self) -> list[Path]:
         """Close every descriptor; returns every file written, for `sync` (the SIGTERM path)."""
@@ -164,14 +181,7 @@ class HourlyWriter:
         while len(self._fds) >= self.max_open:
             _, old = self._fds.popitem(last=False)
             os.close(old)
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            # A shared lock for as long as the descriptor is open: rotate takes the file only
-            # when it can lock it exclusively, so it never ships (and deletes) a file mid-write.
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise OSError(errno.EAGAIN, "rotate is archiving this file right now") from None
+        fd = _open_locked(path)
         if path not in self._checked:
             self._repair_tail(fd, path)
             self._checked.add(path)
@@ -197,6 +207,33 @@ class HourlyWriter:
         fd = self._fds.pop(path, None)
         if fd is not None:
             os.close(fd)
+
+
+def _open_locked(path: Path) -> int:
+    """Open (or create) `path` for appending, holding a shared flock(2) on it.
+
+    The lock is held for as long as the descriptor is open: rotate takes a file only when it
+    can lock it exclusively, so it never ships (and deletes) a file mid-write. Between our
+    open(2) and our flock(2) rotate may have shipped and unlinked the file: the inode is checked
+    again under the lock, and a file that is no longer at `path` is opened anew, so no line
+    ever lands in a file that no one will read.
+    """
+    for _ in range(3):
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OSError(errno.EAGAIN, "rotate is archiving this file right now") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+        path.parent.mkdir(parents=True, exist_ok=True)  # rotate removes an emptied hour folder
+    raise OSError(errno.EAGAIN, "the file was replaced while it was being opened")
 
 
 def write_all(fd: int, line: bytes) -> None:

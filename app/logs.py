@@ -7,11 +7,13 @@ import contextlib
 import contextvars
 import logging
 import logging.handlers
+import re
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -35,6 +37,8 @@ class ReadableFormatter(logging.Formatter):
             line += f"  {extras}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
+        elif record.exc_text:
+            line += "\n" + record.exc_text
         return line
 
 
@@ -57,6 +61,40 @@ def action(name: str) -> Iterator[str]:
         _action.reset(token)
 
 
+# Query parameters whose values are secrets, matched on the decoded name (`?%6Bey=` is `key`).
+SECRET_PARAMETERS = frozenset({"key", "token", "access_token", "api_key", "apikey", "password", "user_pw"})
+_QUERY_PAIR = re.compile(r"([?&;])([^=&?#\s'\"<>]+)=([^&#\s'\"<>]*)")
+
+
+def redact_url(text: str) -> str:
+    """`text` with the value of every secret query parameter in it replaced by ***."""
+    if "=" not in text:
+        return text
+
+    def hide(m: re.Match[str]) -> str:
+        name = unquote_plus(m.group(2)).strip().lower()
+        return f"{m.group(1)}{m.group(2)}=***" if name in SECRET_PARAMETERS else m.group(0)
+
+    return _QUERY_PAIR.sub(hide, text)
+
+
+class RedactFilter(logging.Filter):
+    """No secret from a URL reaches a log file: Tornado's own lines (an uncaught exception logs
+    the request's whole URI) and ours are redacted by the decoded parameter name."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_url(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            # formatters fall back to exc_text when exc_info is gone: the redacted text is shown
+            record.exc_text, record.exc_info = redact_url(record.exc_text), None
+        return True
+
+
 class ActionFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         current = _action.get()
@@ -75,6 +113,7 @@ def setup(process: str, settings: Settings, *, to_file: bool = True) -> Path | N
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setFormatter(ReadableFormatter())
     stderr.addFilter(ActionFilter())
+    stderr.addFilter(RedactFilter())
     root.addHandler(stderr)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     saq = logging.getLogger("saq")
@@ -91,6 +130,7 @@ def setup(process: str, settings: Settings, *, to_file: bool = True) -> Path | N
         path, maxBytes=settings.log_max_bytes, backupCount=settings.log_backups, encoding="utf-8"
     )
     handler.addFilter(ActionFilter())
+    handler.addFilter(RedactFilter())
     handler.setFormatter(
         JsonFormatter(
             "%(levelname)s %(name)s %(message)s",

@@ -86,3 +86,30 @@ def test_unwritable_hour_is_a_write_error(tmp_path: Path) -> None:
     w = HourlyWriter(tmp_path, "p", 8)
     with pytest.raises(WriteError, match="cannot append"):
         w.append("000001", HOUR, line("000001", 1))
+
+
+def test_a_file_rotate_removed_between_open_and_lock_is_opened_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rotate may ship and unlink a file between the writer's open(2) and its flock(2): the
+    line must land in the file at the path, not in the unlinked inode no one will read."""
+    import fcntl
+
+    from app import hourly
+
+    writer = HourlyWriter(tmp_path, "p", 16)
+    real_flock = fcntl.flock
+    raced: list[int] = []
+
+    def rotate_wins_the_race(fd: int, op: int) -> None:
+        if not raced:  # rotate: lock, ship, unlink, unlock, all before our lock is granted
+            raced.append(fd)
+            path = next(tmp_path.rglob("*.jl"))
+            path.unlink()
+        real_flock(fd, op)
+
+    monkeypatch.setattr(hourly.fcntl, "flock", rotate_wins_the_race)
+    path = writer.append("00aa01", HOUR, b'{"a":1}\n')
+    writer.append("00aa01", HOUR + 6, b'{"a":2}\n')
+    assert raced, "the race was not staged"
+    assert path.read_bytes() == b'{"a":1}\n{"a":2}\n'

@@ -11,6 +11,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import orjson
 import pytest
@@ -298,3 +299,50 @@ async def test_readings_held_at_shutdown_go_to_a_rescue_file(stack: tuple[Sim, S
     saved = {(r["cloud_id"], r["TimeStamp"]) for r in read_lines(rescue).records}
     assert saved and saved == served(sim).keys()
     assert not pinger.backlog.items
+
+
+async def test_a_device_that_leaves_the_pinger_has_its_file_unlocked_at_once(
+    start_sim: Callable[..., Sim], make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    """A device deactivated (or switched to push, or moved to another pinger) mid-hour is written
+    by someone else now: the pinger lets its file go at once, instead of holding its shared lock
+    until the hour closes (which froze a push server, and kept rotate from taking the file)."""
+    import fcntl
+
+    sim = start_sim(3)
+    settings = make_settings(redis_url, sim.url, resync_interval_s=3600.0)
+    ids = await register(sim, settings)
+    pinger = Pinger.create(settings)
+    task = asyncio.create_task(pinger.run())
+    leaver = ids[0]
+
+    def file_of(cid: str) -> list[Path]:
+        return list(settings.logs_dir.glob(f"????-??-??-??/*-{cid}-*.jl"))
+
+    for _ in range(100):  # up to 10 s for the first readings
+        if file_of(leaver):
+            break
+        await asyncio.sleep(0.1)
+    (path,) = file_of(leaver)
+
+    def lockable() -> bool:
+        with path.open("rb") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+    assert not lockable(), "the pinger should hold its device's file while it polls it"
+    store = Store.from_url(settings.redis_url)
+    await store.deactivate_device(leaver)
+    released = False
+    for _ in range(50):  # the change reaches the pinger within 5 s
+        released = leaver not in pinger.fleet.devices and lockable()
+        if released:
+            break
+        await asyncio.sleep(0.1)
+    pinger.request_stop()
+    await asyncio.wait_for(task, 10)
+    await store.close()
+    assert released, "the pinger kept the file of a device it no longer polls"

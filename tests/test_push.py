@@ -20,6 +20,7 @@ from app.credentials import Vault
 from app.devices import DeviceInput
 from app.hourly import read_lines
 from app.pinger import Pinger
+from app.push.receiver import CREDENTIALS_TTL_S
 from app.settings import Settings
 from app.store import Store
 from tests.api_helpers import ApiServer, conforms, start_api
@@ -90,11 +91,11 @@ def test_the_route_takes_each_dialect_and_refuses_what_it_must(
         "user is not the device": (requests.post(url, data=demand, auth=("00ce6a", KEY), timeout=5), 401),
         "unknown device": (
             requests.post(f"{server.url}/api/push/00ce6a?key={KEY}", data=demand, timeout=5),
-            404,
+            401,
         ),
         "a polled device": (
             requests.post(f"{server.url}/api/push/002738?key={KEY}", data=demand, timeout=5),
-            404,
+            401,
         ),
         "bad id": (requests.post(f"{server.url}/api/push/27?key={KEY}", data=demand, timeout=5), 400),
         "garbage": (requests.post(f"{url}?key={KEY}", data=b"\x00garbage", timeout=5), 400),
@@ -104,6 +105,11 @@ def test_the_route_takes_each_dialect_and_refuses_what_it_must(
             413,
         ),
     }
+    # an unknown device, a polled one and a wrong key get the very same answer: an upload cannot
+    # tell which cloud_ids are registered
+    assert (
+        len({refused[n][0].text for n in ("wrong key", "no key", "unknown device", "a polled device")}) == 1
+    )
     for name, (resp, status) in refused.items():
         assert resp.status_code == status, f"{name}: {resp.status_code} {resp.text}"
         assert resp.json()["message"].endswith("."), name
@@ -279,3 +285,80 @@ def test_a_push_device_is_read_from_its_latest_line_not_asked(
         "hours"
     ]
     assert [(h["readings"], h["ok"], h["percent"]) for h in hours if h["ok"]] == [(1, 1, None)]
+
+
+def test_a_file_another_process_holds_never_freezes_the_server(
+    server: ApiServer, redis_url: str, secret_key: str
+) -> None:
+    """A pinger that still holds a shared lock on a device's file (the device was switched to push
+    mid-hour) must not stall the server: the upload waits a bounded time, asleep, then gets a 503
+    the uploader retries, while every other request is served; once the lock goes, it is taken."""
+    import fcntl
+    import threading
+
+    from app.hourly import hour_key, reading_path
+
+    register_push(redis_url, secret_key, "00ce71")
+    now = time.time()
+    path = reading_path(server.log_dir / "logs", "iseif-rainforest", "00ce71", hour_key(now))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = JSON_DEMAND % (int(now * 1000), "1.5")
+    with path.open("ab") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_SH)  # what a pinger holds on a file it writes
+        answers: list[requests.Response] = []
+        upload = threading.Thread(
+            target=lambda: answers.append(
+                requests.post(f"{server.url}/api/push/00ce71", data=body, auth=("00ce71", KEY), timeout=60)
+            )
+        )
+        upload.start()
+        time.sleep(0.3)  # the upload is now waiting for the lock
+        health = requests.get(f"{server.url}/healthz", timeout=5)  # a frozen loop would time out here
+        assert health.status_code == 200
+        upload.join(60)
+        assert answers and answers[0].status_code == 503, answers[0].text if answers else "no answer"
+        assert answers[0].json()["message"].endswith(".")
+        assert path.read_bytes() == b""
+    resent = requests.post(f"{server.url}/api/push/00ce71", data=body, auth=("00ce71", KEY), timeout=10)
+    assert resent.status_code == 200 and resent.json()["written"] == 1
+    assert len(read_lines(path).records) == 1
+
+
+def test_known_push_devices_keep_uploading_while_redis_is_down(tmp_path: Path, secret_key: str) -> None:
+    """Uploads go on through a Redis outage for devices the server has seen (their key digests
+    are cached); a wrong key is still refused; a device never seen gets a 503, not a 401; the
+    counters catch up once Redis is back."""
+    redis_server = RedisServer(tmp_path / "redis")
+    redis_server.start()
+    api = start_api(redis_server.url, secret_key)
+    try:
+        register_push(redis_server.url, secret_key, "00ce72")
+        register_push(redis_server.url, secret_key, "00ce73")
+        base = int(time.time() * 1000)
+
+        def push(i: int, key: str = KEY, cid: str = "00ce72") -> requests.Response:
+            body = JSON_DEMAND % (base + i * 1000, f"{i}.5")
+            return requests.post(f"{api.url}/api/push/{cid}", data=body, auth=(cid, key), timeout=10)
+
+        assert push(0).status_code == 200
+        redis_server.stop()
+        time.sleep(CREDENTIALS_TTL_S)  # past the freshness of what Redis said: now it must be asked
+        written = [push(i) for i in range(1, 6)]
+        assert [r.status_code for r in written] == [200] * 5, [r.text for r in written]
+        assert push(6, key="not-the-right-key-at-all").status_code == 401
+        unseen = push(7, cid="00ce73")
+        assert unseen.status_code == 503 and unseen.json()["message"].endswith(".")
+        redis_server.start()
+        assert push(8).status_code == 200
+        records = [r for r in lines_in(api.log_dir) if r["cloud_id"] == "00ce72"]
+        assert sorted(float(str(r["demand_kw"])) for r in records) == [0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 8.5]
+
+        def caught_up() -> bool:
+            got = asyncio.run(_record(redis_server.url, "00ce72"))
+            return got.get("total_events_logged") == "7"
+
+        wait_until(caught_up, what="the counters held through the outage to reach Redis")
+        assert "Redis unreachable: authenticating push devices" in api.logs()
+    finally:
+        api.stop()
+        redis_server.stop()

@@ -66,6 +66,7 @@ class FleetView:
         self.clock = clock
         self.backfill_after_s = backfill_after_s
         self.devices: dict[str, DeviceState] = {}
+        self.on_leave: Callable[[set[str]], object] = lambda cloud_ids: None  # devices no longer ours
         self.schedule: list[tuple[float, str]] = []  # (phase, cloud_id) sorted by phase
 
     async def resync(self) -> None:
@@ -83,6 +84,8 @@ class FleetView:
         removed = self.devices.keys() - fresh.keys()
         self.devices = fresh
         self._reschedule()
+        if removed:
+            self.on_leave(removed)
         if added or removed:
             log.info(
                 "fleet resynced",
@@ -97,16 +100,20 @@ class FleetView:
         except StoreError as exc:
             log.warning("could not load changed devices", extra={"reason": str(exc)})
             return
+        left: set[str] = set()
         for cid in ids:
             record = records.get(cid)
             self.ownership.note(cid, record is not None and record.active and record.protocol != PUSH)
             state = self._state_for(record) if record else None
             if state is None:
                 if self.devices.pop(cid, None) is not None:
+                    left.add(cid)
                     log.info("device no longer polled", extra={"cloud_id": cid})
             else:
                 self.devices[cid] = state
         self._reschedule()
+        if left:
+            self.on_leave(left)
 
     def _state_for(self, record: DeviceRecord) -> DeviceState | None:
         if not record.active or record.protocol == PUSH or not self.ownership.owns(record.cloud_id):

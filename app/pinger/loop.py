@@ -82,6 +82,7 @@ class Pinger:
         )  # fmt: skip
         self.fleet = FleetView(store, vault, self.ownership, self._gateway, clock, settings.backfill_after_s)
         self.writer = HourlyWriter(settings.logs_dir, settings.file_prefix, settings.max_open_files)
+        self.fleet.on_leave = self.writer.release  # a device's files are unlocked once it is not ours
         self.ledger = Ledger(store)
         self.backlog = WriteBacklog(self.writer, self.ledger)
         self.tally = Tally()

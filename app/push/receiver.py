@@ -1,23 +1,30 @@
 """One upload from a gateway: authenticate it, read its body, write its readings once, count.
 
-Authentication costs the same whether the device is unknown, not a push device, or known with
-another key (one Redis read, one digest, one constant-time comparison), so a wrong key (401)
-and an unknown device (404) cannot be told apart by their timing. Neither writes anything.
+Authentication answers the same 401 whether the device is unknown, not a push device, or known
+with another key, after the same work (one digest look-up, one digest, one constant-time
+comparison), so an upload cannot tell whether a cloud_id is registered. Nothing is written.
+
 What Redis says of a device is kept for CREDENTIALS_TTL_S, so a gateway uploading every 8 s
-costs one Redis read a few times a minute; a new key takes effect within that time.
+costs one Redis read a few times a minute and a new key takes effect within that time. The
+digests stay in a bounded local cache after that: while Redis is unreachable, a device this
+process has seen keeps being authenticated with its last known digest (its readings are
+written, the counters catch up when Redis is back); a device never seen gets a 503.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import orjson
 
 from app.completeness import Tally
 from app.devices import PUSH, push_key_digest
+from app.errors import FileBusy, StoreError
 from app.pinger.ledger import Ledger
 from app.push.dialects import BadUpload, parse_upload
 from app.push.writer import PushWriter
@@ -26,6 +33,9 @@ from app.store import PollUpdate, Store
 log = logging.getLogger(__name__)
 _NO_DEVICE = push_key_digest("no device has this key")
 CREDENTIALS_TTL_S = 2.0
+KNOWN_MAX = 200_000  # digests kept per server process (about 150 bytes each)
+LOCK_WAIT_S = 2.0  # how long an upload waits, asleep, for a file another process holds
+REFUSED = "send this device's push key (HTTP Basic cloud_id:key); no push device takes this key."
 
 
 class UploadRefused(Exception):
@@ -62,50 +72,94 @@ class PushReceiver:
         self.writer = writer
         self.ledger = ledger
         self.max_bytes = max_bytes
-        self._known: dict[str, tuple[float, str | None]] = {}  # cloud_id → (until, digest; None: not push)
+        # cloud_id → (fresh until, digest; None: not an active push device), least recent first
+        self._known: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
         self.tally = Tally()  # completeness, sent to Redis by PushUpkeep
         self._last_demand: dict[str, int] = {}  # the newest demand time written, per device
+        self._redis_down_since: float | None = None
 
     async def _digest(self, cloud_id: str) -> str | None:
         now = time.monotonic()
         cached = self._known.get(cloud_id)
         if cached is not None and cached[0] > now:
             return cached[1]
-        found = await self.store.push_credentials(cloud_id)
+        try:
+            found = await self.store.push_credentials(cloud_id)
+        except StoreError as exc:
+            if cached is None:
+                raise
+            self._note_outage(exc)
+            return cached[1]  # Redis is away: the last digest we had still stands
+        self._note_back()
         digest = found[2] if found is not None and found[0] == PUSH and found[1] else None
-        if len(self._known) > 100_000:
-            self._known.clear()
         self._known[cloud_id] = (now + CREDENTIALS_TTL_S, digest)
+        self._known.move_to_end(cloud_id)
+        while len(self._known) > KNOWN_MAX:
+            self._known.popitem(last=False)
         return digest
 
+    def _note_outage(self, exc: StoreError) -> None:
+        if self._redis_down_since is None:
+            self._redis_down_since = time.monotonic()
+            log.warning(
+                "Redis unreachable: authenticating push devices with their last known key digests",
+                extra={"devices_known": len(self._known), "reason": str(exc)},
+            )
+
+    def _note_back(self) -> None:
+        if self._redis_down_since is not None:
+            log.info(
+                "Redis reachable again: push key digests are read from it",
+                extra={"down_s": round(time.monotonic() - self._redis_down_since, 1)},
+            )
+            self._redis_down_since = None
+
     async def authenticate(self, cloud_id: str, key: str | None) -> None:
-        """Pass for an active push device's own key; UploadRefused (401 or 404) otherwise."""
+        """Pass for an active push device's own key; UploadRefused (401) otherwise, the same
+        answer for an unknown device as for a wrong key."""
         expected = await self._digest(cloud_id)
         matches = hmac.compare_digest(push_key_digest(key or ""), expected or _NO_DEVICE)
-        if expected is None:
-            raise UploadRefused(404, "unknown_device", f"no active push device {cloud_id} is registered.")
-        if not key or not matches:
-            raise UploadRefused(
-                401, "unauthorized", "send the device's push key (HTTP Basic cloud_id:key or ?key=)."
-            )
+        if expected is None or not key or not matches:
+            raise UploadRefused(401, "unauthorized", REFUSED)
+
+    async def _write(
+        self, cid: str, lines: list[tuple[str, int, bytes]], now: float
+    ) -> tuple[list[tuple[str, int, bytes]], int]:
+        """The writer's append, tried again (asleep, the loop free) while another process holds
+        the file, for at most LOCK_WAIT_S; then FileBusy, which the route answers with a 503."""
+        delay_s, deadline = 0.005, time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                return self.writer.write(cid, lines, now)
+            except FileBusy:
+                if time.monotonic() + delay_s > deadline:
+                    raise
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 0.2)
+
+    async def _count_rejected(self, cid: str) -> None:
+        try:
+            await self.store.count_push_rejected(cid)
+        except StoreError as exc:  # a statistic: the refusal is answered all the same
+            log.warning("could not count a refused upload", extra={"cloud_id": cid, "reason": str(exc)})
 
     async def receive(self, cid: str, body: bytes, now: float | None = None) -> Received:
         """Write what the body holds; UploadRefused when it cannot be taken."""
         now = time.time() if now is None else now
         if len(body) > self.max_bytes:
-            await self.store.count_push_rejected(cid)
+            await self._count_rejected(cid)
             raise UploadRefused(
                 413, "too_large", f"an upload is at most {self.max_bytes} bytes (MAX_PUSH_BYTES)."
             )
         try:
             upload = parse_upload(body, now)
         except BadUpload as exc:
-            await self.store.count_push_rejected(cid)
+            await self._count_rejected(cid)
             raise UploadRefused(400, "bad_upload", str(exc)) from None
         lines = [
             (r.kind, r.device_time, orjson.dumps(r.record(cid, now, "push")) + b"\n") for r in upload.readings
         ]
-        written, duplicates = self.writer.write(cid, lines, now) if lines else ([], 0)
+        written, duplicates = await self._write(cid, lines, now) if lines else ([], 0)
         demands = sorted((t, line) for kind, t, line in written if kind == "demand")
         self.tally.ok(cid, now)
         for t, _ in demands:
@@ -124,5 +178,8 @@ class PushReceiver:
             )
         )
         if upload.kept:
-            await self.store.record_push_info(cid, upload.kept)
+            try:
+                await self.store.record_push_info(cid, upload.kept)
+            except StoreError as exc:  # what the gateway said of itself; its readings are stored
+                log.warning("could not keep push info", extra={"cloud_id": cid, "reason": str(exc)})
         return Received(len(written), duplicates, upload.ignored)

@@ -4,9 +4,13 @@ A reading is appended with one write(2) to its device's file for the hour it arr
 the writer holds an exclusive flock(2) on that file. Under the lock it first reads whatever
 other processes appended since it last looked, so its view of what the file holds is complete;
 a reading whose (kind, device_time) is already there (a gateway re-sending after a timeout,
-even to another process or after a restart) is not written again. The 2xx answer is sent only
-after the write: a reading answered is in the file. rotate takes a file only with an exclusive
-lock too, and only once its hour has closed, so a file being written is never shipped.
+even to another process or after a restart) is not written again. The lock is only ever tried
+(never waited for on the event loop): a busy file raises FileBusy, and the receiver tries again
+a few times, asleep in between, before answering 503 so the uploader sends again later. The
+2xx answer is sent only after the write: a reading answered is in the file, in the page cache.
+It survives a crash or kill of the server; a power loss or kernel crash can lose what was not
+yet written back (files are fsynced when their hour closes). rotate takes a file only with an
+exclusive lock too, and only once its hour has closed, so a file being written is never shipped.
 
 Memory stays small however large the fleet: per open file, the newest device time of each kind
 and the last few times seen; a rarer, older re-send is checked against the file itself.
@@ -23,7 +27,7 @@ from pathlib import Path
 
 import orjson
 
-from app.errors import WriteError
+from app.errors import FileBusy, WriteError
 from app.hourly import hour_key, read_lines, reading_path, write_all
 
 RECENT = 64  # device times remembered per kind and file
@@ -82,10 +86,8 @@ class PushWriter:
         path = reading_path(self.logs_dir, self.prefix, cloud_id, hour_key(now))
         earlier = reading_path(self.logs_dir, self.prefix, cloud_id, hour_key(now - 3600))
         try:
-            entry = self._open(path)
-            fcntl.flock(entry.fd, fcntl.LOCK_EX)
+            entry = self._locked(path)
             try:
-                entry = self._current(path, entry)
                 self._catch_up(path, entry)
                 fresh, duplicates = self._fresh(path, earlier, int(now // 3600 * 3600), entry, lines)
                 if fresh:
@@ -96,6 +98,8 @@ class PushWriter:
                         entry.kinds.setdefault(kind, _Kind()).add(t)
             finally:
                 fcntl.flock(entry.fd, fcntl.LOCK_UN)
+        except FileBusy:
+            raise
         except OSError as exc:
             self._close(path)
             raise WriteError(f"cannot append to {path}: {exc.strerror or exc}") from exc
@@ -136,18 +140,21 @@ class PushWriter:
         self._files[path] = entry
         return entry
 
-    def _current(self, path: Path, entry: _File) -> _File:
-        """The open file is still the one at `path` (rotate may have shipped and removed it)."""
-        try:
-            same = os.stat(path).st_ino == entry.ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            return entry
-        self._close(path)
-        fresh = self._open(path)
-        fcntl.flock(fresh.fd, fcntl.LOCK_EX)
-        return fresh
+    def _locked(self, path: Path) -> _File:
+        """The open file at `path`, exclusively locked; rotate may have shipped and removed the
+        one we had open, so the inode is checked under the lock and a new file opened if so.
+        Raises FileBusy (holding no lock) when another process holds the lock."""
+        for _ in range(3):
+            entry = self._open(path)
+            _lock(entry.fd, path)
+            try:
+                same = os.stat(path).st_ino == entry.ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return entry
+            self._close(path)  # closing drops the lock
+        raise FileBusy(f"{path.name} was replaced three times while it was being opened")
 
     def _catch_up(self, path: Path, entry: _File) -> None:
         """Read what was appended since we last looked (by us or another process)."""
@@ -190,6 +197,16 @@ class PushWriter:
         entry = self._files.pop(path, None)
         if entry is not None:
             os.close(entry.fd)
+
+
+def _lock(fd: int, path: Path) -> None:
+    """Take the file's exclusive lock without waiting: this runs on the server's event loop, and a
+    blocking flock(2) there would stall every request the process serves for as long as another
+    holder (rotate shipping the file, a pinger that still writes the device) keeps it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise FileBusy(f"{path.name} is locked by another writer right now") from None
 
 
 def _file_keys(path: Path) -> set[tuple[str, int]]:

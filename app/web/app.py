@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import time
 from functools import partial
 from pathlib import Path
@@ -21,6 +20,7 @@ from app.devices import DeviceRecord
 from app.eagle.client import Clients
 from app.errors import ConfigError
 from app.leases import Leases
+from app.logs import redact_url
 from app.pinger.ledger import Ledger
 from app.push.receiver import PushReceiver
 from app.push.writer import PushWriter
@@ -48,20 +48,21 @@ from app.web.pages import (
 from app.web.push import PushHandler
 from app.web.readings import ReadingsHandler
 from app.web.sessions import Sessions
+from app.web.static_files import StaticFiles
 from app.web.users import UserHandler, UsersHandler
 
 CLOUD_ID_SEGMENT = r"([^/]+)"  # validated by the handler, so a bad id gets a clear 400, not a 404
-_SECRET_QUERY = re.compile(r"([?&]key=)[^&]*")
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
-    """Tornado's access line, with a push key given as ?key= replaced by ***: never logged."""
+    """Tornado's access line, with a secret query parameter's value (a push key given as ?key=)
+    replaced by ***: never logged."""
     status = handler.get_status()
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     if not access_log.isEnabledFor(level):
         return  # nothing to format
     log = functools.partial(access_log.log, level)
-    uri = _SECRET_QUERY.sub(r"\1***", handler.request.uri or "")
+    uri = redact_url(handler.request.uri or "")
     request = handler.request
     log("%d %s %s (%s) %.2fms", status, request.method, uri, request.remote_ip, 1000 * request.request_time())
 
@@ -138,6 +139,7 @@ def make_app(
         + [(pattern, handler, {"ctx": ctx}) for pattern, handler in routes],
         template_path=str(here / "templates"),
         static_path=str(here / "static"),
+        static_handler_class=StaticFiles,
         cookie_secret=settings.secret_key.split(",")[0],  # signs the XSRF cookie
         default_handler_class=NotFoundHandler,
         default_handler_args={"ctx": ctx},

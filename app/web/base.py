@@ -10,7 +10,7 @@ import orjson
 import tornado.web
 
 from app.devices import DeviceRecord, normalize_cloud_id
-from app.errors import StoreError, ValidationError
+from app.errors import CredentialError, StoreError, ValidationError
 from app.leases import owner_view
 from app.tokens import Token
 from app.web.context import Context
@@ -33,6 +33,10 @@ _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404:
                  500: "internal_error", 503: "unavailable"}  # fmt: skip
 
 
+# query parameters (their decoded names) a caller might put an API token in: refused outright
+_TOKEN_PARAMETERS = frozenset({"token", "access_token", "api_token", "bearer"})
+
+
 class BaseHandler(tornado.web.RequestHandler):
     """Every route but /healthz needs `Authorization: Bearer <token>`; writes need admin scope."""
 
@@ -51,6 +55,12 @@ class BaseHandler(tornado.web.RequestHandler):
 
     async def prepare(self) -> None:
         self.set_header("Cache-Control", "no-store")
+        if _TOKEN_PARAMETERS & self.request.query_arguments.keys():
+            raise ApiError(
+                400,
+                "token_in_url",
+                "send API tokens as 'Authorization: Bearer <token>', never in the URL (URLs are logged).",
+            )
         if self.public:
             return
         header = self.request.headers.get("Authorization", "")
@@ -139,6 +149,10 @@ class BaseHandler(tornado.web.RequestHandler):
         elif isinstance(exc, StoreError):
             code, message = "unavailable", "Redis is unreachable; try again shortly."
             self.set_status(503)
+        elif isinstance(exc, CredentialError):
+            code = "secret_key"
+            message = "a stored device secret does not decrypt with this server's SECRET_KEY (it changed)."
+            self.set_status(500)
         elif status_code == 405:
             code = "method_not_allowed"
             method = self.request.method
@@ -161,6 +175,9 @@ class BaseHandler(tornado.web.RequestHandler):
         if isinstance(value, StoreError):
             log.error("request failed: Redis unreachable", extra={"route": self.route, "reason": str(value)})
             return
+        if isinstance(value, CredentialError):
+            log.error("request failed: SECRET_KEY", extra={"route": self.route, "reason": str(value)})
+            return
         super().log_exception(typ, value, tb)
 
     def on_finish(self) -> None:
@@ -169,7 +186,8 @@ class BaseHandler(tornado.web.RequestHandler):
 
 
 class NotFoundHandler(BaseHandler):
-    """Unknown paths: a JSON 404 (after auth, so the route map is not probeable anonymously)."""
+    """Unknown paths: a JSON 404 for anyone (what is not a route reveals nothing: the routes are
+    public in GET /api/openapi.json)."""
 
     public = True
     route = "(unmatched)"
