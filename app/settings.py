@@ -18,6 +18,8 @@ from app.errors import ConfigError
 
 RAINFOREST_RELAY_URL = "https://rainforestcloud.com:9445/cgi-bin/post_manager"
 SECRET_FIELDS = frozenset({"secret_key", "api_tokens", "aws_secret_access_key"})
+_DERIVED = Path("\0derived")  # a path no one can give: "made from DATA_DIR" (see __post_init__)
+GIB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,11 @@ class Settings:
     archive_timeout_s: float = 30.0  # one archive request's read timeout
     cart_ttl_s: float = 7 * 86400.0  # a cart is removed this long after its last download or creation
     cart_deadline_s: float = 3600.0  # a cart still building after this fails with TIMEOUT
-    carts_max_bytes: int = 0  # disk budget for all carts together; 0: the disk's free space is the limit
+    carts_dir: Path = _DERIVED  # where carts are staged and bundled; default DATA_DIR/carts
+    carts_max_bytes: int = 20 * GIB  # disk budget for all carts together; 0: only the reserve limits them
+    carts_disk_reserve_bytes: int = 5 * GIB  # free space on the carts' disk no cart may take (and 10 %)
+    cart_max_device_days: int = 100_000  # the most device-days one cart request may span
+    carts_building_per_token: int = 2  # carts one token may have waiting or building at once
     cart_jobs: int = 2  # carts one cartd process builds at once
     archive_retries: int = 4  # attempts per archive request in a cart build before ARCHIVE_UNAVAILABLE
     aws_access_key_id: str = ""  # empty: boto3's usual chain (environment, ~/.aws, instance role)
@@ -77,6 +83,8 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.archive_url:
             object.__setattr__(self, "archive_url", f"file://{self.data_dir.resolve()}/archive")
+        if self.carts_dir == _DERIVED:
+            object.__setattr__(self, "carts_dir", self.data_dir / "carts")
         if self.poll_timeout_s <= 0:
             object.__setattr__(self, "poll_timeout_s", min(5.0, self.poll_interval_s * 0.8))
         self._validate()
@@ -129,6 +137,15 @@ class Settings:
             raise ConfigError(
                 "CART_TTL_S and CART_DEADLINE_S must be positive; CART_JOBS and ARCHIVE_RETRIES at least 1."
             )
+        if (
+            min(self.carts_max_bytes, self.carts_disk_reserve_bytes) < 0
+            or self.cart_max_device_days < 1
+            or self.carts_building_per_token < 1
+        ):
+            raise ConfigError(
+                "CARTS_MAX_BYTES and CARTS_DISK_RESERVE_BYTES must be 0 or more; CART_MAX_DEVICE_DAYS "
+                "and CARTS_BUILDING_PER_TOKEN at least 1."
+            )
         if not 1 <= self.server_port <= 65535:
             raise ConfigError(f"SERVER_PORT must be a port number from 1 to 65535, got {self.server_port}.")
         for name in ("pinger", "rotate", "cartd"):
@@ -149,17 +166,14 @@ class Settings:
         """DATA_DIR/logs: hourly `.jl` files in YYYY-MM-DD-HH/ folders, process logs in <process>/."""
         return self.data_dir / "logs"
 
-    @property
-    def carts_dir(self) -> Path:
-        """DATA_DIR/carts/<cart_id>/: staged files and the cart's tar."""
-        return self.data_dir / "carts"
-
     def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests and subcommands' flags use this)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)
         if "data_dir" in changes and "archive_url" not in changes:
             values["archive_url"] = ""
+        if "data_dir" in changes and "carts_dir" not in changes and self.carts_dir == self.data_dir / "carts":
+            values["carts_dir"] = _DERIVED
         return Settings(**values)
 
     @classmethod

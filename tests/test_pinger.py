@@ -346,3 +346,33 @@ async def test_a_device_that_leaves_the_pinger_has_its_file_unlocked_at_once(
     await asyncio.wait_for(task, 10)
     await store.close()
     assert released, "the pinger kept the file of a device it no longer polls"
+
+
+async def test_a_reading_whose_time_is_not_a_time_is_never_written(
+    start_sim: Callable[..., Sim], make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    """A gateway that stamps its reading 0xffffffff ("no time") or ten days ahead answers, but
+    that reading is not written on any path: it would vanish from carts and charts, which select
+    by time. The same rule as pushed readings (app.eagle.readings.plausible_time)."""
+    sim = start_sim(9, "--protocols", "eagle100-cloud=34,eagle100-local=33,eagle200-local=33")
+    settings = make_settings(redis_url, sim.url).replace(poll_interval_s=1.0, poll_timeout_s=0.9)
+    ids = await register(sim, settings)
+    no_time, future = ids[:3], ids[3:6]
+    sim.set_faults({"devices": {
+        **{cid: {"error": "no_time"} for cid in no_time},
+        **{cid: {"error": "future_time"} for cid in future},
+    }})  # fmt: skip
+    pinger = Pinger.create(settings)
+    await run_for(pinger, 3.5)
+    demand: set[Key] = set()
+    for path in settings.logs_dir.glob("????-??-??-??/*.jl"):
+        for record in read_lines(path).records:
+            assert abs(float(record["device_time"]) - time.time()) < 86400, record  # type: ignore[arg-type]
+            if record["kind"] == "demand":
+                demand.add((str(record["cloud_id"]), int(record["device_time"]) - 946684800))  # type: ignore[call-overload]
+    assert {cid for cid, _ in demand} == set(ids[6:]), "only the healthy devices' readings are written"
+    assert demand == served(sim).keys()
+    store = Store.from_url(settings.redis_url)
+    for record in await store.load_devices(no_time + future):
+        assert record.status == "ok" and not record.total_events_logged  # it answers; nothing written
+    await store.close()

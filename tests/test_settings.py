@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from app.credentials import Vault, new_key
-from app.errors import ConfigError, StoreError
+from app.errors import ConfigError, CredentialError
 from app.settings import RAINFOREST_RELAY_URL, Settings
 
 
@@ -49,7 +49,7 @@ def test_vault_round_trip_rotation_and_clear_errors() -> None:
     token = Vault(old).encrypt("hunter2")
     assert "hunter2" not in token
     assert Vault(f"{new},{old}").decrypt(token) == "hunter2"
-    with pytest.raises(StoreError, match="SECRET_KEY"):
+    with pytest.raises(CredentialError, match="SECRET_KEY"):
         Vault(new).decrypt(token)
     with pytest.raises(ConfigError, match="SECRET_KEY is not set"):
         Vault("")

@@ -170,11 +170,14 @@ class Builder:
         made = staged_total if request.format != "jl" else 0
         need = staged_total + made + bundle.tar_size([*sizes, made, 64 * 1024, 64 * 1024, 64 * 1024])
         folder.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(folder).free
-        ok, have = await self.registry.reserve(cart.id, need, free, settings.carts_max_bytes)
+        ok, have = await self.registry.reserve(
+            cart.id, need, usable_bytes(folder, settings.carts_disk_reserve_bytes), settings.carts_max_bytes
+        )
         if not ok:
             raise CartFailed(
-                NO_SPACE, f"not enough space for this cart: need {_mb(need)}, have {_mb(max(have, 0))}."
+                NO_SPACE,
+                f"not enough space for this cart: need {_mb(need)}, have {_mb(max(have, 0))} "
+                "(CARTS_MAX_BYTES, and the disk space kept for readings not yet shipped).",
             )
         await self._update(cart.id, status=STAGING, files_total=len(parts), bytes_total=staged_total,
                            files_done=0, bytes_done=0, message=f"staging {len(parts)} files")  # fmt: skip
@@ -466,6 +469,14 @@ def _throttled(fn: Callable[[int], None], every_s: float = 0.5) -> Callable[[int
             fn(value)
 
     return call
+
+
+def usable_bytes(folder: Path, reserve_bytes: int) -> int:
+    """Free space on `folder`'s disk that carts may take: what is free, less a reserve that no cart
+    may use (CARTS_DISK_RESERVE_BYTES, and at least a tenth of the disk), so that carts sharing a
+    disk with DATA_DIR never take the space the pinger and rotate need for unshipped hours."""
+    usage = shutil.disk_usage(folder)
+    return max(0, usage.free - max(reserve_bytes, usage.total // 10))
 
 
 def _mb(n: int) -> str:

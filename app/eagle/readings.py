@@ -16,6 +16,15 @@ import pycountry
 # EAGLE-100 timestamps count seconds from 2000-01-01T00:00:00Z.
 Y2K_EPOCH = 946_684_800
 NO_PRICE = 0xFFFFFFFF
+FUTURE_SLACK_S = 86400  # a gateway's clock may run ahead of ours by up to this much
+
+
+def plausible_time(device_time: int, now: float) -> bool:
+    """The one rule, on every path (poll, push, refill), for believing a reading's own time:
+    after 2000-01-01 and at most a day past `now`. A `TimeStamp` of 0x00000000 (2000-01-01
+    exactly) or 0xffffffff (2136) means "no time" on an EAGLE; a reading outside is not written
+    (it would vanish from carts and charts, which select by time, and break their gaps)."""
+    return Y2K_EPOCH < device_time <= now + FUTURE_SLACK_S
 
 
 def hex_int(value: str) -> int:

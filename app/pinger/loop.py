@@ -25,7 +25,7 @@ from app.credentials import Vault
 from app.devices import DeviceRecord
 from app.eagle.client import Clients, GatewayClient, new_session
 from app.eagle.gateway import Gateway, gateway_for
-from app.eagle.readings import Readings
+from app.eagle.readings import Reading, Readings, plausible_time
 from app.errors import DeviceError
 from app.heartbeat import Heartbeat, process_id
 from app.hourly import HourlyWriter
@@ -92,6 +92,7 @@ class Pinger:
         self.cadence = capture.Cadence(settings)
         self.backoff = Backoff(self.interval_s, settings.backoff_max_s, settings.auth_backoff_s)
         self.totals: Counter[str] = Counter()
+        self._implausible_said: set[str] = set()
         self._stop = asyncio.Event()
         self._cycles: set[asyncio.Task[CycleStats]] = set()
         self._background: list[asyncio.Task[None]] = []
@@ -249,20 +250,40 @@ class Pinger:
         extra: bool = False,
     ) -> None:
         polled_at = self.clock()
+        demand, summation, price = readings.demand, readings.summation, readings.price
+        if demand is not None and not self._plausible(cid, demand, polled_at, stats):
+            demand = None
+        if summation is not None and not self._plausible(cid, summation, polled_at, stats):
+            summation = None
+        if price is not None and not self._plausible(cid, price, polled_at, stats):
+            price = None
         if not extra:
-            reading_time = readings.demand.device_time if readings.demand is not None else None
+            reading_time = demand.device_time if demand is not None else None
             self._on_success(cid, state, polled_at, stats, client, reading_time)
-            if readings.demand is not None:
-                if self.recorder.demand(cid, state, readings.demand, polled_at):
+            if demand is not None:
+                if self.recorder.demand(cid, state, demand, polled_at):
                     stats.new_readings += 1
-            else:  # the gateway answered, but its meter had no demand value this time
+            else:  # the gateway answered, but its meter had no demand value (with a time) this time
                 self.ledger.add(PollUpdate(cid, last_success_at=polled_at))
-        for reading in (readings.summation, readings.price):
+        for reading in (summation, price):
             if reading is not None and self.recorder.extra(cid, state, reading, polled_at):
                 if reading.kind == "summation":
                     stats.summations += 1
                 else:
                     stats.prices += 1
+
+    def _plausible(self, cid: str, reading: Reading, polled_at: float, stats: CycleStats) -> bool:
+        """Is the reading's own time to be believed? When not, it is counted and said once."""
+        if plausible_time(reading.device_time, polled_at):
+            return True
+        stats.implausible += 1
+        if cid not in self._implausible_said:  # once per device and process; the cycle line counts
+            self._implausible_said.add(cid)
+            log.warning(
+                "reading not written: its own time is before 2000 or more than a day ahead",
+                extra={"cloud_id": cid, "kind": reading.kind, "device_time": reading.device_time},
+            )
+        return False
 
     def _on_success(
         self,

@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 
 from app.eagle.client import GatewayClient
-from app.eagle.readings import SummationReading
+from app.eagle.readings import SummationReading, plausible_time
 from app.errors import DeviceError, StoreError
 from app.hourly import hour_key, read_lines, reading_path
 from app.pinger.fleet import DeviceState
@@ -120,8 +120,15 @@ class Refiller:
     async def _write(
         self, cid: str, state: DeviceState, entries: list[SummationReading], start: int, end: int
     ) -> tuple[int, int]:
+        now = self.clock()
         fresh = sorted(
-            (e for e in entries if start <= e.device_time <= end and e.device_time > state.history_through),
+            (
+                e
+                for e in entries
+                if start <= e.device_time <= end
+                and e.device_time > state.history_through
+                and plausible_time(e.device_time, now)
+            ),
             key=lambda e: e.device_time,
         )
         if not fresh:
@@ -129,7 +136,7 @@ class Refiller:
         hours = {hour_key(e.device_time) for e in fresh}
         paths = [reading_path(self.settings.logs_dir, self.settings.file_prefix, cid, h) for h in hours]
         already = await asyncio.to_thread(summation_times, paths)
-        polled_at = round(self.clock(), 3)
+        polled_at = round(now, 3)
         written = 0
         for entry in fresh:
             if entry.device_time in already:

@@ -19,6 +19,7 @@ class CycleStats:
     summations: int = 0  # summation lines appended
     prices: int = 0  # price lines appended
     extra_failed: int = 0  # summation or price commands that failed (retried at the next poll)
+    implausible: int = 0  # readings not written: their own time is before 2000 or a day ahead
     failed: int = 0
     skipped: int = 0  # previous poll still in flight: an overrun
     backoff: int = 0  # waiting out a backoff after failures
@@ -38,6 +39,7 @@ class CycleStats:
             "summations": self.summations,
             "prices": self.prices,
             "extra_failed": self.extra_failed,
+            "implausible": self.implausible,
             "failed": self.failed,
             "skipped": self.skipped,
             "backoff": self.backoff,

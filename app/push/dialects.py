@@ -24,11 +24,17 @@ import orjson
 
 from app.eagle.parse import demand_from, price_from, summation_from, xml_root
 from app.eagle.parse200 import HALF_WRAP_KW, WRAP_KW
-from app.eagle.readings import Y2K_EPOCH, MeterDemand, MeterPrice, MeterSummation, Reading, currency_code
+from app.eagle.readings import (
+    MeterDemand,
+    MeterPrice,
+    MeterSummation,
+    Reading,
+    currency_code,
+    plausible_time,
+)
 from app.errors import DeviceError
 
 MAX_REPORTS = 1000  # reports in one JSON batch; more is refused as a whole
-FUTURE_SLACK_S = 86400
 READING_FRAGMENTS = {"instantaneousdemand", "currentsummationdelivered", "currentsummation", "pricecluster"}
 
 
@@ -58,7 +64,7 @@ def parse_upload(body: bytes, now: float) -> Upload:
 
 
 def _plausible(upload: Upload, reading: Reading, now: float) -> None:
-    if Y2K_EPOCH <= reading.device_time <= now + FUTURE_SLACK_S:
+    if plausible_time(reading.device_time, now):
         upload.readings.append(reading)
     else:
         upload.ignored.append(f"{reading.kind} at {reading.device_time} is not a plausible time")

@@ -14,7 +14,19 @@ from typing import Any
 from app.errors import ValidationError
 from app.sim.fleet import SimDevice
 
-ERRORS = ("timeout", "http_503", "http_500", "malformed", "offline", "bad_credentials")
+ERRORS = (
+    "timeout",
+    "http_503",
+    "http_500",
+    "malformed",
+    "offline",
+    "bad_credentials",
+    "no_time",
+    "future_time",
+)
+# faults of a reply that is well formed but carries a reading whose own time is not a time:
+# TimeStamp 0xffffffff (what EAGLEs send for "none"), or ten days ahead (a gateway clock gone wrong)
+TIME_FAULTS = ("no_time", "future_time")
 
 
 @dataclass(frozen=True, slots=True)

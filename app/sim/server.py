@@ -24,6 +24,7 @@ import time
 from base64 import b64decode
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
@@ -34,7 +35,7 @@ from app.eagle.readings import Y2K_EPOCH
 from app.errors import ValidationError
 from app.sim import eagle100, eagle200
 from app.sim.energy import EnergyMeter
-from app.sim.faults import FaultBook
+from app.sim.faults import TIME_FAULTS, FaultBook
 from app.sim.fleet import SimDevice
 from app.sim.model import SimReading, reading_at
 from app.sim.uploader import Uploaders
@@ -125,9 +126,9 @@ class Simulator:
         ):
             self.stats["bad_credentials"] += 1
             return _error("Invalid user name or password")
-        if error:
+        if error and error not in TIME_FAULTS:
             return await self._fault_reply(request, error, device)
-        return self._eagle100(device, body, request.headers.get("User-Agent", ""))
+        return self._eagle100(device, body, request.headers.get("User-Agent", ""), error)
 
     async def _local(self, request: web.Request, body: bytes, cloud_id: str, code: str) -> web.StreamResponse:
         device = self.by_id.get(cloud_id.lower())
@@ -138,12 +139,12 @@ class Simulator:
         if error == "bad_credentials":
             self.stats["bad_credentials"] += 1
             return web.Response(status=401, text="Unauthorized", content_type=HTML)
-        if error:
+        if error and error not in TIME_FAULTS:
             return await self._fault_reply(request, error, device)
         agent = request.headers.get("User-Agent", "")
         if device.protocol == "eagle200-local":
-            return self._eagle200(device, body, agent)
-        return self._eagle100(device, body, agent)
+            return self._eagle200(device, body, agent, error)
+        return self._eagle100(device, body, agent, error)
 
     async def _fault(self, device: SimDevice) -> str | None:
         """Apply a fault's latency to this request; the error it brings, if any."""
@@ -177,15 +178,27 @@ class Simulator:
             content_type=HTML,
         )
 
-    def _eagle100(self, device: SimDevice, body: bytes, agent: str) -> web.Response:
+    def _reading(self, device: SimDevice, time_fault: str | None) -> SimReading:
+        """The meter's reading now; with a time fault, the same reading stamped with a time that
+        is not one (such a reading is not recorded as served: it must not be written)."""
+        reading = reading_at(device, self.seed, self.clock(), self.reading_interval_s)
+        if time_fault == "no_time":
+            return replace(reading, timestamp=0xFFFFFFFF - Y2K_EPOCH)
+        if time_fault == "future_time":
+            return replace(reading, timestamp=reading.timestamp + 10 * 86400)
+        return reading
+
+    def _eagle100(
+        self, device: SimDevice, body: bytes, agent: str, time_fault: str | None = None
+    ) -> web.Response:
         match = _NAME_RE.search(body)
         command = match.group(1).decode().lower() if match else ""
         as_json = bool(_JSON_RE.search(body))
         now = self.clock()
-        reading = reading_at(device, self.seed, now, self.reading_interval_s)
+        reading = self._reading(device, time_fault)
         if command == "get_instantaneous_demand":
             root, fields = "InstantaneousDemand", eagle100.demand_fields(device, reading)
-            if self.recording:
+            if self.recording and not time_fault:
                 self._record(device, reading)
                 self._polled(device, agent)
         elif command == "get_current_summation":
@@ -207,10 +220,12 @@ class Simulator:
         self.stats["ok"] += 1
         return web.Response(body=eagle100.render(root, fields, as_json), content_type=HTML)
 
-    def _eagle200(self, device: SimDevice, body: bytes, agent: str) -> web.Response:
+    def _eagle200(
+        self, device: SimDevice, body: bytes, agent: str, time_fault: str | None = None
+    ) -> web.Response:
         match = _NAME_RE.search(body)
         command = match.group(1).decode().lower() if match else ""
-        reading = reading_at(device, self.seed, self.clock(), self.reading_interval_s)
+        reading = self._reading(device, time_fault)
         if command == "device_list":
             reply = eagle200.device_list(device, reading)
         elif command == "device_details":
@@ -221,7 +236,12 @@ class Simulator:
             address, names = eagle200.queried(body)
             reply = eagle200.device_query(device, reading, self.energy, address, names)
             demand_asked = names is None or any(n.lower() == "zigbee:instantaneousdemand" for n in names)
-            if self.recording and demand_asked and address.lower() == eagle200.meter_address(device):
+            if (
+                self.recording
+                and not time_fault
+                and demand_asked
+                and address.lower() == eagle200.meter_address(device)
+            ):
                 self._record(device, reading)
                 self._polled(device, agent)
         else:

@@ -30,6 +30,7 @@ class ApiError(tornado.web.HTTPError):
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                  416: "bad_range",
                  405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+                 429: "too_many_requests",
                  500: "internal_error", 503: "unavailable"}  # fmt: skip
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ class _CartBase(BaseHandler):
         request = CartRequest.from_mapping(self.json_body())
         await self._check_devices(request)
         assert self.token is not None
+        await self._check_work(request)
         now = time.time()
         cart = Cart(
             cid, self.token.name, self.token.created_at, request, message="waiting for a cart worker",
@@ -66,6 +68,32 @@ class _CartBase(BaseHandler):
                 400,
                 "unknown_device",
                 f"unknown cloud_id {shown}: register devices before asking for their data.",
+            )
+
+    async def _check_work(self, request: CartRequest) -> None:
+        """Bound the work one token may cause: device-days per cart, carts building at once."""
+        settings = self.ctx.settings
+        devices = len(request.devices) if request.devices is not None else await self.ctx.store.device_count()
+        device_days = devices * math.ceil((request.end - request.start) / 86400)
+        if device_days > settings.cart_max_device_days:
+            raise ApiError(
+                400,
+                "too_much",
+                f"this cart spans {device_days:,} device-days and a cart may span at most "
+                f"{settings.cart_max_device_days:,} (CART_MAX_DEVICE_DAYS): ask for fewer devices or days.",
+            )
+        token = self.token
+        assert token is not None
+        building = [
+            c for c in await self.ctx.carts.all()
+            if c.status in BUILDING and c.owner == token.name and c.owner_since == token.created_at
+        ]  # fmt: skip
+        if len(building) >= settings.carts_building_per_token:
+            raise ApiError(
+                429,
+                "too_many_carts",
+                f"this token has {len(building)} carts waiting or being built, the most it may have "
+                "(CARTS_BUILDING_PER_TOKEN); ask again when one is ready.",
             )
 
     async def _owned(self, raw_id: str) -> Cart:

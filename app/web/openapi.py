@@ -23,6 +23,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "Bad input (the message names the problem)", 401: "Missing or invalid token",
             403: "Token lacks the scope", 404: "Unknown device or route", 409: "A push device cannot be asked now", 413: "Body too large",
             415: "Body is not JSON", 500: "The device's stored password does not decrypt with SECRET_KEY", 502: "The device refused or answered badly",
+            429: "Too many requests of this kind from this token at once",
             503: "Redis unreachable", 504: "The device did not answer in time"}  # fmt: skip
     return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
 
@@ -295,7 +296,7 @@ def document() -> dict[str, Any]:
             "/api/carts/": {"post": {
                 "summary": "Ask for a bundle with a server-chosen id (201; poll the status_url)",
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("CartRequest")}}},
-                "responses": {"201": _json(_ref("Cart"), "Queued"), **_errors(400, 401, 413, 415, 503)},
+                "responses": {"201": _json(_ref("Cart"), "Queued"), **_errors(400, 401, 413, 415, 429, 503)},
             }},
             "/api/carts/{cart_id}": {
                 "parameters": CART_ID,
@@ -305,7 +306,7 @@ def document() -> dict[str, Any]:
                                     "content": {"application/json": {"schema": _ref("CartRequest")}}},
                     "responses": {"201": _json(_ref("Cart"), "Queued"), "200": _json(_ref("Cart"), "Already asked"),
                                   "409": _json(_ref("Error"), "The id is taken"),
-                                  **_errors(400, 401, 413, 415, 503)},
+                                  **_errors(400, 401, 409, 413, 415, 429, 503)},
                 },
                 "head": {
                     "summary": "Status in headers: X-Cart-Status, X-Cart-Message, X-Cart-Progress",
