@@ -2,7 +2,8 @@
 
 Delivered Wh grows by every positive demand × the reading interval, received Wh by every
 export, so summation only rises and matches the demand the simulator serves. Registers start at
-an anchor (an hour before the simulator started) from a level that grows with the calendar, and
+an anchor (an hour before the simulator started, or 256 readings when that is fewer; history
+asked before it holds the anchor's values) from a level that grows with the calendar, and
 are computed forward from checkpoints every CHECKPOINT readings, so any time since the anchor
 (a poll now, or a history request hours back) costs at most that many steps.
 """

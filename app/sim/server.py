@@ -71,7 +71,12 @@ class Simulator:
         self._record_out: IO[bytes] | None = record_file.open("ab") if record_file else None
         self.timeout_hold_s = timeout_hold_s
         self.clock = clock
-        self.energy = EnergyMeter(seed, reading_interval_s, anchor_s=clock() - 3600)
+        # an hour back, or 256 readings when the meter reads faster: a meter's first summation
+        # computes every reading since the anchor, and at 1 s readings an hour of them for each
+        # of a few hundred devices held the simulator's loop for seconds (polls timed out)
+        self.energy = EnergyMeter(
+            seed, reading_interval_s, anchor_s=clock() - min(3600, 256 * reading_interval_s)
+        )
         self.uploaders: Uploaders | None = None  # push devices uploading, with --push-to
 
     def close(self) -> None:
