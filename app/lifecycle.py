@@ -65,4 +65,4 @@ def serve_metrics(settings: Settings, process: str, registry: CollectorRegistry)
     from prometheus_client import start_http_server
 
     with binding(port, "Prometheus metrics", f"--metrics-port or {process.upper()}_METRICS_PORT"):
-        start_http_server(port, registry=registry)
+        start_http_server(port, addr=settings.metrics_host, registry=registry)

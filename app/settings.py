@@ -40,6 +40,7 @@ class Settings:
     pinger_lease_s: float = 0.0  # a pinger's device leases run this long unrenewed; 0: 2 intervals + 1 s
     summation_interval_s: float = 60.0  # energy totals captured this often per device
     price_interval_s: float = 900.0  # the tariff captured this often per device
+    gateway_allow_networks: str = ""  # loopback/link-local networks gateways may be at (e.g. 127.0.0.0/8)
     local_request_gap_s: float = 1.0  # at least this long between two requests to one local gateway
     backfill_after_s: float = 120.0  # an EAGLE-100 silent this long is refilled from its history
     backfill_max_s: float = 86400.0  # how far back a refill reaches
@@ -76,6 +77,7 @@ class Settings:
     log_backups: int = 5  # rolled files kept per process
     server_host: str = "127.0.0.1"  # where `rainforest server` listens, nginx in front; --host wins
     server_port: int = 8000  # --port wins
+    metrics_host: str = "127.0.0.1"  # where pinger, rotate and cartd serve their metrics; 0.0.0.0 opens them
     pinger_metrics_port: int = 0  # Prometheus metrics of the pinger; 0: off; --metrics-port wins
     rotate_metrics_port: int = 0  # of the rotate loop
     cartd_metrics_port: int = 0  # of cartd (several cartd on one host need their own, by flag)

@@ -9,7 +9,8 @@ from pathlib import Path
 import orjson
 
 from app.credentials import Vault
-from app.devices import DeviceInput
+from app.devices import CLOUD, DeviceInput
+from app.eagle.reach import ReachPolicy
 from app.errors import ValidationError
 from app.store import Store
 
@@ -36,8 +37,11 @@ def parse_line(raw: bytes) -> DeviceInput:
     return DeviceInput.from_mapping(data)
 
 
-async def import_users(path: Path, store: Store, vault: Vault) -> ImportReport:
-    """Create or update every valid line; bad lines are reported and skipped; safe to re-run."""
+async def import_users(
+    path: Path, store: Store, vault: Vault, reach: ReachPolicy | None = None
+) -> ImportReport:
+    """Create or update every valid line; bad lines are reported and skipped; safe to re-run.
+    With `reach`, a local gateway's address must be one the deployment may poll."""
     report = ImportReport()
     with path.open("rb") as f:
         for number, raw in enumerate(f, start=1):
@@ -45,6 +49,8 @@ async def import_users(path: Path, store: Store, vault: Vault) -> ImportReport:
                 continue
             try:
                 inp = parse_line(raw)
+                if reach is not None and inp.address and inp.protocol != CLOUD:
+                    reach.check(inp.address)
             except ValidationError as exc:
                 report.problems.append((number, str(exc)))
                 continue

@@ -132,6 +132,8 @@ def main() -> None:
         "REDIS_URL": f"redis://127.0.0.1:{args.redis_port}/0",
         "EAGLE_CLOUD_URL": f"http://127.0.0.1:{args.sim_port}/cgi-bin/post_manager",
         "ARCHIVE_URL": f"file://{data_dir}/archive", "RF_ROTATE_EVERY": "30",
+        # the simulator serves every local gateway on 127.0.0.1: allow loopback for this demo
+        "GATEWAY_ALLOW_NETWORKS": "127.0.0.0/8",
     }  # fmt: skip
     users = data_dir / "demo" / "users.jl"
     sim = [BIN / "rainforest", "sim", "--devices", str(args.devices), "--protocols", args.protocols,

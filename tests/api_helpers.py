@@ -49,6 +49,7 @@ def start_api(
     workdir = Path(tempfile.mkdtemp(prefix="rf-api-"))
     env = {**os.environ, "REDIS_URL": redis_url, "SECRET_KEY": secret_key, "DATA_DIR": str(workdir),
            "EAGLE_CLOUD_URL": eagle_url, "POLL_INTERVAL_S": "2", "POLL_TIMEOUT_S": "1",
+           "GATEWAY_ALLOW_NETWORKS": "127.0.0.0/8",  # the simulator's local gateways
            **extra_env}  # fmt: skip
     with (workdir / "stderr.log").open("wb") as err:
         proc = subprocess.Popen(

@@ -58,7 +58,10 @@ def test_a_huge_cart_fails_in_one_sentence_while_polling_goes_on(
         url = f"{api.url}/api/carts/{made.json()['id']}"
 
         def finished() -> bool:
-            return requests.head(url, headers=auth, timeout=5).headers.get("X-Cart-Status") in ("ready", "error")
+            return requests.head(url, headers=auth, timeout=5).headers.get("X-Cart-Status") in (
+                "ready",
+                "error",
+            )
 
         wait_until(finished, timeout_s=60, what="the cart to be refused")
         head = requests.head(url, headers=auth, timeout=5)

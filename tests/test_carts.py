@@ -201,6 +201,11 @@ def test_a_jl_cart_from_request_to_verified_tar(stack: Stack, tmp_path: Path) ->
     assert any(n.endswith(local_name) for n in names), "hours not yet rotated are in the cart too"
     local = next(p for p in (tmp_path / "dl").rglob(local_name))
     assert local.read_bytes().count(b"\n") == 25
+    sources = [s["source"] for s in manifest["sources"]]
+    assert f"local:{hour_key(BASE + 3 * 3600)}/{local_name}" in sources
+    assert str(stack.settings.data_dir) not in (tmp_path / "dl" / "MANIFEST.json").read_text(), (
+        "a downloaded manifest must not show the server's own paths"
+    )
     # 11 files, the manifest, and (issue 14) COMPLETENESS.csv and README.txt in every cart
     assert check.stdout.count(": OK") == 14
 

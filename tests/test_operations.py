@@ -117,6 +117,15 @@ def test_the_production_supervisord_config_runs_every_process_and_stops_them_cle
         )
         children = psutil.Process(supervisord.pid).children(recursive=True)
         assert len(children) == 4
+        metrics_ports = {ports[f"{n}_METRICS_PORT"] for n in ("PINGER", "ROTATE", "CARTD")}
+        listening = {
+            (c.laddr.ip, c.laddr.port)
+            for child in children
+            for c in child.net_connections("inet")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port in metrics_ports
+        }
+        assert {port for _, port in listening} == metrics_ports
+        assert {ip for ip, _ in listening} == {"127.0.0.1"}, "metrics listen on loopback unless opened"
     finally:
         supervisord.send_signal(signal.SIGTERM)
         assert supervisord.wait(150) == 0

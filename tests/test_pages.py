@@ -193,3 +193,50 @@ def test_sessions_end_with_their_token_and_forms_need_their_xsrf_token(
     gone = s.get(f"{server.url}/fleet", allow_redirects=False, timeout=5)
     assert gone.status_code == 302 and "/login" in gone.headers["Location"]
     assert s.get(f"{server.url}/api/stats", timeout=5).status_code == 401
+
+
+def test_login_goes_back_only_to_this_site_and_the_csv_never_runs_in_a_spreadsheet(
+    site: tuple[ApiServer, Path, Sim], redis_url: str
+) -> None:
+    import asyncio
+
+    from app.store import Store
+
+    server, _, _ = site
+    token = make_token(redis_url, "redirects")
+
+    def login_to(next_: str) -> str:
+        s = requests.Session()
+        form = s.get(f"{server.url}/login", params={"next": next_}, timeout=5).text
+        xsrf = form.split('name="_xsrf" value="')[1].split('"')[0]
+        got = s.post(
+            f"{server.url}/login", params={"next": next_}, data={"token": token, "_xsrf": xsrf},
+            allow_redirects=False, timeout=5,
+        )  # fmt: skip
+        assert got.status_code == 302
+        return got.headers["Location"]
+
+    for hostile in ("/\\evil.example", "//evil.example", "https://evil.example", "/\t/evil.example", "evil"):
+        assert login_to(hostile) == "/fleet", hostile
+    assert login_to("/fleet?status=failing") == "/fleet?status=failing"
+
+    async def poison() -> None:  # what an importer could put in a record
+        store = Store.from_url(redis_url)
+        try:
+            cid = sorted(await store.active_ids())[0]
+            await store.redis.hset(f"rf:device:{cid}", mapping={"user_email": '=HYPERLINK("http://x")'})
+        finally:
+            await store.close()
+
+    asyncio.run(poison())  # before the first read of /fleet: the page's snapshot is fresh
+    s = requests.Session()
+    form = s.get(f"{server.url}/login", timeout=5).text
+    xsrf = form.split('name="_xsrf" value="')[1].split('"')[0]
+    s.post(f"{server.url}/login", data={"token": token, "_xsrf": xsrf}, timeout=5)
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(s.get(f"{server.url}/fleet?format=csv", timeout=5).text)))
+    emails = [row[1] for row in rows[1:]]
+    assert '\'=HYPERLINK("http://x")' in emails
+    assert not [e for e in emails if e[:1] in ("=", "+", "-", "@")]

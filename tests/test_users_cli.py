@@ -11,7 +11,8 @@ from pathlib import Path
 def rainforest(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run the CLI as an operator would, outside the repository so no .env is read."""
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], cwd=env.get("DATA_DIR", "/"), env={**os.environ, **env},
+        [sys.executable, "-m", "app.cli", *args], cwd=env.get("DATA_DIR", "/"),
+        env={**os.environ, "GATEWAY_ALLOW_NETWORKS": "127.0.0.0/8", **env},
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 

@@ -26,7 +26,11 @@ class Part:
 
     @property
     def source(self) -> str:
-        return self.key if self.key is not None else f"local:{self.local}"
+        if self.key is not None:
+            return self.key
+        assert self.local is not None  # a part is an archived object or a local file
+        # the hour folder and file name, never the server's own path (manifests are downloaded)
+        return f"local:{self.local.parent.name}/{self.local.name}"
 
 
 def hours_in(request: CartRequest, now: float) -> list[int]:

@@ -31,6 +31,7 @@ def users_import(file: Path) -> None:
 
     Example: rainforest users import fleet.jl
     """
+    from app.eagle.reach import ReachPolicy
     from app.store import Store
     from app.users import import_users
 
@@ -40,7 +41,7 @@ def users_import(file: Path) -> None:
     async def go() -> Any:
         store = Store.from_url(settings.redis_url)
         try:
-            return await import_users(file, store, vault)
+            return await import_users(file, store, vault, ReachPolicy.from_settings(settings))
         finally:
             await store.close()
 

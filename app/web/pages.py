@@ -12,7 +12,7 @@ import csv
 import io
 import time
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import tornado.web
 
@@ -88,8 +88,32 @@ class LoginHandler(PageHandler):
         self.redirect(self._next())
 
     def _next(self) -> str:
-        target = self.get_argument("next", "/fleet")
-        return target if target.startswith("/") and not target.startswith("//") else "/fleet"
+        return safe_next(self.get_argument("next", "/fleet"))
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text, never runs: a gateway's model or error, or an
+    e-mail, that starts with = + - @ or a tab or CR gets a leading apostrophe (OWASP's advice)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def safe_next(target: str) -> str:
+    """Where to go after logging in: a path on this site, never another site. Browsers read
+    `/\\evil.com` and `//evil.com` as another host, so a backslash, a control character or a
+    scheme or host of any kind sends the user to /fleet instead."""
+    parts = urlsplit(target)
+    if (
+        not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(ord(c) < 0x20 or c == "\x7f" for c in target)
+        or parts.scheme
+        or parts.netloc
+    ):
+        return "/fleet"
+    return target
 
 
 class LogoutHandler(PageHandler):
@@ -134,7 +158,7 @@ class FleetHandler(PageHandler):
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(CSV_HEADER)
         now = time.time()
-        writer.writerows(row.csv(now) for row in found)
+        writer.writerows([spreadsheet_safe(v) for v in row.csv(now)] for row in found)
         self.set_header("Content-Type", "text/csv; charset=utf-8")
         self.set_header("Content-Disposition", 'attachment; filename="fleet.csv"')
         self.finish(out.getvalue())

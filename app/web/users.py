@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from app.devices import DeviceInput, normalize_cloud_id
+from app.devices import CLOUD, DeviceInput, normalize_cloud_id
 from app.devices import DeviceRecord as Record
+from app.eagle.reach import ReachPolicy
 from app.errors import ValidationError
 from app.web.base import ApiError, BaseHandler
 
@@ -47,6 +49,8 @@ class UserHandler(BaseHandler):
         cloud_id = cloud_id_from_path(raw_id)
         self.query(set())
         inp = DeviceInput.from_mapping(self.json_body(), cloud_id=cloud_id)
+        if inp.address and inp.protocol != CLOUD:  # resolving a name may block: off the loop
+            await asyncio.to_thread(ReachPolicy.from_settings(self.ctx.settings).check, inp.address)
         saved = await self.ctx.store.register(inp, self.ctx.vault)
         answer = {**await self._answer(cloud_id), "outcome": saved.outcome}
         if saved.push_key:  # made for this device now: the only time it is shown
