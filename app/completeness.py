@@ -36,6 +36,8 @@ class Tally:
     """Counts not yet in Redis, by (cloud_id, hour number = Unix s // 3600)."""
 
     counts: dict[tuple[str, int], HourCounts] = field(default_factory=dict)
+    # counts sent under a token whose write failed: they may have landed (app.pinger.ledger)
+    in_doubt: tuple[str, dict[tuple[str, int], HourCounts]] | None = None
 
     def _at(self, cloud_id: str, at: float) -> HourCounts:
         key = (cloud_id, int(at // 3600))
@@ -59,15 +61,6 @@ class Tally:
     def take(self) -> dict[tuple[str, int], HourCounts]:
         taken, self.counts = self.counts, {}
         return taken
-
-    def give_back(self, taken: dict[tuple[str, int], HourCounts]) -> None:
-        """Counts whose write failed come back, merged with what arrived meanwhile."""
-        for key, counts in taken.items():
-            held = self.counts.get(key)
-            if held is None:
-                self.counts[key] = counts
-            else:
-                held.add(counts)
 
 
 def percent(row: dict[str, Any]) -> float | None:

@@ -146,3 +146,8 @@ def ownership_changed() -> str:
 def compaction_due() -> str:
     """Set of UTC days (YYYY-MM-DD) with hourly objects newer than their compacted Parquet."""
     return f"{PREFIX}:compact:due"
+
+
+def applied_batch(token: str) -> str:
+    """A counter batch already applied (kept a day): a retried batch is applied at most once."""
+    return f"rf:applied:{token}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Container, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,7 @@ from app.errors import CredentialError, StoreError
 
 CHUNK = 1000  # commands per pipeline round trip when loading the fleet
 FAILURES_KEPT = 20  # recent failures kept per device (each change of kind)
+BATCH_TTL_S = 86400  # how long an applied counter batch's token is remembered
 
 
 @dataclass
@@ -90,6 +92,7 @@ class Store:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
         self._record_polls = redis.register_script(_RECORD_POLLS)
+        self._add_completeness = redis.register_script(_ADD_COMPLETENESS)
 
     @classmethod
     def from_url(cls, url: str, max_connections: int = 50) -> Store:
@@ -329,21 +332,26 @@ class Store:
         async with translated("list push devices"):
             return sorted(cast(set[str], await aw(self.redis.smembers(keys.devices_push()))))
 
-    async def add_completeness(self, counts: dict[tuple[str, int], HourCounts], keep_s: float) -> None:
-        """Add counts to their device-hours (the longest gap kept as a maximum), in batches."""
+    async def add_completeness(
+        self, counts: dict[tuple[str, int], HourCounts], keep_s: float, token: str | None = None
+    ) -> None:
+        """Add counts to their device-hours (the longest gap kept as a maximum), one script per
+        CHUNK device-hours, each applied whole and at most once per token (see record_polls)."""
         items = list(counts.items())
-        ttl = str(int(keep_s))
+        token = token or uuid.uuid4().hex
         async with translated("record completeness"):
-            for start in range(0, len(items), CHUNK):
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for (cid, hour), c in items[start : start + CHUNK]:
-                        day = time.strftime("%Y-%m-%d", time.gmtime(hour * 3600))
-                        pipe.eval(
-                            _ADD_COMPLETENESS, 3, keys.completeness(cid, hour), keys.completeness_hour(hour),
-                            keys.completeness_day(day), cid, c.scheduled, c.ok, c.readings,
-                            repr(c.longest_gap_s), ttl,
-                        )  # fmt: skip
-                    await pipe.execute()
+            for n, start in enumerate(range(0, len(items), CHUNK)):
+                names: list[str] = [keys.applied_batch(f"{token}:{n}")]
+                args: list[str | int] = [BATCH_TTL_S, int(keep_s)]
+                for (cid, hour), c in items[start : start + CHUNK]:
+                    day = time.strftime("%Y-%m-%d", time.gmtime(hour * 3600))
+                    names += [
+                        keys.completeness(cid, hour),
+                        keys.completeness_hour(hour),
+                        keys.completeness_day(day),
+                    ]
+                    args += [cid, c.scheduled, c.ok, c.readings, repr(c.longest_gap_s)]
+                await self._add_completeness(keys=names, args=args)
 
     async def add_duplicates(self, cloud_id: str, hour: int, duplicates: int, keep_s: float) -> None:
         """Count readings a further archived part of a device-hour repeats (rotate finds them)."""
@@ -422,20 +430,20 @@ class Store:
 
     # --- the pinger's batched writes ---------------------------------------------------------
 
-    async def record_polls(self, updates: Sequence[PollUpdate]) -> None:
-        """Apply a cycle's worth of poll outcomes in pipelined round trips."""
+    async def record_polls(self, updates: Sequence[PollUpdate], token: str | None = None) -> None:
+        """Apply poll outcomes, one script per CHUNK devices. Each chunk is applied whole or not
+        at all and under a token (`token`:n, or a fresh one): sending the same chunk again with
+        the same token applies nothing twice, so a retry after a reply lost in an outage never
+        counts readings twice."""
+        token = token or uuid.uuid4().hex
         async with translated("record poll results"):
-            for start in range(0, len(updates), CHUNK):
+            for n, start in enumerate(range(0, len(updates), CHUNK)):
                 chunk = updates[start : start + CHUNK]
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    args = [value for u in chunk for value in _poll_args(u)]
-                    await self._record_polls(
-                        keys=[keys.device(u.cloud_id) for u in chunk], args=args, client=pipe
-                    )
-                    for u in chunk:
-                        if u.failures:
-                            _queue_failures(pipe, u)
-                    await pipe.execute()
+                names = [keys.applied_batch(f"{token}:{n}")]
+                for u in chunk:
+                    names += [keys.device(u.cloud_id), keys.failures(u.cloud_id)]
+                args = [BATCH_TTL_S, FAILURES_KEPT, *(value for u in chunk for value in _poll_args(u))]
+                await self._record_polls(keys=names, args=args)
 
     async def device_changes(self) -> AsyncIterator[tuple[str, str] | None]:
         """None once subscribed (take a snapshot then: nothing published from here on is
@@ -524,19 +532,29 @@ def _json(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
+# Completeness of many device-hours in one script: KEYS[1] the batch's token, then three keys
+# per device-hour (its hash, the hour's set, the day's hash); ARGV the token's and the counts'
+# lifetimes, then five values per device-hour (cloud_id, scheduled, ok, readings, longest gap).
 _ADD_COMPLETENESS = """
-redis.call('HINCRBY', KEYS[1], 'scheduled', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'ok', ARGV[3])
-redis.call('HINCRBY', KEYS[1], 'readings', ARGV[4])
-local gap = tonumber(redis.call('HGET', KEYS[1], 'longest_gap_s') or '0')
-if tonumber(ARGV[5]) > gap then redis.call('HSET', KEYS[1], 'longest_gap_s', ARGV[5]) end
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('SADD', KEYS[2], ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
-redis.call('HINCRBY', KEYS[3], ARGV[1] .. ':s', ARGV[2])
-redis.call('HINCRBY', KEYS[3], ARGV[1] .. ':o', ARGV[3])
-redis.call('HINCRBY', KEYS[3], ARGV[1] .. ':r', ARGV[4])
-redis.call('EXPIRE', KEYS[3], ARGV[6])
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local ttl = ARGV[2]
+for i = 0, (#KEYS - 1) / 3 - 1 do
+  local h, hour, day, a = KEYS[2 + i * 3], KEYS[3 + i * 3], KEYS[4 + i * 3], 3 + i * 5
+  local cid = ARGV[a]
+  redis.call('HINCRBY', h, 'scheduled', ARGV[a + 1])
+  redis.call('HINCRBY', h, 'ok', ARGV[a + 2])
+  redis.call('HINCRBY', h, 'readings', ARGV[a + 3])
+  local gap = tonumber(redis.call('HGET', h, 'longest_gap_s') or '0')
+  if tonumber(ARGV[a + 4]) > gap then redis.call('HSET', h, 'longest_gap_s', ARGV[a + 4]) end
+  redis.call('EXPIRE', h, ttl)
+  redis.call('SADD', hour, cid)
+  redis.call('EXPIRE', hour, ttl)
+  redis.call('HINCRBY', day, cid .. ':s', ARGV[a + 1])
+  redis.call('HINCRBY', day, cid .. ':o', ARGV[a + 2])
+  redis.call('HINCRBY', day, cid .. ':r', ARGV[a + 3])
+  redis.call('EXPIRE', day, ttl)
+end
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
 return 1
 """
 
@@ -565,14 +583,18 @@ def _same(record: DeviceRecord, inp: DeviceInput, vault: Vault) -> bool:
     )  # fmt: skip
 
 
-# A cycle's poll outcomes in one script per chunk of devices: KEYS are the device hashes, ARGV
-# seven values per device (events, first, last, last_success, consecutive_failures, "-" + error,
-# last_reading; "" for none). One command instead of two or three per device: far less for the
-# pinger to pack and parse, which is most of what a flush costs it.
+# A cycle's poll outcomes in one script per chunk of devices: KEYS[1] is the batch's token (set
+# when the script completes; the script does nothing when it was applied already), then two keys per device (its hash, its
+# failures list); ARGV the token's lifetime and how many failures to keep, then eight values
+# per device (events, first, last, last_success, consecutive_failures, "-" + error,
+# last_reading, failures as JSON lines; "" for none). One command instead of two or three per
+# device: far less for the pinger to pack and parse, which is most of what a flush costs it.
 _RECORD_POLLS = """
-for i = 1, #KEYS do
-  local b = (i - 1) * 7
-  local key = KEYS[i]
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local devices = (#KEYS - 1) / 2
+for i = 0, devices - 1 do
+  local b = 2 + i * 8
+  local key, failures = KEYS[2 + i * 2], KEYS[3 + i * 2]
   redis.call('HSET', key, 'consecutive_failures', ARGV[b + 5])
   if ARGV[b + 6] ~= '' then redis.call('HSET', key, 'last_error', string.sub(ARGV[b + 6], 2)) end
   if ARGV[b + 4] ~= '' then redis.call('HSET', key, 'last_success_at', ARGV[b + 4]) end
@@ -580,8 +602,13 @@ for i = 1, #KEYS do
   if ARGV[b + 7] ~= '' then redis.call('HSET', key, 'last_reading', ARGV[b + 7]) end
   if ARGV[b + 1] ~= '0' then redis.call('HINCRBY', key, 'total_events_logged', ARGV[b + 1]) end
   if ARGV[b + 2] ~= '' then redis.call('HSETNX', key, 'first_timestamp', ARGV[b + 2]) end
+  if ARGV[b + 8] ~= '' then
+    for line in string.gmatch(ARGV[b + 8], '[^\\n]+') do redis.call('LPUSH', failures, line) end
+    redis.call('LTRIM', failures, 0, tonumber(ARGV[2]) - 1)
+  end
 end
-return #KEYS
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+return devices
 """
 
 
@@ -594,9 +621,5 @@ def _poll_args(u: PollUpdate) -> tuple[str | int, ...]:
         u.consecutive_failures,
         "" if u.last_error is None else "-" + u.last_error,
         u.last_reading or "",
+        "\n".join(_json({"at": round(at, 3), "reason": r}) for at, r in u.failures),
     )
-
-
-def _queue_failures(pipe: aioredis.client.Pipeline, u: PollUpdate) -> None:
-    pipe.lpush(keys.failures(u.cloud_id), *(_json({"at": round(at, 3), "reason": r}) for at, r in u.failures))
-    pipe.ltrim(keys.failures(u.cloud_id), 0, FAILURES_KEPT - 1)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis as syncredis
+import redis.asyncio as aioredis
 
 from app import keys
 from app.credentials import Vault
 from app.devices import DeviceInput
-from app.errors import ValidationError
+from app.errors import StoreError, ValidationError
 from app.store import PollUpdate, Store
 
 
@@ -111,3 +114,84 @@ def test_input_validation_names_the_field(data: dict[str, object], field: str) -
 def test_cloud_id_keeps_leading_zeros_and_lowercases() -> None:
     assert device("00CE69").cloud_id == "00ce69"
     assert "secretpw" not in repr(device(user_pw="secretpw"))
+
+
+_BUSY = """
+local s = redis.call('TIME')
+repeat local n = redis.call('TIME') until (n[1] - s[1]) * 1000000 + (n[2] - s[2]) > tonumber(ARGV[1])
+return 1
+"""
+
+
+async def _redis_busy_while(redis_url: str, seconds: float, write: Callable[[], Awaitable[object]]) -> None:
+    """Run `write` while Redis is held busy by another client: the write is queued behind the
+    busy script, the writer's short read timeout fires, and Redis applies the write after all:
+    a reply lost, as when a connection drops after Redis took a command."""
+    blocker = syncredis.Redis.from_url(redis_url)
+    busy = threading.Thread(target=lambda: blocker.eval(_BUSY, 0, int(seconds * 1e6)))
+    busy.start()
+    time.sleep(0.1)  # the busy script is running
+    with pytest.raises(StoreError):
+        await write()
+    busy.join(30)
+    blocker.close()
+
+
+async def test_counters_sent_again_after_a_lost_reply_are_counted_once(redis_url: str) -> None:
+    """A flush whose reply was lost may have landed: sent again, it must not count twice (the
+    pinger's counters and the completeness of an hour)."""
+    from app.completeness import Tally
+    from app.pinger.ledger import Ledger, flush_tally
+
+    store = Store(aioredis.Redis.from_url(redis_url, socket_timeout=0.3, decode_responses=True))
+    try:
+        await store.redis.hset(keys.device("0f0001"), mapping={"cloud_id": "0f0001", "active": "1"})
+        ledger = Ledger(store)
+        ledger.add(PollUpdate("0f0001", events=5, first_timestamp=10.0, last_timestamp=20.0))
+        await _redis_busy_while(redis_url, 1.0, lambda: _must_fail(ledger.flush(100.0)))
+        ledger.add(PollUpdate("0f0001", events=2, last_timestamp=30.0))
+        assert await ledger.flush(101.0)
+        (record,) = await store.load_devices(["0f0001"])
+        assert record.total_events_logged == 7, "the batch whose reply was lost was counted twice"
+
+        tally = Tally()
+        for _ in range(3):
+            tally.ok("0f0001", 3600 * 500)
+        await _redis_busy_while(redis_url, 1.0, lambda: flush_tally(store, tally, 3600))
+        tally.ok("0f0001", 3600 * 500)
+        await flush_tally(store, tally, 3600)
+        (row,) = await store.completeness(["0f0001"], [500])
+        assert row["ok"] == 4, "completeness whose reply was lost was added twice"
+    finally:
+        await store.close()
+
+
+async def _must_fail(flushed: Awaitable[bool]) -> None:
+    if not await flushed:
+        raise StoreError("the flush failed, as it should while Redis is busy")
+
+
+async def test_a_flush_that_fails_after_some_of_its_chunks_counts_none_twice(redis_url: str) -> None:
+    """1,001 devices go to Redis in two chunks; the second fails (its first device's key is of the
+    wrong type). Once mended, the retry must not count the first chunk's devices again."""
+    from app.pinger.ledger import Ledger
+
+    store = Store.from_url(redis_url)
+    try:
+        ids = [f"{n:06x}" for n in range(0x100000, 0x100000 + 1001)]
+        async with store.redis.pipeline(transaction=False) as pipe:
+            for cid in ids:
+                pipe.hset(keys.device(cid), mapping={"cloud_id": cid, "active": "1"})
+            await pipe.execute()
+        await store.redis.delete(keys.device(ids[1000]))
+        await store.redis.set(keys.device(ids[1000]), "not a hash")  # the second chunk fails on it
+        ledger = Ledger(store)
+        for cid in ids:
+            ledger.add(PollUpdate(cid, events=1, last_timestamp=20.0))
+        assert not await ledger.flush(100.0)
+        await store.redis.delete(keys.device(ids[1000]))  # mended
+        assert await ledger.flush(101.0)
+        counted = [r.total_events_logged for r in await store.load_devices(ids[:1000])]
+        assert counted == [1] * 1000, f"counted twice: {sum(c > 1 for c in counted)} devices"
+    finally:
+        await store.close()

@@ -7,9 +7,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from app.completeness import HourCounts
 from app.crawl import crawl
 from app.errors import StoreError
+from app.pinger.ledger import flush_tally
 
 if TYPE_CHECKING:
     from app.pinger.loop import Pinger
@@ -34,8 +34,8 @@ class Chores:
         ):
             return
         self._tally_sent_at = now
-        taken = self.pinger.tally.take()
-        if not taken:
+        tally = self.pinger.tally
+        if not tally.counts and tally.in_doubt is None:
             return
         fresh = [
             state.last_kw
@@ -44,20 +44,24 @@ class Chores:
             and state.last_demand is not None
             and now - state.last_demand < FRESH_S
         ]
-        task = asyncio.create_task(self._add_completeness(taken, now, sum(fresh), len(fresh)))
+        task = asyncio.create_task(self._add_completeness(now, sum(fresh), len(fresh)))
         self.pinger._syncs.add(task)
         task.add_done_callback(self.pinger._syncs.discard)
 
-    async def _add_completeness(
-        self, taken: dict[tuple[str, int], HourCounts], now: float, fleet_kw: float, devices: int
-    ) -> None:
+    async def _add_completeness(self, now: float, fleet_kw: float, devices: int) -> None:
         try:
-            await self.pinger.store.add_completeness(taken, self.pinger.settings.completeness_days * 86400)
-            if devices and not self.pinger._stop.is_set():  # a stopping pinger's minute would count twice
-                await self.pinger.store.add_fleet_demand(now, fleet_kw, devices)
-        except StoreError as exc:
-            self.pinger.tally.give_back(taken)  # counted again with the next batch
+            await flush_tally(
+                self.pinger.store, self.pinger.tally, self.pinger.settings.completeness_days * 86400
+            )
+        except StoreError as exc:  # held (or in doubt) and sent with the next batch
             log.warning("completeness counts held: Redis unreachable", extra={"reason": str(exc)})
+            return
+        if not devices or self.pinger._stop.is_set():  # a stopping pinger's minute would count twice
+            return
+        try:
+            await self.pinger.store.add_fleet_demand(now, fleet_kw, devices)
+        except StoreError as exc:  # this minute's figure only; completeness is already in
+            log.warning("the fleet's demand for this minute not recorded", extra={"reason": str(exc)})
 
     async def crawls(self) -> None:
         """Crawl every owned gateway a minute after start and then every CRAWL_INTERVAL_S, and

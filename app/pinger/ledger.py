@@ -1,7 +1,11 @@
 """Poll outcomes on their way to Redis, and readings on their way to disk, held until they land.
 
 Outcomes are merged per device, so a Redis outage costs memory per device rather than per
-poll, and the counters catch up in one pipelined write when Redis is back. Readings whose
+poll, and the counters catch up in one pipelined write when Redis is back. A batch whose write
+failed may have landed all the same (the reply lost with the connection): it is kept aside,
+unmerged, with the token it was sent under, and sent again with that token before anything
+newer, so Redis applies it exactly once (app.store's scripts skip a token they have seen).
+Completeness counts go the same way (`flush_tally`). Readings whose
 append failed (a full or failing disk) are kept in order and retried; while that backlog is
 full the pinger stops polling rather than drop a reading it already received.
 """
@@ -10,10 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.completeness import HourCounts, Tally
 from app.errors import StoreError, WriteError
 from app.hourly import HourlyWriter
 from app.store import PollUpdate, Store
@@ -27,6 +33,7 @@ class Ledger:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.pending: dict[str, PollUpdate] = {}
+        self.in_doubt: tuple[str, list[PollUpdate]] | None = None  # sent, not known to have landed
         self._flushing = False
         self._down_since: float | None = None
 
@@ -38,20 +45,22 @@ class Ledger:
             held.merge(update)
 
     async def flush(self, now: float) -> bool:
-        """Write everything pending; on failure keep it for the next try. True when written."""
-        if self._flushing or not self.pending:
-            return not self.pending
+        """Write the batch in doubt, then everything pending; on failure keep what was not
+        written for the next try (and what may have been, in doubt). True when all is written."""
+        if self._flushing or (not self.pending and self.in_doubt is None):
+            return not self.pending and self.in_doubt is None
         self._flushing = True
-        batch, self.pending = self.pending, {}
         try:
-            await self.store.record_polls(list(batch.values()))
+            if self.in_doubt is not None:
+                token, updates = self.in_doubt
+                await self.store.record_polls(updates, token)
+                self.in_doubt = None
+            batch, self.pending = self.pending, {}
+            if batch:
+                self.in_doubt = (uuid.uuid4().hex, list(batch.values()))
+                await self.store.record_polls(self.in_doubt[1], self.in_doubt[0])
+                self.in_doubt = None
         except StoreError as exc:
-            for cid, newer in self.pending.items():  # updates that arrived during the attempt
-                if cid in batch:
-                    batch[cid].merge(newer)
-                else:
-                    batch[cid] = newer
-            self.pending = batch
             if self._down_since is None:
                 self._down_since = now
                 log.error("Redis unreachable: holding counter updates", extra={"reason": str(exc)})
@@ -61,10 +70,25 @@ class Ledger:
         if self._down_since is not None:
             log.info(
                 "Redis reachable again: counters caught up",
-                extra={"devices": len(batch), "outage_s": round(now - self._down_since, 1)},
+                extra={"outage_s": round(now - self._down_since, 1)},
             )
             self._down_since = None
         return True
+
+
+async def flush_tally(store: Store, tally: Tally, keep_s: float) -> None:
+    """Add a tally's counts to Redis: first the batch in doubt under its own token, then what was
+    counted since under a new one; a batch that fails stays in doubt (never merged, never added
+    twice). Raises StoreError when Redis cannot take them now."""
+    if tally.in_doubt is not None:
+        token, counts = tally.in_doubt
+        await store.add_completeness(counts, keep_s, token)
+        tally.in_doubt = None
+    taken: dict[tuple[str, int], HourCounts] = tally.take()
+    if taken:
+        tally.in_doubt = (uuid.uuid4().hex, taken)
+        await store.add_completeness(taken, keep_s, tally.in_doubt[0])
+        tally.in_doubt = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from app.errors import StoreError
 from app.hourly import HourlyWriter
+from app.pinger.ledger import flush_tally
 from app.push.receiver import PushReceiver
 from app.store import PollUpdate, Store
 
@@ -77,10 +78,5 @@ class PushUpkeep:
         await asyncio.to_thread(HourlyWriter.sync, self.writer.close())
 
     async def _add_completeness(self) -> None:
-        taken = self.tally.take()
-        if not taken:
-            return
-        try:
-            await self.store.add_completeness(taken, self.keep_s)
-        except StoreError:
-            self.tally.give_back(taken)
+        with contextlib.suppress(StoreError):  # held, or in doubt: sent again at the next flush
+            await flush_tally(self.store, self.tally, self.keep_s)
