@@ -584,11 +584,12 @@ def _same(record: DeviceRecord, inp: DeviceInput, vault: Vault) -> bool:
 
 
 # A cycle's poll outcomes in one script per chunk of devices: KEYS[1] is the batch's token (set
-# when the script completes; the script does nothing when it was applied already), then two keys per device (its hash, its
-# failures list); ARGV the token's lifetime and how many failures to keep, then eight values
-# per device (events, first, last, last_success, consecutive_failures, "-" + error,
-# last_reading, failures as JSON lines; "" for none). One command instead of two or three per
-# device: far less for the pinger to pack and parse, which is most of what a flush costs it.
+# when the script completes; the script does nothing when it was applied already), then two
+# keys per device (its hash, its failures list); ARGV the token's lifetime and how many
+# failures to keep, then eight values per device (events, first, last, last_success,
+# consecutive_failures, "-" + error, last_reading, failures as JSON lines; "" for none). One
+# command instead of two or three per device: far less for the pinger to pack and parse, which
+# is most of what a flush costs it.
 _RECORD_POLLS = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local devices = (#KEYS - 1) / 2

@@ -376,3 +376,59 @@ async def test_a_reading_whose_time_is_not_a_time_is_never_written(
     for record in await store.load_devices(no_time + future):
         assert record.status == "ok" and not record.total_events_logged  # it answers; nothing written
     await store.close()
+
+
+async def test_a_flaky_gateway_loses_no_more_polls_to_backoff_than_to_its_failures(
+    start_sim: Callable[..., Sim], make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    """A gateway failing 30 % of its requests (a busy relay) sat out two thirds of its polls: the
+    backoff grew with every streak. Now the polls skipped never outnumber the polls that failed,
+    and an answer ends the backoff at once. The schedule's clock is injected: 300 cycles, no wait."""
+    sim = start_sim(1)
+    settings = make_settings(redis_url, sim.url).replace(poll_interval_s=6.0, poll_timeout_s=4.0)
+    (cid,) = await register(sim, settings)
+    sim.set_faults({"devices": {cid: {"error": "http_503", "rate": 0.3}}})
+    ticks = [0.0]
+    pinger = Pinger.create(settings, monotonic=lambda: ticks[0])
+    await pinger.fleet.resync()
+    totals: Counter[str] = Counter()
+    streak_failed = streak_skipped = 0
+    for _ in range(300):
+        stats = await pinger.poll_once(spread=False)
+        totals.update(ok=stats.ok, failed=stats.failed, skipped=stats.backoff)
+        if stats.ok:
+            assert streak_skipped <= streak_failed, "a streak sat out more polls than it failed"
+            streak_failed = streak_skipped = 0
+        streak_failed += stats.failed
+        streak_skipped += stats.backoff
+        ticks[0] += settings.poll_interval_s
+    await pinger.close()
+    assert totals["ok"] + totals["failed"] + totals["skipped"] == 300
+    assert totals["skipped"] <= totals["failed"], totals
+    assert totals["ok"] >= 300 * 0.5, f"a 30 % flaky gateway should still answer most cycles: {totals}"
+
+
+async def test_a_wall_clock_stepped_back_stalls_no_poll(
+    start_sim: Callable[..., Sim], make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    """NTP or a resumed VM steps the wall clock back an hour: polls go on at their interval (the
+    schedule is kept on the monotonic clock) and lines are filed by the wall clock."""
+    sim = start_sim(5)
+    settings = make_settings(redis_url, sim.url).replace(poll_interval_s=0.5, poll_timeout_s=0.4)
+    await register(sim, settings)
+    offset = [0.0]
+    pinger = Pinger.create(settings, clock=lambda: time.time() + offset[0])
+    task = asyncio.create_task(pinger.run())
+    for _ in range(100):  # up to 10 s for the first readings
+        if pinger.totals["ok"]:
+            break
+        await asyncio.sleep(0.1)
+    before = pinger.totals["ok"]
+    offset[0] = -3600.0
+    await asyncio.sleep(2.0)  # four intervals
+    after = pinger.totals["ok"]
+    pinger.request_stop()
+    await asyncio.wait_for(task, 10)
+    assert before > 0 and after >= before + 5, f"polls stalled after the clock step: {before} → {after}"
+    hours = {p.parent.name for p in settings.logs_dir.glob("????-??-??-??/*.jl")}
+    assert hour_key(time.time() - 3600) in hours, "lines after the step are filed by the wall clock"

@@ -29,7 +29,8 @@ class DeviceState:
     gateway: Gateway
     phase: float
     consecutive_failures: int = 0
-    retry_at: float = 0.0  # wall-clock time before which the device is not polled
+    retry_at: float = 0.0  # monotonic time before which the device is not polled (0: no backoff)
+    backoff_skipped: int = 0  # polls sat out in the current streak of failures
     last_demand: int | None = None  # device_time of the last demand reading written
     last_kw: float | None = None  # its value (for the fleet's total demand)
     last_keys: dict[str, tuple[object, ...]] = field(default_factory=dict)  # summation/price: last line's key

@@ -64,13 +64,15 @@ class Pinger:
         session: aiohttp.ClientSession,
         *,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         ownership: Ownership | None = None,
         metrics: PingerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.session = session
-        self.clock = clock
+        self.clock = clock  # wall time: what lines are stamped and filed by
+        self.monotonic = monotonic  # what cycles and backoffs are scheduled by: a clock step moves no poll
         self.interval_s = settings.poll_interval_s
         self.clients = Clients(session, settings.poll_timeout_s, settings.local_request_gap_s)
         self.heartbeat = Heartbeat(store, "pinger", lambda: {"devices": str(len(self.fleet.devices))}, clock)
@@ -104,14 +106,19 @@ class Pinger:
         self.feed = FleetFeed(self)
 
     @classmethod
-    def create(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Pinger:
+    def create(
+        cls,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> Pinger:
         metrics = PingerMetrics()
         serve_metrics(settings, "pinger", metrics.registry)  # first: a busy port opens nothing
         vault = Vault(settings.secret_key)
         store = Store.from_url(settings.redis_url)
         agent = f"rainforest-logger pinger/{process_id()}"
         session = new_session(settings.max_concurrency, settings.eagle_tls_verify, agent)
-        return cls(settings, store, vault, session, clock=clock, metrics=metrics)
+        return cls(settings, store, vault, session, clock=clock, monotonic=monotonic, metrics=metrics)
 
     def _gateway(self, record: DeviceRecord, secret: str) -> Gateway:
         return gateway_for(record, secret, self.settings.eagle_cloud_url, self.settings.eagle_tls_verify)
@@ -177,8 +184,9 @@ class Pinger:
         if state.in_flight:
             stats.skipped += 1
             return False
-        if state.retry_at and self.clock() < state.retry_at:
+        if state.retry_at and self.monotonic() < state.retry_at:
             stats.backoff += 1
+            state.backoff_skipped += 1
             return False
         if self.backlog.full:
             stats.held += 1
@@ -303,6 +311,7 @@ class Pinger:
             )
         state.consecutive_failures = 0
         state.retry_at = 0.0
+        state.backoff_skipped = 0
         state.last_error_kind = ""
         if not state.recovered:
             self.recorder.recover(cid, state, polled_at)
@@ -313,8 +322,8 @@ class Pinger:
         stats.errors[exc.kind] += 1
         state.consecutive_failures += 1
         self.refiller.on_failure(state, self.clock())
-        delay = self.backoff.delay_s(state.consecutive_failures, exc)
-        state.retry_at = self.clock() + delay if delay else 0.0
+        delay = self.backoff.delay_s(state.consecutive_failures, state.backoff_skipped, exc)
+        state.retry_at = self.monotonic() + delay if delay else 0.0
         previous_kind = state.last_error_kind
         if exc.kind != state.last_error_kind:
             log.warning(
@@ -368,25 +377,26 @@ class Pinger:
         """Tick cycles until `request_stop`, then drain and close."""
         try:
             await self.start()
-            cycle_start = next_cycle_start(self.clock(), self.interval_s)
+            # cycles start at wall-clock multiples of the interval, then keep time on the
+            # monotonic clock: a wall clock stepped back (NTP, a VM resumed) stalls nothing
+            wall = self.clock()
+            due = self.monotonic() + next_cycle_start(wall, self.interval_s) - wall
             while not self._stop.is_set():
-                await self._sleep(cycle_start - self.clock())
+                await self._sleep(due - self.monotonic())
                 if self._stop.is_set():
                     break
-                now = self.clock()
-                if now - cycle_start >= self.interval_s:
-                    log.warning(
-                        "pinger fell behind: cycles skipped",
-                        extra={"behind_s": round(now - cycle_start, 2)},
-                    )
-                    cycle_start = next_cycle_start(now, self.interval_s)
+                late_s = self.monotonic() - due
+                if late_s >= self.interval_s:
+                    log.warning("pinger fell behind: cycles skipped", extra={"behind_s": round(late_s, 2)})
+                    due += (late_s // self.interval_s) * self.interval_s
                     continue
+                now = self.clock()
                 self._close_past_hours(now)
                 await self.keeper.each_cycle()
-                task = asyncio.create_task(self.poll_once(cycle_start))
+                task = asyncio.create_task(self.poll_once(now - late_s))
                 self._cycles.add(task)
                 task.add_done_callback(self._cycles.discard)
-                cycle_start += self.interval_s
+                due += self.interval_s
             if self._cycles:
                 await asyncio.gather(*self._cycles)
         finally:
