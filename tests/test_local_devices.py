@@ -145,3 +145,77 @@ def test_import_takes_local_devices_and_reports_bad_lines(
         and "eagle100-local" in listing.stdout
         and CODE not in listing.stdout
     )
+
+
+async def test_requests_to_one_local_gateway_never_overlap_and_keep_their_gap(
+    start_sim: Callable[..., Sim],
+) -> None:
+    """A demand poll, a summation and a history refill asked of one EAGLE-100 at once go one at
+    a time, LOCAL_REQUEST_GAP_S apart (a real unit freezes when two requests overlap); the
+    simulator counts overlaps and the shortest gap it saw."""
+    import asyncio
+    import time
+
+    from app.eagle.client import Clients, new_session
+    from app.eagle.gateway import local_gateway
+
+    sim = start_sim(2, "--protocols", "eagle100-local=1")
+    user = sim.users()[0]
+    sim.set_faults({"devices": {str(user["cloud_id"]): {"latency_ms": 300}}})
+    session = new_session(10, True, "rainforest-logger test")
+    try:
+        client = Clients(session, 4.0, 0.2).for_protocol("eagle100-local")
+        gw = local_gateway(
+            str(user["cloud_id"]), "eagle100-local", str(user["address"]), str(user["install_code"]), None, None
+        )
+        now = int(time.time())
+        await asyncio.gather(
+            client.poll(gw, frozenset(["demand"])),
+            client.extra(gw, "summation", 4.0),
+            client.history(gw, now - 600, now, 60),
+            client.poll(gw, frozenset(["demand"])),
+        )
+    finally:
+        await session.close()
+    stats = orjson.loads(sim.get("/control/stats"))
+    assert stats.get("local_overlaps", 0) == 0, "two requests to one gateway overlapped"
+    assert stats["local_min_gap_ms"] >= 190, stats
+
+
+async def test_the_servers_event_request_keeps_clear_of_the_pingers_polls(
+    start_sim: Callable[..., Sim], make_settings: Callable[..., object], redis_url: str, secret_key: str
+) -> None:
+    """GET /api/event/{id} asks a local gateway half an interval away from its pinger's polls, so
+    a server process and a pinger never have two requests at one unit at once."""
+    import asyncio
+
+    from app.pinger import Pinger
+    from app.settings import Settings
+    from tests.test_pinger import register
+
+    sim = start_sim(1, "--protocols", "eagle100-local=1")
+    cid = str(sim.users()[0]["cloud_id"])
+    sim.set_faults({"devices": {cid: {"latency_ms": 700}}})
+    settings = make_settings(redis_url, sim.url, poll_interval_s=2.0, poll_timeout_s=1.5)
+    assert isinstance(settings, Settings)
+    await register(sim, settings)
+    api = start_api(redis_url, secret_key, sim.url, POLL_INTERVAL_S="2")
+    pinger = Pinger.create(settings)
+    task = asyncio.create_task(pinger.run())
+    try:
+        token = await asyncio.to_thread(make_token, redis_url, "admin")
+
+        def ask() -> int:
+            url = f"{api.url}/api/event/{cid}"
+            return requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code
+
+        await asyncio.sleep(1.0)
+        for _ in range(4):
+            assert await asyncio.to_thread(ask) == 200
+            await asyncio.sleep(0.37)  # a different moment of the interval each time
+    finally:
+        pinger.request_stop()
+        await asyncio.wait_for(task, 10)
+        api.stop()
+    stats = orjson.loads(sim.get("/control/stats"))
+    assert stats.get("local_overlaps", 0) == 0, "the server's request overlapped a pinger's poll"

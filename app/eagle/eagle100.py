@@ -8,6 +8,7 @@ until it is left alone for a while: that is `unavailable`, and the pinger's back
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -62,15 +63,16 @@ class Eagle100Client:
         """POST one command and parse the reply; every failure becomes a DeviceError."""
         timeout = self._timeout if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s)
         async with translated(gw.cloud_id):
-            await self._pacer.wait(gw.cloud_id)
-            try:
-                async with self._session.post(
+            # the wait for the gateway's turn counts against this request's own timeout
+            async with (
+                asyncio.timeout(timeout.total),
+                self._pacer.turn(gw.cloud_id),
+                self._session.post(
                     gw.url, data=body, headers=gw.headers, ssl=gw.ssl, timeout=timeout
-                ) as resp:
-                    check_status(resp.status, resp.reason)
-                    reply = await read_bounded(resp, bound)
-            finally:
-                self._pacer.done(gw.cloud_id)
+                ) as resp,
+            ):
+                check_status(resp.status, resp.reason)
+                reply = await read_bounded(resp, bound)
             return parser(reply)
 
     async def poll(self, gw: Gateway, wanted: frozenset[str]) -> Readings:

@@ -7,6 +7,7 @@ the next poll lists the devices again. Demand, summation and price come in one `
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
@@ -60,15 +61,16 @@ class Eagle200Client:
     async def _request(self, gw: Gateway, body: bytes, parser: Callable[[bytes], T]) -> T:
         """POST one command and parse the reply; every failure becomes a DeviceError."""
         async with translated(gw.cloud_id):
-            await self._pacer.wait(gw.cloud_id)
-            try:
-                async with self._session.post(
+            # the wait for the gateway's turn counts against this request's own timeout
+            async with (
+                asyncio.timeout(self._timeout.total),
+                self._pacer.turn(gw.cloud_id),
+                self._session.post(
                     gw.url, data=body, headers=gw.headers, ssl=gw.ssl, timeout=self._timeout
-                ) as resp:
-                    check_status(resp.status, resp.reason)
-                    reply = await read_bounded(resp)
-            finally:
-                self._pacer.done(gw.cloud_id)
+                ) as resp,
+            ):
+                check_status(resp.status, resp.reason)
+                reply = await read_bounded(resp)
             return parser(reply)
 
     async def device_list(self, gw: Gateway) -> list[Meter]:

@@ -4,6 +4,8 @@ bounded body read, and the one translation of aiohttp's exceptions into DeviceEr
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import aiohttp
 
@@ -107,21 +109,31 @@ async def read_bounded(resp: aiohttp.ClientResponse, bound: int = MAX_REPLY_BYTE
 
 
 class Pacer:
-    """At least `gap_s` between the end of one request to a gateway and the start of the next:
-    real units freeze when hammered (aioeagle waits 1 s too). A gap of 0 paces nothing."""
+    """One request at a time to a gateway, and at least `gap_s` between the end of one and the
+    start of the next: real units freeze when hammered (aioeagle waits 1 s too). A history
+    request that takes seconds holds the gateway's turn, so a demand poll waits for it instead
+    of running beside it; the wait counts against the waiting request's own timeout. A gap of 0
+    paces nothing."""
 
     def __init__(self, gap_s: float) -> None:
         self.gap_s = gap_s
         self._free_at: dict[str, float] = {}
+        self._turns: dict[str, asyncio.Lock] = {}
 
-    async def wait(self, cloud_id: str) -> None:
+    @contextlib.asynccontextmanager
+    async def turn(self, cloud_id: str) -> AsyncIterator[None]:
+        """Hold the gateway's turn for one request (run it inside the request's timeout)."""
         if not self.gap_s:
+            yield
             return
         loop = asyncio.get_running_loop()
-        delay = self._free_at.get(cloud_id, 0.0) - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-    def done(self, cloud_id: str) -> None:
-        if self.gap_s:
-            self._free_at[cloud_id] = asyncio.get_running_loop().time() + self.gap_s
+        lock = self._turns.setdefault(cloud_id, asyncio.Lock())
+        await lock.acquire()
+        try:
+            delay = self._free_at.get(cloud_id, 0.0) - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            yield
+        finally:
+            self._free_at[cloud_id] = loop.time() + self.gap_s
+            lock.release()

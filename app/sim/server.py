@@ -78,6 +78,8 @@ class Simulator:
             seed, reading_interval_s, anchor_s=clock() - min(3600, 256 * reading_interval_s)
         )
         self.uploaders: Uploaders | None = None  # push devices uploading, with --push-to
+        self._in_flight: Counter[str] = Counter()  # requests being answered, per local gateway
+        self._ended: dict[str, float] = {}  # when the last request to a local gateway was answered
 
     def close(self) -> None:
         if self._record_out:
@@ -136,6 +138,26 @@ class Simulator:
         return self._eagle100(device, body, request.headers.get("User-Agent", ""), error)
 
     async def _local(self, request: web.Request, body: bytes, cloud_id: str, code: str) -> web.StreamResponse:
+        """A request to a gateway on the household's network; real units freeze when two
+        requests overlap, so overlaps are counted (`local_overlaps`) and so is the shortest
+        pause between two requests to one gateway (`local_min_gap_ms`)."""
+        cid = cloud_id.lower()
+        now = self.clock()
+        if self._in_flight[cid]:
+            self.stats["local_overlaps"] += 1
+        elif cid in self._ended:
+            gap_ms = int((now - self._ended[cid]) * 1000)
+            self.stats["local_min_gap_ms"] = min(self.stats.get("local_min_gap_ms", gap_ms), gap_ms)
+        self._in_flight[cid] += 1
+        try:
+            return await self._local_reply(request, body, cid, code)
+        finally:
+            self._in_flight[cid] -= 1
+            self._ended[cid] = self.clock()
+
+    async def _local_reply(
+        self, request: web.Request, body: bytes, cloud_id: str, code: str
+    ) -> web.StreamResponse:
         device = self.by_id.get(cloud_id.lower())
         if device is None or not device.local or code.upper() != device.install_code:
             self.stats["bad_credentials"] += 1

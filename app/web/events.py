@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import orjson
@@ -9,8 +10,16 @@ import orjson
 from app.devices import PUSH
 from app.eagle.gateway import gateway_for
 from app.errors import CredentialError, DeviceError, DeviceTimeout
+from app.pinger.schedule import phase_fraction
 from app.web.base import ApiError, BaseHandler
 from app.web.users import cloud_id_from_path
+
+
+def between_polls_s(cloud_id: str, interval_s: float, now: float) -> float:
+    """Seconds from `now` to the middle between two of the pinger's polls of a gateway (polls
+    start at the device's phase in every wall-clock interval)."""
+    target = (phase_fraction(cloud_id) + 0.5) * interval_s
+    return (target - now) % interval_s
 
 
 class EventHandler(BaseHandler):
@@ -50,6 +59,10 @@ class EventHandler(BaseHandler):
             ) from None  # fmt: skip
         settings = self.ctx.settings
         gateway = gateway_for(record, secret, settings.eagle_cloud_url, settings.eagle_tls_verify)
+        if gateway.local and record.active:
+            # a pinger asks this gateway once an interval at its phase; a unit freezes when two
+            # requests overlap, so ask it half an interval away from the pinger's turn
+            await asyncio.sleep(between_polls_s(cloud_id, settings.poll_interval_s, time.time()))
         try:
             readings = await self.ctx.client.for_protocol(record.protocol).poll(
                 gateway, frozenset(["demand"])
