@@ -20,7 +20,7 @@ import pytest
 import redis as syncredis
 
 from app import keys
-from app.archive.backend import Archive
+from app.archive.backend import Archive, StoredObject
 from app.archive.factory import open_archive
 from app.archive.layout import DeviceHour
 from app.errors import WriteError
@@ -428,3 +428,36 @@ async def test_readback_mode_heads_every_object_and_ships_the_same(
     key = DeviceHour(HOUR, "00ae01", settings.file_prefix).key()
     assert report.ok and report.stored == 1 and heads == [key]
     assert archived(archive, key, tmp_path) == original
+
+
+def test_a_multipart_write_racing_another_never_replaces_it(
+    make_settings: Callable[..., Settings], redis_url: str, s3_server: S3Server, tmp_path: Path
+) -> None:
+    """Two hosts both find a key free and both upload it in parts: the second completion is
+    refused by S3 itself (If-None-Match on CompleteMultipartUpload), not by a look beforehand."""
+    from app.archive import s3 as s3mod
+    from app.archive.backend import Upload, file_digests
+
+    bucket = s3_server.bucket()
+    settings = make_settings(
+        redis_url, s3_endpoint_url=s3_server.endpoint,
+        aws_access_key_id="a", aws_secret_access_key="b", aws_region="us-east-1",
+    )  # fmt: skip
+
+    class LookedTooEarly(s3mod.S3Archive):
+        def stat(self, key: str) -> StoredObject | None:
+            return None  # the key was free when this host looked
+
+    def upload_of(name: str, fill: bytes) -> Upload:
+        path = tmp_path / name
+        path.write_bytes(fill * (6 * 1024 * 1024))
+        sha, md5 = file_digests(path)
+        return Upload(path, path.stat().st_size, sha, md5, sha, path.stat().st_size, 1)
+
+    first = s3mod.S3Archive(settings, bucket, "", multipart_threshold=5 * 1024 * 1024)
+    second = LookedTooEarly(settings, bucket, "", multipart_threshold=5 * 1024 * 1024)
+    key = "rainforest-parquet/kind=demand/date=2026-11-30/v0001-000.parquet"
+    assert first.put_new(key, upload_of("a", b"a")) is not None
+    assert second.put_new(key, upload_of("b", b"b")) is None, "the racing write must be refused"
+    body = s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read(16)  # type: ignore[attr-defined]
+    assert body == b"a" * 16, "the first object was replaced"

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import io
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -109,21 +111,55 @@ class S3Archive:
         )
 
     def _put_multipart(self, key: str, upload: Upload) -> StoredObject | None:
+        """A large object in parts (SHA-256 per part), completed only if the key is still free:
+        CompleteMultipartUpload with If-None-Match, so two hosts racing on one key never replace
+        each other's object. The key is looked at first only to spare a useless upload."""
         if self.stat(key) is not None:
             return None
         with self._translated(f"store {key}"):
-            self.client.upload_file(
-                str(upload.path),
-                self.bucket,
-                self.prefix + key,
-                ExtraArgs={
-                    "ChecksumAlgorithm": "SHA256",
-                    "ContentType": "application/gzip",
-                    "Metadata": upload.metadata(),
-                },
-                Config=self.transfer,
-            )
-        return StoredObject(key, upload.size)  # s3transfer gives no digest back: rotate reads it back
+            created = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=self.prefix + key, ChecksumAlgorithm="SHA256",
+                ContentType="application/gzip", Metadata=upload.metadata(),
+            )  # fmt: skip
+            upload_id = created["UploadId"]
+            try:
+                parts = self._upload_parts(key, upload, upload_id)
+                try:
+                    self.client.complete_multipart_upload(
+                        Bucket=self.bucket, Key=self.prefix + key, UploadId=upload_id,
+                        MultipartUpload={"Parts": parts}, IfNoneMatch="*",  # type: ignore[typeddict-item]
+                    )  # fmt: skip
+                except ClientError as exc:
+                    if _status(exc) == 412 or _code(exc) == "PreconditionFailed":
+                        self._abort(key, upload_id)
+                        return None
+                    raise
+            except BaseException:
+                self._abort(key, upload_id)
+                raise
+        return StoredObject(key, upload.size)  # no whole-object digest comes back: rotate reads it back
+
+    def _upload_parts(self, key: str, upload: Upload, upload_id: str) -> list[dict[str, Any]]:
+        size = self.transfer.multipart_chunksize
+        offsets = list(range(0, upload.size, size))
+
+        def one(n: int) -> dict[str, Any]:
+            with upload.path.open("rb") as f:
+                f.seek(offsets[n])
+                body = f.read(size)
+            checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
+            reply = self.client.upload_part(
+                Bucket=self.bucket, Key=self.prefix + key, UploadId=upload_id, PartNumber=n + 1,
+                Body=body, ChecksumSHA256=checksum,
+            )  # fmt: skip
+            return {"PartNumber": n + 1, "ETag": reply["ETag"], "ChecksumSHA256": checksum}
+
+        with ThreadPoolExecutor(self.transfer.max_request_concurrency) as pool:
+            return list(pool.map(one, range(len(offsets))))
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        with contextlib.suppress(ClientError, BotoCoreError):
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.prefix + key, UploadId=upload_id)
 
     def stat(self, key: str) -> StoredObject | None:
         with self._translated(f"read {key}"):
