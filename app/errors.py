@@ -8,6 +8,7 @@
     ├── WriteError             a reading could not be appended to its hourly file
     │   └── FileBusy           another process holds the file's lock (try again shortly)
     ├── ArchiveError           the archive (S3 or a folder) is down, refuses us, or lies
+    ├── Interrupted            long work stopped part-way because the process is stopping
     └── DeviceError            a gateway (or the relay in front of it) did not give a reading
         ├── DeviceTimeout      no complete reply within the timeout
         ├── DeviceAuthError    the credentials were refused
@@ -55,6 +56,11 @@ class WriteError(RainforestError):
 class FileBusy(WriteError):
     """Another process holds the hourly file's lock right now (rotate shipping it, a pinger that
     has not yet let a device go); nothing was written, and a retry shortly after may succeed."""
+
+
+class Interrupted(RainforestError):
+    """Long work (a compaction) stopped part-way because the process is stopping; nothing
+    half-done was published, and the work is done again later."""
 
 
 class ArchiveError(RainforestError):

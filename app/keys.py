@@ -151,3 +151,14 @@ def compaction_due() -> str:
 def applied_batch(token: str) -> str:
     """A counter batch already applied (kept a day): a retried batch is applied at most once."""
     return f"rf:applied:{token}"
+
+
+def compaction_noted() -> str:
+    """Hash: UTC day → how many times rotate noted it for compaction (a late part while it is
+    being compacted keeps it due)."""
+    return f"{PREFIX}:compact:noted"
+
+
+def compaction_claim(day: str) -> str:
+    """The rotate host compacting a day right now (a lease: holder, expiry)."""
+    return f"{PREFIX}:compact:claim:{day}"

@@ -473,19 +473,6 @@ class Store:
         async with translated("record an archived hour"):
             await aw(self.redis.eval(_RECORD_ARCHIVED, 1, keys.device(cloud_id), hour, 1 if new_hour else 0))
 
-    async def want_compaction(self, day: str) -> None:
-        """A day got a new hourly object: (re)compact it once it is closed."""
-        async with translated("note a day to compact"):
-            await aw(self.redis.sadd(keys.compaction_due(), day))
-
-    async def compaction_due(self) -> list[str]:
-        async with translated("list the days to compact"):
-            return sorted(cast(set[str], await aw(self.redis.smembers(keys.compaction_due()))))
-
-    async def compacted(self, day: str) -> None:
-        async with translated("note a compacted day"):
-            await aw(self.redis.srem(keys.compaction_due(), day))
-
     async def record_rotate_pass(self, summary: dict[str, str]) -> None:
         async with translated("record the rotate pass"):
             await aw(self.redis.hset(keys.rotate_last_pass(), mapping=cast(dict[Any, Any], summary)))

@@ -24,6 +24,7 @@ import redis as syncredis
 from app import keys
 from app.archive.backend import Archive
 from app.archive.factory import open_archive
+from app.research.claims import CompactionBook
 from app.research.compact import Compactor
 from app.research.days import current
 from app.rotate.daily import DailyCompaction
@@ -189,7 +190,7 @@ async def test_the_rotate_loop_compacts_the_days_it_shipped(
     daily = DailyCompaction(settings, archive, store)
     assert await daily.maybe_run(asyncio.Event()) == 1
     assert (current(archive, DAY) or pytest.fail("no manifest")).rows["demand"] == 150
-    assert await store.compaction_due() == []
+    assert await CompactionBook(store.redis).due() == {}
     assert await daily.maybe_run(asyncio.Event()) == 0, "checked at most once an hour"
     await store.close()
 
@@ -253,3 +254,115 @@ async def test_carts_read_compacted_days_and_equal_carts_of_hourly_objects(
                 pq.read_table(d / cid / f"{kind}.parquet") for d in (before["parquet"], after["parquet"])
             )
             assert one.equals(two), f"{cid} {kind}"
+
+
+# The DuckDB query docs/archive.md shows: the current version of each day, through its manifest
+CURRENT_FILES = """
+SET VARIABLE demand_files = (
+  SELECT list('{root}/' || f.key) FROM (
+    SELECT unnest(files) AS f FROM read_json('{root}/rainforest-parquet/_manifests/date=*/v*.json')
+    QUALIFY version = max(version) OVER (PARTITION BY day)
+  ) WHERE f.kind = 'demand');
+"""
+
+
+def documented_count(root: Path) -> int:
+    con = duckdb.connect()
+    con.execute(CURRENT_FILES.format(root=root))
+    got = con.execute(
+        "SELECT count(*) FROM read_parquet(getvariable('demand_files'), hive_partitioning = true)"
+    ).fetchone()
+    return int(got[0]) if got else 0
+
+
+class RefusesDeletes:
+    """A bucket whose policy refuses deletes (the IAM policy of an earlier version of the docs)."""
+
+    def __init__(self, inner: Archive) -> None:
+        self.inner, self.refusing = inner, True
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def delete(self, key: str) -> None:
+        from app.errors import ArchiveError
+
+        if self.refusing:
+            raise ArchiveError(f"the archive refused to delete {key} (AccessDenied).", kind="credentials")
+        self.inner.delete(key)
+
+
+async def test_a_refused_delete_never_counts_a_day_twice_and_is_retried(
+    make_settings: Callable[..., Settings], redis_url: str, tmp_path: Path
+) -> None:
+    """v2 published, v1's delete refused: the documented query still counts the day once, the
+    day stays due, and once deletes are allowed the next run removes v1."""
+    root = tmp_path / "archive"
+    settings = make_settings(redis_url, archive_url=f"file://{root}", rotate_grace_s=0.0)
+    store = Store.from_url(redis_url)
+    await ship_day(settings)
+    archive = open_archive(settings)
+    Compactor(settings, archive).compact(DAY)
+    once = documented_count(root)
+    write_hour(settings, DEVICES[1], at=DAY_START + 5 * 3600 + 5, lines=150, start=200)  # 50 new readings
+    await Rotator(settings, archive, store).pass_once()  # notes the day
+    refusing = RefusesDeletes(archive)
+    daily = DailyCompaction(settings, refusing, store)  # type: ignore[arg-type]
+    assert await daily.maybe_run(asyncio.Event()) == 0, "a compaction whose old version stays is not done"
+    assert {o.key.split("/")[-1][:5] for o in archive.list("rainforest-parquet/kind=demand/")} == {"v0001", "v0002"}
+    assert documented_count(root) == once + 50, "the documented query counted a day twice"
+    assert DAY in await CompactionBook(store.redis).due(), "the day must stay due until v1 is gone"
+    refusing.refusing = False
+    daily._checked_at = -1e18  # the next hourly check
+    assert await daily.maybe_run(asyncio.Event()) == 1
+    assert {o.key.split("/")[-1][:5] for o in archive.list("rainforest-parquet/kind=demand/")} == {"v0002"}
+    assert await CompactionBook(store.redis).due() == {}
+    await store.close()
+
+
+async def test_two_rotate_hosts_never_compact_one_day_at_once_and_a_late_note_is_kept(
+    make_settings: Callable[..., Settings], redis_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(redis_url, archive_url=f"file://{tmp_path / 'archive'}", rotate_grace_s=0.0)
+    store = Store.from_url(redis_url)
+    await ship_day(settings)
+    book = CompactionBook(store.redis)
+    await book.note(DAY)
+    (noted,) = (await book.due()).values()
+    assert await book.claim(DAY, "host-a:1", 60)
+    other = DailyCompaction(settings, open_archive(settings), store)
+    assert await other.maybe_run(asyncio.Event()) == 0, "host b compacted a day host a holds"
+    assert current(open_archive(settings), DAY) is None
+    await book.note(DAY)  # a late part arrives while host a compacts
+    assert not await book.done(DAY, noted), "host a's finish must not forget the later note"
+    assert DAY in await book.due()
+    await book.release(DAY, "host-a:1")
+    other._checked_at = -1e18
+    assert await other.maybe_run(asyncio.Event()) == 1 and await book.due() == {}
+    await store.close()
+
+
+def test_a_stop_ends_a_compaction_between_devices_and_a_killed_ones_folder_is_cleaned(
+    make_settings: Callable[..., Settings], redis_url: str, tmp_path: Path
+) -> None:
+    from app.errors import Interrupted
+
+    settings = make_settings(redis_url, archive_url=f"file://{tmp_path / 'archive'}", rotate_grace_s=0.0)
+    fill_day(settings)
+    archive = open_archive(settings)
+    asked: list[int] = []
+
+    def stop_after_one_device() -> bool:
+        asked.append(1)
+        return len(asked) > 1
+
+    with pytest.raises(Interrupted):
+        Compactor(settings, archive).compact(DAY, should_stop=stop_after_one_device)
+    assert current(archive, DAY) is None, "nothing is published by a stopped compaction"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = settings.data_dir / "tmp" / f"compact-{DAY}-{dead.pid}-x1y2z3"
+    (left / "demand").mkdir(parents=True)
+    (left / "demand" / "part.parquet").write_bytes(b"half a file")
+    assert Compactor(settings, archive).compact(DAY).version is not None
+    assert not left.exists(), "a killed compaction's work folder stays forever"

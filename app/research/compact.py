@@ -20,11 +20,12 @@ from __future__ import annotations
 import calendar
 import hashlib
 import logging
+import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ import pyarrow.parquet as pq
 from app.archive.backend import Archive, Upload, file_digests, gunzip_chunks
 from app.archive.layout import ROOT as HOURLY_ROOT
 from app.archive.layout import parse_key
-from app.errors import ArchiveError, ValidationError
+from app.errors import ArchiveError, Interrupted, ValidationError
 from app.hourly import parse_lines
 from app.research.days import DayManifest, current, file_key, manifest_key, versions
 from app.research.merge import DeviceLines
@@ -187,9 +188,13 @@ class Compactor:
         with ThreadPoolExecutor(FETCH_THREADS) as pool:
             return {cid: objs for cid, objs in pool.map(listed, devices) if objs}
 
-    def compact(self, day: str, check: bool = True) -> Compacted:
-        """Compact one day (see the module's docstring); returns what it did."""
+    def compact(
+        self, day: str, check: bool = True, should_stop: Callable[[], bool] = lambda: False
+    ) -> Compacted:
+        """Compact one day (see the module's docstring); returns what it did. `should_stop` is
+        asked between devices and before publishing: Interrupted when it says yes."""
         started = time.monotonic()
+        self._clean_tmp()
         if check:
             self.check_closed(day)
         else:
@@ -200,14 +205,17 @@ class Compactor:
         if not sources:
             return Compacted(day, None, note="no hourly objects that day")
         if existing is not None and existing.sources_sha256 == digest:
+            self._supersede(day, existing.version)  # what an earlier run could not remove
             note = f"already compacted (version {existing.version}) from these hourly objects"
             return Compacted(day, None, devices=len(sources), rows=existing.rows, note=note)
         version = max(versions(self.archive, day), default=0) + 1
-        work = Path(tempfile.mkdtemp(prefix=f"compact-{day}-", dir=self._tmp()))
+        work = Path(tempfile.mkdtemp(prefix=f"compact-{day}-{os.getpid()}-", dir=self._tmp()))
         try:
-            manifest = self._build(day, version, sources, digest, work)
+            manifest = self._build(day, version, sources, digest, work, should_stop)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        if should_stop():
+            raise Interrupted(f"compaction of {day} stopped before publishing version {version}")
         manifest.seconds = round(time.monotonic() - started, 2)
         self._publish(manifest)
         self._supersede(day, version)
@@ -224,13 +232,29 @@ class Compactor:
         tmp.mkdir(parents=True, exist_ok=True)
         return tmp
 
+    def _clean_tmp(self) -> None:
+        """Remove the work folders of compactions whose process is gone (killed mid-run)."""
+        for folder in self._tmp().glob("compact-*"):
+            match = _WORK_RE.match(folder.name)
+            if match is not None and not _alive(int(match.group(1))):
+                shutil.rmtree(folder, ignore_errors=True)
+                log.info("removed a killed compaction's work folder", extra={"path": str(folder)})
+
     def _build(
-        self, day: str, version: int, sources: dict[str, list[tuple[str, int]]], digest: str, work: Path
+        self,
+        day: str,
+        version: int,
+        sources: dict[str, list[tuple[str, int]]],
+        digest: str,
+        work: Path,
+        should_stop: Callable[[], bool],
     ) -> DayManifest:
         files = {kind: _KindFiles(kind, day, version, work) for kind in KINDS}
         duplicates: dict[str, dict[str, int]] = {}
         partial: dict[str, dict[str, int]] = {}
         for cid, hours in self._device_hours(sources, work):
+            if should_stop():
+                raise Interrupted(f"compaction of {day} stopped part-way (before {cid})")
             lines = DeviceLines()
             for hour, (records, bad) in hours:
                 count, released = lines.add_hour(hour, records, bad)
@@ -333,6 +357,19 @@ class Compactor:
         for obj in self.archive.list(f"{manifest_key(day, 0).rsplit('/', 1)[0]}/"):
             if int(obj.key.rsplit("/", 1)[1][1:5]) < version:
                 self.archive.delete(obj.key)
+
+
+_WORK_RE = re.compile(r"^compact-\d{4}-\d{2}-\d{2}-(\d+)-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _parse(key: str, gz: bytes) -> tuple[list[dict[str, Any]], int]:

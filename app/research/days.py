@@ -54,7 +54,7 @@ class DayManifest:
     seconds: float = 0.0
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.__dict__, option=orjson.OPT_INDENT_2) + b"\n"
+        return orjson.dumps(self.__dict__) + b"\n"  # one line: Athena's JSON SerDe reads it so
 
     @classmethod
     def from_json(cls, data: bytes) -> DayManifest:

@@ -16,6 +16,7 @@ from app.errors import ArchiveError, StoreError
 from app.heartbeat import Heartbeat
 from app.lifecycle import serve_metrics
 from app.logs import action
+from app.research.claims import CompactionBook
 from app.rotate.claim import Busy, Claim, clean_tmp
 from app.rotate.daily import DailyCompaction
 from app.rotate.duplicates import repeated
@@ -263,7 +264,7 @@ class Rotator:
         try:
             await self.store.record_archived(cloud_id, hour, new_hour=placed.stored and placed.part == 1)
             if placed.stored:
-                await self.store.want_compaction(hour[:10])  # (re)compact that day once it is closed
+                await CompactionBook(self.store.redis).note(hour[:10])  # (re)compact that day once closed
             if duplicates:
                 keep_s = self.settings.completeness_days * 86400
                 await self.store.add_duplicates(cloud_id, int(hour_start(hour) // 3600), duplicates, keep_s)
