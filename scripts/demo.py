@@ -140,11 +140,18 @@ def main() -> None:
            "--seed", "1"]  # fmt: skip
     export = [*sim, "--port", str(args.sim_port), "--export-users", str(users)]
     subprocess.run(export, check=True, env=env, stdout=subprocess.DEVNULL)
-    # Two past hours of simulated readings, so rotate has closed hours to ship right away.
+    # Two past hours of simulated readings, so rotate has closed hours to ship right away, and the
+    # last two hours of yesterday (UTC), a closed day the rotate loop compacts to Parquet at once.
     backfill = subprocess.run(
         [*sim, "--backfill-hours", "2"], check=True, env=env, capture_output=True, text=True
     )
     print(backfill.stdout.strip())
+    today = int(time.time() // 86400) * 86400
+    yesterday = subprocess.run(
+        [*sim, "--backfill-hours", "2", "--backfill-before", str(today)],
+        check=True, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    print(yesterday.stdout.strip())
 
     conf = ROOT / "deploy" / "supervisord.conf"
     ctl_conf = data_dir / "supervisorctl.conf"  # lets supervisorctl find the demo without RF_* set
@@ -183,6 +190,10 @@ def main() -> None:
             lambda: api_answers(f"{api}/api/event/{cloud_id}?source=latest", token), 20, "the API", supervisor
         )
         wait_for(lambda: bool(archived(data_dir / "archive")), 60, "rotate's first pass", supervisor)
+        day = time.strftime("%Y-%m-%d", time.gmtime(today - 86400))
+        if time.time() >= today + 330:  # a day is compacted once it ended and ROTATE_GRACE_S passed
+            manifests = data_dir / "archive" / "rainforest-parquet" / "_manifests" / f"date={day}"
+            wait_for(lambda: bool(list(manifests.glob("*.json"))), 90, "yesterday compacted", supervisor)
         cart_id = request_cart(api, token)
         wait_for(lambda: cart_status(api, token, cart_id) == "ready", 60, "the demo cart", supervisor)
         print_welcome(path, data_dir, args, ctl_conf, token, cloud_id, cart_id)

@@ -309,7 +309,10 @@ async def test_a_refused_delete_never_counts_a_day_twice_and_is_retried(
     refusing = RefusesDeletes(archive)
     daily = DailyCompaction(settings, refusing, store)  # type: ignore[arg-type]
     assert await daily.maybe_run(asyncio.Event()) == 0, "a compaction whose old version stays is not done"
-    assert {o.key.split("/")[-1][:5] for o in archive.list("rainforest-parquet/kind=demand/")} == {"v0001", "v0002"}
+    assert {o.key.split("/")[-1][:5] for o in archive.list("rainforest-parquet/kind=demand/")} == {
+        "v0001",
+        "v0002",
+    }
     assert documented_count(root) == once + 50, "the documented query counted a day twice"
     assert DAY in await CompactionBook(store.redis).due(), "the day must stay due until v1 is gone"
     refusing.refusing = False

@@ -14,7 +14,7 @@ import requests
 from app.devices import DeviceInput
 from app.errors import ValidationError
 from tests.api_helpers import ApiServer, make_token, start_api
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, Sim
 from tests.test_users_cli import rainforest
 
 CODE = "1A2B3C4D5E6F7A8B"
@@ -166,7 +166,12 @@ async def test_requests_to_one_local_gateway_never_overlap_and_keep_their_gap(
     try:
         client = Clients(session, 4.0, 0.2).for_protocol("eagle100-local")
         gw = local_gateway(
-            str(user["cloud_id"]), "eagle100-local", str(user["address"]), str(user["install_code"]), None, None
+            str(user["cloud_id"]),
+            "eagle100-local",
+            str(user["address"]),
+            str(user["install_code"]),
+            None,
+            None,
         )
         now = int(time.time())
         await asyncio.gather(

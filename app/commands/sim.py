@@ -76,6 +76,12 @@ log = logging.getLogger("rainforest")
     help="Write this many past hours of readings into DATA_DIR/logs (as the pinger would) and exit.",
 )
 @click.option(
+    "--backfill-before",
+    type=float,
+    default=None,
+    help="With --backfill-hours: the hours before this Unix time instead of now (a closed day's last hours).",
+)
+@click.option(
     "--time-offset-s", default=0.0, help="Shift the simulated clock (e.g. to local noon for solar homes)."
 )
 @click.option(
@@ -99,6 +105,7 @@ def sim(
     record_file: Path | None,
     export_users: Path | None,
     backfill_hours: int | None,
+    backfill_before: float | None,
     time_offset_s: float,
     timeout_hold_s: float,
 ) -> None:
@@ -128,7 +135,8 @@ def sim(
         from app.sim.backfill import backfill
 
         files, lines = backfill(
-            settings, fleet, seed, hours=backfill_hours, now=time.time() + time_offset_s,
+            settings, fleet, seed, hours=backfill_hours,
+            now=(backfill_before if backfill_before is not None else time.time()) + time_offset_s,
             reading_interval_s=reading_interval_s,
         )  # fmt: skip
         click.echo(f"wrote {lines} readings in {files} hourly files under {settings.logs_dir}")

@@ -8,7 +8,6 @@ until it is left alone for a while: that is `unavailable`, and the pinger's back
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -65,8 +64,7 @@ class Eagle100Client:
         async with translated(gw.cloud_id):
             # the wait for the gateway's turn counts against this request's own timeout
             async with (
-                asyncio.timeout(timeout.total),
-                self._pacer.turn(gw.cloud_id),
+                self._pacer.turn(gw.cloud_id, timeout.total),
                 self._session.post(
                     gw.url, data=body, headers=gw.headers, ssl=gw.ssl, timeout=timeout
                 ) as resp,

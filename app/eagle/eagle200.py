@@ -7,7 +7,6 @@ the next poll lists the devices again. Demand, summation and price come in one `
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
@@ -63,8 +62,7 @@ class Eagle200Client:
         async with translated(gw.cloud_id):
             # the wait for the gateway's turn counts against this request's own timeout
             async with (
-                asyncio.timeout(self._timeout.total),
-                self._pacer.turn(gw.cloud_id),
+                self._pacer.turn(gw.cloud_id, self._timeout.total),
                 self._session.post(
                     gw.url, data=body, headers=gw.headers, ssl=gw.ssl, timeout=self._timeout
                 ) as resp,

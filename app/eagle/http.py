@@ -112,8 +112,8 @@ class Pacer:
     """One request at a time to a gateway, and at least `gap_s` between the end of one and the
     start of the next: real units freeze when hammered (aioeagle waits 1 s too). A history
     request that takes seconds holds the gateway's turn, so a demand poll waits for it instead
-    of running beside it; the wait counts against the waiting request's own timeout. A gap of 0
-    paces nothing."""
+    of running beside it; that wait counts against the waiting request's own timeout (the gap
+    after it does not, as before). A gap of 0 paces nothing."""
 
     def __init__(self, gap_s: float) -> None:
         self.gap_s = gap_s
@@ -121,14 +121,16 @@ class Pacer:
         self._turns: dict[str, asyncio.Lock] = {}
 
     @contextlib.asynccontextmanager
-    async def turn(self, cloud_id: str) -> AsyncIterator[None]:
-        """Hold the gateway's turn for one request (run it inside the request's timeout)."""
+    async def turn(self, cloud_id: str, timeout_s: float | None) -> AsyncIterator[None]:
+        """Hold the gateway's turn for one request; TimeoutError when another request holds it
+        past `timeout_s`."""
         if not self.gap_s:
             yield
             return
         loop = asyncio.get_running_loop()
         lock = self._turns.setdefault(cloud_id, asyncio.Lock())
-        await lock.acquire()
+        async with asyncio.timeout(timeout_s):
+            await lock.acquire()
         try:
             delay = self._free_at.get(cloud_id, 0.0) - loop.time()
             if delay > 0:
