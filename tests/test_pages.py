@@ -198,9 +198,9 @@ def test_sessions_end_with_their_token_and_forms_need_their_xsrf_token(
 def test_login_goes_back_only_to_this_site_and_the_csv_never_runs_in_a_spreadsheet(
     site: tuple[ApiServer, Path, Sim], redis_url: str
 ) -> None:
-    import asyncio
+    import redis as syncredis
 
-    from app.store import Store
+    from app import keys
 
     server, _, _ = site
     token = make_token(redis_url, "redirects")
@@ -220,15 +220,10 @@ def test_login_goes_back_only_to_this_site_and_the_csv_never_runs_in_a_spreadshe
         assert login_to(hostile) == "/fleet", hostile
     assert login_to("/fleet?status=failing") == "/fleet?status=failing"
 
-    async def poison() -> None:  # what an importer could put in a record
-        store = Store.from_url(redis_url)
-        try:
-            cid = sorted(await store.active_ids())[0]
-            await store.redis.hset(f"rf:device:{cid}", mapping={"user_email": '=HYPERLINK("http://x")'})
-        finally:
-            await store.close()
-
-    asyncio.run(poison())  # before the first read of /fleet: the page's snapshot is fresh
+    # what an importer could put in a record; before the first read of /fleet (a fresh snapshot)
+    with syncredis.Redis.from_url(redis_url, decode_responses=True) as r:
+        cid = sorted(r.smembers(keys.devices_active()))[0]
+        r.hset(keys.device(cid), mapping={"user_email": '=HYPERLINK("http://x")'})
     s = requests.Session()
     form = s.get(f"{server.url}/login", timeout=5).text
     xsrf = form.split('name="_xsrf" value="')[1].split('"')[0]
