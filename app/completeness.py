@@ -63,6 +63,15 @@ class Tally:
         return taken
 
 
+def longest_gap_s(readings: int, measured_s: float, hour_start: float, now: float) -> float:
+    """An hour's longest gap: the longest wait between its readings as measured, or, for an hour
+    without a reading, the whole hour (as much of it as has passed): silence is one long gap,
+    not none."""
+    if readings:
+        return measured_s
+    return round(max(0.0, min(3600.0, now - hour_start)), 3)
+
+
 def percent(row: dict[str, Any]) -> float | None:
     """Polls ok ÷ polls scheduled, in percent (None for a push device: nothing is scheduled)."""
     scheduled = int(row.get("scheduled", 0))

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from app import keys
-from app.completeness import HourCounts
+from app.completeness import HourCounts, longest_gap_s
 from app.credentials import Vault
 from app.devices import PUSH, SECRET_FIELDS, DeviceInput, DeviceRecord, new_push_key, push_key_digest
 from app.errors import CredentialError, StoreError
@@ -367,6 +367,7 @@ class Store:
         """Rows (cloud_id, hour, scheduled, ok, readings, longest_gap_s) that have counts."""
         pairs = [(cid, hour) for cid in cloud_ids for hour in hours]
         rows: list[dict[str, Any]] = []
+        now = time.time()
         async with translated("read completeness"):
             for start in range(0, len(pairs), CHUNK):
                 async with self.redis.pipeline(transaction=False) as pipe:
@@ -375,10 +376,11 @@ class Store:
                     found = await pipe.execute()
                 for (cid, hour), h in zip(pairs[start : start + CHUNK], found, strict=True):
                     if h:
+                        readings = int(h.get("readings", 0))
+                        gap = longest_gap_s(readings, float(h.get("longest_gap_s", 0)), hour * 3600, now)
                         rows.append({
                             "cloud_id": cid, "hour": hour, "scheduled": int(h.get("scheduled", 0)),
-                            "ok": int(h.get("ok", 0)), "readings": int(h.get("readings", 0)),
-                            "longest_gap_s": float(h.get("longest_gap_s", 0)),
+                            "ok": int(h.get("ok", 0)), "readings": readings, "longest_gap_s": gap,
                             "duplicates": int(h.get("duplicates", 0)),
                         })  # fmt: skip
         return rows

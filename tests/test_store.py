@@ -195,3 +195,24 @@ async def test_a_flush_that_fails_after_some_of_its_chunks_counts_none_twice(red
         assert counted == [1] * 1000, f"counted twice: {sum(c > 1 for c in counted)} devices"
     finally:
         await store.close()
+
+
+async def test_an_hour_without_a_reading_was_one_long_gap(store: Store) -> None:
+    """A device-hour polled but silent reports the whole hour as its longest gap (it was 0), the
+    current hour as much of it as has passed; an hour with readings keeps its measured gap."""
+    from app.completeness import HourCounts
+
+    past = int(time.time() // 3600) - 5
+    now_hour = int(time.time() // 3600)
+    await store.add_completeness(
+        {
+            ("0f0002", past): HourCounts(scheduled=600, ok=0, readings=0),
+            ("0f0002", past + 1): HourCounts(scheduled=600, ok=600, readings=450, longest_gap_s=42.0),
+            ("0f0002", now_hour): HourCounts(scheduled=10, ok=0, readings=0),
+        },
+        86400,
+    )
+    rows = {r["hour"]: r for r in await store.completeness(["0f0002"], [past, past + 1, now_hour])}
+    assert rows[past]["longest_gap_s"] == 3600.0
+    assert rows[past + 1]["longest_gap_s"] == 42.0
+    assert 0 <= rows[now_hour]["longest_gap_s"] <= time.time() - now_hour * 3600 + 1

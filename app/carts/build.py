@@ -331,8 +331,7 @@ class Builder:
                 reader.close()
         counts["compacted_days_read"] = sorted(readers)
         counts["duplicates_dropped"] = sum(d.duplicates for d in per_device.values())
-        if request.format != "jl":
-            counts["rows"] = sum(sum(d.rows.values()) for d in per_device.values())
+        counts["rows"] = sum(sum(d.rows.values()) for d in per_device.values())  # distinct readings
         counts["per_device"] = {cid: d.counts() for cid, d in per_device.items()}
         completeness = folder / "COMPLETENESS.csv"
         write_completeness(completeness, devices, hours_in(request, self.clock()),

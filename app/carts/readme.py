@@ -1,8 +1,11 @@
 """COMPLETENESS.csv and README.txt, in every cart whatever its format.
 
-COMPLETENESS.csv has a row per requested device and UTC hour in the range: polls scheduled and
-ok (as the pingers counted them, kept COMPLETENESS_DAYS; empty when no longer known), and from the
-cart's own files the distinct demand readings, the longest wait for one, and the repeats dropped.
+COMPLETENESS.csv has a row per requested device and UTC hour in the range of which something is
+known: polls scheduled and ok (as the pingers counted them, kept COMPLETENESS_DAYS; empty when
+no longer known), and from the cart's own files the distinct demand readings, the longest wait
+for one (the whole hour when it had none), and the repeats dropped. An hour of which nothing is
+known (no polls counted, no line in the cart: before a device was registered, or long ago) has
+no row, so a long range over a small fleet stays small.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from app.completeness import longest_gap_s
 from app.research.merge import HourCount
 from app.research.schema import SCHEMAS, UNITS
 
@@ -27,17 +31,24 @@ def write_completeness(
     counted: dict[str, list[HourCount]],
     polls: dict[tuple[str, int], tuple[int, int]],
 ) -> None:
-    """One row per device and hour (Unix s of its start) in `hours`, devices in order."""
+    """A row per device and hour (Unix s of its start) in `hours` of which anything is known,
+    devices in order."""
+    now = time.time()
     with dest.open("w", newline="", encoding="utf-8") as f:
         out = csv.writer(f, lineterminator="\n")
         out.writerow(COMPLETENESS_HEADER)
         for cid in devices:
             by_hour = {c.hour: c for c in counted.get(cid, [])}
             for hour in hours:
-                c = by_hour.get(hour) or HourCount(hour)
-                scheduled, ok = polls.get((cid, hour // 3600), ("", ""))
+                polled = polls.get((cid, hour // 3600))
+                c = by_hour.get(hour)
+                if polled is None and (c is None or not (c.readings or c.duplicates)):
+                    continue  # nothing known of this hour
+                c = c or HourCount(hour)
+                scheduled, ok = polled if polled is not None else ("", "")
+                gap = longest_gap_s(c.readings, round(c.longest_gap_s, 3), hour, now)
                 out.writerow((cid, time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(hour)), scheduled, ok,
-                              c.readings, round(c.longest_gap_s, 3), c.duplicates))  # fmt: skip
+                              c.readings, gap, c.duplicates))  # fmt: skip
 
 
 _FILES = {
@@ -99,10 +110,12 @@ MANIFEST.json
 SHA256SUMS
     Verify the cart with: sha256sum -c SHA256SUMS   (every line must say OK)
 COMPLETENESS.csv
-    One row per device and UTC hour in the range: polls_scheduled and polls_ok (what the pingers
-    counted; empty once older than the server keeps them, and for devices that push), readings
-    (distinct demand readings in that hour's files), longest_gap_s (the longest wait for a
-    demand reading that ended in that hour, from the previous reading in this cart), and
+    One row per device and UTC hour in the range of which anything is known (polls counted, or
+    lines in this cart; an hour with no row had neither): polls_scheduled and polls_ok (what the
+    pingers counted; empty once older than the server keeps them, and for devices that push),
+    readings (distinct demand readings in that hour's files), longest_gap_s (the longest wait
+    for a demand reading that ended in that hour, from the previous reading in this cart; the
+    whole hour, or as much of it as had passed, when the hour had no reading), and
     duplicates_dropped.
 README.txt
     This file.

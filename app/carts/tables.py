@@ -74,6 +74,11 @@ def staged_hours(hours: dict[int, list[Path]], count_only: bool = False) -> Iter
         yield hour, records, partial, 0
 
 
+def _count(rows: dict[str, int], released: dict[str, list[dict[str, Any]]]) -> None:
+    for kind, records in released.items():
+        rows[kind] = rows.get(kind, 0) + len(records)
+
+
 def build_device(
     fmt: str, cloud_id: str, hours: Iterable[HourLines], start: float, end: float, out_dir: Path
 ) -> DeviceTables:
@@ -92,9 +97,13 @@ def build_device(
             result.partial += partial
             if sink is not None:
                 sink.add(released)
+            else:  # a jl cart's files are the hourly files themselves: its rows are counted only
+                _count(result.rows, released)
         if sink is not None:
             sink.add(lines.finish())
             result.rows, result.files = sink.close()
+        else:
+            _count(result.rows, lines.finish())
     except BaseException:
         if sink is not None:
             sink.abort()
