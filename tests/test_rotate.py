@@ -374,6 +374,13 @@ def test_cli_refuses_bad_hours_and_reports_archive_trouble(redis_url: str, tmp_p
     down = run(ARCHIVE_URL=f"file://{blocker}/archive")
     assert down.returncode == 1 and "archive trouble (unreachable)" in down.stderr
     assert (data / "logs" / HOUR).exists()
+    import fcntl
+
+    held = (data / "logs" / HOUR).glob("*.jl").__next__().open("rb")
+    fcntl.flock(held.fileno(), fcntl.LOCK_SH)  # a pinger still writing it
+    busy = run("--hour", HOUR)
+    held.close()
+    assert busy.returncode == 1 and "1 busy" in busy.stdout, "a pass that left a busy file must say so"
     ok = run("--hour", HOUR)
     assert ok.returncode == 0 and "1 stored" in ok.stdout, ok.stderr
     assert (data / "archive" / "rainforest-logs" / "00ad01").is_dir(), "file:// is the default archive"

@@ -133,7 +133,7 @@ def rotate(
     )
     if report.error is not None:
         raise click.ClickException(f"archive trouble ({report.error.kind}): {report.error}")
-    if not report.ok:
+    if not report.complete:  # busy, failed or untried files stay for the next pass
         sys.exit(1)
 
 

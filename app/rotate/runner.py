@@ -52,6 +52,11 @@ class PassReport:
     def ok(self) -> bool:
         return self.error is None and self.failed == 0
 
+    @property
+    def complete(self) -> bool:
+        """Nothing left behind: no error, and no file busy, failed or not tried."""
+        return self.ok and self.busy == 0 and self.left == 0
+
     def fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             k: getattr(self, k)
