@@ -17,6 +17,8 @@ from app.web.context import Context
 from app.web.sessions import COOKIE
 
 log = logging.getLogger(__name__)
+SERVER_MAX_BODY_BYTES = 1024 * 1024  # no route takes more; routes refuse beyond their own limit
+DRAIN_MAX_BYTES = 16 * SERVER_MAX_BODY_BYTES  # a chunked body read (and dropped) to answer its 413
 
 
 class ApiError(tornado.web.HTTPError):
@@ -38,6 +40,7 @@ _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404:
 _TOKEN_PARAMETERS = frozenset({"token", "access_token", "api_token", "bearer"})
 
 
+@tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
     """Every route but /healthz needs `Authorization: Bearer <token>`; writes need admin scope."""
 
@@ -53,9 +56,37 @@ class BaseHandler(tornado.web.RequestHandler):
     def initialize(self, ctx: Context) -> None:
         self.ctx = ctx
         self._started = time.perf_counter()
+        self._body = bytearray()
+        self._over = False
+
+    def body_limit(self) -> int:
+        """The largest body this route takes; a larger one is a JSON 413 before it is read."""
+        return self.ctx.settings.max_body_bytes
+
+    def data_received(self, chunk: bytes) -> None:
+        """The body as it arrives (prepare has passed): kept whole up to the route's limit; past
+        it (a chunked body declares no length) the rest is dropped and the route answers 413."""
+        if self._over:
+            return
+        self._body += chunk
+        if len(self._body) > self.body_limit():
+            self._over, self._body = True, bytearray()
+        self.request.body = bytes(self._body)
+
+    def refuse_oversized(self) -> None:
+        """A JSON 413 for a body that outgrew the route's limit while it arrived."""
+        if self._over:
+            raise ApiError(413, "too_large", f"the body is over {self.body_limit()} bytes.")
 
     async def prepare(self) -> None:
         self.set_header("Cache-Control", "no-store")
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.body_limit():
+            # refused before reading it: headers only, so a body of any size gets this answer
+            raise ApiError(413, "too_large", f"the body is over {self.body_limit()} bytes.")
+        # a chunked body declares no length: read (and past the limit, dropped) up to this much,
+        # so it too gets the JSON 413 rather than Tornado's bare 400
+        self.request.connection.set_max_body_size(DRAIN_MAX_BYTES)  # type: ignore[union-attr]
         if _TOKEN_PARAMETERS & self.request.query_arguments.keys():
             raise ApiError(
                 400,
@@ -105,6 +136,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object, or a 4xx saying what is wrong with it."""
+        self.refuse_oversized()
         if len(self.request.body) > self.ctx.settings.max_body_bytes:
             raise ApiError(413, "too_large", f"the body is over {self.ctx.settings.max_body_bytes} bytes.")
         ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()

@@ -8,7 +8,7 @@ from base64 import b64decode
 
 from app.errors import WriteError
 from app.push.receiver import UploadRefused
-from app.web.base import ApiError, BaseHandler
+from app.web.base import SERVER_MAX_BODY_BYTES, ApiError, BaseHandler
 from app.web.users import cloud_id_from_path
 
 
@@ -16,11 +16,16 @@ class PushHandler(BaseHandler):
     route = "/api/push/{cloud_id}"
     public = True  # gateways authenticate with their push key, not an API token
 
+    def body_limit(self) -> int:
+        # up to the server's ceiling the receiver answers (and counts, on the device) its own 413
+        return SERVER_MAX_BODY_BYTES
+
     async def post(self, raw_id: str) -> None:
         started = time.perf_counter()
         metrics = self.ctx.metrics
         cloud_id = cloud_id_from_path(raw_id)
         receiver = self.ctx.push
+        self.refuse_oversized()
         try:
             await receiver.authenticate(cloud_id, self._key(cloud_id))
             received = await receiver.receive(cloud_id, self.request.body)

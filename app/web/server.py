@@ -18,6 +18,7 @@ from app.push.writer import PushWriter
 from app.settings import Settings
 from app.store import Store
 from app.web.app import make_app
+from app.web.base import SERVER_MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class ApiServer:
         ledger = Ledger(store)
         push = PushReceiver(store, writer, ledger, self.settings.max_push_bytes)
         app = make_app(self.settings, store, client, push)
-        server = tornado.httpserver.HTTPServer(app, xheaders=True, max_body_size=1024 * 1024)
+        server = tornado.httpserver.HTTPServer(app, xheaders=True, max_body_size=SERVER_MAX_BODY_BYTES)
         server.add_sockets(sockets)
         log.info("server listening", extra={"host": self.host, "port": self.port})
         heartbeat = asyncio.create_task(
