@@ -53,6 +53,8 @@ class Settings:
     secret_key: str = field(default="", repr=False)
     api_tokens: str = field(default="", repr=False)  # comma-separated admin tokens (bootstrap)
     max_body_bytes: int = 64 * 1024
+    heavy_requests_per_token: int = 2  # readings and cart downloads one token may run at once (429 beyond)
+    heavy_threads: int = 4  # threads a server gives those requests' reads (the rest stay free)
     max_push_bytes: int = 64 * 1024  # largest body a gateway may push (413 beyond)
     push_stale_s: float = 60.0  # a push device with no upload for this long is failing
     rotate_grace_s: float = 300.0  # an hour is shipped once it ended this long ago
@@ -124,6 +126,8 @@ class Settings:
             raise ConfigError(
                 "LOCAL_REQUEST_GAP_S and BACKFILL_AFTER_S must be 0 or more, BACKFILL_MAX_S positive."
             )
+        if self.heavy_requests_per_token < 1 or self.heavy_threads < 1:
+            raise ConfigError("HEAVY_REQUESTS_PER_TOKEN and HEAVY_THREADS must be at least 1.")
         if self.max_concurrency < 1 or self.max_open_files < 1:
             raise ConfigError("MAX_CONCURRENCY and MAX_OPEN_FILES must be at least 1.")
         if self.rotate_grace_s < 0 or self.rotate_concurrency < 1 or self.archive_timeout_s <= 0:

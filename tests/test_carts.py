@@ -426,3 +426,44 @@ def test_no_space_and_archive_down_fail_with_a_reason(stack: Stack, tmp_path: Pa
     finally:
         s.stop()
         redis_server.stop()
+
+
+def test_long_requests_are_bounded_per_token_and_health_stays_fast(stack: Stack) -> None:
+    """Two downloads that a slow client holds open take this token's two slots (the reads run in a
+    pool of their own): a third long request of the token gets a 429 in one sentence, another
+    token is served, and /healthz answers at once throughout."""
+    cart_id = stack.post({"devices": ["0c0002"], "start": BASE, "end": BASE + 3600}).json()["id"]
+    assert stack.wait(cart_id).headers["X-Cart-Status"] == "ready"
+    tar = stack.settings.carts_dir / cart_id / "cart.tar"
+    with tar.open("r+b") as f:  # a large cart: a slow reader cannot take it all at once
+        f.truncate(96 * 1024 * 1024)
+    url = f"{stack.api.url}/api/carts/{cart_id}"
+    held = [requests.get(url, headers=stack.h(), stream=True, timeout=30) for _ in range(2)]
+    try:
+        for resp in held:
+            assert resp.status_code == 200
+            next(resp.iter_content(1024))  # started, then left unread: the server waits on us
+        third = requests.get(url, headers=stack.h(), timeout=30)
+        assert third.status_code == 429 and third.json()["message"].endswith("."), third.text[:200]
+        readings = requests.get(f"{stack.api.url}/api/users/0c0001/readings", headers=stack.h(), timeout=30)
+        assert readings.status_code == 429, "readings count against the same slots"
+        other = make_token(stack.settings.redis_url, "another-reader", read_only=True)
+        served = requests.get(
+            f"{stack.api.url}/api/users/0c0001/readings", headers=stack.h(other), timeout=30
+        )
+        assert served.status_code == 200
+        assert requests.get(f"{stack.api.url}/healthz", timeout=2).status_code == 200
+    finally:
+        for resp in held:
+            resp.close()
+
+    def freed() -> bool:
+        return (
+            requests.head(url, headers=stack.h(), timeout=5).status_code == 200
+            and requests.get(
+                f"{stack.api.url}/api/users/0c0001/readings", headers=stack.h(), timeout=30
+            ).status_code
+            == 200
+        )
+
+    wait_until(freed, 30, what="the slots to be given back when the downloads ended")

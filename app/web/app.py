@@ -35,6 +35,7 @@ from app.web.context import Context, Metrics
 from app.web.events import EventHandler
 from app.web.fleet_view import FleetRow, Snapshot, rows
 from app.web.health import HealthHandler, MetricsHandler
+from app.web.heavy import HeavyWork
 from app.web.openapi import document
 from app.web.pages import (
     ActionHandler,
@@ -110,7 +111,7 @@ def make_app(
         settings, store, Vault(settings.secret_key), tokens, client, Metrics(),
         CartRegistry(store.redis), open_queue(settings), push, Sessions(store, tokens),
         SeriesSource(settings, _archive_or_none(settings)), Snapshot(partial(_fleet, store, settings)),
-        Leases(store.redis),
+        Leases(store.redis), HeavyWork(settings.heavy_requests_per_token, settings.heavy_threads),
     )  # fmt: skip
     routes = [
         (r"/api/stats", StatsHandler),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -14,6 +16,7 @@ from app.errors import CredentialError, StoreError, ValidationError
 from app.leases import owner_view
 from app.tokens import Token
 from app.web.context import Context
+from app.web.heavy import TooMany
 from app.web.sessions import COOKIE
 
 log = logging.getLogger(__name__)
@@ -133,6 +136,21 @@ class BaseHandler(tornado.web.RequestHandler):
             return normalize_cloud_id(self.path_args[0])
         except ValidationError:
             return None  # the handler answers the bad id with its 400
+
+    @contextlib.asynccontextmanager
+    async def heavy_slot(self) -> AsyncIterator[None]:
+        """One of this token's few slots for a request that reads much; a 429 when none is free."""
+        name = self.token.name if self.token is not None else "(public)"
+        try:
+            async with self.ctx.heavy.slot(name):
+                yield
+        except TooMany:
+            raise ApiError(
+                429,
+                "too_many_requests",
+                f"this token already has {self.ctx.heavy.per_token} long requests (readings, downloads) "
+                "running; wait for one to end (HEAVY_REQUESTS_PER_TOKEN).",
+            ) from None
 
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object, or a 4xx saying what is wrong with it."""

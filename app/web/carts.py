@@ -206,7 +206,8 @@ class CartHandler(_CartBase):
                 self.set_status(206)
                 self.set_header("Content-Range", f"bytes {start}-{end}/{size}")
             self.set_header("Content-Length", str(end - start + 1))
-            await self._stream(f, path, start, end + 1, cart.id)
+            async with self.heavy_slot():
+                await self._stream(f, path, start, end + 1, cart.id)
         self.finish()
 
     async def _stream(self, f: Any, path: Path, start: int, stop: int, cid: str) -> None:
@@ -214,7 +215,7 @@ class CartHandler(_CartBase):
         left = stop - start
         renewed = time.monotonic()
         while left > 0:
-            chunk = await asyncio.to_thread(f.read, min(CHUNK, left))
+            chunk = await self.ctx.heavy.run(f.read, min(CHUNK, left))
             if not chunk:
                 raise OSError(f"{path} ended early")
             left -= len(chunk)

@@ -18,6 +18,7 @@ from app.settings import Settings
 from app.store import Store
 from app.tokens import Tokens
 from app.web.fleet_view import Snapshot
+from app.web.heavy import HeavyWork
 from app.web.sessions import Sessions
 
 
@@ -83,3 +84,4 @@ class Context:
     series: SeriesSource  # readings for charts, from files and the archive
     fleet: Snapshot  # (records, today's completeness) for the pages, re-read every 2 s
     leases: Leases  # which pinger polls which device
+    heavy: HeavyWork  # readings over long ranges and cart downloads: per token, in their own pool

@@ -257,7 +257,7 @@ def document() -> dict[str, Any]:
                                {"name": "end", "in": "query", "schema": {"type": "number", "minimum": 946684800, "maximum": 4102444800}},
                                {"name": "kind", "in": "query", "schema": {"type": "string", "enum": ["demand", "summation", "price"]}},
                                {"name": "resolution", "in": "query", "description": "auto, 0 (every reading) or 10 to 86400 s buckets", "schema": {"type": "string"}}],
-                "responses": {"200": _json(_ref("Series"), "t with value (every reading) or min, max, mean per bucket"), **_errors(400, 401, 404, 503)},
+                "responses": {"200": _json(_ref("Series"), "t with value (every reading) or min, max, mean per bucket"), **_errors(400, 401, 404, 429, 503)},
             }},
             "/api/stats": {"get": {
                 "summary": "The fleet counted: by status, protocol, model, firmware; completeness distributions; demand; devices added",
@@ -326,7 +326,7 @@ def document() -> dict[str, Any]:
                         "202": _json(_ref("Cart"), "Not ready yet"),
                         "409": _json(_ref("CartFailed"), "The cart failed (reason and message)"),
                         "416": _json(_ref("Error"), "The Range is outside the tar"),
-                        **_errors(400, 401, 403, 404, 503),
+                        **_errors(400, 401, 403, 404, 429, 503),
                     },
                 },
                 "delete": {"summary": "Cancel a cart being built, or remove a finished one",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from app.series import VALUE, downsample, with_gaps
@@ -38,7 +37,8 @@ class ReadingsHandler(BaseHandler):
             )
         if await self.ctx.store.get_device(cloud_id) is None:
             raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
-        points = await asyncio.to_thread(self.ctx.series.points, cloud_id, kind, start, end)
+        async with self.heavy_slot():
+            points = await self.ctx.heavy.run(self.ctx.series.points, cloud_id, kind, start, end)
         if resolution == 0 and len(points) > MAX_POINTS:
             raise ApiError(400, "bad_parameter", f"over {MAX_POINTS} readings: ask with a resolution.")
         min_gap_s = 2 * self.ctx.settings.poll_interval_s
