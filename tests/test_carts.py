@@ -467,3 +467,27 @@ def test_long_requests_are_bounded_per_token_and_health_stays_fast(stack: Stack)
         )
 
     wait_until(freed, 30, what="the slots to be given back when the downloads ended")
+
+
+def test_an_archived_object_that_does_not_match_its_digest_fails_the_cart(
+    stack: Stack, s3_server: S3Server
+) -> None:
+    """Bit rot, or an object replaced behind the logger's back: its bytes no longer match the
+    SHA-256 rotate recorded with it. Fetched twice, then HASH_MISMATCH in one sentence."""
+    import gzip
+
+    with syncredis.Redis.from_url(stack.settings.redis_url) as r:
+        r.hset(keys.device("0c0009"), mapping={"cloud_id": "0c0009", "active": "1"})
+        r.sadd(keys.devices_all(), "0c0009")
+    write(stack.settings, "0c0009", BASE, range(0, 40))
+    assert asyncio.run(Rotator(stack.settings, open_archive(stack.settings), None).pass_once()).stored >= 1
+    client = s3_server.client()
+    bucket = stack.env["ARCHIVE_URL"].split("/")[2]
+    (obj,) = client.list_objects_v2(Bucket=bucket, Prefix="study/rainforest-logs/0c0009/")["Contents"]  # type: ignore[attr-defined]
+    head = client.head_object(Bucket=bucket, Key=obj["Key"])  # type: ignore[attr-defined]
+    forged = gzip.compress(line("0c0009", BASE + 1.5, 1, 999_999), mtime=0)
+    client.put_object(Bucket=bucket, Key=obj["Key"], Body=forged, Metadata=head["Metadata"])  # type: ignore[attr-defined]
+    cart_id = stack.post({"devices": ["0c0009"], "start": BASE, "end": BASE + 3600}).json()["id"]
+    head = stack.wait(cart_id)
+    assert head.headers["X-Cart-Reason"] == "HASH_MISMATCH", head.headers
+    assert "SHA-256" in head.headers["X-Cart-Message"] and "fetched twice" in head.headers["X-Cart-Message"]
