@@ -53,7 +53,7 @@ class Settings:
     secret_key: str = field(default="", repr=False)
     api_tokens: str = field(default="", repr=False)  # comma-separated admin tokens (bootstrap)
     max_body_bytes: int = 64 * 1024
-    heavy_requests_per_token: int = 2  # readings and cart downloads one token may run at once (429 beyond)
+    heavy_requests_per_token: int = 4  # readings and cart downloads one token may run at once (429 beyond)
     heavy_threads: int = 4  # threads a server gives those requests' reads (the rest stay free)
     max_push_bytes: int = 64 * 1024  # largest body a gateway may push (413 beyond)
     push_stale_s: float = 60.0  # a push device with no upload for this long is failing

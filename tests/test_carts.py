@@ -142,6 +142,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server, secret_
         "AWS_ACCESS_KEY_ID": S3_KEY_ID, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": "us-east-1",
         "ARCHIVE_RETRIES": "2",
         "CARTS_BUILDING_PER_TOKEN": "10",  # these tests ask for several carts at once with one token
+        "HEAVY_REQUESTS_PER_TOKEN": "2",
     }  # fmt: skip
     settings = Settings.from_env(env, dotenv_path=None)
     seed(settings)

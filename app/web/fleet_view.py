@@ -16,6 +16,7 @@ from typing import Any
 from app.devices import PUSH, DeviceRecord
 
 STATUSES = ("ok", "failing", "stale", "never", "inactive")
+WORST_FIRST = ("failing", "stale", "never", "ok", "inactive")  # the status column's order
 COLUMNS = (
     "cloud_id",
     "email",
@@ -52,6 +53,8 @@ class FleetRow:
     def sort_key(self, column: str) -> tuple[bool, Any]:
         if column == "age":  # youngest first: the latest arrival
             return (self.seen_at is None, -(self.seen_at or 0.0))
+        if column == "status":  # the devices that need someone first
+            return (False, WORST_FIRST.index(self.status) if self.status in WORST_FIRST else len(WORST_FIRST))
         value = {"email": self.email, "error": self.error, "pinger": self.pinger}.get(column)
         if value is None and column not in ("email", "error", "pinger"):
             value = getattr(self, column)
@@ -106,7 +109,7 @@ class View:
     status: str = ""
     protocol: str = ""
     q: str = ""
-    sort: str = "cloud_id"
+    sort: str = "status"  # failing devices first, then by cloud_id
     desc: bool = False
     page: int = 1
 

@@ -140,7 +140,7 @@ class FleetHandler(PageHandler):
 
     def _view(self) -> View:
         status, protocol = self.get_argument("status", ""), self.get_argument("protocol", "")
-        sort, page = self.get_argument("sort", "cloud_id"), self.get_argument("page", "1")
+        sort, page = self.get_argument("sort", "status"), self.get_argument("page", "1")
         if status not in ("", *STATUSES) or protocol not in ("", *PROTOCOLS) or sort not in COLUMNS:
             raise tornado.web.HTTPError(400, reason="Unknown status, protocol or sort column")
         if not (page.isascii() and page.isdigit()) or int(page) < 1:

@@ -3,6 +3,22 @@
 "use strict";
 
 const UNITS = { demand: "kW", summation: "kWh delivered", price: "per kWh" };
+// The pages state times in UTC: the axes draw them in UTC too (uPlot's default is the browser's zone).
+const UTC = (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC");
+
+// A value axis wide enough for its longest label (uPlot's fixed 50 px cut "4,776.5" to "776.5").
+function valueAxis(extra) {
+  return {
+    ...extra,
+    size(u, values, axisIdx, cycleNum) {
+      const axis = u.axes[axisIdx];
+      if (cycleNum > 1) return axis._size;  // settled: keep it, or the layout never converges
+      u.ctx.font = axis.font[0];
+      const widest = Math.max(0, ...(values || []).map((v) => u.ctx.measureText(v).width));
+      return Math.ceil(widest / devicePixelRatio) + axis.ticks.size + axis.gap + 8;
+    },
+  };
+}
 
 function size(el) {
   return { width: Math.max(300, el.clientWidth - 2), height: el.classList.contains("small") ? 220 : 320 };
@@ -45,8 +61,10 @@ async function drawReadings(el, start, end) {
     : [{}, { label, stroke: "#14532d", width: 1.2, spanGaps: false }];
   const columns = data.resolution ? [data.t, data.mean, data.min, data.max] : [data.t, data.value];
   const opts = {
-    ...size(el), series, cursor: { drag: { x: true, y: false } },
-    scales: { x: { time: true, range: (u, lo, hi) => (lo === hi ? [start, end] : [lo, hi]) } },
+    ...size(el), series, tzDate: UTC, cursor: { drag: { x: true, y: false } },
+    // the whole asked range, up to now: a device silent for the last hour shows the silence
+    scales: { x: { time: true, range: () => [start, end] } },
+    axes: [{}, valueAxis({})],
   };
   el._plot = new uPlot(opts, columns, el);
 }
@@ -56,7 +74,13 @@ function setupDevice() {
   if (!charts.length) return;
   let span = 86400;
   let end = Date.now() / 1000;
-  const redraw = () => charts.forEach((el) => { el._plot?.destroy(); drawReadings(el, end - span, end); });
+  // one chart after another: a page view holds one of its token's slots for long requests
+  const redraw = async () => {
+    for (const el of charts) {
+      el._plot?.destroy();
+      await drawReadings(el, end - span, end);
+    }
+  };
   document.querySelectorAll(".ranges button").forEach((button) => {
     button.addEventListener("click", () => {
       if (button.dataset.range) {
@@ -95,9 +119,10 @@ function setupStats() {
   const fleet = document.getElementById("chart-demand-fleet");
   if (stats.fleet_demand_24h.t.length) {
     fleet._plot = new uPlot(
-      { ...size(fleet), series: [{}, { label: "fleet demand (kW)", stroke: "#14532d", width: 1.5 },
-                                 { label: "devices counted", stroke: "#8fbc8f", scale: "n" }],
-        axes: [{}, {}, { scale: "n", side: 1, grid: { show: false } }] },
+      { ...size(fleet), tzDate: UTC,
+        series: [{}, { label: "fleet demand (kW)", stroke: "#14532d", width: 1.5 },
+                 { label: "devices counted", stroke: "#8fbc8f", scale: "n" }],
+        axes: [{}, valueAxis({}), valueAxis({ scale: "n", side: 1, grid: { show: false } })] },
       [stats.fleet_demand_24h.t, stats.fleet_demand_24h.kw, stats.fleet_demand_24h.devices], fleet);
   } else {
     note(fleet, "No figures yet: the pinger adds one each minute.");
@@ -105,9 +130,12 @@ function setupStats() {
   const added = document.getElementById("chart-added");
   const days = stats.devices_added.day.map((d) => Date.parse(d + "T00:00:00Z") / 1000);
   if (days.length) {
-    const pad = 86400;
+    // from a day before the first registration to a day past today, however few points there are
+    const first = days[0] - 86400;
+    const last = Math.max(days[days.length - 1], Date.now() / 1000) + 86400;
     added._plot = new uPlot(
-      { ...size(added), scales: { x: { time: true, range: (u, lo, hi) => [lo - pad, hi + pad] } },
+      { ...size(added), tzDate: UTC, scales: { x: { time: true, range: () => [first, last] } },
+        axes: [{}, valueAxis({})],
         series: [{}, { label: "devices registered", stroke: "#14532d", width: 2, points: { size: 6 } }] },
       [days, stats.devices_added.total], added);
   }
