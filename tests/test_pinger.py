@@ -432,3 +432,38 @@ async def test_a_wall_clock_stepped_back_stalls_no_poll(
     assert before > 0 and after >= before + 5, f"polls stalled after the clock step: {before} → {after}"
     hours = {p.parent.name for p in settings.logs_dir.glob("????-??-??-??/*.jl")}
     assert hour_key(time.time() - 3600) in hours, "lines after the step are filed by the wall clock"
+
+
+async def test_a_rescue_file_goes_back_into_its_hourly_files_once(
+    stack: tuple[Sim, Settings], tmp_path: Path
+) -> None:
+    """The rescue file a pinger leaves when its disk never recovered is put back with `rainforest
+    rescue`: each line in the hour the pinger would have filed it under, a history line by its
+    own time (not by when it reached us), and a second run writes nothing."""
+    import os
+    import subprocess
+    import sys
+
+    _, settings = stack
+    now = time.time()
+    earlier = now - 3 * 3600  # a refilled reading from three hours ago, written now
+    lines = [
+        {"cloud_id": "0a0001", "polled_at": now, "device_time": int(now) - 1, "kind": "demand",
+         "source": "push"},
+        {"cloud_id": "0a0001", "polled_at": now, "device_time": int(earlier), "kind": "summation",
+         "source": "history", "delivered_kwh": 12.5, "received_kwh": 0.0},
+    ]  # fmt: skip
+    rescue = settings.data_dir / "unwritten-1-2.jl"
+    rescue.parent.mkdir(parents=True, exist_ok=True)
+    rescue.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in lines))
+    env = {**os.environ, "DATA_DIR": str(settings.data_dir), "REDIS_URL": settings.redis_url}
+    cli = [sys.executable, "-m", "app.cli", "rescue", "--keep", str(rescue)]
+    first = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0 and "2 lines put back, 0 already there" in first.stdout, first.stderr
+    again = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
+    assert "0 lines put back, 2 already there" in again.stdout, again.stderr
+    by_hour = {
+        p.parent.name: read_lines(p).records for p in settings.logs_dir.glob("????-??-??-??/*0a0001*.jl")
+    }
+    assert [r["kind"] for r in by_hour[hour_key(now)]] == ["demand"]
+    assert [r["kind"] for r in by_hour[hour_key(earlier)]] == ["summation"], "history by its own time"

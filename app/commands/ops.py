@@ -226,3 +226,28 @@ def crawl_cmd(devices: tuple[str, ...]) -> None:
 
     counts = run_async(go())
     click.echo(f"crawled {counts['ok']} ok, {counts['failed']} failed, {counts['changed']} changed")
+
+
+@click.command("rescue")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option("--keep", is_flag=True, help="Keep the rescue files after putting their lines back.")
+def rescue_cmd(files: tuple[Path, ...], keep: bool) -> None:
+    """Put readings a pinger saved to DATA_DIR/unwritten-*.jl (its disk failed until it stopped)
+    back into their hourly files, each once, filed as the pinger would have (history lines by
+    their own time); then remove the rescue file. Running it again writes nothing twice.
+
+    Example: rainforest rescue data/unwritten-1796600000-4242.jl
+    """
+    from app.rescue import put_back
+
+    settings = settings_from_env()
+    for path in files:
+        counts = put_back(settings, path)
+        click.echo(
+            f"{path}: {counts['written']} lines put back, {counts['already']} already there, "
+            f"{counts['unreadable']} unreadable."
+        )
+        if not keep and not counts["unreadable"]:
+            path.unlink()

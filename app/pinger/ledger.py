@@ -163,7 +163,7 @@ class WriteBacklog:
             )
             return None
         log.error(
-            "readings saved to a rescue file: append them to their hourly files once the disk is fixed",
+            "readings saved to a rescue file; when the disk is fixed, `rainforest rescue FILE` files them",
             extra={"readings": len(self.items), "rescue_file": str(path)},
         )
         self.items.clear()
