@@ -340,7 +340,7 @@ def test_cancel_mid_build_removes_its_files(stack: Stack) -> None:
     assert requests.head(url, headers=stack.h(), timeout=5).status_code == 404
 
 
-def test_fixit_rebuilds_reusing_staged_files(stack: Stack) -> None:
+def test_fixit_rebuilds_a_ready_cart_whose_tar_broke(stack: Stack) -> None:
     cart_id = stack.post({"devices": ["0c0002"], "start": BASE, "end": BASE + 3 * 3600}).json()["id"]
     assert stack.wait(cart_id).headers["X-Cart-Status"] == "ready"
     tar = stack.settings.carts_dir / cart_id / "cart.tar"
@@ -356,7 +356,9 @@ def test_fixit_rebuilds_reusing_staged_files(stack: Stack) -> None:
     assert stack.wait(cart_id).headers["X-Cart-Status"] == "ready"
     assert hashlib.sha256(tar.read_bytes()).hexdigest() == good
     builds = stack.builds(cart_id, count=2)
-    assert builds[-1]["attempt"] == 2 and builds[-1]["reused_staged_files"] == 3, builds[-1]
+    # a ready cart keeps only its tar (its staged copies took the disk for nothing): fetched again
+    assert builds[-1]["attempt"] == 2 and builds[-1]["reused_staged_files"] == 0, builds[-1]
+    assert [p.name for p in tar.parent.iterdir()] == ["cart.tar"], "a ready cart keeps its tar alone"
     bad = subprocess.run([sys.executable, "-m", "app.cli", "carts", "fixit", "nope"], env=stack.env,
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "UUID" in bad.stderr
