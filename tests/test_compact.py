@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import duckdb
@@ -369,3 +370,36 @@ def test_a_stop_ends_a_compaction_between_devices_and_a_killed_ones_folder_is_cl
     (left / "demand" / "part.parquet").write_bytes(b"half a file")
     assert Compactor(settings, archive).compact(DAY).version is not None
     assert not left.exists(), "a killed compaction's work folder stays forever"
+
+
+def test_a_compacted_file_that_reads_back_otherwise_is_never_published(
+    make_settings: Callable[..., Settings], redis_url: str, tmp_path: Path
+) -> None:
+    """The read-back check fails when the archive gives back other rows than were made (a storage
+    fault, a bug in the writer): nothing is published, the hourly objects stay the truth, and the
+    error names the day and both counts."""
+    import io
+
+    from app.archive.files import FileArchive
+    from app.errors import ArchiveError
+
+    class LosesARow(FileArchive):
+        """A store whose Parquet comes back one row short."""
+
+        def open_read(self, key: str) -> BinaryIO:
+            f = super().open_read(key)
+            if not key.endswith(".parquet") or "kind=demand" not in key:
+                return f
+            with f:
+                table = pq.read_table(f)
+            out = io.BytesIO()
+            pq.write_table(table.slice(0, table.num_rows - 1), out)
+            return io.BytesIO(out.getvalue())
+
+    root = tmp_path / "archive"
+    settings = make_settings(redis_url, archive_url=f"file://{root}", rotate_grace_s=0.0)
+    fill_day(settings)
+    with pytest.raises(ArchiveError, match=f"compacted demand files of {DAY} read back as") as caught:
+        Compactor(settings, LosesARow(root)).compact(DAY)
+    assert caught.value.kind == "integrity" and "nothing was replaced" in str(caught.value)
+    assert current(open_archive(settings), DAY) is None, "a version that failed its check was published"
