@@ -468,3 +468,25 @@ def test_a_multipart_write_racing_another_never_replaces_it(
     assert second.put_new(key, upload_of("b", b"b")) is None, "the racing write must be refused"
     body = s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read(16)  # type: ignore[attr-defined]
     assert body == b"a" * 16, "the first object was replaced"
+
+
+async def test_an_object_that_reads_back_otherwise_is_never_deleted_locally(
+    make_settings: Callable[..., Settings], redis_url: str, tmp_path: Path
+) -> None:
+    """rotate's confirmation: an archive that says it stored other bytes than were sent (a
+    truncated write, a storage fault) fails the pass with an integrity error, and the local file
+    stays for the next pass."""
+    from app.archive.files import FileArchive
+
+    class StoresOtherBytes(FileArchive):
+        def stat(self, key: str) -> StoredObject | None:
+            found = super().stat(key)
+            return None if found is None else StoredObject(key, found.size - 1, sha256="0" * 64)
+
+    root = tmp_path / "archive"
+    settings = make_settings(redis_url, archive_url=f"file://{root}", rotate_grace_s=0.0)
+    path = write_hour(settings, "00ae01", lines=50)
+    report = await Rotator(settings, StoresOtherBytes(root), None).pass_once()
+    assert report.error is not None and report.error.kind == "integrity", report.fields()
+    assert "does not match what was sent" in str(report.error)
+    assert path.exists(), "a file whose copy did not verify must stay"
