@@ -207,8 +207,16 @@ def main() -> int:
         first = json.loads(users)["users"][0]["cloud_id"]
         _, one = https(f"/api/users/{first}", token)
         owner = json.loads(one).get("owner")
+        # HTTP/2 negotiated for real (ALPN), as a client no one here wrote sees it
+        version = subprocess.run(
+            ["curl", "-sk", "--http2", "-o", "/dev/null", "-w", "%{http_version}", "https://127.0.0.1/healthz"],
+            capture_output=True, text=True, timeout=30,
+        ).stdout.strip()  # fmt: skip
+        if version != "2":
+            raise Failed(f"nginx did not negotiate HTTP/2 with curl (it answered HTTP/{version or '?'})")
         summary.append(
-            f"nginx TLS: /healthz 200, /api/users/ 200, {first} is polled by {owner and owner['pinger']}"
+            f"nginx TLS: /healthz 200 over HTTP/{version} (curl, ALPN), /api/users/ 200, "
+            f"{first} is polled by {owner and owner['pinger']}"
         )
         say(summary[-1])
 

@@ -6,21 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import requests
 
-from tests.api_helpers import ApiServer, make_token, start_api
+from tests.api_helpers import ApiServer, make_token
 from tests.test_push import JSON_DEMAND, KEY, register_push
-
-
-@pytest.fixture
-def server(redis_url: str, secret_key: str) -> Iterator[ApiServer]:
-    api = start_api(redis_url, secret_key)
-    yield api
-    api.stop()
+from tests.test_push import server as server  # a rainforest server, started for each test
 
 
 def test_a_push_key_or_token_in_the_url_is_never_logged(
