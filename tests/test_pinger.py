@@ -467,3 +467,50 @@ async def test_a_rescue_file_goes_back_into_its_hourly_files_once(
     }
     assert [r["kind"] for r in by_hour[hour_key(now)]] == ["demand"]
     assert [r["kind"] for r in by_hour[hour_key(earlier)]] == ["summation"], "history by its own time"
+
+
+async def test_a_poll_in_flight_when_its_device_leaves_does_not_keep_the_file(
+    start_sim: Callable[..., Sim], make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    """A slow gateway's poll is out when the device is deactivated: the reading it brings back is
+    written, and then the file is let go too (not held until the hour closes)."""
+    import fcntl
+
+    sim = start_sim(1)
+    settings = make_settings(redis_url, sim.url, resync_interval_s=3600.0).replace(
+        poll_interval_s=2.0, poll_timeout_s=1.95
+    )
+    (cid,) = await register(sim, settings)
+    pinger = Pinger.create(settings)
+    task = asyncio.create_task(pinger.run())
+    for _ in range(100):
+        if pinger.totals["ok"]:
+            break
+        await asyncio.sleep(0.1)
+    sim.set_faults({"devices": {cid: {"latency_ms": 1900}}})  # from now on, a poll is out ~95 % of the time
+    for _ in range(50):
+        if pinger.fleet.devices[cid].in_flight:
+            break
+        await asyncio.sleep(0.05)
+    store = Store.from_url(settings.redis_url)
+    await store.deactivate_device(cid)
+    await store.close()
+    (path,) = settings.logs_dir.glob(f"????-??-??-??/*-{cid}-*.jl")
+
+    def lockable() -> bool:
+        with path.open("rb") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+    for _ in range(100):  # the change reaches the pinger within seconds
+        if cid not in pinger.fleet.devices:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(3.0)  # the poll that was out ends within its 1.95 s timeout, whatever the load
+    released = lockable()
+    pinger.request_stop()
+    await asyncio.wait_for(task, 10)
+    assert released, "the file of a device that left stayed locked after its last poll came back"

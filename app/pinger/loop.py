@@ -221,6 +221,8 @@ class Pinger:
             self._on_failure(cid, state, DeviceError(f"internal error: {exc!r}"), stats)
         finally:
             state.in_flight = False
+            if self.fleet.devices.get(cid) is not state:  # it left while this poll was out
+                self.writer.release([cid])
 
     async def _extras(
         self,
