@@ -69,6 +69,18 @@ def served(sim: Sim, devices: set[str] | None = None) -> dict[Key, dict[str, obj
     }
 
 
+def lockable(path: Path) -> bool:
+    """Could rotate take this file now (no writer holds a lock on it)?"""
+    import fcntl
+
+    with path.open("rb") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
 def noon_offset_s() -> float:
     """Shift the simulator to 19:30 UTC (about noon in its US time zones) so solar homes export."""
     now = time.time()
@@ -307,7 +319,6 @@ async def test_a_device_that_leaves_the_pinger_has_its_file_unlocked_at_once(
     """A device deactivated (or switched to push, or moved to another pinger) mid-hour is written
     by someone else now: the pinger lets its file go at once, instead of holding its shared lock
     until the hour closes (which froze a push server, and kept rotate from taking the file)."""
-    import fcntl
 
     sim = start_sim(3)
     settings = make_settings(redis_url, sim.url, resync_interval_s=3600.0)
@@ -325,20 +336,12 @@ async def test_a_device_that_leaves_the_pinger_has_its_file_unlocked_at_once(
         await asyncio.sleep(0.1)
     (path,) = file_of(leaver)
 
-    def lockable() -> bool:
-        with path.open("rb") as f:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            return True
-
-    assert not lockable(), "the pinger should hold its device's file while it polls it"
+    assert not lockable(path), "the pinger should hold its device's file while it polls it"
     store = Store.from_url(settings.redis_url)
     await store.deactivate_device(leaver)
     released = False
     for _ in range(50):  # the change reaches the pinger within 5 s
-        released = leaver not in pinger.fleet.devices and lockable()
+        released = leaver not in pinger.fleet.devices and lockable(path)
         if released:
             break
         await asyncio.sleep(0.1)
@@ -474,7 +477,6 @@ async def test_a_poll_in_flight_when_its_device_leaves_does_not_keep_the_file(
 ) -> None:
     """A slow gateway's poll is out when the device is deactivated: the reading it brings back is
     written, and then the file is let go too (not held until the hour closes)."""
-    import fcntl
 
     sim = start_sim(1)
     settings = make_settings(redis_url, sim.url, resync_interval_s=3600.0).replace(
@@ -497,20 +499,12 @@ async def test_a_poll_in_flight_when_its_device_leaves_does_not_keep_the_file(
     await store.close()
     (path,) = settings.logs_dir.glob(f"????-??-??-??/*-{cid}-*.jl")
 
-    def lockable() -> bool:
-        with path.open("rb") as f:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            return True
-
     for _ in range(100):  # the change reaches the pinger within seconds
         if cid not in pinger.fleet.devices:
             break
         await asyncio.sleep(0.1)
     await asyncio.sleep(3.0)  # the poll that was out ends within its 1.95 s timeout, whatever the load
-    released = lockable()
+    released = lockable(path)
     pinger.request_stop()
     await asyncio.wait_for(task, 10)
     assert released, "the file of a device that left stayed locked after its last poll came back"
