@@ -68,6 +68,16 @@ class Fleet:
         owners = self.owners()
         return len(owners) == DEVICES and set(owners.values()) == live
 
+    def polled_by_exactly_one_within(self, window_s: float, windows: int) -> dict[str, str]:
+        """The first of `windows` windows in which each device had one poller (fails if none)."""
+        for n in range(windows):
+            try:
+                return self.polled_by_exactly_one(window_s)
+            except AssertionError:
+                if n == windows - 1:
+                    raise
+        raise AssertionError("no window was tried")
+
     def polled_by_exactly_one(self, window_s: float) -> dict[str, str]:
         """Forget who polled, wait, and read back each device's one poller (fails on two)."""
         self.forget_pollers()
@@ -171,7 +181,10 @@ def test_pingers_share_the_fleet_hand_over_and_survive_a_redis_restart(
         time.sleep(2 * INTERVAL_S)
         own_redis.start()
         wait_until(lambda: fleet.settled({c, d}), timeout_s=30, what="leases after the Redis restart")
-        polled = fleet.polled_by_exactly_one(2 * INTERVAL_S)
+        # A pinger whose lease ran out during the outage polls on (by design: availability first)
+        # until its next round tells it another took them: one pinger per device again within
+        # a few intervals, not necessarily in the first window after the owners settle.
+        polled = fleet.polled_by_exactly_one_within(2 * INTERVAL_S, windows=4)
         assert polled == fleet.owners()
     finally:
         fleet.stop_all()
