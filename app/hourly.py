@@ -100,12 +100,11 @@ class HourlyWriter:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._hours[number] = path.parent.name
             try:
-                fd = self._fd(path)
+                fd = self._fd(path, cloud_id)
             except FileNotFoundError:  # rotate shipped this hour and removed its folder
                 path.parent.mkdir(parents=True, exist_ok=True)
-                fd = self._fd(path)
+                fd = self._fd(path, cloud_id)
             write_all(fd, line)
-            self._by_device.setdefault(cloud_id, set()).add(path)
         except OSError as exc:
             self._drop(path)
             raise WriteError(f"cannot append to {path}: {exc.strerror or exc}") from exc
@@ -173,7 +172,7 @@ class HourlyWriter:
         for path in paths:
             _fsync_path(path)
 
-    def _fd(self, path: Path) -> int:
+    def _fd(self, path: Path, cloud_id: str) -> int:
         fd = self._fds.get(path)
         if fd is not None:
             self._fds.move_to_end(path)
@@ -186,6 +185,7 @@ class HourlyWriter:
             self._repair_tail(fd, path)
             self._checked.add(path)
         self._fds[path] = fd
+        self._by_device.setdefault(cloud_id, set()).add(path)  # once per open, not per line
         return fd
 
     def _repair_tail(self, fd: int, path: Path) -> None:

@@ -98,9 +98,7 @@ class PushWriter:
                         entry.kinds.setdefault(kind, _Kind()).add(t)
             finally:
                 fcntl.flock(entry.fd, fcntl.LOCK_UN)
-        except FileBusy:
-            raise
-        except OSError as exc:
+        except OSError as exc:  # FileBusy is no OSError: it reaches the caller as it is
             self._close(path)
             raise WriteError(f"cannot append to {path}: {exc.strerror or exc}") from exc
         return fresh, duplicates

@@ -12,7 +12,7 @@ import orjson
 import tornado.web
 
 from app.devices import DeviceRecord, normalize_cloud_id
-from app.errors import CredentialError, StoreError, ValidationError
+from app.errors import StoreError, ValidationError
 from app.leases import owner_view
 from app.tokens import Token
 from app.web.context import Context
@@ -200,10 +200,6 @@ class BaseHandler(tornado.web.RequestHandler):
         elif isinstance(exc, StoreError):
             code, message = "unavailable", "Redis is unreachable; try again shortly."
             self.set_status(503)
-        elif isinstance(exc, CredentialError):
-            code = "secret_key"
-            message = "a stored device secret does not decrypt with this server's SECRET_KEY (it changed)."
-            self.set_status(500)
         elif status_code == 405:
             code = "method_not_allowed"
             method = self.request.method
@@ -225,9 +221,6 @@ class BaseHandler(tornado.web.RequestHandler):
             return  # the caller's mistake, answered; not a server problem
         if isinstance(value, StoreError):
             log.error("request failed: Redis unreachable", extra={"route": self.route, "reason": str(value)})
-            return
-        if isinstance(value, CredentialError):
-            log.error("request failed: SECRET_KEY", extra={"route": self.route, "reason": str(value)})
             return
         super().log_exception(typ, value, tb)
 
