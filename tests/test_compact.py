@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import duckdb
@@ -403,3 +403,38 @@ def test_a_compacted_file_that_reads_back_otherwise_is_never_published(
         Compactor(settings, LosesARow(root)).compact(DAY)
     assert caught.value.kind == "integrity" and "nothing was replaced" in str(caught.value)
     assert current(open_archive(settings), DAY) is None, "a version that failed its check was published"
+
+
+@pytest.mark.parametrize("column", ["time", "DigitsRight"])
+def test_a_column_the_writer_converts_wrongly_is_never_published(
+    make_settings: Callable[..., Settings],
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    column: str,
+) -> None:
+    """The read-back check compares every column with what the source lines say it must hold, so a
+    fault in the writer's conversion (a time a millisecond off, a column left null) is caught
+    before anything is published, not copied faithfully into the digest."""
+    from app.errors import ArchiveError
+    from app.research import schema
+
+    real = schema.Columns.add
+
+    def faulty(self: schema.Columns, record: dict[str, Any]) -> None:
+        if self.kind != "demand":
+            return real(self, record)
+        wrong = dict(record)
+        if column == "time":
+            wrong["device_time"] = record["device_time"] + 0.001
+        else:
+            wrong.pop("DigitsRight", None)
+        real(self, wrong)
+
+    monkeypatch.setattr(schema.Columns, "add", faulty)
+    settings = make_settings(redis_url, archive_url=f"file://{tmp_path / 'archive'}", rotate_grace_s=0.0)
+    fill_day(settings)
+    with pytest.raises(ArchiveError, match=f"compacted demand files of {DAY} read back as") as caught:
+        Compactor(settings, open_archive(settings)).compact(DAY)
+    assert caught.value.kind == "integrity"
+    assert current(open_archive(settings), DAY) is None

@@ -10,9 +10,9 @@ Never overwriting, idempotent, verified:
 - a day's files and manifest carry a version; a new version takes the next unused number;
 - the manifest records the source objects (key and size): compacting again with the same sources
   does nothing; a late part (a further part of an hour of that day) makes a new version;
-- every file is read back from the archive and its rows' digest and count must equal those of
-  the rows made from the source hours before the manifest is written; only then are the older
-  versions' files removed (they are derived data).
+- every file is read back from the archive, and the digest of every column and the row count
+  must equal those worked out from the source lines before the manifest is written; only then
+  are the older versions' files removed (they are derived data).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from app.hourly import parse_lines
 from app.research.days import DayManifest, current, file_key, manifest_key, versions
 from app.research.merge import DeviceLines
 from app.research.parquet import KindWriter
-from app.research.schema import KINDS
+from app.research.schema import KINDS, SCHEMAS
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,6 @@ FILE_BYTES = 128 * 2**20
 # one household-day), small enough that one is buffered in memory while written (~60 MB).
 ROW_GROUP_ROWS = 512 * 1024
 FETCH_THREADS = 8
-VALUE = {"demand": "demand_kw", "summation": "delivered_kwh", "price": "price"}
 DAY_RE = r"^\d{4}-\d{2}-\d{2}$"
 
 
@@ -88,31 +87,71 @@ def day_start(day: str) -> int:
 
 
 class RowDigest:
-    """A digest of rows (cloud_id, time, polled_at and the kind's main value) that does not depend
-    on how they are cut into row groups or files: one stream per column."""
+    """A digest of every column of a kind's rows, one stream per column, that does not depend on
+    how the rows are cut into batches, row groups or files.
+
+    `lines` digests what each column must hold, worked out from the merged source lines themselves
+    (the line-kind contract restated here on purpose: a mistake in the writer's conversion, a
+    column filled from the wrong field or dropped, then shows as a mismatch); `table` digests what
+    a Parquet file read back does hold. A missing or mistyped value is null."""
 
     def __init__(self, kind: str) -> None:
-        self.value = VALUE[kind]
+        self.schema = SCHEMAS[kind]
         self.rows = 0
-        self._h = {name: hashlib.sha256() for name in ("cloud_id", "time", "polled_at", self.value)}
+        self._h = {(f.name, part): hashlib.sha256() for f in self.schema for part in ("null", "size", "data")}
+        self._expect = [(f, _LINE_FIELD.get(f.name, f.name), _expected(f.type)) for f in self.schema]
 
-    def update(self, table: pa.Table) -> None:
+    def lines(self, records: list[dict[str, Any]]) -> None:
+        self.rows += len(records)
+        for f, field_name, expect in self._expect:
+            self._array(f, pa.array([expect(r.get(field_name)) for r in records], type=f.type))
+
+    def table(self, table: pa.Table) -> None:
         self.rows += table.num_rows
-        self._h["cloud_id"].update("".join(f"{c}\n" for c in table.column("cloud_id").to_pylist()).encode())
-        for name in ("time", "polled_at"):
-            self._numbers(name, table.column(name).cast(pa.int64()), pa.scalar(-1, pa.int64()))
-        self._numbers(self.value, table.column(self.value), pa.scalar(float("nan"), pa.float64()))
+        for f in self.schema:
+            for chunk in table.column(f.name).chunks:
+                self._array(f, chunk)
 
-    def _numbers(self, name: str, column: pa.ChunkedArray[Any], fill: pa.Scalar[Any]) -> None:
-        """The values' 8-byte machine form, nulls as `fill`, chunk after chunk."""
-        for chunk in column.chunks:
-            filled = cast("pa.Array[Any]", pc.fill_null(chunk, fill))
-            data = filled.buffers()[1]
-            assert data is not None
-            self._h[name].update(memoryview(data)[filled.offset * 8 : (filled.offset + len(filled)) * 8])
+    def _array(self, f: pa.Field[Any], array: pa.Array[Any]) -> None:
+        """Which values are null, their lengths (text) and their bytes (fixed width: the machine
+        form), each its own stream, so that the digest does not depend on how rows are chunked."""
+        self._h[f.name, "null"].update(_data(cast("pa.Array[Any]", pc.is_null(array)).cast(pa.uint8()), 1))
+        h = self._h[f.name, "data"]
+        if pa.types.is_string(f.type):
+            lengths = cast("pa.Array[Any]", pc.fill_null(pc.binary_length(array), 0)).cast(pa.int64())  # type: ignore[call-overload]
+            self._h[f.name, "size"].update(_data(lengths, 8))
+            offsets = array.buffers()[1]
+            data = array.buffers()[2]
+            if offsets is not None and data is not None and len(array):
+                ends = memoryview(offsets).cast("i")
+                h.update(memoryview(data)[ends[array.offset] : ends[array.offset + len(array)]])
+        else:
+            width = f.type.bit_width // 8
+            h.update(_data(cast("pa.Array[Any]", pc.fill_null(array, pa.scalar(0, f.type))), width))
 
     def hexdigest(self) -> str:
         return hashlib.sha256("".join(h.hexdigest() for h in self._h.values()).encode()).hexdigest()
+
+
+def _data(array: pa.Array[Any], width: int) -> memoryview:
+    """The slice of a fixed-width array's value buffer that holds its values."""
+    data = array.buffers()[1]
+    assert data is not None
+    return memoryview(data)[array.offset * width : (array.offset + len(array)) * width]
+
+
+_LINE_FIELD = {"time": "device_time"}  # a column → the line's field it comes from, where they differ
+
+
+def _expected(kind: pa.DataType) -> Callable[[Any], Any]:
+    """What a column of this type must hold for a line's value (DESIGN "Line kinds", schema.py)."""
+    if pa.types.is_timestamp(kind):
+        return lambda v: round(v * 1000) if type(v) in (int, float) else None
+    if pa.types.is_floating(kind):
+        return lambda v: float(v) if type(v) in (int, float) else None
+    if pa.types.is_integer(kind):
+        return lambda v: v if type(v) is int else None
+    return lambda v: None if v is None else str(v)
 
 
 class _KindFiles:
@@ -127,6 +166,7 @@ class _KindFiles:
     def add(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
+        self.digest.lines(rows)
         if self._writer is None:
             n = len(self.done)
             path = self.work / f"{self.kind}-{n:03d}.parquet"
@@ -134,7 +174,6 @@ class _KindFiles:
                 path,
                 self.kind,
                 ("cloud_id", "time"),
-                on_table=self.digest.update,
                 row_group_rows=ROW_GROUP_ROWS,
             )
         self._writer.add(rows)
@@ -326,11 +365,11 @@ class Compactor:
                 with self.archive.open_read(entry["key"]) as f:
                     pf = pq.ParquetFile(f)
                     for i in range(pf.metadata.num_row_groups):
-                        again.update(pf.read_row_group(i))
+                        again.table(pf.read_row_group(i))
             if again.rows != manifest.rows[kind] or again.hexdigest() != manifest.digests[kind]:
                 raise ArchiveError(
                     f"the compacted {kind} files of {manifest.day} read back as {again.rows} rows with "
-                    f"another digest than the {manifest.rows[kind]} rows made from the hourly objects; "
+                    f"another digest than the {manifest.rows[kind]} rows of the hourly objects' lines; "
                     "nothing was replaced.",
                     kind="integrity",
                 )
