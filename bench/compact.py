@@ -5,10 +5,12 @@
    to a file:// archive with rotate, as the running system would.
 2. Runs `rainforest compact --day` on it as a process: seconds, peak RSS, rows, and the Parquet's
    size against the hourly .jl and .jl.gz.
-3. A week for one household: DuckDB over the compacted archive (`kind=demand/date=*/`, the day's
-   files standing in for each of the seven days: the same size and layout) against reading that
-   household's 168 hourly objects through the archive (list, fetch, gunzip, parse, aggregate):
-   the same answer (readings per day), each the best of three; on the file:// archive, and on an
+3. A week for one household: DuckDB over the compacted archive (`kind=demand/date=*/`) against
+   reading that household's 168 hourly objects through the archive (list, fetch, gunzip, parse,
+   aggregate): the same answer (readings and mean demand per day), each the best of three. The
+   household's other six days are its own readings, written, shipped and compacted; the rest of
+   the fleet on those days is the first day's rows moved on by whole days (the same size and
+   layout as a real fleet day, without writing and compacting six more); on the file:// archive, and on an
    S3 server (moto's, over HTTP; DuckDB through pyarrow's S3 filesystem, which reads only the
    footers and row groups it needs).
 
@@ -43,6 +45,8 @@ sys.path.insert(0, str(ROOT))
 from app.archive.backend import Archive  # noqa: E402
 from app.archive.factory import open_archive  # noqa: E402
 from app.hourly import parse_lines  # noqa: E402
+from app.research.compact import ROW_GROUP_ROWS, Compactor  # noqa: E402
+from app.research.parquet import COMPRESSION, ZSTD_LEVEL  # noqa: E402
 from app.rotate.runner import Rotator  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from bench.cart import write_hours  # noqa: E402
@@ -79,12 +83,12 @@ def hourly_week(archive: Archive, cloud_id: str, days: list[str], tmp: Path) -> 
                 seen.add(line["device_time"])
                 n += 1
                 total += float(line["demand_kw"])  # type: ignore[arg-type]
-        out[day] = (n, round(total / n, 6) if n else 0.0)
+        out[day] = (n, round(total / n, 4) if n else 0.0)
     return out
 
 
 WEEK_SQL = (
-    "SELECT CAST(date AS VARCHAR), count(*), round(avg(demand_kw), 6) FROM {source} "
+    "SELECT CAST(date AS VARCHAR), count(*), round(avg(demand_kw), 4) FROM {source} "
     "WHERE cloud_id = '{cid}' AND CAST(date AS VARCHAR) BETWEEN '{first}' AND '{last}' GROUP BY 1 ORDER BY 1"
 )
 
@@ -93,6 +97,33 @@ def duckdb_week(source: str, cloud_id: str, days: list[str], con: Any = None) ->
     sql = WEEK_SQL.format(source=source, cid=cloud_id, first=days[0], last=days[-1])
     rows = (con or duckdb).sql(sql).fetchall()
     return {day: (int(n), float(mean)) for day, n, mean in rows}
+
+
+def stand_in_day(fleet_day: list[Path], household: str, n: int, folder: Path) -> None:
+    """Day `n` of the week: the household's own compacted rows (in `folder`) and every other
+    household's rows of the first day moved on by `n` days, in one file laid out as compaction lays
+    out a fleet's day (sorted by cloud_id then time, its row groups, zstd, statistics)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    own = [pq.read_table(p) for p in sorted(folder.glob("*.parquet"))]
+    shift = pa.scalar(n * 86400 * 1000, pa.int64())
+    others = []
+    for path in fleet_day:
+        table = pq.read_table(path)
+        table = table.filter(pc.not_equal(table.column("cloud_id"), household))
+        for name in ("time", "polled_at"):
+            moved = pc.add(table.column(name).cast(pa.int64()), shift).cast(table.schema.field(name).type)
+            table = table.set_column(table.schema.get_field_index(name), name, moved)
+        others.append(table)
+    day = pa.concat_tables([*others, *own]).sort_by([("cloud_id", "ascending"), ("time", "ascending")])
+    for path in folder.glob("*.parquet"):
+        path.unlink()
+    pq.write_table(
+        day, folder / "part-000.parquet", row_group_size=ROW_GROUP_ROWS, compression=COMPRESSION,
+        compression_level=ZSTD_LEVEL, write_statistics=True,
+    )  # fmt: skip
 
 
 def on_s3(work: Path, household: str, days: list[str]) -> tuple[float, float, bool]:
@@ -140,8 +171,7 @@ def on_s3(work: Path, household: str, days: list[str]) -> tuple[float, float, bo
 
         hourly_s, from_hourly = best_of(3, lambda: hourly_week(archive, household, days, work / "obj.gz"))
         duck_s, from_duck = best_of(3, query)
-        same = {d: v[0] for d, v in from_duck.items()} == {d: v[0] for d, v in from_hourly.items()}  # type: ignore[attr-defined]
-        return duck_s, hourly_s, same
+        return duck_s, hourly_s, from_duck == from_hourly
     finally:
         moto.terminate()
         moto.wait(10)
@@ -194,27 +224,34 @@ def main() -> None:
         print(f"  {done.stdout.strip()}", flush=True)
 
         household = ids[len(ids) // 2]
-        for n, day in enumerate(days[1:], start=1):  # six more days: the household's hourly objects...
+        for n in range(1, 7):  # six more days of the household's own readings
             write_day(settings, args.devices, first + n * 86400, only=household)
-            target = work / "archive" / "rainforest-parquet" / "kind=demand" / f"date={day}"
-            target.mkdir(parents=True)
-            for src in parquet:  # ...and the fleet's day of Parquet standing in for that day's
-                if "kind=demand" in str(src):
-                    shutil.copy(src, target / src.name)
         ship(settings)
         archive = open_archive(settings)
+        fleet_day = [p for p in parquet if "kind=demand" in str(p)]
+        for n, day in enumerate(days[1:], start=1):
+            Compactor(settings, archive).compact(day)
+            stand_in_day(
+                fleet_day,
+                household,
+                n,
+                work / "archive" / "rainforest-parquet" / "kind=demand" / f"date={day}",
+            )
         glob = f"{work}/archive/rainforest-parquet/kind=demand/date=*/*.parquet"
         files = f"read_parquet('{glob}', hive_partitioning = true)"
         hourly_s, from_hourly = best_of(3, lambda: hourly_week(archive, household, days, work / "obj.gz"))
         duck_s, from_duck = best_of(3, lambda: duckdb_week(files, household, days))
-        same = {d: v[0] for d, v in from_duck.items()} == {d: v[0] for d, v in from_hourly.items()}  # type: ignore[attr-defined]
+        same = from_duck == from_hourly
         print(f"a week of one household, file:// archive: DuckDB {duck_s * 1000:.0f} ms, its 168 hourly "
               "objects "
-              f"{hourly_s * 1000:.0f} ms: {hourly_s / duck_s:.1f}× faster (same readings per day: "
+              f"{hourly_s * 1000:.0f} ms: {hourly_s / duck_s:.1f}× faster (same readings and mean per day: "
               f"{'yes' if same else 'NO'})", flush=True)  # fmt: skip
+        if not same:
+            print(f"  DuckDB: {from_duck}\n  hourly: {from_hourly}", flush=True)
         s3_duck, s3_hourly, s3_same = on_s3(work, household, days)
         print(f"a week of one household, S3 (moto over HTTP): DuckDB {s3_duck * 1000:.0f} ms, its 168 hourly "
-              f"objects {s3_hourly * 1000:.0f} ms: {s3_hourly / s3_duck:.1f}× faster (same readings per day: "
+              f"objects {s3_hourly * 1000:.0f} ms: {s3_hourly / s3_duck:.1f}× faster "
+              f"(same readings and mean per day: "
               f"{'yes' if s3_same else 'NO'})", flush=True)  # fmt: skip
         print(f"devices={args.devices} readings={rows} compact_s={seconds:.1f} "
               f"compact_peak_rss_mb={peak_mb:.0f} "

@@ -1,15 +1,16 @@
 """Benchmark: can one pinger keep N devices on a 6 s schedule, and what does a poll cost?
 
 For each fleet size it starts a private redis-server, the simulator and `rainforest pinger`
-(real processes, loopback only), lets the pinger warm up for a cycle, then measures a window
-of cycles: achieved polls/s, start lateness p50/p99 (from the pinger's own cycle log lines),
-pinger CPU seconds per 1,000 polls and RSS. In the same run two bare keep-alive aiohttp loops
-(requests only) against the same simulator give the reference CPU per request: one at full
-speed, and one paced on the pinger's own schedule (same phases, same concurrency): the fair
-reference, `ratio_vs_paced`. With --pingers N, N pinger processes share the fleet through their
-leases (each with a DATA_DIR of its own, as on separate hosts): figures per pinger and in total,
-and the handover after a kill -9 of one (until the simulator sees each of its devices polled
-again by another).
+(real processes, loopback only), lets the pinger warm up for a cycle, then measures a window of
+cycles: achieved polls/s, start lateness p50/p99 (from the pinger's own cycle log lines),
+pinger CPU seconds per 1,000 polls and RSS. A poll that failed is counted apart and is not on
+schedule: a size is on schedule only when every poll of the window got its reading. In the same
+run two bare keep-alive aiohttp loops (requests only) against the same simulator give the
+reference CPU per request: one at full speed, and one paced on the pinger's own schedule (same
+phases, same concurrency): the fair reference, `ratio_vs_paced`. With --pingers N, N pinger
+processes share the fleet through their leases (each with a DATA_DIR of its own, as on separate
+hosts): figures per pinger and in total, and the handover after a kill -9 of one (until the
+simulator sees each of its devices polled again by another).
 
     .venv/bin/python bench/pinger.py                  # 1000 5000 10000 20000 devices, default mix
     .venv/bin/python bench/pinger.py --sizes 1000 --cycles 3
@@ -84,7 +85,7 @@ class Share:
     """One pinger's figures over the measured window."""
 
     devices: int  # devices it polled (its share of the fleet)
-    polls: int
+    polls: int  # polls answered with a reading: a failed poll is not a poll on schedule
     cycles: int
     p50_lateness_s: float
     p99_lateness_s: float
@@ -104,6 +105,7 @@ class Result:
     bare_cpu_per_1k_s: float
     paced_cpu_per_1k_s: float
     sim_rps: float  # the simulator's rate under the bare loop: a lower bound of its capacity
+    reference_errors: int  # requests of the two references that failed (not in their figures)
     handover_s: float | None = None  # after kill -9 of one pinger: until its last device is polled again
     handover_p50_s: float | None = None
 
@@ -133,7 +135,7 @@ class Result:
         expected = self.devices / self.interval_s
         return (
             self.p99_lateness_s < 1.0
-            and all(s.skipped == 0 and s.fell_behind == 0 for s in self.shares)
+            and all(s.skipped == 0 and s.fell_behind == 0 and s.failed == 0 for s in self.shares)
             and self.polls_per_s >= 0.97 * expected
         )
 
@@ -217,7 +219,7 @@ def run_size(devices: int, cycles: int, interval_s: float, work: Path, mix: str,
                       and window_start - 0.5 <= r["cycle_start"] < window_end - 0.5]  # fmt: skip
             shares.append(Share(
                 devices=max((r["devices"] for r in window), default=0),
-                polls=sum(r["ok"] + r["failed"] for r in window),
+                polls=sum(r["ok"] for r in window),
                 cycles=len(window),
                 p50_lateness_s=percentile([r["lateness_p50_s"] for r in window], 0.5),
                 p99_lateness_s=max((r["lateness_p99_s"] for r in window), default=99.0),
@@ -228,9 +230,9 @@ def run_size(devices: int, cycles: int, interval_s: float, work: Path, mix: str,
                 fell_behind=sum(1 for r in records if r["message"] == "pinger fell behind: cycles skipped"),
             ))  # fmt: skip
         polls = sum(s.polls for s in shares)
-        bare, sim_rps = bare_reference(env["EAGLE_CLOUD_URL"], users, max(polls, 5000))
-        paced = paced_reference(env["EAGLE_CLOUD_URL"], users, interval_s, cycles)
-        return Result(mix, devices, interval_s, shares, bare, paced, sim_rps,
+        bare, sim_rps, bare_errors = bare_reference(env["EAGLE_CLOUD_URL"], users, max(polls, 5000))
+        paced, paced_errors = paced_reference(env["EAGLE_CLOUD_URL"], users, interval_s, cycles)
+        return Result(mix, devices, interval_s, shares, bare, paced, sim_rps, bare_errors + paced_errors,
                       *(handover if handover else (None, None)))  # fmt: skip
     finally:
         for proc in reversed(procs):
@@ -265,17 +267,19 @@ def kill_one(victim: subprocess.Popen[bytes], redis_url: str, sim_port: int) -> 
     return (times[-1] if len(back) == len(theirs) else float("inf")), times[len(times) // 2]
 
 
-def bare_reference(url: str, users: Path, requests: int) -> tuple[float, float]:
-    """CPU seconds per 1,000 bare requests, and the request rate the simulator sustained."""
+def bare_reference(url: str, users: Path, requests: int) -> tuple[float, float, int]:
+    """CPU seconds per 1,000 bare requests answered, the rate the simulator sustained, and the
+    requests that failed (counted apart)."""
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bare_client.py"), url, str(users), str(requests), "64"],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     figures = orjson.loads(out.stdout.strip().splitlines()[-1])
-    return 1000 * figures["cpu_s"] / figures["requests"], figures["requests"] / figures["wall_s"]
+    done = max(1, figures["requests"])
+    return 1000 * figures["cpu_s"] / done, figures["requests"] / figures["wall_s"], figures["errors"]
 
 
-def paced_reference(url: str, users: Path, interval_s: float, cycles: int) -> float:
+def paced_reference(url: str, users: Path, interval_s: float, cycles: int) -> tuple[float, int]:
     """CPU seconds per 1,000 requests of a bare loop on the pinger's schedule (same phases, same
     launch window, same concurrency bound): what the pinger's work costs without the pinger."""
     out = subprocess.run(
@@ -284,7 +288,7 @@ def paced_reference(url: str, users: Path, interval_s: float, cycles: int) -> fl
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     figures = orjson.loads(out.stdout.strip().splitlines()[-1])
-    return 1000 * figures["cpu_s"] / max(1, figures["requests"])
+    return 1000 * figures["cpu_s"] / max(1, figures["requests"]), figures["errors"]
 
 
 def main() -> None:
@@ -321,14 +325,15 @@ def main() -> None:
                   f"{r.p99_lateness_s:>9.4f} {r.cpu_per_1k_polls_s:>8.3f} {r.bare_cpu_per_1k_s:>8.3f} "
                   f"{r.ratio:>6.2f} {r.paced_cpu_per_1k_s:>9.3f} {r.ratio_vs_paced:>8.2f} {rss:>7.1f} "
                   f"{sum(s.failed for s in r.shares):>7} {skipped:>8}  {'yes' if r.on_schedule else 'no'}"
-                  f"   (simulator sustained {r.sim_rps:,.0f} req/s)", flush=True)  # fmt: skip
+                  f"   (simulator sustained {r.sim_rps:,.0f} req/s; references' failed requests: "
+                  f"{r.reference_errors})", flush=True)  # fmt: skip
             if args.pingers > 1:
                 for k, s in enumerate(r.shares):
                     cpu = 1000 * s.cpu_s / s.polls if s.polls else float("inf")
                     rate = s.polls / (s.cycles * args.interval_s) if s.cycles else 0.0
                     print(f"    pinger {k}: {s.devices} devices, {rate:.1f} polls/s, late p99 "
                           f"{s.p99_lateness_s:.4f} s, cpu/1k {cpu:.3f} s, rss {s.rss_mb:.1f} MB, "
-                          f"skipped {s.skipped + s.fell_behind}", flush=True)  # fmt: skip
+                          f"failed {s.failed}, skipped {s.skipped + s.fell_behind}", flush=True)  # fmt: skip
                 print(f"    kill -9 of pinger 0: its devices polled again by the others after "
                       f"{r.handover_p50_s:.1f} s (median), {r.handover_s:.1f} s (last)",
                       flush=True)  # fmt: skip
@@ -345,7 +350,7 @@ def main() -> None:
             f"mix={mix} devices={found.devices} polls_per_s={found.polls_per_s:.1f} "
             f"p99_lateness_s={found.p99_lateness_s:.4f} cpu_per_1k_polls_s={found.cpu_per_1k_polls_s:.3f} "
             f"ratio_vs_bare={found.ratio:.2f} ratio_vs_paced={found.ratio_vs_paced:.2f} "
-            f"rss_mb={max(s.rss_mb for s in found.shares):.1f}{extra} on_schedule=yes"
+            f"rss_mb={max(s.rss_mb for s in found.shares):.1f} failed=0{extra} on_schedule=yes"
         )
 
 
