@@ -68,7 +68,7 @@ class Settings:
     carts_max_bytes: int = 20 * GIB  # disk budget for all carts together; 0: only the reserve limits them
     carts_disk_reserve_bytes: int = 5 * GIB  # free space on the carts' disk no cart may take (and 10 %)
     cart_max_device_days: int = 100_000  # the most device-days one cart request may span
-    carts_building_per_token: int = 2  # carts one token may have waiting or building at once
+    carts_building_per_token: int = 4  # carts one token may have waiting or building at once
     cart_jobs: int = 2  # carts one cartd process builds at once
     archive_retries: int = 4  # attempts per archive request in a cart build before ARCHIVE_UNAVAILABLE
     aws_access_key_id: str = ""  # empty: boto3's usual chain (environment, ~/.aws, instance role)

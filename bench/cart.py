@@ -1,4 +1,4 @@
-"""Benchmark: how fast does cartd bundle carts, against `tar -cf` of the same staged files?
+"""Benchmark: how fast does cartd bundle carts, against `tar -cf` of the same files?
 
 It starts a private redis-server and one `rainforest cartd` process, writes realistic hourly
 files (600 reading lines each, the pinger's format) and ships them to a file:// archive with
@@ -9,7 +9,8 @@ rotate. Then it asks for two carts, one after the other:
 
 Each in two formats, each by a fresh cartd process:
 - jl: end-to-end seconds (request to ready), bundling MB/s (the tar written from staged, verified
-  files), cartd's peak RSS; the reference is `tar -cf` of the cart's staged folder (target:
+  files), cartd's peak RSS; the reference is `tar -cf` of the same members (the ready cart's
+  tar unpacked into a folder), fsynced as cartd fsyncs its tar (target:
   bundling at least 0.7 of tar's MB/s, RSS flat as carts grow);
 - parquet: end-to-end seconds and MB of lines turned into Parquet per second, the tar's size
   against the jl tar of the same cart (target: 8× smaller), cartd's peak RSS.
@@ -29,6 +30,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
@@ -145,17 +147,20 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(30)
 
 
-def staged_bytes(settings: Settings, cid: str) -> int:
-    staging = settings.carts_dir / cid / "staging"
-    return sum(p.stat().st_size for p in staging.rglob("*.jl"))
+def unpack(settings: Settings, cid: str, into: Path) -> int:
+    """The ready cart's members into a folder (a ready cart keeps only its tar; these are the
+    staged, verified files it was bundled from); returns the bytes of its `.jl` members."""
+    with tarfile.open(settings.carts_dir / cid / "cart.tar") as tar:
+        lines = sum(m.size for m in tar.getmembers() if m.name.endswith(".jl"))
+        tar.extractall(into, filter="data")
+    return lines
 
 
-def tar_reference(settings: Settings, cid: str, work: Path) -> float:
-    """`tar -cf` of the cart's staged folder, then that one file fsynced (`sync FILE`), as cartd
+def tar_reference(folder: Path, work: Path) -> float:
+    """`tar -cf` of the cart's members, then that one file fsynced (`sync FILE`), as cartd
     fsyncs its tar (`sync -f` would flush the whole filesystem, more than cartd does): MB/s."""
-    staging = settings.carts_dir / cid / "staging"
     began = time.perf_counter()
-    subprocess.run(["tar", "-cf", str(work / "ref.tar"), "-C", str(staging), "."], check=True)
+    subprocess.run(["tar", "-cf", str(work / "ref.tar"), "-C", str(folder), "."], check=True)
     subprocess.run(["sync", str(work / "ref.tar")], check=True)
     seconds = time.perf_counter() - began
     size = (work / "ref.tar").stat().st_size
@@ -217,10 +222,12 @@ def main() -> None:
                 cartd = None
                 tar_bytes = int(record["bytes"])  # type: ignore[call-overload]
                 sizes[fmt] = tar_bytes
-                staged_mb = staged_bytes(settings, cid) / 1e6
                 if fmt == "jl":
+                    members = work / "members"
+                    lines_mb = unpack(settings, cid, members) / 1e6  # the parquet cart reads the same lines
                     bundle_s = int(record["bundle_ms"]) / 1000  # type: ignore[call-overload]
-                    ours, theirs = tar_bytes / 1e6 / bundle_s, tar_reference(settings, cid, work)
+                    ours, theirs = tar_bytes / 1e6 / bundle_s, tar_reference(members, work)
+                    shutil.rmtree(members)
                     print(
                         f"{label}, jl: {tar_bytes / 1e6:.0f} MB tar, end to end {end_to_end:.1f} s "
                         f"(staging {int(record['stage_ms']) / 1000:.1f} s, counting for COMPLETENESS.csv "  # type: ignore[call-overload]
@@ -230,7 +237,7 @@ def main() -> None:
                     )
                     jl = f"jl_mb_per_s={ours:.1f} ratio_vs_tar={ours / theirs:.2f} jl_peak_rss_mb={rss:.1f}"
                 else:
-                    rate = staged_mb / end_to_end
+                    rate = lines_mb / end_to_end
                     print(
                         f"{label}, parquet: {tar_bytes / 1e6:.1f} MB tar, "
                         f"{sizes['jl'] / tar_bytes:.1f}× smaller than the jl tar, "

@@ -5,7 +5,7 @@ the simulated fleet and the pinger under supervisord (deploy/supervisord.conf), 
 simulator's users, waits for the first readings and prints where to look.
 
     .venv/bin/python scripts/demo.py [--devices 50] [--protocols MIX] [--redis-port 6399] [--sim-port 9445]
-    .venv/bin/python scripts/demo.py --smoke   # stop once readings appear (used by the tests)
+    .venv/bin/python scripts/demo.py --smoke   # stop once everything is up and shown: a quick check
 """
 
 from __future__ import annotations

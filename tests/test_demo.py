@@ -1,11 +1,20 @@
-"""`make demo`'s script, run for real on free ports: up, readings, clean stop, nothing left."""
+"""`make demo`'s script, run for real on free ports: up, readings, the examples of README.md and
+docs/ run as written against it, Ctrl-C, a clean stop, nothing left."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import tarfile
+import threading
+import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psutil
@@ -17,11 +26,40 @@ def test_demo_brings_the_stack_up_shows_readings_and_stops_cleanly(tmp_path: Pat
     redis_port, sim_port, server_port = free_port(), free_port(), free_port()
     env = {**os.environ, "DATA_DIR": str(tmp_path), "SECRET_KEY": secret_key, "POLL_INTERVAL_S": "1",
            "LOCAL_REQUEST_GAP_S": "0.2"}  # fmt: skip
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--smoke", "--devices", "5",
+    demo = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--devices", "5",
          "--redis-port", str(redis_port), "--sim-port", str(sim_port), "--server-port", str(server_port)],
-        env=env, capture_output=True, text=True, timeout=240,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    out: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            out.append(line)
+            if line.startswith("Ctrl-C stops everything cleanly"):
+                ready.set()
+        ready.set()  # the demo ended: let the test see why
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        ready.wait(300)
+        assert demo.poll() is None, (
+            f"the demo stopped early:\n{''.join(out)}\n{demo.stderr.read() if demo.stderr else ''}"
+        )
+        token = re.search(r"^    T=(rft_\S+)$", "".join(out), re.M)
+        assert token, "".join(out)
+        run_doc_examples(server_port, token.group(1), tmp_path, tmp_path.parent / f"{tmp_path.name}-examples")
+    finally:
+        demo.send_signal(signal.SIGINT)  # Ctrl-C
+        demo.wait(120)
+        reader.join(10)
+    assert demo.stdout is not None and demo.stderr is not None
+    with demo.stdout, demo.stderr:
+        stderr = demo.stderr.read()
+    result = subprocess.CompletedProcess(demo.args, demo.returncode, "".join(out), stderr)
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert "created 5, updated 0, unchanged 0, failed 0" in result.stdout
     assert "push key for" not in result.stdout  # the simulator's push devices come with their keys
@@ -53,25 +91,93 @@ def test_demo_brings_the_stack_up_shows_readings_and_stops_cleanly(tmp_path: Pat
         if any(m in " ".join(p.info["cmdline"] or []) for m in marks)
     ]
     assert leftovers == [], "a process outlived the demo"
-    run_readme_duckdb_example(tmp_path)
 
 
-def run_readme_duckdb_example(data_dir: Path) -> None:
-    """The README's query of the compacted archive, run as written against what the demo made
-    (its `data/` is this test's DATA_DIR): yesterday's last hours, compacted by the rotate loop."""
-    import time
+def blocks(page: str, language: str) -> list[str]:
+    """The fenced code blocks of one language in a page of the repository, in order."""
+    text = (ROOT / page).read_text()
+    return re.findall(rf"^```{language}\n(.*?)^```$", text, re.S | re.M)
 
-    readme = (ROOT / "README.md").read_text()
-    snippet = readme.split(".venv/bin/python - <<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
+
+def bash(script: str, cwd: Path, port: int, token: str) -> str:
+    """A shell example as a reader would paste it: the demo's port for 8000, the token for `rft_…`."""
+    script = script.replace("127.0.0.1:8000", f"127.0.0.1:{port}").replace("rft_…", token)
+    ran = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", script], cwd=cwd, env={**os.environ, "T": token},
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert ran.returncode == 0, f"{script}\nstdout:\n{ran.stdout}\nstderr:\n{ran.stderr}"
+    return ran.stdout
+
+
+def run_doc_examples(port: int, token: str, data_dir: Path, work: Path) -> None:
+    """Every runnable example of README.md, docs/carts.md and docs/api.md, as written, against the
+    running demo (a reader's folder beside the demo's `data/` and `.venv/`)."""
+    work.mkdir()
+    (work / "data").symlink_to(data_dir)
+    (work / ".venv").symlink_to(ROOT / ".venv")
+    # README: a cart of every device over yesterday and today, then the archive through DuckDB
+    # (yesterday is compacted only once ROTATE_GRACE_S has passed after midnight)
+    readme = blocks("README.md", "sh")[-1]
     today = int(time.time() // 86400) * 86400
     if time.time() < today + 330:
-        return  # yesterday is compacted only once ROTATE_GRACE_S has passed after midnight
-    workdir = data_dir.parent / f"{data_dir.name}-readme"
-    workdir.mkdir()
-    (workdir / "data").symlink_to(data_dir)
-    ran = subprocess.run(
-        [sys.executable, "-c", snippet], cwd=workdir, capture_output=True, text=True, timeout=120
-    )
-    assert ran.returncode == 0, ran.stderr
-    day = time.strftime("%Y-%m-%d", time.gmtime(today - 86400))
-    assert day in ran.stdout, ran.stdout
+        readme = readme.split(".venv/bin/python - <<'PY'")[0]
+    said = bash(readme, work, port, token)
+    assert '"status_url"' in said, said
+    if time.time() >= today + 330:
+        assert time.strftime("%Y-%m-%d", time.gmtime(today - 86400)) in said, said
+
+    # docs/carts.md: ask, wait, download, verify; then the same request in each format
+    ask, each_format = blocks("docs/carts.md", "sh")[:2]
+    said = bash(f"{ask}\n{each_format}", work, port, token)
+    assert "my-study.tar" in os.listdir(work) and ": OK" in said and "FAILED" not in said, said
+    answers = json_objects(said[said.index('{"id"') :])
+    assert [a["request"]["format"] for a in answers] == ["jl", "csv", "parquet"], said
+    unpacked = work / "parquet-cart"
+    download(port, token, answers[-1]["id"], unpacked)
+    (snippet,) = blocks("docs/carts.md", "python")
+    ran = subprocess.run([sys.executable, "-c", snippet], cwd=unpacked, capture_output=True, text=True)
+    assert ran.returncode == 0 and "demand_kw" in ran.stdout, ran.stderr
+    import duckdb
+
+    (query,) = blocks("docs/carts.md", "sql")
+    os.chdir(unpacked)
+    try:
+        assert duckdb.sql(query).fetchall(), "the cart's DuckDB example found no rows"
+    finally:
+        os.chdir(ROOT)
+
+    # docs/api.md: every curl line answers without an error
+    said = bash(blocks("docs/api.md", "sh")[0], work, port, token)
+    assert '{"error":"' not in said.replace(" ", ""), said[:2000]
+    assert '"cloud_id":"00beef"' in said.replace(" ", "") and "# HELP" in said, said
+
+
+def json_objects(text: str) -> list[dict[str, Any]]:
+    """The JSON objects curl printed one after another (no newline between them)."""
+    decoder, found, at = json.JSONDecoder(), [], 0
+    while at < len(text.rstrip()):
+        value, at = decoder.raw_decode(text, at)
+        found.append(value)
+        while at < len(text) and text[at].isspace():
+            at += 1
+    return found
+
+
+def download(port: int, token: str, cart_id: str, into: Path) -> None:
+    """Wait for a cart, then fetch and unpack it."""
+    url = f"http://127.0.0.1:{port}/api/carts/{cart_id}"
+    headers = {"Authorization": f"Bearer {token}"}
+    deadline = time.monotonic() + 120
+    while True:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD", headers=headers)) as resp:
+            status = resp.headers.get("X-Cart-Status")
+        assert status != "error" and time.monotonic() < deadline, f"cart {cart_id}: {status}"
+        if status == "ready":
+            break
+        time.sleep(0.5)
+    into.mkdir()
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as resp:
+        (into / "cart.tar").write_bytes(resp.read())
+    with tarfile.open(into / "cart.tar") as tar:
+        tar.extractall(into, filter="data")
