@@ -19,16 +19,13 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 
-import orjson
-
+from app import lines
 from app.errors import WriteError
 
 log = logging.getLogger(__name__)
-TAIL_BYTES = 8192
 
 
 def hour_key(unix_s: float) -> str:
@@ -39,41 +36,6 @@ def hour_key(unix_s: float) -> str:
 def reading_path(logs_dir: Path, prefix: str, cloud_id: str, hour: str) -> Path:
     """DATA_DIR/logs/<hour>/<prefix>-<cloud_id>-<hour>.jl: the one place the name is spelled."""
     return logs_dir / hour / f"{prefix}-{cloud_id}-{hour}.jl"
-
-
-@dataclass
-class ReadResult:
-    """Lines read from a `.jl` file; `partial` counts an unterminated or unparseable tail."""
-
-    records: list[dict[str, object]]
-    partial: int = 0
-
-
-def read_lines(path: Path) -> ReadResult:
-    """Every complete reading in a file, skipping (and counting) a partial last line."""
-    return parse_lines(path.read_bytes())
-
-
-def parse_lines(data: bytes) -> ReadResult:
-    """Every complete line of `.jl` bytes, parsed in one call when every line is whole JSON (files
-    are read by the thousand), else line by line; what is not a JSON object is skipped and counted."""
-    cut = data.rfind(b"\n") + 1
-    result = ReadResult([], partial=1 if cut < len(data) else 0)  # a last line cut by a crash
-    body = data[: cut - 1] if cut else b""
-    if not body:
-        return result
-    try:
-        parsed = orjson.loads(b"[" + body.replace(b"\n", b",") + b"]")
-    except orjson.JSONDecodeError:
-        parsed = []
-        for raw in body.split(b"\n"):
-            try:
-                parsed.append(orjson.loads(raw))
-            except orjson.JSONDecodeError:
-                result.partial += 1
-    result.records = [r for r in parsed if type(r) is dict]
-    result.partial += len(parsed) - len(result.records)
-    return result
 
 
 class HourlyWriter:
@@ -111,6 +73,10 @@ class HourlyWriter:
         self._written.setdefault(number, set()).add(path)
         return path
 
+    def path(self, cloud_id: str, at: float) -> Path:
+        """The device's file for the hour of `at`."""
+        return reading_path(self.logs_dir, self.prefix, cloud_id, hour_key(at))
+
     def last_records(self, cloud_id: str, now: float) -> dict[str, dict[str, object]]:
         """The last complete line of each kind (demand, summation, price) near the end of a
         device's file for this hour, or the last; a line without `kind` is demand.
@@ -121,11 +87,11 @@ class HourlyWriter:
         for at in (now, now - 3600):
             path = reading_path(self.logs_dir, self.prefix, cloud_id, hour_key(at))
             try:
-                records = _tail_records(path)
+                records = lines.tail_records(path)
             except OSError as exc:
                 raise WriteError(f"cannot read {path}: {exc.strerror or exc}") from exc
             for record in records:
-                found.setdefault(str(record.get("kind", "demand")), record)
+                found.setdefault(lines.kind_of(record), record)
             if "demand" in found:
                 break
         return found
@@ -189,19 +155,12 @@ class HourlyWriter:
         return fd
 
     def _repair_tail(self, fd: int, path: Path) -> None:
-        size = os.fstat(fd).st_size
-        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
-            return
-        start = max(0, size - TAIL_BYTES)
-        tail = os.pread(fd, size - start, start)
-        cut = tail.rfind(b"\n")
-        keep = start + cut + 1 if cut >= 0 else 0
-        os.ftruncate(fd, keep)
-        self.partial_tails_repaired += 1
-        log.warning(
-            "cut a partial last line left by a crash",
-            extra={"path": str(path), "partial_bytes": size - keep},
-        )
+        cut = lines.cut_partial_tail(fd)
+        if cut:
+            self.partial_tails_repaired += 1
+            log.warning(
+                "cut a partial last line left by a crash", extra={"path": str(path), "partial_bytes": cut}
+            )
 
     def _drop(self, path: Path) -> None:
         fd = self._fds.pop(path, None)
@@ -251,35 +210,6 @@ def write_all(fd: int, line: bytes) -> None:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, os.fstat(fd).st_size - done)
         raise
-
-
-def _tail_records(path: Path) -> Iterator[dict[str, object]]:
-    """Complete JSON lines near the end of a file, last first (none when it does not exist)."""
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - TAIL_BYTES))
-            tail = f.read()
-    except (FileNotFoundError, NotADirectoryError):
-        return iter(())
-    return _parsed(_complete_lines_backwards(tail))
-
-
-def _parsed(lines: Iterator[bytes]) -> Iterator[dict[str, object]]:
-    for raw in lines:
-        try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(value, dict):
-            yield value
-
-
-def _complete_lines_backwards(tail: bytes) -> Iterator[bytes]:
-    lines = tail.split(b"\n")
-    lines.pop()  # after the last newline: empty, or a partial line
-    yield from reversed([line for line in lines if line])
 
 
 def _fsync_path(path: Path) -> None:

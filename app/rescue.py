@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import orjson
-
-from app.hourly import HourlyWriter, hour_key, read_lines, reading_path
+from app import lines
+from app.hourly import HourlyWriter, hour_key, reading_path
 from app.settings import Settings
 
 
@@ -28,9 +27,9 @@ def line_hour_at(record: dict[str, object]) -> float:
 def put_back(settings: Settings, rescue: Path) -> Counter[str]:
     """Append a rescue file's lines to their hourly files; counts written, already, unreadable."""
     counts: Counter[str] = Counter()
-    result = read_lines(rescue)
+    result = lines.read(rescue)
     counts["unreadable"] = result.partial
-    known: dict[Path, set[tuple[str, object]]] = {}
+    known: dict[Path, set[lines.Identity]] = {}
     writer = HourlyWriter(settings.logs_dir, settings.file_prefix, 64)
     try:
         for record in result.records:
@@ -41,13 +40,13 @@ def put_back(settings: Settings, rescue: Path) -> Counter[str]:
                 continue
             path = reading_path(settings.logs_dir, settings.file_prefix, cid, hour_key(at))
             if path not in known:
-                present = read_lines(path).records if path.exists() else []
-                known[path] = {(str(r.get("kind", "demand")), r.get("device_time")) for r in present}
-            identity = (str(record.get("kind", "demand")), record.get("device_time"))
+                present = lines.read(path).records if path.exists() else []
+                known[path] = {lines.identity(r) for r in present}
+            identity = lines.identity(record)
             if identity in known[path]:
                 counts["already"] += 1
                 continue
-            writer.append(cid, at, orjson.dumps(record) + b"\n")
+            writer.append(cid, at, lines.encode(record))
             known[path].add(identity)
             counts["written"] += 1
     finally:

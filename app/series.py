@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import itertools
-import re
 import tempfile
 import time
 from collections import OrderedDict
@@ -18,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app import lines
 from app.archive.backend import Archive
 from app.archive.layout import DeviceHour
 from app.hourly import hour_key, reading_path
-from app.hourly import parse_lines as hourly_lines
 from app.settings import Settings
 
-VALUE = {"demand": "demand_kw", "summation": "delivered_kwh", "price": "price"}
+VALUE = lines.VALUE
 CACHE_HOURS = 20_000  # device-hours of points kept (about 450 points each)
 
 
@@ -53,7 +52,6 @@ class SeriesSource:
         self.cache = HourCache()
 
     def points(self, cloud_id: str, kind: str, start: float, end: float) -> list[tuple[int, float]]:
-        field_name = VALUE[kind]
         out: list[tuple[int, float]] = []
         now = time.time()
         first, last = int(start // 3600), int(end // 3600) + 1
@@ -63,7 +61,7 @@ class SeriesSource:
             key = (cloud_id, hour, kind)
             found = self.cache.get(key) if closed else None
             if found is None:
-                found = self._hour(cloud_id, hour, kind, field_name)
+                found = self._hour(cloud_id, hour, kind)
                 if closed:
                     self.cache.put(key, found)
             if first < hour < last - 1:  # wholly inside the range (but for a late line or two)
@@ -74,7 +72,7 @@ class SeriesSource:
         # reading filed twice (a late part); the rare late line outside the range is dropped too
         return [p for p in sorted(dict(out).items()) if start <= p[0] < end]
 
-    def _hour(self, cloud_id: str, hour: int, kind: str, field_name: str) -> list[tuple[int, float]]:
+    def _hour(self, cloud_id: str, hour: int, kind: str) -> list[tuple[int, float]]:
         label = hour_key(hour * 3600)
         blobs: list[bytes] = []
         path = reading_path(self.settings.logs_dir, self.settings.file_prefix, cloud_id, label)
@@ -83,24 +81,9 @@ class SeriesSource:
         if self.archive is not None:
             blobs += self._archived(DeviceHour(label, cloud_id, self.settings.file_prefix))
         points: dict[int, float] = {}
-        records: list[dict[str, Any]] = []
-        for data in blobs:
-            fast = quick_points(data, kind, field_name)
-            if fast is None:
-                records += parse_lines(data)
-                continue
-            for t, v in fast:
+        for data in blobs:  # the first line of a reading kept, whichever part it is in
+            for t, v in lines.points(data, kind).items():
                 points.setdefault(t, v)
-        for r in records:
-            if r.get("kind", "demand") == kind:
-                when, value = r.get("device_time"), r.get(field_name)
-                if (
-                    type(when) is int
-                    and isinstance(value, float | int)
-                    and type(value) is not bool
-                    and when not in points
-                ):
-                    points[when] = float(value)
         return sorted(points.items())
 
     def _archived(self, dh: DeviceHour) -> list[bytes]:
@@ -113,33 +96,6 @@ class SeriesSource:
                 self.archive.fetch(obj.key, dest)
                 blobs.append(gzip.decompress(dest.read_bytes()))
         return blobs
-
-
-_QUICK: dict[str, re.Pattern[bytes]] = {
-    kind: re.compile(
-        rb'"device_time":(\d+),"kind":"' + kind.encode() + rb'","source":"[a-z0-9-]*","'
-        + name.encode() + rb'":(-?[0-9][0-9.eE+-]*)'
-    )
-    for kind, name in VALUE.items()
-}  # fmt: skip
-
-
-def quick_points(data: bytes, kind: str, field_name: str) -> list[tuple[int, float]] | None:
-    """(device_time, value) of one kind's lines without parsing whole lines, for files whose every
-    complete line starts as this version writes them (`line_head`, then the kind's value); None
-    when any line does not, so the caller parses the file fully instead."""
-    body = data[: data.rfind(b"\n") + 1]
-    found = _QUICK[kind].findall(body)
-    lines = body.count(b"\n")
-    if body.count(b'"kind":"') != lines or body.count(b'"kind":"' + kind.encode() + b'"') != len(found):
-        return None  # older lines without a kind, a null value, another layout: parse them fully
-    return [(int(t), float(v)) for t, v in found]
-
-
-def parse_lines(data: bytes) -> list[dict[str, Any]]:
-    """Every complete line of a `.jl` file (a chart reads hundreds of files): `app.hourly`'s
-    reader, which parses a whole file in one call."""
-    return hourly_lines(data).records
 
 
 def downsample(

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.archive.backend import Archive  # noqa: E402
 from app.archive.factory import open_archive  # noqa: E402
-from app.hourly import parse_lines  # noqa: E402
+from app.lines import parse as parse_lines  # noqa: E402
 from app.research.compact import ROW_GROUP_ROWS, Compactor  # noqa: E402
 from app.research.parquet import COMPRESSION, ZSTD_LEVEL  # noqa: E402
 from app.rotate.runner import Rotator  # noqa: E402

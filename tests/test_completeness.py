@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import requests
 
-from app.hourly import read_lines
+from app.lines import read as read_lines
 from app.pinger import Pinger
 from app.settings import Settings
 from app.store import Store

@@ -14,7 +14,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from app.hourly import read_lines
+from app.lines import read as read_lines
 from tests.api_helpers import ApiServer, start_api
 from tests.api_helpers import make_token as _make_token
 from tests.api_helpers import revoke_token as _revoke_token

@@ -18,7 +18,8 @@ import pytest
 
 from app.credentials import Vault
 from app.devices import DeviceInput
-from app.hourly import hour_key, read_lines
+from app.hourly import hour_key
+from app.lines import read as read_lines
 from app.pinger import Pinger
 from app.settings import Settings
 from app.store import Store
@@ -508,3 +509,22 @@ async def test_a_poll_in_flight_when_its_device_leaves_does_not_keep_the_file(
     pinger.request_stop()
     await asyncio.wait_for(task, 10)
     assert released, "the file of a device that left stayed locked after its last poll came back"
+
+
+async def test_a_gateway_answering_an_older_reading_again_has_it_written_once(
+    start_sim: Callable[..., Sim], make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    """A, B, A: a gateway that answers from a stale cache every other time gives the pinger a
+    reading it wrote two polls ago. By the one rule (app.lines) it is the same reading, in the
+    same hour's file: written once, whatever came between."""
+    sim = start_sim(6, "--protocols", "eagle100-cloud=50,eagle100-local=50", "--reading-interval-s", "1")
+    settings = make_settings(redis_url, sim.url).replace(poll_interval_s=0.5, poll_timeout_s=0.45)
+    ids = await register(sim, settings)
+    sim.set_faults({"devices": {cid: {"error": "replay", "rate": 0.5} for cid in ids}})
+    pinger = Pinger.create(settings)
+    await run_for(pinger, 6.0)
+    lines_by_reading = written(settings)
+    assert len({cid for cid, _ in lines_by_reading}) == len(ids), "every device wrote readings"
+    twice = {key: len(found) for key, found in lines_by_reading.items() if len(found) > 1}
+    assert not twice, f"readings written more than once: {twice}"
+    assert orjson.loads(sim.get("/control/stats"))["replay"] > 0, "the gateways answered older readings"

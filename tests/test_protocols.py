@@ -16,7 +16,7 @@ from aioeagle import EagleHub
 from app.credentials import Vault
 from app.devices import DeviceInput
 from app.eagle.parse200 import number
-from app.hourly import read_lines
+from app.lines import read as read_lines
 from app.pinger import Pinger
 from app.settings import Settings
 from app.sim.fleet import build_fleet

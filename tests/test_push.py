@@ -18,7 +18,7 @@ import requests
 
 from app.credentials import Vault
 from app.devices import DeviceInput
-from app.hourly import read_lines
+from app.lines import read as read_lines
 from app.pinger import Pinger
 from app.push.receiver import CREDENTIALS_TTL_S
 from app.settings import Settings

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from app.hourly import read_lines
+from app.lines import read as read_lines
 from app.push.writer import PushWriter
 
 HOUR = 1_795_500_000 // 3600 * 3600

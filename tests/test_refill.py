@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from app.hourly import read_lines
+from app.lines import read as read_lines
 from app.pinger import Pinger
 from app.settings import Settings
 from app.store import Store

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 
+from app import lines
 from app.archive.backend import Archive, file_sha256, gunzip_chunks, read_chunks
 from app.carts.plan import Part
 from app.errors import ArchiveError
@@ -105,7 +106,7 @@ def stage_part(
 
 def _gunzip(src: Path, dest: Path, part: Part) -> Staged:
     digest = hashlib.sha256()
-    size = lines = 0
+    size = count = 0
     last = b"\n"
     tmp = dest.with_name(dest.name + ".tmp")
     try:
@@ -114,13 +115,13 @@ def _gunzip(src: Path, dest: Path, part: Part) -> Staged:
                 out.write(plain)
                 digest.update(plain)
                 size += len(plain)
-                lines += plain.count(b"\n")
+                count += plain.count(b"\n")
                 last = plain[-1:]
         os.replace(tmp, dest)
     except zlib.error as exc:
         tmp.unlink(missing_ok=True)
         raise HashMismatch(f"{part.key}: not a readable gzip object ({exc}).") from exc
-    return Staged(part.name, size, digest.hexdigest(), part.source, "", lines, 0 if last == b"\n" else 1)
+    return Staged(part.name, size, digest.hexdigest(), part.source, "", count, 0 if last == b"\n" else 1)
 
 
 def _copy_local(part: Part, dest: Path) -> Staged:
@@ -129,8 +130,7 @@ def _copy_local(part: Part, dest: Path) -> Staged:
         data = part.local.read_bytes()
     except FileNotFoundError:
         raise Vanished(str(part.local)) from None
-    cut = data.rfind(b"\n") + 1  # the pinger may be appending: take whole lines only
-    data = data[:cut]
+    data = lines.whole(data)  # the pinger may be appending: take whole lines only
     tmp = dest.with_name(dest.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, dest)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app import lines
 from app.pinger.fleet import DeviceState
 from app.settings import Settings
 
@@ -25,7 +26,7 @@ FIRST_CAPTURE_WITHIN_CYCLES = 5  # a new device's first summation and price come
 
 def line_key(record: dict[str, Any]) -> tuple[object, ...]:
     """What identifies a written line of its kind: device time, plus the values that count."""
-    kind = record.get("kind", "demand")
+    kind = lines.kind_of(record)
     return (record.get("device_time"), *(record.get(name) for name in VALUE_FIELDS.get(kind, ())))
 
 

@@ -15,11 +15,13 @@ from app.credentials import Vault
 from app.devices import PUSH, DeviceRecord
 from app.eagle.gateway import Gateway
 from app.errors import CredentialError, StoreError
+from app.lines import Seen
 from app.pinger.ownership import Ownership
 from app.pinger.schedule import phase_fraction
 from app.store import Store
 
 log = logging.getLogger(__name__)
+PINGER_RECENT = 8  # demand readings remembered per device; an older re-send is looked up in its files
 
 
 @dataclass(slots=True)
@@ -31,7 +33,8 @@ class DeviceState:
     consecutive_failures: int = 0
     retry_at: float = 0.0  # monotonic time before which the device is not polled (0: no backoff)
     backoff_skipped: int = 0  # polls sat out in the current streak of failures
-    last_demand: int | None = None  # device_time of the last demand reading written
+    last_demand: int | None = None  # the newest device_time of the demand readings written
+    seen: Seen = field(default_factory=lambda: Seen(recent=PINGER_RECENT))  # the rule of app.lines
     last_kw: float | None = None  # its value (for the fleet's total demand)
     last_keys: dict[str, tuple[object, ...]] = field(default_factory=dict)  # summation/price: last line's key
     recovered: bool = False  # last readings checked against the files on disk

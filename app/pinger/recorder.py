@@ -1,8 +1,10 @@
 """Readings into lines: each distinct reading written once, counters queued for Redis.
 
-A demand reading is the same as the last when its device time is; a summation or price line is
-written only when its time or value changed (`capture.line_key`). After a restart the last lines
-on disk are read back first, so files ahead of Redis never get a line twice.
+A demand reading is written once, by the rule of `app.lines`: not when a line with its identity is
+in the device's file of this hour or the hour before (the device's `Seen` answers for the readings
+it remembers; an older one is looked up in the files). A summation or price line is written only
+when its time or value changed (`capture.line_key`). After a restart the last lines on disk are
+read back first, so files ahead of Redis never get a line twice.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import orjson
 
 import app.pinger.capture as capture
+from app import lines
 from app.completeness import Tally
 from app.eagle.readings import Demand, Price, Summation
 from app.errors import WriteError
@@ -35,13 +38,21 @@ class Recorder:
     def demand(self, cid: str, state: DeviceState, reading: Demand, polled_at: float) -> bool:
         """A demand line, unless this reading (its device time) was written already; True if new."""
         device_time = reading.device_time
-        if device_time == state.last_demand:
+        record = reading.record(cid, polled_at, state.gateway.protocol)
+        ident, hour = lines.identity(record), int(polled_at // 3600)
+        known = state.seen.has(ident, hour)
+        if known is None:
+            known = self._in_files(cid, ident, polled_at)
+        if known:
             self.ledger.add(PollUpdate(cid, last_success_at=polled_at))
             return False
-        previous, state.last_demand = state.last_demand, device_time
-        state.last_kw = reading.demand_kw
-        self.tally.reading(cid, polled_at, device_time - previous if previous is not None else None)
-        line = orjson.dumps(reading.record(cid, polled_at, state.gateway.protocol))
+        state.seen.add(ident, hour)
+        previous = state.last_demand
+        newer = previous is None or device_time > previous
+        if newer:
+            state.last_demand, state.last_kw = device_time, reading.demand_kw
+        self.tally.reading(cid, polled_at, device_time - previous if previous is not None and newer else None)
+        line = orjson.dumps(record)
         update = PollUpdate(
             cid,
             events=1,
@@ -63,6 +74,24 @@ class Recorder:
         self.backlog.write(Unwritten(cid, polled_at, orjson.dumps(record) + b"\n", None))
         return True
 
+    def _in_files(self, cid: str, ident: lines.Identity, at: float) -> bool:
+        """Whether a line with this identity is in the device's file of `at`'s hour or the hour
+        before (the rule's window): the rare, exact check for a reading older than the newest."""
+        for hour in range(lines.WINDOW_HOURS + 1):
+            path = self.writer.path(cid, at - hour * 3600)
+            try:
+                found = lines.identities(path.read_bytes()).records
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning(
+                    "cannot read a file to check a reading", extra={"cloud_id": cid, "reason": str(exc)}
+                )
+                continue
+            if any(lines.identity(r) == ident for r in found):
+                return True
+        return False
+
     def recover(self, cid: str, state: DeviceState, now: float) -> None:
         """After a restart the files may be ahead of Redis: never write a reading twice."""
         try:
@@ -75,6 +104,8 @@ class Recorder:
         demand = found.get("demand")
         if demand is not None and isinstance(demand.get("device_time"), int):
             state.last_demand = int(demand["device_time"])  # type: ignore[call-overload]
+        if state.last_demand is not None:  # from the files, or from Redis when they are gone
+            state.seen.add(("demand", state.last_demand), int(now // 3600))
         for kind in capture.EXTRA_KINDS:
             if kind in found:
                 state.last_keys.setdefault(kind, capture.line_key(found[kind]))

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import orjson
 
+from app import lines
 from app.eagle.client import GatewayClient
 from app.eagle.readings import SummationReading, plausible_time
 from app.errors import DeviceError, StoreError
-from app.hourly import hour_key, read_lines, reading_path
+from app.hourly import hour_key, reading_path
 from app.pinger.fleet import DeviceState
 from app.pinger.ledger import Unwritten, WriteBacklog
 from app.settings import Settings
@@ -160,7 +161,8 @@ def summation_times(paths: Iterable[Path]) -> set[int]:
     for path in paths:
         if not path.exists():
             continue
-        for record in read_lines(path).records:
-            if record.get("kind") == "summation" and isinstance(record.get("device_time"), int):
-                times.add(int(record["device_time"]))  # type: ignore[call-overload]
+        for record in lines.identities(path.read_bytes()).records:
+            kind, t = lines.identity(record)
+            if kind == "summation" and isinstance(t, int):
+                times.add(t)
     return times

@@ -18,17 +18,15 @@ and the last few times seen; a rarer, older re-send is checked against the file 
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-
+from app import lines
 from app.errors import FileBusy, WriteError
-from app.hourly import hour_key, read_lines, reading_path, write_all
+from app.hourly import hour_key, reading_path, write_all
 
 RECENT = 64  # device times remembered per kind and file
 TAIL_BYTES = 65536  # read back from a file when it is (re)opened
@@ -77,7 +75,7 @@ class PushWriter:
         self._files: OrderedDict[Path, _File] = OrderedDict()
 
     def write(
-        self, cloud_id: str, lines: list[tuple[str, int, bytes]], now: float
+        self, cloud_id: str, readings: list[tuple[str, int, bytes]], now: float
     ) -> tuple[list[tuple[str, int, bytes]], int]:
         """Append the (kind, device_time, line) not yet in the file; returns those written and
         how many were duplicates.
@@ -89,7 +87,7 @@ class PushWriter:
             entry = self._locked(path)
             try:
                 self._catch_up(path, entry)
-                fresh, duplicates = self._fresh(path, earlier, int(now // 3600 * 3600), entry, lines)
+                fresh, duplicates = self._fresh(path, earlier, int(now // 3600 * 3600), entry, readings)
                 if fresh:
                     data = b"".join(line for _, _, line in fresh)
                     write_all(entry.fd, data)
@@ -104,12 +102,12 @@ class PushWriter:
         return fresh, duplicates
 
     def _fresh(
-        self, path: Path, earlier: Path, hour_start: int, entry: _File, lines: list[tuple[str, int, bytes]]
+        self, path: Path, earlier: Path, hour_start: int, entry: _File, readings: list[tuple[str, int, bytes]]
     ) -> tuple[list[tuple[str, int, bytes]], int]:
         fresh: list[tuple[str, int, bytes]] = []
         batch: set[tuple[str, int]] = set()
         duplicates = 0
-        for kind, t, line in lines:
+        for kind, t, line in readings:
             known = entry.has(kind, t)
             if known is None:
                 known = (kind, t) in _file_keys(path)
@@ -156,25 +154,21 @@ class PushWriter:
 
     def _catch_up(self, path: Path, entry: _File) -> None:
         """Read what was appended since we last looked (by us or another process)."""
+        # a partial last line (a crash mid-write: writers hold this lock while they write): cut
+        # it off, as the pinger does, so the next line starts clean
+        lines.cut_partial_tail(entry.fd)
         size = os.fstat(entry.fd).st_size
         if size <= entry.seen_to:
+            entry.seen_to = min(entry.seen_to, size)
             return
         data = os.pread(entry.fd, size - entry.seen_to, entry.seen_to)
-        if not data.endswith(b"\n"):
-            # a partial last line (a crash mid-write: writers hold this lock while they write):
-            # cut it off, as the pinger does, so the next line starts clean
-            keep = size - (len(data) - (data.rfind(b"\n") + 1))
-            os.ftruncate(entry.fd, keep)
-            size, data = keep, data[: data.rfind(b"\n") + 1]
         if entry.mid_line:  # a tail read starts inside a line: skip to the next one
             data = data[data.find(b"\n") + 1 :]
             entry.mid_line = False
-        for raw in data.splitlines():
-            with contextlib.suppress(orjson.JSONDecodeError):
-                record = orjson.loads(raw)
-                t = record.get("device_time") if isinstance(record, dict) else None
-                if isinstance(t, int):
-                    entry.kinds.setdefault(str(record.get("kind", "demand")), _Kind()).add(t)
+        for record in lines.identities(data).records:
+            kind, t = lines.identity(record)
+            if isinstance(t, int):
+                entry.kinds.setdefault(kind, _Kind()).add(t)
         entry.seen_to = size
 
     def close_hours_before(self, now: float) -> list[Path]:
@@ -207,14 +201,9 @@ def _lock(fd: int, path: Path) -> None:
         raise FileBusy(f"{path.name} is locked by another writer right now") from None
 
 
-def _file_keys(path: Path) -> set[tuple[str, int]]:
-    """(kind, device_time) of every line in a file: the rare, exact check."""
+def _file_keys(path: Path) -> set[lines.Identity]:
+    """The identity of every line in a file: the rare, exact check."""
     try:
-        records = read_lines(path).records
+        return {lines.identity(r) for r in lines.identities(path.read_bytes()).records}
     except FileNotFoundError:
         return set()
-    return {
-        (str(r.get("kind", "demand")), int(r["device_time"]))  # type: ignore[call-overload]
-        for r in records
-        if isinstance(r.get("device_time"), int)
-    }

@@ -35,11 +35,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from app import lines
 from app.archive.backend import Archive, Upload, file_digests, gunzip_chunks
 from app.archive.layout import ROOT as HOURLY_ROOT
 from app.archive.layout import parse_key
 from app.errors import ArchiveError, Interrupted, ValidationError
-from app.hourly import parse_lines
 from app.research.days import DayManifest, current, file_key, manifest_key, versions
 from app.research.merge import DeviceLines
 from app.research.parquet import KindWriter
@@ -294,9 +294,9 @@ class Compactor:
         for cid, hours in self._device_hours(sources, work):
             if should_stop():
                 raise Interrupted(f"compaction of {day} stopped part-way (before {cid})")
-            lines = DeviceLines()
+            merged = DeviceLines()
             for hour, (records, bad) in hours:
-                count, released = lines.add_hour(hour, records, bad)
+                count, released = merged.add_hour(hour, records, bad)
                 if count.duplicates:
                     duplicates.setdefault(cid, {})[str(hour)] = count.duplicates
                 if bad:
@@ -304,7 +304,7 @@ class Compactor:
                 for kind, rows in released.items():
                     if kind in files:
                         files[kind].add(rows)
-            for kind, rows in lines.finish().items():
+            for kind, rows in merged.finish().items():
                 if kind in files:
                     files[kind].add(rows)
         entries: list[dict[str, Any]] = []
@@ -417,7 +417,7 @@ def _parse(key: str, gz: bytes) -> tuple[list[dict[str, Any]], int]:
         data = b"".join(gunzip_chunks([gz]))
     except Exception as exc:  # zlib.error: not gzip
         raise ArchiveError(f"{key} is not a readable gzip object: {exc}", kind="integrity") from exc
-    result = parse_lines(data)
+    result = lines.parse(data)
     return result.records, result.partial
 
 

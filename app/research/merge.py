@@ -2,9 +2,8 @@
 in time order, and what each hour held counted.
 
 The unit is the hourly file (a device-hour, all its parts): that is how data arrives, how rotate
-ships it and how completeness is counted. A reading is the same reading when its kind and device
-time are (DESIGN "Line kinds"); a repeat is looked for in its own hour and the one before, as the
-push writer and the CSV carts always did (a re-send lands at most an hour later). Rows are held
+ships it and how completeness is counted. A repeat is dropped by the one rule of `app.lines`
+(the same identity, in its own hour or the one before). Rows are held
 back until the next hour has been read, so a reading that reached us in the next hour's file
 still comes out in order; one that came later still (a gateway replaying old readings) comes out
 where it arrived and is counted as `late`. Memory holds two hours of one device, whatever the range.
@@ -12,15 +11,12 @@ where it arrived and is counted as `late`. Memory holds two hours of one device,
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from app.hourly import read_lines
+from app import lines
 
 Record = dict[str, Any]
 
@@ -49,47 +45,22 @@ def _order(record: Record) -> tuple[float, float]:
     return _time(record), _number(record.get("polled_at"))
 
 
-_TIME_RE = re.compile(rb'"device_time":(-?[0-9][0-9.eE+-]*)[,}]')
-_KIND_RE = re.compile(rb'"kind":"([a-z]+)"')
-
-
 def read_identities(paths: Iterable[Path]) -> tuple[list[Record], int]:
-    """Like `read_parts`, but each line only as its kind and device time: enough to count, and
-    several times quicker than parsing every field (a line the pattern misses is parsed whole)."""
+    """Like `read_parts`, but each line only as its identity (`lines.identities`): enough to
+    count, several times quicker than parsing every field."""
     records: list[Record] = []
     partial = 0
     for path in paths:
-        data = path.read_bytes()
-        lines = data.split(b"\n")
-        if lines[-1]:
-            partial += 1  # a last line cut by a crash
-        for raw in lines[:-1]:
-            found = _TIME_RE.search(raw)
-            if found is None or not raw.startswith(b"{"):
-                try:
-                    record = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    partial += 1
-                    continue
-                if isinstance(record, dict):
-                    records.append(record)
-                continue
-            kind = _KIND_RE.search(raw)
-            t = found.group(1)
-            records.append({"kind": kind.group(1).decode() if kind else "demand",
-                            "device_time": int(t) if t.isdigit() else float(t)})  # fmt: skip
+        result = lines.identities(path.read_bytes())
+        records += result.records
+        partial += result.partial
     return records, partial
 
 
 def read_parts(paths: Iterable[Path]) -> tuple[list[Record], int]:
     """Every complete line of an hour's parts, in order, and how many lines could not be read."""
-    records: list[Record] = []
-    partial = 0
-    for path in paths:
-        result = read_lines(path)
-        records.extend(result.records)
-        partial += result.partial
-    return records, partial
+    result = lines.read_parts(paths)
+    return result.records, result.partial
 
 
 class DeviceLines:
@@ -101,8 +72,8 @@ class DeviceLines:
         self.start, self.end = start, end
         self.kinds = set(kinds) or None  # None: every kind
         self._pending: dict[str, list[Record]] = {}
-        self._seen_before: set[tuple[str, object]] = set()  # the previous hour's identities
-        self._seen: set[tuple[str, object]] = set()
+        self._seen_before: set[lines.Identity] = set()  # the previous hour's identities
+        self._seen: set[lines.Identity] = set()
         self._released_to: dict[str, float] = {}  # kind → the time of the last row released
         self._last_demand: float | None = None
         self.late = 0
@@ -116,8 +87,8 @@ class DeviceLines:
         self._seen_before, self._seen = self._seen, set()
         fresh: dict[str, list[Record]] = {}
         for record in records:
-            kind = str(record.get("kind", "demand"))
-            ident = (kind, record.get("device_time"))
+            ident = lines.identity(record)
+            kind = ident[0]
             if ident in self._seen or ident in self._seen_before:
                 count.duplicates += 1
                 continue

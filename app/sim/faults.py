@@ -23,10 +23,12 @@ ERRORS = (
     "bad_credentials",
     "no_time",
     "future_time",
+    "replay",
 )
-# faults of a reply that is well formed but carries a reading whose own time is not a time:
-# TimeStamp 0xffffffff (what EAGLEs send for "none"), or ten days ahead (a gateway clock gone wrong)
-TIME_FAULTS = ("no_time", "future_time")
+# faults of a reply that is well formed but carries another reading than the meter's current one:
+# TimeStamp 0xffffffff (what EAGLEs send for "none"), ten days ahead (a gateway clock gone wrong),
+# or the reading before the current one (a gateway answering from a stale cache: A, B, A)
+TIME_FAULTS = ("no_time", "future_time", "replay")
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,12 +207,18 @@ class Simulator:
 
     def _reading(self, device: SimDevice, time_fault: str | None) -> SimReading:
         """The meter's reading now; with a time fault, the same reading stamped with a time that
-        is not one (such a reading is not recorded as served: it must not be written)."""
+        is not one (such a reading is not recorded as served: it must not be written), or the
+        reading before it (`replay`: served before, it must not be written again)."""
         reading = reading_at(device, self.seed, self.clock(), self.reading_interval_s)
+        if time_fault:
+            self.stats[time_fault] += 1
         if time_fault == "no_time":
             return replace(reading, timestamp=0xFFFFFFFF - Y2K_EPOCH)
         if time_fault == "future_time":
             return replace(reading, timestamp=reading.timestamp + 10 * 86400)
+        if time_fault == "replay":
+            interval = self.reading_interval_s
+            return reading_at(device, self.seed, self.clock() - interval, interval)
         return reading
 
     def _eagle100(
