@@ -122,3 +122,19 @@ def test_the_app_has_no_import_circles() -> None:
                     seen.add(nxt)
                     stack.append((nxt, (*trail, nxt)))
     assert not circles, circles[0]
+
+
+def test_no_module_reaches_into_another_objects_private_parts() -> None:
+    """A helper gets the narrow things it needs (a stop, a callback, a clock), never its caller's
+    private attributes: `obj._name` only ever on `self` or `cls`."""
+    import re
+
+    reach = re.compile(r"\b(\w+)\.(_[a-z]\w*)")
+    found = []
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        for n, text in enumerate(path.read_text().splitlines(), 1):
+            code = text.split("#", 1)[0]
+            for owner, name in reach.findall(code):
+                if owner not in ("self", "cls") and not name.startswith("__"):
+                    found.append(f"{path.relative_to(ROOT)}:{n}: {owner}.{name}")
+    assert not found, "\n".join(found)

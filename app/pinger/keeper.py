@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
-if TYPE_CHECKING:
-    from app.pinger.loop import Pinger
+from app.pinger.lifetime import Lifetime
+from app.pinger.ownership import Ownership
 
 log = logging.getLogger(__name__)
 CLAIM_BATCH_S = 0.5  # new devices of ours are claimed this soon after they are published
 
 
 class LeaseKeeper:
-    def __init__(self, pinger: Pinger) -> None:
-        self.pinger = pinger
+    """`before_release` runs before devices are let go (the next owner starts from what it
+    wrote); `on_change` gets the devices gained or lost by a round."""
+
+    def __init__(
+        self,
+        ownership: Ownership,
+        interval_s: float,
+        lifetime: Lifetime,
+        before_release: Callable[[], Awaitable[object]],
+        on_change: Callable[[set[str]], Awaitable[None]],
+    ) -> None:
+        self.ownership, self.interval_s, self.lifetime = ownership, interval_s, lifetime
+        self.before_release, self.on_change = before_release, on_change
         self._renewing: asyncio.Task[None] | None = None
         self._again = False
         self._claim: asyncio.TimerHandle | None = None
@@ -30,12 +41,12 @@ class LeaseKeeper:
         """Renew once a cycle, in the background; when the lease may run out before the next
         one, wait for it first (briefly: with Redis away the pinger polls on, unfenced)."""
         self.soon()
-        if not self.pinger.ownership.fresh() and self._renewing is not None:
-            await asyncio.wait({self._renewing}, timeout=min(1.0, self.pinger.interval_s / 4))
+        if not self.ownership.fresh() and self._renewing is not None:
+            await asyncio.wait({self._renewing}, timeout=min(1.0, self.interval_s / 4))
 
     def soon(self) -> None:
         """A round now, or right after the one running."""
-        if self.pinger._stop.is_set():
+        if self.lifetime.stopping():
             return  # a stopping pinger claims nothing more; `close` hands everything over
         if self._renewing is not None:
             self._again = True
@@ -61,19 +72,17 @@ class LeaseKeeper:
 
     def _renewed(self, task: asyncio.Task[None]) -> None:
         self._renewing = None
-        if self._again and not self.pinger._stop.is_set():
+        if self._again and not self.lifetime.stopping():
             self._again = False
             self.soon()
 
     async def _renew(self) -> None:
-        pinger = self.pinger
         try:
-            if pinger.ownership.releasing():
-                await pinger.ledger.flush(pinger.clock())  # the next owner starts from these readings
-            changed = await pinger.ownership.renew()
+            if self.ownership.releasing():
+                await self.before_release()  # the next owner starts from these readings
+            changed = await self.ownership.renew()
             if changed:
-                await pinger.fleet.refresh(changed)
-                pinger._join(changed)
+                await self.on_change(changed)
             self._watch_lapse()
         except Exception:  # a bug here must not stop the renewals
             log.exception("lease renewal failed")
@@ -81,9 +90,9 @@ class LeaseKeeper:
     def _watch_lapse(self) -> None:
         """Another pinger that stopped renewing loses its lease before our next round would come:
         renew just after it runs out."""
-        lapse_in = self.pinger.ownership.next_lapse_in_s
+        lapse_in = self.ownership.next_lapse_in_s
         if self._lapse is not None:
             self._lapse.cancel()
             self._lapse = None
-        if lapse_in is not None and lapse_in < self.pinger.interval_s and not self.pinger._stop.is_set():
+        if lapse_in is not None and lapse_in < self.interval_s and not self.lifetime.stopping():
             self._lapse = asyncio.get_running_loop().call_later(max(0.0, lapse_in) + 0.25, self.soon)

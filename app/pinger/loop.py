@@ -9,7 +9,6 @@ the interval keep a slow or dead device from delaying any other.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import heapq
 import logging
@@ -38,6 +37,7 @@ from app.pinger.feed import FleetFeed
 from app.pinger.fleet import DeviceState, FleetView
 from app.pinger.keeper import LeaseKeeper
 from app.pinger.ledger import Ledger, WriteBacklog
+from app.pinger.lifetime import Lifetime
 from app.pinger.metrics import PingerMetrics
 from app.pinger.ownership import Ownership
 from app.pinger.recorder import Recorder
@@ -89,21 +89,30 @@ class Pinger:
         self.backlog = WriteBacklog(self.writer, self.ledger)
         self.tally = Tally()
         self.recorder = Recorder(self.writer, self.backlog, self.ledger, self.tally)
-        self.chores = Chores(self)
+        self.lifetime = Lifetime()
+        self.chores = Chores(
+            settings, store, self.clients, self.tally, lambda: self.fleet.devices, clock, self.lifetime
+        )
         self.refiller = Refiller(settings, store, self.backlog, clock)
         self.cadence = capture.Cadence(settings)
         self.backoff = Backoff(self.interval_s, settings.backoff_max_s, settings.auth_backoff_s)
         self.totals: Counter[str] = Counter()
         self._implausible_said: set[str] = set()
-        self._stop = asyncio.Event()
         self._cycles: set[asyncio.Task[CycleStats]] = set()
         self._background: list[asyncio.Task[None]] = []
-        self._syncs: set[asyncio.Task[None]] = set()  # fsyncs and metrics feeding, awaited at close
-        self._fleet_loaded = asyncio.Event()
         self._queue: list[tuple[float, str]] | None = None  # the running cycle's launches to come
         self._cycle_base = 0.0  # the running cycle's start on the loop's clock
-        self.keeper = LeaseKeeper(self)
-        self.feed = FleetFeed(self)
+        self.keeper = LeaseKeeper(
+            self.ownership,
+            self.interval_s,
+            self.lifetime,
+            lambda: self.ledger.flush(self.clock()),
+            self._leases_changed,
+        )
+        self.feed = FleetFeed(
+            store, self.fleet, self.ownership, self.keeper, self.pinger_id, settings.resync_interval_s, clock,
+            self.lifetime,
+        )  # fmt: skip
 
     @classmethod
     def create(
@@ -152,7 +161,7 @@ class Pinger:
             delay = target - loop.time()
             if delay > LAUNCH_WINDOW_S:
                 await asyncio.sleep(delay - LAUNCH_WINDOW_S / 2)
-            if self._stop.is_set():
+            if self.lifetime.stopping():
                 break
             state = self.fleet.devices.get(cid)
             if state is not None:
@@ -175,9 +184,8 @@ class Pinger:
         )  # fmt: skip
         log.info("poll cycle", extra=stats.summary())
         self.metrics.record_cycle(stats, self.fleet.devices.values(), len(self.backlog.items))
-        task = asyncio.create_task(asyncio.to_thread(self.metrics.observe, stats.latency_s, stats.lateness_s))
-        self._syncs.add(task)  # awaited at close like the fsyncs, so none is left running
-        task.add_done_callback(self._syncs.discard)
+        # awaited at close like the fsyncs, so none is left running
+        self.lifetime.spawn(asyncio.to_thread(self.metrics.observe, stats.latency_s, stats.lateness_s))
         return stats
 
     def _should_poll(self, state: DeviceState, stats: CycleStats) -> bool:
@@ -344,7 +352,7 @@ class Pinger:
 
     def request_stop(self) -> None:
         """Stop starting polls; `run` then finishes in-flight ones, flushes and returns."""
-        self._stop.set()
+        self.lifetime.stop()
 
     async def start(self) -> None:
         """Start the background tasks and wait until the change feed has loaded the fleet
@@ -352,17 +360,17 @@ class Pinger:
         self._background = [
             asyncio.create_task(self.feed.follow()),
             asyncio.create_task(self.feed.resync_every()),
-            asyncio.create_task(self.heartbeat.run(self._stop)),
+            asyncio.create_task(self.heartbeat.run(self.lifetime.stopped)),
             asyncio.create_task(self.chores.crawls()),
         ]
         loaded, stopped = (
-            asyncio.create_task(self._fleet_loaded.wait()),
-            asyncio.create_task(self._stop.wait()),
+            asyncio.create_task(self.feed.loaded.wait()),
+            asyncio.create_task(self.lifetime.stopped.wait()),
         )
         await asyncio.wait({loaded, stopped}, return_when=asyncio.FIRST_COMPLETED)
         loaded.cancel()
         stopped.cancel()
-        if self._stop.is_set():
+        if self.lifetime.stopping():
             return
         gc.collect()
         gc.freeze()  # the fleet loaded at start lives for the process: keep it out of GC scans
@@ -383,9 +391,9 @@ class Pinger:
             # monotonic clock: a wall clock stepped back (NTP, a VM resumed) stalls nothing
             wall = self.clock()
             due = self.monotonic() + next_cycle_start(wall, self.interval_s) - wall
-            while not self._stop.is_set():
-                await self._sleep(due - self.monotonic())
-                if self._stop.is_set():
+            while not self.lifetime.stopping():
+                await self.lifetime.sleep(due - self.monotonic())
+                if self.lifetime.stopping():
                     break
                 late_s = self.monotonic() - due
                 if late_s >= self.interval_s:
@@ -406,7 +414,7 @@ class Pinger:
 
     async def close(self) -> None:
         """Stop background work, write what is held, close files, Redis and HTTP; log totals."""
-        self._stop.set()
+        self.lifetime.stop()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -417,7 +425,7 @@ class Pinger:
         await self.ledger.flush(self.clock())
         await self.keeper.settle()
         await self.ownership.leave()  # after the flush: the next owners start from these readings
-        await asyncio.gather(*self._syncs)
+        await self.lifetime.drain()
         await asyncio.to_thread(HourlyWriter.sync, self.writer.close())
         await self.heartbeat.remove()
         await self.store.close()
@@ -433,6 +441,12 @@ class Pinger:
 
     # --- leases ----------------------------------------------------------------------------
 
+    async def _leases_changed(self, cloud_ids: set[str]) -> None:
+        """Devices gained or lost by a lease round: the fleet view follows, and devices gained
+        join the running cycle at their phase."""
+        await self.fleet.refresh(cloud_ids)
+        self._join(cloud_ids)
+
     def _join(self, cloud_ids: set[str]) -> None:
         queue = self._queue
         if queue is None:
@@ -446,14 +460,5 @@ class Pinger:
     def _close_past_hours(self, now: float) -> None:
         paths = self.writer.close_hours_before(now)
         if paths:
-            task = asyncio.create_task(asyncio.to_thread(HourlyWriter.sync, paths))
-            self._syncs.add(task)
-            task.add_done_callback(self._syncs.discard)
+            self.lifetime.spawn(asyncio.to_thread(HourlyWriter.sync, paths))
             log.info("hour closed", extra={"files": len(paths)})
-
-    async def _sleep(self, seconds: float) -> None:
-        """Sleep, waking early when a stop is requested."""
-        if seconds <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
