@@ -269,11 +269,11 @@ SECRET_FIELDS = {
 
 @dataclass(frozen=True)
 class DeviceRecord:
-    """One device as stored; `secret_token` is the encrypted secret, never the plaintext."""
+    """One device as stored; `encrypted_secret` is the encrypted secret, never the plaintext."""
 
     cloud_id: str
     user_email: str
-    secret_token: str  # the encrypted user_pw (relay) or install_code (local)
+    encrypted_secret: str  # the encrypted user_pw (relay) or install_code (local)
     protocol: str
     address: str
     active: bool
@@ -303,11 +303,6 @@ class DeviceRecord:
         return _last_kw(self.last_reading)
 
     @property
-    def password_token(self) -> str:
-        """The encrypted secret (kept under its old name for the relay's password)."""
-        return self.secret_token
-
-    @property
     def status(self) -> str:
         """ok (last poll worked), failing (last poll failed), or never (no success yet)."""
         if self.consecutive_failures > 0:
@@ -321,7 +316,7 @@ class DeviceRecord:
         return cls(
             cloud_id=h["cloud_id"],
             user_email=h.get("user_email", ""),
-            secret_token=h.get(SECRET_FIELDS.get(protocol, ""), ""),
+            encrypted_secret=h.get(SECRET_FIELDS.get(protocol, ""), ""),
             protocol=protocol,
             address=h.get("address", ""),
             active=h.get("active", "1") == "1",

@@ -563,7 +563,7 @@ def _same(record: DeviceRecord, inp: DeviceInput, vault: Vault) -> bool:
         secret_same = not inp.push_key or push_key_digest(inp.push_key) == record.push_key_sha256
     else:
         try:
-            secret_same = vault.decrypt(record.secret_token) == inp.secret
+            secret_same = vault.decrypt(record.encrypted_secret) == inp.secret
         except CredentialError:
             return False  # unreadable under the current key: rewrite it
     mine = (record.user_email, record.address, record.tls_verify, record.tls_fingerprint, record.active)

@@ -41,7 +41,7 @@ async def test_password_is_encrypted_at_rest(store: Store, vault: Vault, redis_u
         raw = client.hgetall(keys.device("002738"))
     assert "plaintext123" not in str(raw)
     record = await store.get_device("002738")
-    assert record is not None and vault.decrypt(record.password_token) == "plaintext123"
+    assert record is not None and vault.decrypt(record.encrypted_secret) == "plaintext123"
     assert "plaintext123" not in str(record.public()) and "password" not in str(record.public())
 
 

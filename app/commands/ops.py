@@ -213,7 +213,7 @@ def crawl_cmd(devices: tuple[str, ...]) -> None:
             records = await store.load_devices(sorted(only) if only else sorted(await store.active_ids()))
             gateways = [
                 gateway_for(
-                    r, vault.decrypt(r.secret_token), settings.eagle_cloud_url, settings.eagle_tls_verify
+                    r, vault.decrypt(r.encrypted_secret), settings.eagle_cloud_url, settings.eagle_tls_verify
                 )
                 for r in records
                 if r.protocol != PUSH

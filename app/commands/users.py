@@ -31,9 +31,9 @@ def users_import(file: Path) -> None:
 
     Example: rainforest users import fleet.jl
     """
+    from app.devices_file import import_users
     from app.eagle.reach import ReachPolicy
     from app.store import Store
-    from app.users import import_users
 
     settings = settings_from_env()
     vault = vault_for(settings)

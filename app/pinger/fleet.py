@@ -123,7 +123,7 @@ class FleetView:
         if not record.active or record.protocol == PUSH or not self.ownership.owns(record.cloud_id):
             return None
         try:
-            gateway = self.build(record, self.vault.decrypt(record.secret_token))
+            gateway = self.build(record, self.vault.decrypt(record.encrypted_secret))
         except CredentialError as exc:
             log.error(
                 "device credentials unreadable",

@@ -32,6 +32,7 @@ from app.web.base import BaseHandler, NotFoundHandler
 from app.web.carts import CartHandler, CartsHandler
 from app.web.completeness import CompletenessHandler
 from app.web.context import Context, Metrics
+from app.web.devices import DeviceApiHandler, DeviceListApiHandler
 from app.web.events import EventHandler
 from app.web.fleet_view import FleetRow, Snapshot, rows
 from app.web.health import HealthHandler, MetricsHandler
@@ -50,7 +51,6 @@ from app.web.push import PushHandler
 from app.web.readings import ReadingsHandler
 from app.web.sessions import Sessions
 from app.web.static_files import StaticFiles
-from app.web.users import UserHandler, UsersHandler
 
 CLOUD_ID_SEGMENT = r"([^/]+)"  # validated by the handler, so a bad id gets a clear 400, not a 404
 
@@ -119,8 +119,8 @@ def make_app(
         (r"/metrics", MetricsHandler),
         (r"/api/openapi.json", OpenApiHandler),
         (rf"/api/event/{CLOUD_ID_SEGMENT}", EventHandler),
-        (r"/api/users/?", UsersHandler),
-        (rf"/api/users/{CLOUD_ID_SEGMENT}", UserHandler),
+        (r"/api/users/?", DeviceListApiHandler),
+        (rf"/api/users/{CLOUD_ID_SEGMENT}", DeviceApiHandler),
         (rf"/api/users/{CLOUD_ID_SEGMENT}/completeness", CompletenessHandler),
         (rf"/api/users/{CLOUD_ID_SEGMENT}/readings", ReadingsHandler),
         (r"/api/carts/?", CartsHandler),

@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 from app.completeness import HourCounts, public_row
 from app.web.base import ApiError, BaseHandler
-from app.web.users import cloud_id_from_path
+from app.web.devices import cloud_id_from_path
 
 
 class CompletenessHandler(BaseHandler):

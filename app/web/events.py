@@ -12,7 +12,7 @@ from app.eagle.gateway import gateway_for
 from app.errors import CredentialError, DeviceError, DeviceTimeout
 from app.pinger.schedule import phase_fraction
 from app.web.base import ApiError, BaseHandler
-from app.web.users import cloud_id_from_path
+from app.web.devices import cloud_id_from_path
 
 
 def between_polls_s(cloud_id: str, interval_s: float, now: float) -> float:
@@ -50,7 +50,7 @@ class EventHandler(BaseHandler):
                 409, "push_device", f"{cloud_id} pushes its readings and cannot be asked; use ?source=latest."
             )
         try:
-            secret = self.ctx.vault.decrypt(record.secret_token)
+            secret = self.ctx.vault.decrypt(record.encrypted_secret)
         except CredentialError:
             raise ApiError(
                 500, "credentials_unreadable",

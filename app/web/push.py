@@ -9,7 +9,7 @@ from base64 import b64decode
 from app.errors import WriteError
 from app.push.receiver import UploadRefused
 from app.web.base import SERVER_MAX_BODY_BYTES, ApiError, BaseHandler
-from app.web.users import cloud_id_from_path
+from app.web.devices import cloud_id_from_path
 
 
 class PushHandler(BaseHandler):

@@ -7,7 +7,7 @@ import time
 from app.series import VALUE, downsample, with_gaps
 from app.web.base import ApiError, BaseHandler
 from app.web.completeness import unix_seconds
-from app.web.users import cloud_id_from_path
+from app.web.devices import cloud_id_from_path
 
 MAX_RANGE_S = 31 * 86400
 MAX_POINTS = 100_000

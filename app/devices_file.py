@@ -1,4 +1,5 @@
-"""Operators' direct path into the registry: a users file, one JSON object per line."""
+"""Operators' direct path into the registry: a devices file (the "users file" of `rainforest users
+import` and the add-users script, names kept as the contract), one JSON object per device."""
 
 from __future__ import annotations
 

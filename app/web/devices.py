@@ -23,7 +23,7 @@ def cloud_id_from_path(raw: str) -> str:
         ) from None
 
 
-class UserHandler(BaseHandler):
+class DeviceApiHandler(BaseHandler):
     route = "/api/users/{cloud_id}"
     preload_device = True
 
@@ -65,7 +65,7 @@ class UserHandler(BaseHandler):
         self.send_json(await self._answer(cloud_id))
 
 
-class UsersHandler(BaseHandler):
+class DeviceListApiHandler(BaseHandler):
     route = "/api/users/"
 
     async def get(self) -> None:
