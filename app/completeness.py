@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.hours import Hour
+
 
 @dataclass
 class HourCounts:
@@ -33,14 +35,14 @@ class HourCounts:
 
 @dataclass
 class Tally:
-    """Counts not yet in Redis, by (cloud_id, hour number = Unix s // 3600)."""
+    """Counts not yet in Redis, by (cloud_id, hour number: `Hour.number`)."""
 
     counts: dict[tuple[str, int], HourCounts] = field(default_factory=dict)
     # counts sent under a token whose write failed: they may have landed (app.pinger.ledger)
     in_doubt: tuple[str, dict[tuple[str, int], HourCounts]] | None = None
 
     def _at(self, cloud_id: str, at: float) -> HourCounts:
-        key = (cloud_id, int(at // 3600))
+        key = (cloud_id, Hour.at(at).number)
         found = self.counts.get(key)
         if found is None:
             found = self.counts[key] = HourCounts()
@@ -79,17 +81,15 @@ def percent(row: dict[str, Any]) -> float | None:
 
 
 def hour_label(hour: int) -> str:
-    """Hour number (Unix s // 3600) → `YYYY-MM-DD-HH`, the hourly files' spelling."""
-    import time
-
-    return time.strftime("%Y-%m-%d-%H", time.gmtime(hour * 3600))
+    """Hour number → `YYYY-MM-DD-HH`, the hourly files' spelling."""
+    return Hour(hour).key
 
 
 def public_row(row: dict[str, Any]) -> dict[str, Any]:
     """A device-hour as the API and the CLI show it."""
     return {
         "hour": hour_label(int(row["hour"])),
-        "start": int(row["hour"]) * 3600,
+        "start": Hour(int(row["hour"])).start,
         "scheduled": row["scheduled"],
         "ok": row["ok"],
         "percent": percent(row),

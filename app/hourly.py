@@ -17,20 +17,15 @@ import errno
 import fcntl
 import logging
 import os
-import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
 
 from app import lines
 from app.errors import WriteError
+from app.hours import Hour, hour_key
 
 log = logging.getLogger(__name__)
-
-
-def hour_key(unix_s: float) -> str:
-    """`2026-11-24-03` for any instant in that UTC hour."""
-    return time.strftime("%Y-%m-%d-%H", time.gmtime(unix_s))
 
 
 def reading_path(logs_dir: Path, prefix: str, cloud_id: str, hour: str) -> Path:
@@ -48,13 +43,13 @@ class HourlyWriter:
         self._fds: OrderedDict[Path, int] = OrderedDict()
         self._by_device: dict[str, set[Path]] = {}  # cloud_id → its files with a descriptor open
         self._checked: set[Path] = set()  # files whose tail was verified by this process
-        self._hours: dict[int, str] = {}  # hour number (Unix s // 3600) → "YYYY-MM-DD-HH", folder made
+        self._hours: dict[int, str] = {}  # Hour.number → its key, folder made
         self._written: dict[int, set[Path]] = {}  # hour number → files written, fsynced at close
         self.partial_tails_repaired = 0
 
     def append(self, cloud_id: str, polled_at: float, line: bytes) -> Path:
         """Write one newline-terminated line to the file for its hour; all or nothing."""
-        number = int(polled_at // 3600)
+        number = Hour.at(polled_at).number
         hour = self._hours.get(number)  # the name is formatted and its folder made once an hour
         path = reading_path(self.logs_dir, self.prefix, cloud_id, hour or hour_key(polled_at))
         try:
@@ -98,7 +93,7 @@ class HourlyWriter:
 
     def close_hours_before(self, now: float) -> list[Path]:
         """Close the files of hours that ended before `now`'s hour; returns them for `sync`."""
-        current = int(now // 3600)
+        current = Hour.at(now).number
         to_sync: list[Path] = []
         for number in [n for n in self._written if n < current]:
             for path in self._written.pop(number):

@@ -77,7 +77,7 @@ def cart_queue() -> str:
 
 def completeness(cloud_id: str, hour: int) -> str:
     """Hash of one device-hour's counts (scheduled, ok, readings, longest_gap_s, duplicates); hour =
-    Unix s // 3600."""
+    `Hour.number`."""
     return f"{PREFIX}:comp:{cloud_id}:{hour}"
 
 

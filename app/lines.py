@@ -216,7 +216,7 @@ def points(data: bytes, kind: str) -> dict[int, float]:
 class Seen:
     """What a writer remembers of the readings it wrote or found in one device's files, to keep
     the rule without reading the files again: per kind, the newest device time and the last
-    `recent` identities, each with the hour (Unix s // 3600) of the file it is in.
+    `recent` identities, each with the hour (`Hour.number`) of the file it is in.
 
     `has` answers True (a repeat within the window), False (newer than anything written: new),
     or None (older than the newest and not remembered: only the files can tell)."""

@@ -14,7 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 from app import lines
-from app.hourly import HourlyWriter, hour_key, reading_path
+from app.hourly import HourlyWriter, reading_path
+from app.hours import hour_key
 from app.settings import Settings
 
 

@@ -20,7 +20,8 @@ from typing import Any
 from app import lines
 from app.archive.backend import Archive
 from app.archive.layout import DeviceHour
-from app.hourly import hour_key, reading_path
+from app.hourly import reading_path
+from app.hours import Hour
 from app.settings import Settings
 
 VALUE = lines.VALUE
@@ -54,10 +55,10 @@ class SeriesSource:
     def points(self, cloud_id: str, kind: str, start: float, end: float) -> list[tuple[int, float]]:
         out: list[tuple[int, float]] = []
         now = time.time()
-        first, last = int(start // 3600), int(end // 3600) + 1
+        first, last = Hour.at(start).number, Hour.at(end).number + 1
         # a line is filed under the hour it arrived; look one hour past the range for late ones
         for hour in range(first, last + 1):
-            closed = (hour + 1) * 3600 + self.settings.rotate_grace_s < now
+            closed = Hour(hour).end + self.settings.rotate_grace_s < now
             key = (cloud_id, hour, kind)
             found = self.cache.get(key) if closed else None
             if found is None:
@@ -73,7 +74,7 @@ class SeriesSource:
         return [p for p in sorted(dict(out).items()) if start <= p[0] < end]
 
     def _hour(self, cloud_id: str, hour: int, kind: str) -> list[tuple[int, float]]:
-        label = hour_key(hour * 3600)
+        label = Hour(hour).key
         blobs: list[bytes] = []
         path = reading_path(self.settings.logs_dir, self.settings.file_prefix, cloud_id, label)
         if path.exists():

@@ -44,7 +44,7 @@ class Settings:
     local_request_gap_s: float = 1.0  # at least this long between two requests to one local gateway
     backfill_after_s: float = 120.0  # an EAGLE-100 silent this long is refilled from its history
     backfill_max_s: float = 86400.0  # how far back a refill reaches
-    crawl_interval_s: float = 6 * 3600.0  # each pinger asks its gateways what they are this often; 0: never
+    crawl_interval_s: float = 21_600.0  # 6 h: each pinger asks its gateways what they are; 0: never
     crawl_history: int = 50  # crawls kept per device
     completeness_days: float = 35.0  # device-hour completeness counts are kept this long in Redis
     auth_backoff_s: float = 600.0

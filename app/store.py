@@ -6,7 +6,6 @@ a whole record. Every change to the device list is published so pingers pick it 
 
 from __future__ import annotations
 
-import calendar
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Container, Iterable, Sequence
@@ -23,6 +22,7 @@ from app.completeness import HourCounts, longest_gap_s
 from app.credentials import Vault
 from app.devices import PUSH, SECRET_FIELDS, DeviceInput, DeviceRecord, new_push_key, push_key_digest
 from app.errors import CredentialError, StoreError
+from app.hours import Day, Hour
 
 CHUNK = 1000  # commands per pipeline round trip when loading the fleet
 FAILURES_KEPT = 20  # recent failures kept per device (each change of kind)
@@ -344,7 +344,7 @@ class Store:
                 names: list[str] = [keys.applied_batch(f"{token}:{n}")]
                 args: list[str | int] = [BATCH_TTL_S, int(keep_s)]
                 for (cid, hour), c in items[start : start + CHUNK]:
-                    day = time.strftime("%Y-%m-%d", time.gmtime(hour * 3600))
+                    day = Hour(hour).day.key
                     names += [
                         keys.completeness(cid, hour),
                         keys.completeness_hour(hour),
@@ -377,7 +377,7 @@ class Store:
                 for (cid, hour), h in zip(pairs[start : start + CHUNK], found, strict=True):
                     if h:
                         readings = int(h.get("readings", 0))
-                        gap = longest_gap_s(readings, float(h.get("longest_gap_s", 0)), hour * 3600, now)
+                        gap = longest_gap_s(readings, float(h.get("longest_gap_s", 0)), Hour(hour).start, now)
                         rows.append({
                             "cloud_id": cid, "hour": hour, "scheduled": int(h.get("scheduled", 0)),
                             "ok": int(h.get("ok", 0)), "readings": readings, "longest_gap_s": gap,
@@ -387,7 +387,8 @@ class Store:
 
     async def add_fleet_demand(self, now: float, kw: float, devices: int) -> None:
         """Add one pinger's share of the fleet's demand to this minute (each pinger once a minute)."""
-        day, minute = time.strftime("%Y-%m-%d", time.gmtime(now)), int(now % 86400 // 60)
+        today = Day.at(now)
+        day, minute = today.key, int((now - today.start) // 60)
         async with translated("record the fleet's demand"), self.redis.pipeline(transaction=False) as pipe:
             pipe.hincrbyfloat(keys.fleet_demand(day), str(minute), kw)
             pipe.hincrby(keys.fleet_demand(day), f"{minute}:n", devices)
@@ -396,12 +397,12 @@ class Store:
 
     async def fleet_demand(self, since: float, until: float) -> list[tuple[int, float, int]]:
         """(minute start, kW, devices) of each minute with figures between two times."""
-        days = sorted({time.strftime("%Y-%m-%d", time.gmtime(t)) for t in (since, until)})
+        days = sorted({Day.at(t) for t in (since, until)})
         out = []
         async with translated("read the fleet's demand"):
             for day in days:
-                h = cast(dict[str, str], await aw(self.redis.hgetall(keys.fleet_demand(day))))
-                base = calendar.timegm(time.strptime(day, "%Y-%m-%d"))
+                h = cast(dict[str, str], await aw(self.redis.hgetall(keys.fleet_demand(day.key))))
+                base = day.start
                 for name, value in h.items():
                     if ":" not in name:
                         at = base + int(name) * 60

@@ -49,7 +49,8 @@ from app.carts import jobs  # noqa: E402
 from app.carts.model import Cart, CartRequest  # noqa: E402
 from app.carts.registry import CartRegistry  # noqa: E402
 from app.eagle.readings import Y2K_EPOCH, DemandReading  # noqa: E402
-from app.hourly import hour_key, reading_path  # noqa: E402
+from app.hourly import reading_path  # noqa: E402
+from app.hours import hour_key  # noqa: E402
 from app.rotate.runner import Rotator  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.sim.fleet import build_fleet  # noqa: E402

@@ -43,7 +43,8 @@ sys.path.insert(0, str(ROOT))
 
 from app.archive.factory import open_archive  # noqa: E402
 from app.eagle.readings import Y2K_EPOCH, DemandReading  # noqa: E402
-from app.hourly import hour_key, reading_path  # noqa: E402
+from app.hourly import reading_path  # noqa: E402
+from app.hours import hour_key  # noqa: E402
 from app.rotate.claim import COMPRESS_LEVEL  # noqa: E402
 from app.rotate.runner import PassReport, Rotator  # noqa: E402
 from app.settings import Settings  # noqa: E402

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import requests
 
-from app.hourly import hour_key, reading_path
+from app.hourly import reading_path
+from app.hours import hour_key
 from app.settings import Settings
 from tests.api_helpers import make_token, start_api
 from tests.conftest import Sim, wait_until

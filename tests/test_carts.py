@@ -27,7 +27,8 @@ from app.archive.factory import open_archive
 from app.carts import jobs
 from app.carts.registry import CartRegistry
 from app.carts.retention import evict_idle
-from app.hourly import hour_key, reading_path
+from app.hourly import reading_path
+from app.hours import hour_key
 from app.rotate.runner import Rotator
 from app.settings import Settings
 from app.store import Store

@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from app.errors import WriteError
-from app.hourly import HourlyWriter, hour_key
+from app.hourly import HourlyWriter
+from app.hours import hour_key
 from app.lines import read as read_lines
 
 HOUR = 1795489200.0  # 2026-11-24T23:00:00Z is not needed: any exact hour start works

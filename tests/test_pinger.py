@@ -18,7 +18,7 @@ import pytest
 
 from app.credentials import Vault
 from app.devices import DeviceInput
-from app.hourly import hour_key
+from app.hours import hour_key
 from app.lines import read as read_lines
 from app.pinger import Pinger
 from app.settings import Settings

@@ -296,7 +296,8 @@ def test_a_file_another_process_holds_never_freezes_the_server(
     import fcntl
     import threading
 
-    from app.hourly import hour_key, reading_path
+    from app.hourly import reading_path
+    from app.hours import hour_key
 
     register_push(redis_url, secret_key, "00ce71")
     now = time.time()

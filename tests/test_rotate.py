@@ -24,7 +24,8 @@ from app.archive.backend import Archive, StoredObject
 from app.archive.factory import open_archive
 from app.archive.layout import DeviceHour
 from app.errors import WriteError
-from app.hourly import HourlyWriter, hour_key
+from app.hourly import HourlyWriter
+from app.hours import hour_key
 from app.lines import read as read_lines
 from app.rotate.claim import Claim
 from app.rotate.runner import Rotator

@@ -13,11 +13,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.hours import HOUR_PATTERN, Day, Hour
+
 ROOT = "rainforest-logs"
-HOUR_RE = re.compile(r"^\d{4}-\d{2}-\d{2}-\d{2}$")
-_LOCAL_RE = re.compile(r"^(?P<prefix>.+)-(?P<cloud_id>[0-9a-f]{6})-(?P<hour>\d{4}-\d{2}-\d{2}-\d{2})\.jl$")
+_LOCAL_RE = re.compile(rf"^(?P<prefix>.+)-(?P<cloud_id>[0-9a-f]{{6}})-(?P<hour>{HOUR_PATTERN})\.jl$")
 _PART_RE = re.compile(
-    r"^(?P<prefix>.+)-(?P<cloud_id>[0-9a-f]{6})-(?P<hour>\d{4}-\d{2}-\d{2}-\d{2})(?:\.part(?P<part>[1-9]\d*))?\.jl\.gz$"
+    rf"^(?P<prefix>.+)-(?P<cloud_id>[0-9a-f]{{6}})-(?P<hour>{HOUR_PATTERN})(?:\.part(?P<part>[1-9]\d*))?\.jl\.gz$"
 )
 
 
@@ -31,8 +32,11 @@ class DeviceHour:
 
     def day_folder(self) -> str:
         """`rainforest-logs/<cloud_id>/YYYY/MM/DD`."""
-        y, m, d, _ = self.hour.split("-")
-        return f"{ROOT}/{self.cloud_id}/{y}/{m}/{d}"
+        return f"{ROOT}/{self.cloud_id}/{self.day.path}"
+
+    @property
+    def day(self) -> Day:
+        return Hour.parse(self.hour).day
 
     def key(self, part: int = 1) -> str:
         """The archive key of this device-hour's `part` (1 is the plain name)."""

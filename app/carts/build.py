@@ -44,9 +44,9 @@ from app.carts.registry import CartRegistry
 from app.carts.stage import HashMismatch, Staged, Vanished, append_record, load_record, stage_part
 from app.carts.tables import DeviceTables, HourLines, build_device, staged_hours
 from app.errors import ArchiveError, StoreError
+from app.hours import Hour
 from app.logs import action
 from app.research.days import DayManifest, DayReader, compacted_device_days, compacted_hours
-from app.rotate.scan import hour_start
 from app.settings import Settings
 from app.store import Store
 from app.threads import joined
@@ -155,7 +155,7 @@ class Builder:
         compacted: dict[tuple[str, str], DayManifest] = {}
         if request.format != "jl":  # jl carts are the hourly files themselves, always
             compacted = await self._archive_call(lambda: _compacted(self.archive, parts))
-            parts = [p for p in parts if (p.device_hour.cloud_id, p.device_hour.hour[:10]) not in compacted]
+            parts = [p for p in parts if (p.device_hour.cloud_id, p.device_hour.day.key) not in compacted]
             counts["compacted_device_days"] = len(compacted)
         if not parts and not compacted:
             span = request.to_json()
@@ -307,7 +307,7 @@ class Builder:
         by_device: dict[str, dict[int, list[Path]]] = {}
         for p, s in zip(parts, staged, strict=True):
             by_device.setdefault(p.device_hour.cloud_id, {}).setdefault(
-                int(hour_start(p.device_hour.hour)), []
+                Hour.parse(p.device_hour.hour).start, []
             ).append(stage_dir / s.name)
         members: list[bundle.Member] = []
         if request.format == "jl":
@@ -349,7 +349,8 @@ class Builder:
     ) -> dict[tuple[str, int], tuple[int, int]]:
         """Polls scheduled and ok per device-hour, as Redis still has them (COMPLETENESS_DAYS)."""
         kept_from = self.clock() - self.settings.completeness_days * 86400
-        hours = [h // 3600 for h in hours_in(request, self.clock()) if h >= kept_from - 3600]
+        oldest = Hour.at(kept_from) - 1
+        hours = [Hour.at(h).number for h in hours_in(request, self.clock()) if Hour.at(h) >= oldest]
         if not hours:
             return {}
         try:
@@ -419,7 +420,7 @@ def _compacted(archive: Archive, parts: list[Part]) -> dict[tuple[str, str], Day
     archived: dict[tuple[str, str], list[tuple[str, int]]] = {}
     local: set[tuple[str, str]] = set()
     for p in parts:
-        where = (p.device_hour.cloud_id, p.device_hour.hour[:10])
+        where = (p.device_hour.cloud_id, p.device_hour.day.key)
         if p.key is None:
             local.add(where)
         else:
@@ -467,7 +468,7 @@ def _staged_size(archive: Archive, part: Part) -> int:
 
 
 def _hour_request(part: Part) -> CartRequest:
-    start = hour_start(part.device_hour.hour)
+    start = Hour.parse(part.device_hour.hour).start
     return CartRequest((part.device_hour.cloud_id,), start, start + 3600)
 
 

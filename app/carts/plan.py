@@ -10,7 +10,8 @@ from pathlib import Path
 from app.archive.backend import Archive
 from app.archive.layout import DeviceHour, parse_key
 from app.carts.model import CartRequest
-from app.hourly import hour_key, reading_path
+from app.hourly import reading_path
+from app.hours import Hour, hour_key, hours_between
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,7 @@ class Part:
 
 def hours_in(request: CartRequest, now: float) -> list[int]:
     """Start of every UTC hour overlapping [start, end), up to the current hour."""
-    first = int(request.start // 3600) * 3600
-    last = min(request.end, now + 1)
-    return list(range(first, int(last), 3600)) if first < last else []
+    return [h.start for h in hours_between(request.start, min(request.end, now + 1))]
 
 
 def member_name(device_hour: DeviceHour, part: int) -> str:
@@ -59,7 +58,7 @@ def plan(
     now = time.time() if now is None else now
     hours = hours_in(request, now)
     wanted = {hour_key(h) for h in hours}
-    days = sorted({hour_key(h)[:10] for h in hours})
+    days = sorted({Hour.at(h).day.key for h in hours})
     parts: list[Part] = []
     for cloud_id in devices:
         archived: dict[str, list[Part]] = {}

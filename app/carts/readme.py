@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from app.completeness import longest_gap_s
+from app.hours import Hour
 from app.research.merge import HourCount
 from app.research.schema import SCHEMAS, UNITS
 
@@ -40,14 +41,14 @@ def write_completeness(
         for cid in devices:
             by_hour = {c.hour: c for c in counted.get(cid, [])}
             for hour in hours:
-                polled = polls.get((cid, hour // 3600))
+                polled = polls.get((cid, Hour.at(hour).number))
                 c = by_hour.get(hour)
                 if polled is None and (c is None or not (c.readings or c.duplicates)):
                     continue  # nothing known of this hour
                 c = c or HourCount(hour)
                 scheduled, ok = polled if polled is not None else ("", "")
                 gap = longest_gap_s(c.readings, round(c.longest_gap_s, 3), hour, now)
-                out.writerow((cid, time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(hour)), scheduled, ok,
+                out.writerow((cid, Hour.at(hour).iso, scheduled, ok,
                               c.readings, gap, c.duplicates))  # fmt: skip
 
 

@@ -12,6 +12,7 @@ import orjson
 
 from app.commands.common import run_async, settings_from_env, vault_for
 from app.errors import ValidationError
+from app.hours import Hour, hours_between
 
 
 @click.command()
@@ -153,7 +154,7 @@ def completeness(since: str, below: float | None, device: str | None, limit: int
     except (ValueError, ValidationError) as exc:
         raise click.BadParameter(str(exc)) from None
     now = time.time()
-    hours = list(range(int((now - age) // 3600), int(now // 3600) + 1))
+    hours = [h.number for h in hours_between(now - age, Hour.at(now).end)]
 
     async def go() -> list[dict[str, Any]]:
         store = Store.from_url(settings.redis_url)

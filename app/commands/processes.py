@@ -88,8 +88,9 @@ def rotate(
     Example: rainforest rotate --every 300   (or: rainforest rotate --dry-run)
     """
     from app.archive.factory import open_archive
+    from app.hours import Hour
     from app.rotate.runner import RotateService, Rotator
-    from app.rotate.scan import hour_start, is_closed
+    from app.rotate.scan import is_closed
 
     settings = settings_from_env(rotate_metrics_port=metrics_port)
     if check:
@@ -98,11 +99,11 @@ def rotate(
         if every_s is not None:
             raise click.UsageError("--hour is for a single pass; leave out --every.")
         try:
-            start = hour_start(hour)
+            start = Hour.parse(hour)
         except ValidationError as exc:
             raise click.BadParameter(str(exc), param_hint="--hour") from None
         if not is_closed(hour, time.time(), settings.rotate_grace_s):
-            ready = time.strftime("%Y-%m-%d %H:%M", time.gmtime(start + 3600 + settings.rotate_grace_s))
+            ready = time.strftime("%Y-%m-%d %H:%M", time.gmtime(start.end + settings.rotate_grace_s))
             raise click.ClickException(
                 f"hour {hour} is still open: it can be shipped from {ready} UTC "
                 "(hour end plus ROTATE_GRACE_S)."

@@ -10,6 +10,7 @@ from app.completeness import Tally
 from app.crawl import crawl
 from app.eagle.client import Clients
 from app.errors import StoreError
+from app.hours import Hour
 from app.pinger.fleet import DeviceState
 from app.pinger.ledger import flush_tally
 from app.pinger.lifetime import Lifetime
@@ -42,7 +43,7 @@ class Chores:
         if (
             not force
             and now - self._tally_sent_at < TALLY_EVERY_S
-            and now // 3600 == self._tally_sent_at // 3600
+            and Hour.at(now) == Hour.at(self._tally_sent_at)
         ):
             return
         self._tally_sent_at = now

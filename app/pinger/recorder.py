@@ -19,6 +19,7 @@ from app.completeness import Tally
 from app.eagle.readings import Demand, Price, Summation
 from app.errors import WriteError
 from app.hourly import HourlyWriter
+from app.hours import Hour
 from app.pinger.fleet import DeviceState
 from app.pinger.ledger import Ledger, Unwritten, WriteBacklog
 from app.store import PollUpdate
@@ -39,7 +40,7 @@ class Recorder:
         """A demand line, unless this reading (its device time) was written already; True if new."""
         device_time = reading.device_time
         record = reading.record(cid, polled_at, state.gateway.protocol)
-        ident, hour = lines.identity(record), int(polled_at // 3600)
+        ident, hour = lines.identity(record), Hour.at(polled_at).number
         known = state.seen.has(ident, hour)
         if known is None:
             known = self._in_files(cid, ident, polled_at)
@@ -78,7 +79,7 @@ class Recorder:
         """Whether a line with this identity is in the device's file of `at`'s hour or the hour
         before (the rule's window): the rare, exact check for a reading older than the newest."""
         for hour in range(lines.WINDOW_HOURS + 1):
-            path = self.writer.path(cid, at - hour * 3600)
+            path = self.writer.path(cid, (Hour.at(at) - hour).start)
             try:
                 found = lines.identities(path.read_bytes()).records
             except FileNotFoundError:
@@ -105,7 +106,7 @@ class Recorder:
         if demand is not None and isinstance(demand.get("device_time"), int):
             state.last_demand = int(demand["device_time"])  # type: ignore[call-overload]
         if state.last_demand is not None:  # from the files, or from Redis when they are gone
-            state.seen.add(("demand", state.last_demand), int(now // 3600))
+            state.seen.add(("demand", state.last_demand), Hour.at(now).number)
         for kind in capture.EXTRA_KINDS:
             if kind in found:
                 state.last_keys.setdefault(kind, capture.line_key(found[kind]))

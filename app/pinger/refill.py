@@ -22,7 +22,8 @@ from app import lines
 from app.eagle.client import GatewayClient
 from app.eagle.readings import SummationReading, plausible_time
 from app.errors import DeviceError, StoreError
-from app.hourly import hour_key, reading_path
+from app.hourly import reading_path
+from app.hours import hour_key
 from app.pinger.fleet import DeviceState
 from app.pinger.ledger import Unwritten, WriteBacklog
 from app.settings import Settings

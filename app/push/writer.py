@@ -26,7 +26,8 @@ from pathlib import Path
 
 from app import lines
 from app.errors import FileBusy, WriteError
-from app.hourly import hour_key, reading_path, write_all
+from app.hourly import reading_path, write_all
+from app.hours import Hour, hour_key
 
 RECENT = 64  # device times remembered per kind and file
 TAIL_BYTES = 65536  # read back from a file when it is (re)opened
@@ -81,13 +82,14 @@ class PushWriter:
         how many were duplicates.
 
         Raises WriteError when the file cannot be written (nothing is then written)."""
-        path = reading_path(self.logs_dir, self.prefix, cloud_id, hour_key(now))
-        earlier = reading_path(self.logs_dir, self.prefix, cloud_id, hour_key(now - 3600))
+        hour = Hour.at(now)
+        path = reading_path(self.logs_dir, self.prefix, cloud_id, hour.key)
+        earlier = reading_path(self.logs_dir, self.prefix, cloud_id, (hour - 1).key)
         try:
             entry = self._locked(path)
             try:
                 self._catch_up(path, entry)
-                fresh, duplicates = self._fresh(path, earlier, int(now // 3600 * 3600), entry, readings)
+                fresh, duplicates = self._fresh(path, earlier, hour.start, entry, readings)
                 if fresh:
                     data = b"".join(line for _, _, line in fresh)
                     write_all(entry.fd, data)

@@ -17,7 +17,6 @@ Never overwriting, idempotent, verified:
 
 from __future__ import annotations
 
-import calendar
 import hashlib
 import logging
 import os
@@ -40,6 +39,7 @@ from app.archive.backend import Archive, Upload, file_digests, gunzip_chunks
 from app.archive.layout import ROOT as HOURLY_ROOT
 from app.archive.layout import parse_key
 from app.errors import ArchiveError, Interrupted, ValidationError
+from app.hours import Day, Hour
 from app.research.days import DayManifest, current, file_key, manifest_key, versions
 from app.research.merge import DeviceLines
 from app.research.parquet import KindWriter
@@ -53,7 +53,6 @@ FILE_BYTES = 128 * 2**20
 # one household-day), small enough that one is buffered in memory while written (~60 MB).
 ROW_GROUP_ROWS = 512 * 1024
 FETCH_THREADS = 8
-DAY_RE = r"^\d{4}-\d{2}-\d{2}$"
 
 
 @dataclass
@@ -79,10 +78,8 @@ class Compacted:
 def day_start(day: str) -> int:
     """Unix seconds of a YYYY-MM-DD UTC day's start; a ValidationError naming the format otherwise."""
     try:
-        if not re.match(DAY_RE, day):
-            raise ValueError(day)
-        return calendar.timegm(time.strptime(day, "%Y-%m-%d"))
-    except ValueError:
+        return Day.parse(day).start
+    except ValidationError:
         raise ValidationError(f"--day must be a UTC day written YYYY-MM-DD, got {day!r}.") from None
 
 
@@ -339,7 +336,7 @@ class Compactor:
                 for (key, _), future in zip(sources[cid], fetched, strict=True):
                     parsed = parse_key(key)
                     assert parsed is not None
-                    hour = calendar.timegm(time.strptime(parsed[0].hour, "%Y-%m-%d-%H"))
+                    hour = Hour.parse(parsed[0].hour).start
                     records, bad = by_hour.get(hour, ([], 0))
                     more, more_bad = _parse(key, future.result())
                     by_hour[hour] = (records + more, bad + more_bad)

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from app.archive.backend import Archive
 from app.archive.layout import parse_key
 from app.errors import ArchiveError
+from app.hours import Hour
 from app.research.schema import KINDS
 
 ROOT = "rainforest-parquet"
@@ -190,4 +191,4 @@ def file_hour(line: dict[str, Any]) -> int:
         if line.get("source") == "history" or line.get("polled_at") is None
         else line["polled_at"]
     )
-    return int(at // 3600 * 3600)
+    return Hour.at(at).start

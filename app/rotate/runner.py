@@ -14,6 +14,7 @@ from typing import Any
 from app.archive.backend import Archive
 from app.errors import ArchiveError, StoreError
 from app.heartbeat import Heartbeat
+from app.hours import Hour
 from app.lifecycle import serve_metrics
 from app.logs import action
 from app.research.claims import CompactionBook
@@ -21,7 +22,7 @@ from app.rotate.claim import Busy, Claim, clean_tmp
 from app.rotate.daily import DailyCompaction
 from app.rotate.duplicates import repeated
 from app.rotate.metrics import RotateMetrics
-from app.rotate.scan import LocalFile, closed_files, hour_start
+from app.rotate.scan import LocalFile, closed_files
 from app.rotate.ship import Placed, place
 from app.settings import Settings
 from app.store import Store
@@ -231,7 +232,7 @@ class Rotator:
         """The device-hour's completeness counts, stored in the object's metadata (S3)."""
         if self.store is None:
             return ()
-        hour = int(hour_start(item.device_hour.hour) // 3600)
+        hour = Hour.parse(item.device_hour.hour).number
         try:
             rows = await self.store.completeness([item.device_hour.cloud_id], [hour])
         except StoreError:
@@ -269,10 +270,12 @@ class Rotator:
         try:
             await self.store.record_archived(cloud_id, hour, new_hour=placed.stored and placed.part == 1)
             if placed.stored:
-                await CompactionBook(self.store.redis).note(hour[:10])  # (re)compact that day once closed
+                await CompactionBook(self.store.redis).note(
+                    Hour.parse(hour).day.key
+                )  # (re)compact that day once closed
             if duplicates:
                 keep_s = self.settings.completeness_days * 86400
-                await self.store.add_duplicates(cloud_id, int(hour_start(hour) // 3600), duplicates, keep_s)
+                await self.store.add_duplicates(cloud_id, Hour.parse(hour).number, duplicates, keep_s)
         except StoreError as exc:
             if not self._redis_warned:
                 self._redis_warned = True

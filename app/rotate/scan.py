@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import calendar
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.archive.layout import HOUR_RE, DeviceHour, parse_local
-from app.errors import ValidationError
+from app.archive.layout import DeviceHour, parse_local
+from app.hours import HOUR_RE, Hour
 
 
 @dataclass(frozen=True)
@@ -17,18 +15,8 @@ class LocalFile:
     device_hour: DeviceHour
 
 
-def hour_start(hour: str) -> int:
-    """Unix seconds at the start of `YYYY-MM-DD-HH` (UTC); ValidationError when it is not one."""
-    if not HOUR_RE.match(hour):
-        raise ValidationError(f"an hour looks like 2026-11-24-03 (YYYY-MM-DD-HH, UTC), got {hour!r}.")
-    try:
-        return calendar.timegm(time.strptime(hour, "%Y-%m-%d-%H"))
-    except ValueError:
-        raise ValidationError(f"{hour!r} is not a real hour (YYYY-MM-DD-HH, UTC).") from None
-
-
 def is_closed(hour: str, now: float, grace_s: float) -> bool:
-    return hour_start(hour) + 3600 + grace_s <= now
+    return Hour.parse(hour).end + grace_s <= now
 
 
 def closed_files(logs_dir: Path, now: float, grace_s: float, only_hour: str | None = None) -> list[LocalFile]:

@@ -11,7 +11,8 @@ import orjson
 
 from app.eagle.parse import parse_demand
 from app.eagle.readings import Y2K_EPOCH, MeterDemand
-from app.hourly import HourlyWriter, hour_key, reading_path
+from app.hourly import HourlyWriter, reading_path
+from app.hours import hour_key
 from app.settings import Settings
 from app.sim.eagle100 import demand_fields
 from app.sim.fleet import SimDevice

@@ -19,6 +19,7 @@ from app.credentials import Vault
 from app.devices import DeviceRecord
 from app.eagle.client import Clients
 from app.errors import ConfigError
+from app.hours import Day
 from app.leases import Leases
 from app.logs import redact_url
 from app.pinger.ledger import Ledger
@@ -87,7 +88,7 @@ def _archive_or_none(settings: Settings) -> Archive | None:
 async def _fleet(store: Store, settings: Settings) -> tuple[list[DeviceRecord], list[FleetRow]]:
     """The registry and the fleet table's rows, built once per snapshot."""
     records = await store.all_devices()
-    today = await store.completeness_day(time.strftime("%Y-%m-%d", time.gmtime()))
+    today = await store.completeness_day(Day.at(time.time()).key)
     owners = await Leases(store.redis).owners()
     return records, rows(records, today, time.time(), max(60.0, 10 * settings.poll_interval_s), owners)
 

@@ -6,6 +6,7 @@ import time
 from dataclasses import asdict
 
 from app.completeness import HourCounts, public_row
+from app.hours import hours_between
 from app.web.base import ApiError, BaseHandler
 from app.web.devices import cloud_id_from_path
 
@@ -28,7 +29,7 @@ class CompletenessHandler(BaseHandler):
             )  # fmt: skip
         if await self.ctx.store.get_device(cloud_id) is None:
             raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
-        hours = list(range(int(start // 3600), int((end - 1) // 3600) + 1))
+        hours = [h.number for h in hours_between(start, end)]
         found = {row["hour"]: row for row in await self.ctx.store.completeness([cloud_id], hours)}
         empty = HourCounts()
         rows = [

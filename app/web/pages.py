@@ -19,6 +19,7 @@ import tornado.web
 from app.completeness import hour_label
 from app.devices import PROTOCOLS, normalize_cloud_id
 from app.errors import StoreError, ValidationError
+from app.hours import Day
 from app.tokens import Token
 from app.web.context import Context
 from app.web.fleet_view import COLUMNS, PER_PAGE, STATUSES, View
@@ -170,8 +171,8 @@ class DeviceHandler(PageHandler):
         record = await self.ctx.store.get_device(cloud_id)
         if record is None:
             raise tornado.web.HTTPError(404, reason=f"No device {cloud_id} is registered")
-        today = int(time.time() // 86400) * 24  # the strip: seven whole UTC days, today last
-        hours = list(range(today - 6 * 24, today + 24))
+        today = Day.at(time.time())  # the strip: seven whole UTC days, today last
+        hours = [h.number for back in range(6, -1, -1) for h in (today - back).hours()]
         counts = {r["hour"]: r for r in await self.ctx.store.completeness([cloud_id], hours)}
         owner = await self.ctx.leases.owner(cloud_id)
         self.render_page("device.html", record=record.public(), owner=owner, hours=hours, counts=counts,
@@ -226,7 +227,7 @@ async def fleet_stats(ctx: Context) -> dict[str, Any]:
     added = sorted(r.created_at for r in records)
     days: dict[str, int] = {}
     for n, at in enumerate(added, start=1):
-        days[time.strftime("%Y-%m-%d", time.gmtime(at))] = n
+        days[Day.at(at).key] = n
     demand = await ctx.store.fleet_demand(now - 86400, now)
     exporting = [r for r in records if r.last_kw is not None and r.last_kw < 0]
     reporting = [r for r in records if r.last_kw is not None]
@@ -257,9 +258,7 @@ async def _completeness_days(ctx: Context, now: float, days: int) -> list[dict[s
     """Each of the last `days` UTC days' counts per device, oldest first (one command a day)."""
     found = []
     for back in range(days - 1, -1, -1):
-        found.append(
-            await ctx.store.completeness_day(time.strftime("%Y-%m-%d", time.gmtime(now - back * 86400)))
-        )
+        found.append(await ctx.store.completeness_day((Day.at(now) - back).key))
     return found
 
 

@@ -1,0 +1,136 @@
+"""Hours and days: one type each, and every conversion between their spellings in one place.
+
+An `Hour` is a UTC hour, held as its number (Unix seconds // 3600). It is spelled `YYYY-MM-DD-HH`
+(`key`) in the hourly files' names and folders, in archive keys and in completeness rows; its
+`start` and `end` are Unix seconds. A `Day` is a UTC day (Unix seconds // 86400), spelled
+`YYYY-MM-DD`, as the archive's folders and the compacted days are. Everything else (rotate,
+completeness, compaction, carts, charts, the pages) converts through these, never by hand.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from dataclasses import dataclass
+
+from app.errors import ValidationError
+
+HOUR_S = 3600
+DAY_S = 86400
+HOUR_FORMAT = "%Y-%m-%d-%H"
+HOUR_PATTERN = r"\d{4}-\d{2}-\d{2}-\d{2}"  # an hour's key inside a file name or a key
+HOUR_RE = re.compile(rf"^{HOUR_PATTERN}$")
+DAY_FORMAT = "%Y-%m-%d"
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Hour:
+    number: int  # Unix seconds // 3600
+
+    @classmethod
+    def at(cls, unix_s: float) -> Hour:
+        """The hour an instant falls in."""
+        return cls(int(unix_s // HOUR_S))
+
+    @classmethod
+    def parse(cls, key: str) -> Hour:
+        """`2026-11-24-03` back to its hour; a ValidationError naming the format otherwise."""
+        return cls(_parse(key, HOUR_FORMAT, "an hour", "YYYY-MM-DD-HH") // HOUR_S)
+
+    @property
+    def start(self) -> int:
+        return self.number * HOUR_S
+
+    @property
+    def end(self) -> int:
+        return self.start + HOUR_S
+
+    @property
+    def key(self) -> str:
+        return time.strftime(HOUR_FORMAT, time.gmtime(self.start))
+
+    @property
+    def iso(self) -> str:
+        """`2026-11-24T03:00:00Z`: the hour's start as ISO 8601, for people and spreadsheets."""
+        return time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(self.start))
+
+    @property
+    def day(self) -> Day:
+        return Day.at(self.start)
+
+    def __add__(self, hours: int) -> Hour:
+        return Hour(self.number + hours)
+
+    def __sub__(self, hours: int) -> Hour:
+        return Hour(self.number - hours)
+
+    def __str__(self) -> str:
+        return self.key
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Day:
+    number: int  # Unix seconds // 86400
+
+    @classmethod
+    def at(cls, unix_s: float) -> Day:
+        return cls(int(unix_s // DAY_S))
+
+    @classmethod
+    def parse(cls, key: str) -> Day:
+        """`2026-11-24` back to its day; a ValidationError naming the format otherwise."""
+        return cls(_parse(key, DAY_FORMAT, "a day", "YYYY-MM-DD") // DAY_S)
+
+    @property
+    def start(self) -> int:
+        return self.number * DAY_S
+
+    @property
+    def end(self) -> int:
+        return self.start + DAY_S
+
+    @property
+    def key(self) -> str:
+        return time.strftime(DAY_FORMAT, time.gmtime(self.start))
+
+    @property
+    def path(self) -> str:
+        """`2026/11/24`: the day's folders in the archive."""
+        return self.key.replace("-", "/")
+
+    def hours(self) -> list[Hour]:
+        return [Hour(self.number * 24 + h) for h in range(24)]
+
+    def __add__(self, days: int) -> Day:
+        return Day(self.number + days)
+
+    def __sub__(self, days: int) -> Day:
+        return Day(self.number - days)
+
+    def __str__(self) -> str:
+        return self.key
+
+
+def hour_key(unix_s: float) -> str:
+    """`2026-11-24-03` for any instant in that UTC hour."""
+    return Hour.at(unix_s).key
+
+
+def hours_between(start: float, end: float) -> list[Hour]:
+    """Every hour overlapping [start, end)."""
+    if end <= start:
+        return []
+    return [Hour(n) for n in range(Hour.at(start).number, Hour.at(end - 1e-6).number + 1)]
+
+
+def _parse(key: str, fmt: str, what: str, spelled: str) -> int:
+    shape = spelled.replace("YYYY", "0000").replace("MM", "00").replace("DD", "00").replace("HH", "00")
+    if len(key) != len(shape) or any(
+        (c == "-") != (k == "-") or (k != "-" and not k.isdigit()) for c, k in zip(shape, key, strict=True)
+    ):
+        raise ValidationError(f"{what} is written {spelled} (UTC), got {key!r}.")
+    try:
+        return calendar.timegm(time.strptime(key, fmt))
+    except ValueError:
+        raise ValidationError(f"{key!r} is not a real {what.split()[-1]} ({spelled}, UTC).") from None
