@@ -46,7 +46,7 @@ async def crawl(
                 entry = {"at": round(at, 3), "fields": {}, "error": reason}
                 counts["failed"] += 1
             try:
-                changed = await store.record_crawl(gw.cloud_id, entry, keep)
+                changed = await store.crawls.record_crawl(gw.cloud_id, entry, keep)
             except StoreError as exc:
                 log.warning("could not record a crawl", extra={"cloud_id": gw.cloud_id, "reason": str(exc)})
                 return

@@ -55,7 +55,7 @@ async def import_users(
             except ValidationError as exc:
                 report.problems.append((number, str(exc)))
                 continue
-            saved = await store.register(inp, vault)
+            saved = await store.devices.register(inp, vault)
             report.counts[saved.outcome] += 1
             if saved.push_key:
                 report.push_keys.append((inp.cloud_id, saved.push_key))

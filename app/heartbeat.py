@@ -43,7 +43,7 @@ class Heartbeat:
     async def beat(self) -> None:
         extra = self.report() if self.report else {}
         with contextlib.suppress(StoreError):  # a Redis outage is reported by the process's own work
-            await self.store.heartbeat(self.kind, self.id, {**self.info, **extra}, self.clock())
+            await self.store.processes.heartbeat(self.kind, self.id, {**self.info, **extra}, self.clock())
 
     async def run(self, stop: asyncio.Event) -> None:
         """Beat every HEARTBEAT_S until `stop` is set, then remove the heartbeat."""
@@ -57,7 +57,7 @@ class Heartbeat:
 
     async def remove(self) -> None:
         with contextlib.suppress(StoreError):
-            await self.store.remove_process(self.kind, self.id)
+            await self.store.processes.remove_process(self.kind, self.id)
 
 
 async def check(settings: Settings, kind: str, now: float | None = None) -> tuple[bool, str]:
@@ -65,7 +65,7 @@ async def check(settings: Settings, kind: str, now: float | None = None) -> tupl
     now = time.time() if now is None else now
     store = Store.from_url(settings.redis_url, max_connections=2)
     try:
-        live = await store.live_processes(kind, now - STALE_S)
+        live = await store.processes.live_processes(kind, now - STALE_S)
     except StoreError as exc:
         return False, f"{kind}: cannot tell, {exc}"
     finally:

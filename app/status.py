@@ -23,11 +23,11 @@ async def gather(settings: Settings, now: float | None = None) -> dict[str, Any]
         processes = {
             kind: [
                 {"id": pid, "last_beat_s_ago": round(now - beat, 1), **info}
-                for pid, beat, info in await store.live_processes(kind, now - STALE_S)
+                for pid, beat, info in await store.processes.live_processes(kind, now - STALE_S)
             ]
             for kind in KINDS
         }
-        devices = await store.all_devices()
+        devices = await store.devices.all_devices()
         by_status = {"ok": 0, "failing": 0, "never": 0}
         for device in devices:
             if device.active:
@@ -35,8 +35,8 @@ async def gather(settings: Settings, now: float | None = None) -> dict[str, Any]
         pingers = [
             p for p in await Leases(store.redis).pingers(now) if p.devices or p.expires_in_s > -FORGET_S
         ]
-        polled = len(await store.active_ids())
-        last_pass = await store.rotate_last_pass()
+        polled = len(await store.devices.active_ids())
+        last_pass = await store.archive.rotate_last_pass()
         carts = dict.fromkeys(STATES, 0)
         for cart in await CartRegistry(store.redis).all():
             carts[cart.status] = carts.get(cart.status, 0) + 1

@@ -44,10 +44,11 @@ async def seed(redis_url: str, devices: int, secret: str) -> tuple[list[str], st
     ids = [f"{i:06x}" for i in range(1, devices + 1)]
     for start in range(0, devices, 500):
         chunk = ids[start : start + 500]
-        await asyncio.gather(*(store.upsert_device(DeviceInput(cid, f"h{cid}@example.com", "pw"), vault)
+        registry = store.devices
+        await asyncio.gather(*(registry.upsert_device(DeviceInput(cid, f"h{cid}@example.com", "pw"), vault)
                                for cid in chunk))  # fmt: skip
         reading = '{"cloud_id":"%s","polled_at":1.0,"device_time":1,"demand_kw":0.5,"TimeStamp":1}'
-        await store.record_polls([PollUpdate(c, events=1, last_timestamp=1.0, last_success_at=1.0,
+        await store.devices.record_polls([PollUpdate(c, events=1, last_timestamp=1.0, last_success_at=1.0,
                                              last_reading=reading % c) for c in chunk])  # fmt: skip
     token = await Tokens(store).create("bench", read_only=True)
     await store.close()

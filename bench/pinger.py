@@ -152,7 +152,9 @@ async def import_fleet(redis_url: str, users_file: Path, secret_key: str) -> Non
     store, vault = Store.from_url(redis_url), Vault(secret_key)
     inputs = [DeviceInput.from_mapping(orjson.loads(line)) for line in users_file.read_bytes().splitlines()]
     for start in range(0, len(inputs), 500):
-        await asyncio.gather(*(store.upsert_device(inp, vault) for inp in inputs[start : start + 500]))
+        await asyncio.gather(
+            *(store.devices.upsert_device(inp, vault) for inp in inputs[start : start + 500])
+        )
     await store.close()
 
 

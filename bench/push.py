@@ -42,7 +42,7 @@ async def seed(redis_url: str, devices: int, secret: str) -> list[tuple[str, str
     pairs = [(f"{0x100000 + i:06x}", f"bench-push-key-{i:08d}") for i in range(devices)]
     for start in range(0, devices, 500):
         await asyncio.gather(*(
-            store.upsert_device(DeviceInput(cid, protocol="push", push_key=key), vault)
+            store.devices.upsert_device(DeviceInput(cid, protocol="push", push_key=key), vault)
             for cid, key in pairs[start : start + 500]
         ))  # fmt: skip
     await store.close()

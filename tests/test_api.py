@@ -191,7 +191,7 @@ def test_event_from_the_device_and_the_latest_logged(
 
     async def log_one() -> None:  # what the pinger records after a poll
         store = Store.from_url(redis_url)
-        await store.record_polls(
+        await store.devices.record_polls(
             [
                 PollUpdate(
                     cid,
@@ -258,7 +258,7 @@ def test_a_password_sealed_with_another_key_gets_an_actionable_answer(
     async def save_with_another_key() -> None:
         store = Store.from_url(redis_url)
         inp = DeviceInput.from_mapping({"cloud_id": "00beef", **user_body()})
-        await store.upsert_device(inp, Vault(new_key()))
+        await store.devices.upsert_device(inp, Vault(new_key()))
         await store.close()
 
     asyncio.run(save_with_another_key())

@@ -53,14 +53,14 @@ async def test_counts_equal_the_files_and_are_served_by_the_api_and_the_cli(
 
     store = Store.from_url(redis_url)
     hours = sorted({hour for _, hour in expected})
-    rows = {(r["cloud_id"], r["hour"]): r for r in await store.completeness(ids, hours)}
+    rows = {(r["cloud_id"], r["hour"]): r for r in await store.completeness.completeness(ids, hours)}
     await store.close()
     assert {k: (r["readings"], r["longest_gap_s"]) for k, r in rows.items() if r["readings"]} == expected
     assert all(0 <= r["ok"] <= r["scheduled"] for r in rows.values()) and any(r["ok"] for r in rows.values())
     failing = [r for r in rows.values() if r["ok"] < r["scheduled"]]
     assert failing, "the timeouts did not show as polls short of the schedule"
     store = Store.from_url(redis_url)
-    history = await store.recent_failures(failing[0]["cloud_id"])
+    history = await store.devices.recent_failures(failing[0]["cloud_id"])
     await store.close()
     assert history and history[0]["reason"].startswith("timeout:"), (
         "the failure is not in the device's history"

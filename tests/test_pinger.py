@@ -34,7 +34,7 @@ async def register(sim: Sim, settings: Settings, only: list[str] | None = None) 
     ids = []
     for user in sim.users():
         if only is None or user["cloud_id"] in only:
-            await store.save_device(DeviceInput.from_mapping(user), vault)
+            await store.devices.save_device(DeviceInput.from_mapping(user), vault)
             ids.append(str(user["cloud_id"]))
     await store.close()
     return ids
@@ -118,12 +118,12 @@ async def test_every_served_reading_lands_exactly_once_with_decoded_values(
 
     store = Store.from_url(settings.redis_url)
     per_device = Counter(cid for cid, _ in files)
-    for record in await store.load_devices(per_device):
+    for record in await store.devices.load_devices(per_device):
         assert record.total_events_logged == per_device[record.cloud_id]
         assert record.status == "ok" and record.last_success_at is not None
         last = max(ts for cid, ts in files if cid == record.cloud_id)
         assert record.last_timestamp == last + 946684800
-    latest = await store.latest_reading(next(iter(per_device)))
+    latest = await store.devices.latest_reading(next(iter(per_device)))
     assert latest is not None and orjson.loads(latest)["cloud_id"] == next(iter(per_device))
     await store.close()
 
@@ -169,7 +169,7 @@ async def test_a_faulty_quarter_never_delays_the_healthy_and_each_gets_its_statu
         assert len(stamps) >= 2 and all(b - a == 2 for a, b in itertools.pairwise(stamps)), cid
 
     store = Store.from_url(settings.redis_url)
-    for record in await store.load_devices(ids):
+    for record in await store.devices.load_devices(ids):
         if record.cloud_id in healthy:
             assert record.status == "ok" and record.consecutive_failures == 0
         else:
@@ -222,7 +222,7 @@ async def test_redis_restart_mid_run_loses_nothing(
     assert all(len(lines) == 1 for lines in files.values())
     store = Store.from_url(own_redis.url)
     per_device = Counter(cid for cid, _ in files)
-    records = await store.load_devices(per_device)
+    records = await store.devices.load_devices(per_device)
     assert len(records) == 50
     assert {r.cloud_id: r.total_events_logged for r in records} == dict(per_device), (
         "counters did not catch up"
@@ -242,8 +242,8 @@ async def test_changes_reach_the_pinger_without_waiting_for_a_resync(
     await asyncio.sleep(1.0)
     newcomer, leaver = str(users[5]["cloud_id"]), str(users[0]["cloud_id"])
     store, vault = Store.from_url(settings.redis_url), Vault(settings.secret_key)
-    await store.save_device(DeviceInput.from_mapping(users[5]), vault)
-    await store.deactivate_device(leaver)
+    await store.devices.save_device(DeviceInput.from_mapping(users[5]), vault)
+    await store.devices.deactivate_device(leaver)
     for _ in range(50):  # up to 5 s, the promise made to operators
         if newcomer in pinger.fleet.devices and leaver not in pinger.fleet.devices:
             break
@@ -284,7 +284,7 @@ async def test_a_change_published_before_the_feed_subscribes_is_not_missed(
     pinger = Pinger.create(settings)
     await pinger.fleet.resync()  # what start() does first: an empty fleet
     store, vault = Store.from_url(settings.redis_url), Vault(settings.secret_key)
-    await store.save_device(DeviceInput.from_mapping(sim.users()[0]), vault)  # published to nobody
+    await store.devices.save_device(DeviceInput.from_mapping(sim.users()[0]), vault)  # published to nobody
     await store.close()
     follower = asyncio.create_task(pinger.feed.follow())  # then the feed subscribes
     for _ in range(50):
@@ -339,7 +339,7 @@ async def test_a_device_that_leaves_the_pinger_has_its_file_unlocked_at_once(
 
     assert not lockable(path), "the pinger should hold its device's file while it polls it"
     store = Store.from_url(settings.redis_url)
-    await store.deactivate_device(leaver)
+    await store.devices.deactivate_device(leaver)
     released = False
     for _ in range(50):  # the change reaches the pinger within 5 s
         released = leaver not in pinger.fleet.devices and lockable(path)
@@ -377,7 +377,7 @@ async def test_a_reading_whose_time_is_not_a_time_is_never_written(
     assert {cid for cid, _ in demand} == set(ids[6:]), "only the healthy devices' readings are written"
     assert demand == served(sim).keys()
     store = Store.from_url(settings.redis_url)
-    for record in await store.load_devices(no_time + future):
+    for record in await store.devices.load_devices(no_time + future):
         assert record.status == "ok" and not record.total_events_logged  # it answers; nothing written
     await store.close()
 
@@ -496,7 +496,7 @@ async def test_a_poll_in_flight_when_its_device_leaves_does_not_keep_the_file(
             break
         await asyncio.sleep(0.05)
     store = Store.from_url(settings.redis_url)
-    await store.deactivate_device(cid)
+    await store.devices.deactivate_device(cid)
     await store.close()
     (path,) = settings.logs_dir.glob(f"????-??-??-??/*-{cid}-*.jl")
 

@@ -154,7 +154,9 @@ async def test_a_wrong_install_code_is_auth_with_the_long_backoff(
     await register(sim, settings)
     store, vault = Store.from_url(settings.redis_url), Vault(settings.secret_key)
     user = next(u for u in sim.users() if u["cloud_id"] == wrong)
-    await store.save_device(DeviceInput.from_mapping({**user, "install_code": "0000000000000000"}), vault)
+    await store.devices.save_device(
+        DeviceInput.from_mapping({**user, "install_code": "0000000000000000"}), vault
+    )
     pinger = Pinger.create(settings)
     await pinger.fleet.resync()
     first = await pinger.poll_once(spread=False)
@@ -163,11 +165,11 @@ async def test_a_wrong_install_code_is_auth_with_the_long_backoff(
     assert first.errors == {"auth": 1} and first.ok == 2
     assert second.backoff == 1 and second.ok == 2, "a refused install code must not be retried at once"
     assert pinger.fleet.devices[wrong].retry_at > time.monotonic() + 500  # the schedule's clock
-    record = await store.get_device(wrong)
+    record = await store.devices.get_device(wrong)
     assert record is not None and record.status == "failing" and record.last_error.startswith("auth:")
     assert "0000000000000000" not in record.last_error
     for cid in (good, other):
-        assert (await store.get_device(cid)).status == "ok"  # type: ignore[union-attr]
+        assert (await store.devices.get_device(cid)).status == "ok"  # type: ignore[union-attr]
     await store.close()
 
 
@@ -186,6 +188,6 @@ async def test_a_hanging_local_gateway_never_delays_the_others(
     healthy = {k for k in truth if k[0] not in local}
     assert healthy and healthy <= files, "a healthy device lost a reading while others hung"
     store = Store.from_url(settings.redis_url)
-    for record in await store.load_devices(local):
+    for record in await store.devices.load_devices(local):
         assert record.status == "failing" and record.last_error.startswith("timeout:")
     await store.close()

@@ -40,7 +40,7 @@ def register_push(redis_url: str, secret_key: str, cloud_id: str, key: str | Non
             inp = DeviceInput.from_mapping(
                 {"cloud_id": cloud_id, "protocol": "push", **({"push_key": key} if key else {})}
             )
-            return (await store.register(inp, Vault(secret_key))).push_key
+            return (await store.devices.register(inp, Vault(secret_key))).push_key
         finally:
             await store.close()
 
@@ -127,7 +127,7 @@ def test_the_route_takes_each_dialect_and_refuses_what_it_must(
 
 async def _polled(redis_url: str, secret_key: str) -> None:
     store = Store.from_url(redis_url)
-    await store.register(DeviceInput("002738", "a@example.com", "pw"), Vault(secret_key))
+    await store.devices.register(DeviceInput("002738", "a@example.com", "pw"), Vault(secret_key))
     await store.close()
 
 

@@ -58,7 +58,7 @@ async def test_an_outage_is_refilled_from_history_exactly_once_across_restarts(
     for cid in down:
         lines = summation_lines(settings, cid)
         history = [r for r in lines if r["source"] == "history"]
-        record = await store.get_device(cid)
+        record = await store.devices.get_device(cid)
         assert record is not None
         if protocol[cid] == "eagle200-local":
             assert not history and record.last_backfill is None, "the EAGLE-200 has no history to ask"
@@ -77,7 +77,7 @@ async def test_an_outage_is_refilled_from_history_exactly_once_across_restarts(
     # pinger C: nothing new to refill, and the same refill forced to run again, even with its
     # mark in Redis forgotten, writes nothing new (the hour files already hold those lines)
     before = {cid: len(summation_lines(settings, cid)) for cid in down}
-    ended = {cid: (await store.get_device(cid)).last_backfill for cid in down}  # type: ignore[union-attr]
+    ended = {cid: (await store.devices.get_device(cid)).last_backfill for cid in down}  # type: ignore[union-attr]
     third = Pinger.create(settings)
     await third.fleet.resync()
     await third.poll_once(spread=False)
@@ -94,7 +94,7 @@ async def test_an_outage_is_refilled_from_history_exactly_once_across_restarts(
     for cid in down:
         fresh = [r for r in summation_lines(settings, cid)[before[cid] :] if r["source"] == "history"]
         assert not fresh, "a second refill of the same gap wrote it again"
-        record = await store.get_device(cid)
+        record = await store.devices.get_device(cid)
         if protocol[cid] != "eagle200-local":
             assert (
                 record is not None and record.last_backfill is not None and record.last_backfill["lines"] == 0

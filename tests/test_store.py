@@ -36,44 +36,48 @@ def device(cid: str = "002738", **kw: object) -> DeviceInput:
 
 
 async def test_password_is_encrypted_at_rest(store: Store, vault: Vault, redis_url: str) -> None:
-    assert await store.save_device(device(), vault) == "created"
+    assert await store.devices.save_device(device(), vault) == "created"
     with syncredis.Redis.from_url(redis_url, decode_responses=True) as client:
         raw = client.hgetall(keys.device("002738"))
     assert "plaintext123" not in str(raw)
-    record = await store.get_device("002738")
+    record = await store.devices.get_device("002738")
     assert record is not None and vault.decrypt(record.encrypted_secret) == "plaintext123"
     assert "plaintext123" not in str(record.public()) and "password" not in str(record.public())
 
 
 async def test_save_is_idempotent_and_updates_keep_counters(store: Store, vault: Vault) -> None:
-    assert await store.save_device(device(), vault) == "created"
-    assert await store.save_device(device(), vault) == "unchanged"
-    await store.record_polls([PollUpdate("002738", events=3, first_timestamp=10.0, last_timestamp=20.0)])
-    assert await store.save_device(device(user_pw="new-password"), vault) == "updated"
-    record = await store.get_device("002738")
+    assert await store.devices.save_device(device(), vault) == "created"
+    assert await store.devices.save_device(device(), vault) == "unchanged"
+    await store.devices.record_polls(
+        [PollUpdate("002738", events=3, first_timestamp=10.0, last_timestamp=20.0)]
+    )
+    assert await store.devices.save_device(device(user_pw="new-password"), vault) == "updated"
+    record = await store.devices.get_device("002738")
     assert record is not None and record.total_events_logged == 3 and record.first_timestamp == 10.0
 
 
 async def test_deactivate_keeps_the_record(store: Store, vault: Vault) -> None:
-    await store.save_device(device(), vault)
-    assert await store.deactivate_device("002738")
-    assert await store.active_ids() == set()
-    record = await store.get_device("002738")
+    await store.devices.save_device(device(), vault)
+    assert await store.devices.deactivate_device("002738")
+    assert await store.devices.active_ids() == set()
+    record = await store.devices.get_device("002738")
     assert record is not None and not record.active
-    assert not await store.deactivate_device("abcdef")
+    assert not await store.devices.deactivate_device("abcdef")
 
 
 async def test_counters_batch_and_status(store: Store, vault: Vault) -> None:
     for cid in ("000001", "000002", "000003"):
-        await store.save_device(device(cid), vault)
-    await store.record_polls(
+        await store.devices.save_device(device(cid), vault)
+    await store.devices.record_polls(
         [
             PollUpdate("000001", events=2, first_timestamp=1.0, last_timestamp=2.0, last_success_at=5.0),
             PollUpdate("000002", consecutive_failures=4, last_error="timeout: no reply"),
         ]
     )
-    await store.record_polls([PollUpdate("000001", events=1, first_timestamp=3.0, last_timestamp=3.0)])
-    one, two, three = await store.load_devices(["000001", "000002", "000003"])
+    await store.devices.record_polls(
+        [PollUpdate("000001", events=1, first_timestamp=3.0, last_timestamp=3.0)]
+    )
+    one, two, three = await store.devices.load_devices(["000001", "000002", "000003"])
     assert (one.total_events_logged, one.first_timestamp, one.last_timestamp) == (3, 1.0, 3.0)
     assert one.status == "ok" and two.status == "failing" and three.status == "never"
     assert two.last_error == "timeout: no reply"
@@ -82,18 +86,18 @@ async def test_counters_batch_and_status(store: Store, vault: Vault) -> None:
 async def test_list_paginates_and_filters(store: Store, vault: Vault) -> None:
     ids = [f"{i:06x}" for i in range(1, 26)]
     for cid in ids:
-        await store.save_device(device(cid, active=cid != "000005"), vault)
+        await store.devices.save_device(device(cid, active=cid != "000005"), vault)
     seen, after = [], ""
     while True:
-        page, cursor = await store.list_devices(after=after, limit=10)
+        page, cursor = await store.devices.list_devices(after=after, limit=10)
         seen.extend(r.cloud_id for r in page)
         if cursor is None:
             break
         after = cursor
     assert seen == ids
-    inactive, _ = await store.list_devices(active=False)
+    inactive, _ = await store.devices.list_devices(active=False)
     assert [r.cloud_id for r in inactive] == ["000005"]
-    never, _ = await store.list_devices(status="never", limit=1000)
+    never, _ = await store.devices.list_devices(status="never", limit=1000)
     assert len(never) == 25
 
 
@@ -151,7 +155,7 @@ async def test_counters_sent_again_after_a_lost_reply_are_counted_once(redis_url
         await _redis_busy_while(redis_url, 1.0, lambda: _must_fail(ledger.flush(100.0)))
         ledger.add(PollUpdate("0f0001", events=2, last_timestamp=30.0))
         assert await ledger.flush(101.0)
-        (record,) = await store.load_devices(["0f0001"])
+        (record,) = await store.devices.load_devices(["0f0001"])
         assert record.total_events_logged == 7, "the batch whose reply was lost was counted twice"
 
         tally = Tally()
@@ -160,7 +164,7 @@ async def test_counters_sent_again_after_a_lost_reply_are_counted_once(redis_url
         await _redis_busy_while(redis_url, 1.0, lambda: flush_tally(store, tally, 3600))
         tally.ok("0f0001", 3600 * 500)
         await flush_tally(store, tally, 3600)
-        (row,) = await store.completeness(["0f0001"], [500])
+        (row,) = await store.completeness.completeness(["0f0001"], [500])
         assert row["ok"] == 4, "completeness whose reply was lost was added twice"
     finally:
         await store.close()
@@ -191,7 +195,7 @@ async def test_a_flush_that_fails_after_some_of_its_chunks_counts_none_twice(red
         assert not await ledger.flush(100.0)
         await store.redis.delete(keys.device(ids[1000]))  # mended
         assert await ledger.flush(101.0)
-        counted = [r.total_events_logged for r in await store.load_devices(ids[:1000])]
+        counted = [r.total_events_logged for r in await store.devices.load_devices(ids[:1000])]
         assert counted == [1] * 1000, f"counted twice: {sum(c > 1 for c in counted)} devices"
     finally:
         await store.close()
@@ -204,7 +208,7 @@ async def test_an_hour_without_a_reading_was_one_long_gap(store: Store) -> None:
 
     past = int(time.time() // 3600) - 5
     now_hour = int(time.time() // 3600)
-    await store.add_completeness(
+    await store.completeness.add_completeness(
         {
             ("0f0002", past): HourCounts(scheduled=600, ok=0, readings=0),
             ("0f0002", past + 1): HourCounts(scheduled=600, ok=600, readings=450, longest_gap_s=42.0),
@@ -212,7 +216,9 @@ async def test_an_hour_without_a_reading_was_one_long_gap(store: Store) -> None:
         },
         86400,
     )
-    rows = {r["hour"]: r for r in await store.completeness(["0f0002"], [past, past + 1, now_hour])}
+    rows = {
+        r["hour"]: r for r in await store.completeness.completeness(["0f0002"], [past, past + 1, now_hour])
+    }
     assert rows[past]["longest_gap_s"] == 3600.0
     assert rows[past + 1]["longest_gap_s"] == 42.0
     assert 0 <= rows[now_hour]["longest_gap_s"] <= time.time() - now_hour * 3600 + 1

@@ -146,7 +146,11 @@ class Builder:
         request = cart.request
         folder = cart_dir(settings, cart.id)
         stage_dir = folder / "staging"
-        devices = list(request.devices) if request.devices is not None else sorted(await self.store.all_ids())
+        devices = (
+            list(request.devices)
+            if request.devices is not None
+            else sorted(await self.store.devices.all_ids())
+        )
         parts = await self._archive_call(
             lambda: plan(
                 self.archive, settings.logs_dir, settings.file_prefix, request, devices, self.clock()
@@ -354,7 +358,7 @@ class Builder:
         if not hours:
             return {}
         try:
-            rows = await self.store.completeness(devices, hours)
+            rows = await self.store.completeness.completeness(devices, hours)
         except StoreError:
             return {}  # the columns stay empty; the readings counted from the files are there
         return {(r["cloud_id"], r["hour"]): (r["scheduled"], r["ok"]) for r in rows if r["scheduled"]}

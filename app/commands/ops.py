@@ -161,8 +161,8 @@ def completeness(since: str, below: float | None, device: str | None, limit: int
         try:
             rows = []
             for hour in hours:
-                ids = [only] if only else await store.completeness_devices(hour)
-                rows += await store.completeness(ids, [hour])
+                ids = [only] if only else await store.completeness.completeness_devices(hour)
+                rows += await store.completeness.completeness(ids, [hour])
             return rows
         finally:
             await store.close()
@@ -211,7 +211,9 @@ def crawl_cmd(devices: tuple[str, ...]) -> None:
         store = Store.from_url(settings.redis_url)
         session = new_session(50, settings.eagle_tls_verify)
         try:
-            records = await store.load_devices(sorted(only) if only else sorted(await store.active_ids()))
+            records = await store.devices.load_devices(
+                sorted(only) if only else sorted(await store.devices.active_ids())
+            )
             gateways = [
                 gateway_for(
                     r, vault.decrypt(r.encrypted_secret), settings.eagle_cloud_url, settings.eagle_tls_verify

@@ -81,7 +81,7 @@ def users_push_url(cloud_id: str, base: str | None, new_key: bool) -> None:
     async def go() -> str | None:
         store = Store.from_url(settings.redis_url)
         try:
-            record = await store.get_device(cid)
+            record = await store.devices.get_device(cid)
             if record is None or record.protocol != PUSH:
                 raise click.ClickException(
                     f'{cid} is not a push device; register it with protocol "push" (rainforest users import).'
@@ -90,7 +90,7 @@ def users_push_url(cloud_id: str, base: str | None, new_key: bool) -> None:
                 return None
             key = new_push_key()
             inp = DeviceInput(cid, record.user_email, protocol=PUSH, active=record.active, push_key=key)
-            await store.upsert_device(inp, vault_for(settings))
+            await store.devices.upsert_device(inp, vault_for(settings))
             return key
         finally:
             await store.close()
@@ -119,7 +119,7 @@ def users_list(active: bool | None, status: str | None, as_json: bool) -> None:
     async def go() -> list[Any]:
         store = Store.from_url(settings.redis_url)
         try:
-            return await store.all_devices()
+            return await store.devices.all_devices()
         finally:
             await store.close()
 

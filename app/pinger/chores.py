@@ -68,7 +68,7 @@ class Chores:
         if not devices or self.lifetime.stopping():  # a stopping pinger's minute would count twice
             return
         try:
-            await self.store.add_fleet_demand(now, fleet_kw, devices)
+            await self.store.fleet.add_fleet_demand(now, fleet_kw, devices)
         except StoreError as exc:  # this minute's figure only; completeness is already in
             log.warning("the fleet's demand for this minute not recorded", extra={"reason": str(exc)})
 
@@ -81,7 +81,7 @@ class Chores:
             await self.lifetime.sleep(CRAWL_CHECK_S)
             devices = self.devices()
             try:
-                wanted = await self.store.take_wanted_crawls(devices)
+                wanted = await self.store.crawls.take_wanted_crawls(devices)
             except StoreError:
                 continue
             targets = [devices[cid].gateway for cid in wanted if cid in devices]

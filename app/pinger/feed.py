@@ -46,7 +46,7 @@ class FleetFeed:
         lost_at: float | None = None
         while not self.lifetime.stopping():
             try:
-                async for change in self.store.device_changes():
+                async for change in self.store.changes.device_changes():
                     if change is None:
                         await self.fleet.resync()
                         self.loaded.set()

@@ -75,10 +75,10 @@ class FleetView:
 
     async def resync(self) -> None:
         """Rebuild from the active set; raises StoreError and then leaves the view as it was."""
-        active = await self.store.active_ids()
+        active = await self.store.devices.active_ids()
         await self.ownership.sync(active)
         ids = [cid for cid in active if self.ownership.owns(cid)]
-        records = await self.store.load_devices(ids)
+        records = await self.store.devices.load_devices(ids)
         fresh: dict[str, DeviceState] = {}
         for record in records:
             state = self._state_for(record)
@@ -100,7 +100,7 @@ class FleetView:
         """Apply published changes to a few devices (added, updated, deactivated)."""
         ids = list(cloud_ids)
         try:
-            records = {r.cloud_id: r for r in await self.store.load_devices(ids)}
+            records = {r.cloud_id: r for r in await self.store.devices.load_devices(ids)}
         except StoreError as exc:
             log.warning("could not load changed devices", extra={"reason": str(exc)})
             return

@@ -53,12 +53,12 @@ class Ledger:
         try:
             if self.in_doubt is not None:
                 token, updates = self.in_doubt
-                await self.store.record_polls(updates, token)
+                await self.store.devices.record_polls(updates, token)
                 self.in_doubt = None
             batch, self.pending = self.pending, {}
             if batch:
                 self.in_doubt = (uuid.uuid4().hex, list(batch.values()))
-                await self.store.record_polls(self.in_doubt[1], self.in_doubt[0])
+                await self.store.devices.record_polls(self.in_doubt[1], self.in_doubt[0])
                 self.in_doubt = None
         except StoreError as exc:
             if self._down_since is None:
@@ -82,12 +82,12 @@ async def flush_tally(store: Store, tally: Tally, keep_s: float) -> None:
     twice). Raises StoreError when Redis cannot take them now."""
     if tally.in_doubt is not None:
         token, counts = tally.in_doubt
-        await store.add_completeness(counts, keep_s, token)
+        await store.completeness.add_completeness(counts, keep_s, token)
         tally.in_doubt = None
     taken: dict[tuple[str, int], HourCounts] = tally.take()
     if taken:
         tally.in_doubt = (uuid.uuid4().hex, taken)
-        await store.add_completeness(taken, keep_s, tally.in_doubt[0])
+        await store.completeness.add_completeness(taken, keep_s, tally.in_doubt[0])
         tally.in_doubt = None
 
 

@@ -115,7 +115,7 @@ class Refiller:
         }  # fmt: skip
         log.info("history refill", extra={"cloud_id": cid, **summary})
         try:
-            await self.store.record_backfill(cid, summary)
+            await self.store.devices.record_backfill(cid, summary)
         except StoreError as exc:  # the in-memory mark and the files still keep lines single
             log.warning("could not record a history refill", extra={"cloud_id": cid, "reason": str(exc)})
 

@@ -84,7 +84,7 @@ class PushReceiver:
         if cached is not None and cached[0] > now:
             return cached[1]
         try:
-            found = await self.store.push_credentials(cloud_id)
+            found = await self.store.push.push_credentials(cloud_id)
         except StoreError as exc:
             if cached is None:
                 raise
@@ -139,7 +139,7 @@ class PushReceiver:
 
     async def _count_rejected(self, cid: str) -> None:
         try:
-            await self.store.count_push_rejected(cid)
+            await self.store.push.count_push_rejected(cid)
         except StoreError as exc:  # a statistic: the refusal is answered all the same
             log.warning("could not count a refused upload", extra={"cloud_id": cid, "reason": str(exc)})
 
@@ -179,7 +179,7 @@ class PushReceiver:
         )
         if upload.kept:
             try:
-                await self.store.record_push_info(cid, upload.kept)
+                await self.store.push.record_push_info(cid, upload.kept)
             except StoreError as exc:  # what the gateway said of itself; its readings are stored
                 log.warning("could not keep push info", extra={"cloud_id": cid, "reason": str(exc)})
         return Received(len(written), duplicates, upload.ignored)

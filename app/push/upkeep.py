@@ -22,7 +22,7 @@ WATCH_EVERY_S = 10.0
 
 async def mark_silent(store: Store, stale_s: float, now: float) -> int:
     """Mark push devices with no upload for `stale_s` as failing; returns how many."""
-    records = await store.load_devices(await store.push_device_ids())
+    records = await store.devices.load_devices(await store.push.push_device_ids())
     updates = []
     for record in records:
         if record.last_success_at is None:
@@ -37,7 +37,7 @@ async def mark_silent(store: Store, stale_s: float, now: float) -> int:
                 )
             )
     if updates:
-        await store.record_polls(updates)
+        await store.devices.record_polls(updates)
     return len(updates)
 
 

@@ -131,7 +131,7 @@ class Rotator:
             summary = {k: str(v) for k, v in report.fields().items()}
             summary.update(ended_at=str(self.clock()), ok="1" if report.ok else "0", archive=self.archive.url)
             with contextlib.suppress(StoreError):
-                await self.store.record_rotate_pass(summary)
+                await self.store.archive.record_rotate_pass(summary)
         return report
 
     async def run(self, every_s: float) -> None:
@@ -234,7 +234,7 @@ class Rotator:
             return ()
         hour = Hour.parse(item.device_hour.hour).number
         try:
-            rows = await self.store.completeness([item.device_hour.cloud_id], [hour])
+            rows = await self.store.completeness.completeness([item.device_hour.cloud_id], [hour])
         except StoreError:
             return ()  # the object goes up without them: completeness stays in Redis
         if not rows:
@@ -268,14 +268,18 @@ class Rotator:
             return
         cloud_id, hour = item.device_hour.cloud_id, item.device_hour.hour
         try:
-            await self.store.record_archived(cloud_id, hour, new_hour=placed.stored and placed.part == 1)
+            await self.store.archive.record_archived(
+                cloud_id, hour, new_hour=placed.stored and placed.part == 1
+            )
             if placed.stored:
                 await CompactionBook(self.store.redis).note(
                     Hour.parse(hour).day.key
                 )  # (re)compact that day once closed
             if duplicates:
                 keep_s = self.settings.completeness_days * 86400
-                await self.store.add_duplicates(cloud_id, Hour.parse(hour).number, duplicates, keep_s)
+                await self.store.completeness.add_duplicates(
+                    cloud_id, Hour.parse(hour).number, duplicates, keep_s
+                )
         except StoreError as exc:
             if not self._redis_warned:
                 self._redis_warned = True

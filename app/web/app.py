@@ -87,8 +87,8 @@ def _archive_or_none(settings: Settings) -> Archive | None:
 
 async def _fleet(store: Store, settings: Settings) -> tuple[list[DeviceRecord], list[FleetRow]]:
     """The registry and the fleet table's rows, built once per snapshot."""
-    records = await store.all_devices()
-    today = await store.completeness_day(Day.at(time.time()).key)
+    records = await store.devices.all_devices()
+    today = await store.completeness.completeness_day(Day.at(time.time()).key)
     owners = await Leases(store.redis).owners()
     return records, rows(records, today, time.time(), max(60.0, 10 * settings.poll_interval_s), owners)
 

@@ -58,10 +58,10 @@ class _CartBase(BaseHandler):
 
     async def _check_devices(self, request: CartRequest) -> None:
         if request.devices is None:
-            if not await self.ctx.store.device_count():
+            if not await self.ctx.store.devices.device_count():
                 raise ApiError(400, "empty_selection", "no devices are registered, so a cart would be empty.")
             return
-        unknown = await self.ctx.store.unknown_ids(request.devices)
+        unknown = await self.ctx.store.devices.unknown_ids(request.devices)
         if unknown:
             shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
             raise ApiError(
@@ -73,7 +73,11 @@ class _CartBase(BaseHandler):
     async def _check_work(self, request: CartRequest) -> None:
         """Bound the work one token may cause: device-days per cart, carts building at once."""
         settings = self.ctx.settings
-        devices = len(request.devices) if request.devices is not None else await self.ctx.store.device_count()
+        devices = (
+            len(request.devices)
+            if request.devices is not None
+            else await self.ctx.store.devices.device_count()
+        )
         device_days = devices * math.ceil((request.end - request.start) / 86400)
         if device_days > settings.cart_max_device_days:
             raise ApiError(

@@ -27,10 +27,12 @@ class CompletenessHandler(BaseHandler):
                 f"start must be before end, at most {self.ctx.settings.completeness_days:g} days apart "
                 "(COMPLETENESS_DAYS).",
             )  # fmt: skip
-        if await self.ctx.store.get_device(cloud_id) is None:
+        if await self.ctx.store.devices.get_device(cloud_id) is None:
             raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
         hours = [h.number for h in hours_between(start, end)]
-        found = {row["hour"]: row for row in await self.ctx.store.completeness([cloud_id], hours)}
+        found = {
+            row["hour"]: row for row in await self.ctx.store.completeness.completeness([cloud_id], hours)
+        }
         empty = HourCounts()
         rows = [
             public_row(found.get(h) or {"hour": h, **asdict(empty)}) for h in hours

@@ -30,7 +30,7 @@ class DeviceApiHandler(BaseHandler):
     async def _record(self, cloud_id: str) -> Record:
         if self.request.method == "GET" and self.preloaded is not None:
             return self.preloaded  # read with the token, in the same round trip
-        record = await self.ctx.store.get_device(cloud_id)
+        record = await self.ctx.store.devices.get_device(cloud_id)
         if record is None:
             raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered; POST it first.")
         return record
@@ -51,7 +51,7 @@ class DeviceApiHandler(BaseHandler):
         inp = DeviceInput.from_mapping(self.json_body(), cloud_id=cloud_id)
         if inp.address and inp.protocol != CLOUD:  # resolving a name may block: off the loop
             await asyncio.to_thread(ReachPolicy.from_settings(self.ctx.settings).check, inp.address)
-        saved = await self.ctx.store.register(inp, self.ctx.vault)
+        saved = await self.ctx.store.devices.register(inp, self.ctx.vault)
         answer = {**await self._answer(cloud_id), "outcome": saved.outcome}
         if saved.push_key:  # made for this device now: the only time it is shown
             answer["push_key"] = saved.push_key
@@ -60,7 +60,7 @@ class DeviceApiHandler(BaseHandler):
     async def delete(self, raw_id: str) -> None:
         cloud_id = cloud_id_from_path(raw_id)
         self.query(set())
-        if not await self.ctx.store.deactivate_device(cloud_id):
+        if not await self.ctx.store.devices.deactivate_device(cloud_id):
             raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
         self.send_json(await self._answer(cloud_id))
 
@@ -76,7 +76,7 @@ class DeviceListApiHandler(BaseHandler):
         status = args.get("status")
         if status is not None and status not in STATUSES:
             raise ApiError(400, "bad_parameter", f"status must be one of {', '.join(STATUSES)}.")
-        page, cursor = await self.ctx.store.list_devices(
+        page, cursor = await self.ctx.store.devices.list_devices(
             after=after, limit=limit, active=active, status=status
         )
         self.send_json({"users": [r.public() for r in page], "next": cursor})

@@ -32,7 +32,7 @@ class EventHandler(BaseHandler):
             raise ApiError(
                 400, "bad_parameter", "source must be 'device' (ask it now) or 'latest' (last logged)."
             )
-        record = await self.ctx.store.get_device(cloud_id)
+        record = await self.ctx.store.devices.get_device(cloud_id)
         if record is None:
             raise ApiError(
                 404,
@@ -40,7 +40,7 @@ class EventHandler(BaseHandler):
                 f"no device {cloud_id} is registered; POST /api/users/{cloud_id} first.",
             )
         if source == "latest":
-            line = await self.ctx.store.latest_reading(cloud_id)
+            line = await self.ctx.store.devices.latest_reading(cloud_id)
             if line is None:
                 raise ApiError(404, "no_reading", f"no reading has been logged for {cloud_id} yet.")
             self.send_json({**orjson.loads(line), "protocol": record.protocol, "source": "latest"})

@@ -29,7 +29,9 @@ class MetricsHandler(BaseHandler):
     async def get(self) -> None:
         self.query(set())
         counts: Counter[str] = Counter({"ok": 0, "failing": 0, "never": 0, "inactive": 0})
-        counts.update("inactive" if not r.active else r.status for r in await self.ctx.store.all_devices())
+        counts.update(
+            "inactive" if not r.active else r.status for r in await self.ctx.store.devices.all_devices()
+        )
         for status, n in counts.items():
             self.ctx.metrics.devices.labels(status).set(n)
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)

@@ -168,16 +168,16 @@ class FleetHandler(PageHandler):
 class DeviceHandler(PageHandler):
     async def get(self, raw_id: str) -> None:
         cloud_id = _cloud_id(raw_id)
-        record = await self.ctx.store.get_device(cloud_id)
+        record = await self.ctx.store.devices.get_device(cloud_id)
         if record is None:
             raise tornado.web.HTTPError(404, reason=f"No device {cloud_id} is registered")
         today = Day.at(time.time())  # the strip: seven whole UTC days, today last
         hours = [h.number for back in range(6, -1, -1) for h in (today - back).hours()]
-        counts = {r["hour"]: r for r in await self.ctx.store.completeness([cloud_id], hours)}
+        counts = {r["hour"]: r for r in await self.ctx.store.completeness.completeness([cloud_id], hours)}
         owner = await self.ctx.leases.owner(cloud_id)
         self.render_page("device.html", record=record.public(), owner=owner, hours=hours, counts=counts,
-                         crawls=await self.ctx.store.crawl_history(cloud_id),
-                         failures=await self.ctx.store.recent_failures(cloud_id))  # fmt: skip
+                         crawls=await self.ctx.store.crawls.crawl_history(cloud_id),
+                         failures=await self.ctx.store.devices.recent_failures(cloud_id))  # fmt: skip
 
 
 class ActionHandler(PageHandler):
@@ -191,15 +191,15 @@ class ActionHandler(PageHandler):
             raise tornado.web.HTTPError(
                 403, reason="This session's token is read-only; log in with an admin token"
             )
-        record = await self.ctx.store.get_device(cloud_id)
+        record = await self.ctx.store.devices.get_device(cloud_id)
         if record is None:
             raise tornado.web.HTTPError(404, reason=f"No device {cloud_id} is registered")
         if action == "deactivate":
-            await self.ctx.store.deactivate_device(cloud_id)
+            await self.ctx.store.devices.deactivate_device(cloud_id)
         elif action == "activate":
-            await self.ctx.store.activate_device(cloud_id)
+            await self.ctx.store.devices.activate_device(cloud_id)
         else:  # the pinger that polls it crawls it within seconds: never inside this request
-            await self.ctx.store.want_crawl(cloud_id)
+            await self.ctx.store.crawls.want_crawl(cloud_id)
         self.redirect(f"/fleet/{cloud_id}")
 
 
@@ -228,7 +228,7 @@ async def fleet_stats(ctx: Context) -> dict[str, Any]:
     days: dict[str, int] = {}
     for n, at in enumerate(added, start=1):
         days[Day.at(at).key] = n
-    demand = await ctx.store.fleet_demand(now - 86400, now)
+    demand = await ctx.store.fleet.fleet_demand(now - 86400, now)
     exporting = [r for r in records if r.last_kw is not None and r.last_kw < 0]
     reporting = [r for r in records if r.last_kw is not None]
     return {
@@ -258,7 +258,7 @@ async def _completeness_days(ctx: Context, now: float, days: int) -> list[dict[s
     """Each of the last `days` UTC days' counts per device, oldest first (one command a day)."""
     found = []
     for back in range(days - 1, -1, -1):
-        found.append(await ctx.store.completeness_day((Day.at(now) - back).key))
+        found.append(await ctx.store.completeness.completeness_day((Day.at(now) - back).key))
     return found
 
 

@@ -1,0 +1,55 @@
+"""What gateways say they are, in Redis: each device's crawls, and the crawls asked for."""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from typing import Any, cast
+
+import orjson
+import redis.asyncio as aioredis
+
+from app import keys
+from app.db.common import SET_IF_EXISTS, aw, to_json, translated
+
+
+class Crawls:
+    """What gateways say they are: each device's crawls, and the crawls asked for."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+
+    async def record_crawl(self, cloud_id: str, crawl: dict[str, Any], keep: int) -> list[str]:
+        """Keep a crawl (newest first, `keep` of them) and what changed since the last; returns that."""
+        async with translated(f"record a crawl of {cloud_id}"):
+            previous = await aw(self.redis.hget(keys.device(cloud_id), "crawl"))
+            before = orjson.loads(previous) if previous else {}
+            fields = crawl.get("fields", {})
+            changed = sorted(k for k in fields if before and before.get(k) != fields[k])
+            entry = {**crawl, "changed": changed}
+            async with self.redis.pipeline(transaction=True) as pipe:
+                if fields:  # a failed crawl keeps the last good description on the record
+                    pipe.eval(SET_IF_EXISTS, 1, keys.device(cloud_id), "crawl", to_json(fields))
+                pipe.lpush(keys.crawls(cloud_id), to_json(entry))
+                pipe.ltrim(keys.crawls(cloud_id), 0, keep - 1)
+                await pipe.execute()
+        return changed
+
+    async def want_crawl(self, cloud_id: str) -> None:
+        async with translated(f"ask for a crawl of {cloud_id}"):
+            await aw(self.redis.sadd(keys.crawl_wanted(), cloud_id))
+
+    async def take_wanted_crawls(self, mine: Container[str]) -> list[str]:
+        """The crawls asked for of devices in `mine` (this pinger's), taken off the list; the
+        others stay for the pingers that hold them."""
+        async with translated("take the crawls asked for"):
+            wanted = cast(set[str], await aw(self.redis.smembers(keys.crawl_wanted())))
+            taken = sorted(cid for cid in wanted if cid in mine)
+            if taken:
+                await aw(self.redis.srem(keys.crawl_wanted(), *taken))
+        return taken
+
+    async def crawl_history(self, cloud_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        """A device's crawls, newest first."""
+        async with translated(f"read the crawls of {cloud_id}"):
+            found = cast(list[str], await aw(self.redis.lrange(keys.crawls(cloud_id), 0, limit - 1)))
+        return [orjson.loads(item) for item in found]

@@ -1,0 +1,44 @@
+"""Push devices in Redis: their key digests, what they said about themselves, refused uploads."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import orjson
+import redis.asyncio as aioredis
+
+from app import keys
+from app.db.common import SET_IF_EXISTS, aw, to_json, translated
+
+
+class PushDevices:
+    """Push devices: their key digests, what they said about themselves, refused uploads."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+
+    async def push_credentials(self, cloud_id: str) -> tuple[str, bool, str] | None:
+        """(protocol, active, push key digest) of a device, or None when it is unknown."""
+        async with translated(f"read the push key of {cloud_id}"):
+            protocol, active, digest = await aw(
+                self.redis.hmget(keys.device(cloud_id), ["protocol", "active", "push_key_sha256"])
+            )
+        if protocol is None:
+            return None
+        return str(protocol), active == "1", str(digest or "")
+
+    async def count_push_rejected(self, cloud_id: str) -> None:
+        """One more upload from this push device that could not be taken (too large, unreadable)."""
+        async with translated(f"count a refused upload of {cloud_id}"):
+            await aw(self.redis.hincrby(keys.device(cloud_id), "push_rejected", 1))
+
+    async def record_push_info(self, cloud_id: str, fragments: dict[str, dict[str, str]]) -> None:
+        """Keep what a push device said about itself (NetworkInfo, DeviceInfo, ...), newest wins."""
+        async with translated(f"record what {cloud_id} pushed about itself"):
+            current = await aw(self.redis.hget(keys.device(cloud_id), "push_info"))
+            merged = {**(orjson.loads(current) if current else {}), **fragments}
+            await aw(self.redis.eval(SET_IF_EXISTS, 1, keys.device(cloud_id), "push_info", to_json(merged)))
+
+    async def push_device_ids(self) -> list[str]:
+        async with translated("list push devices"):
+            return sorted(cast(set[str], await aw(self.redis.smembers(keys.devices_push()))))
