@@ -138,3 +138,26 @@ def test_no_module_reaches_into_another_objects_private_parts() -> None:
                 if owner not in ("self", "cls") and not name.startswith("__"):
                     found.append(f"{path.relative_to(ROOT)}:{n}: {owner}.{name}")
     assert not found, "\n".join(found)
+
+
+def test_only_the_redis_domains_talk_to_redis() -> None:
+    """Redis is used through one class per domain (app/db/, and tokens, sessions, leases, the cart
+    registry and the compaction book), never directly by the rest: they may only hand a domain
+    the connection (`store.redis`), or catch Redis's exceptions."""
+    import re
+
+    domains = {"app/store.py", "app/leases.py", "app/tokens.py", "app/web/sessions.py",
+               "app/carts/registry.py", "app/research/claims.py"}  # fmt: skip
+    talks = re.compile(
+        r"\bredis\.(?!exceptions\b)\w+\(|import redis\.asyncio|from redis\.asyncio|\.redis\.\w+\("
+    )
+    found = []
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in domains or rel.startswith("app/db/"):
+            continue
+        for n, text in enumerate(path.read_text().splitlines(), 1):
+            code = text.split("#", 1)[0]
+            if talks.search(code) and "redis.call(" not in code:
+                found.append(f"{rel}:{n}: {text.strip()}")
+    assert not found, "\n".join(found)
