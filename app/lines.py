@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +211,6 @@ def points(data: bytes, kind: str) -> dict[int, float]:
     return out
 
 
-@dataclass
 class Seen:
     """What a writer remembers of the readings it wrote or found in one device's files, to keep
     the rule without reading the files again: per kind, the newest device time and the last
@@ -221,9 +219,12 @@ class Seen:
     `has` answers True (a repeat within the window), False (newer than anything written: new),
     or None (older than the newest and not remembered: only the files can tell)."""
 
-    recent: int = 64
-    _newest: dict[str, float] = field(default_factory=dict)
-    _known: dict[str, OrderedDict[object, int]] = field(default_factory=dict)
+    __slots__ = ("_known", "_newest", "recent")
+
+    def __init__(self, recent: int = 64) -> None:
+        self.recent = recent
+        self._newest: dict[str, float] = {}
+        self._known: dict[str, dict[object, int]] = {}  # kind → identity key → hour, oldest first
 
     def has(self, ident: Identity, hour: int) -> bool | None:
         kind, key = ident
@@ -238,11 +239,12 @@ class Seen:
 
     def add(self, ident: Identity, hour: int) -> None:
         kind, key = ident
-        known = self._known.setdefault(kind, OrderedDict())
-        known[key] = max(hour, known.get(key, hour))
-        known.move_to_end(key)
+        known = self._known.get(kind)
+        if known is None:
+            known = self._known[kind] = {}
+        known[key] = max(hour, known.pop(key, hour))  # re-inserted: the newest last
         if len(known) > self.recent:
-            known.popitem(last=False)
+            del known[next(iter(known))]
         if isinstance(key, int | float):
             self._newest[kind] = max(key, self._newest.get(kind, key))
 
