@@ -13,42 +13,68 @@ import calendar
 import re
 import time
 from dataclasses import dataclass
+from typing import ClassVar, Self
 
 from app.errors import ValidationError
 
 HOUR_S = 3600
 DAY_S = 86400
-HOUR_FORMAT = "%Y-%m-%d-%H"
 HOUR_PATTERN = r"\d{4}-\d{2}-\d{2}-\d{2}"  # an hour's key inside a file name or a key
 HOUR_RE = re.compile(rf"^{HOUR_PATTERN}$")
-DAY_FORMAT = "%Y-%m-%d"
 
 
 @dataclass(frozen=True, order=True, slots=True)
-class Hour:
-    number: int  # Unix seconds // 3600
+class _Span:
+    """A UTC hour or day, held as its number since the epoch."""
+
+    number: int
+    SECONDS: ClassVar[int]
+    FORMAT: ClassVar[str]
+    WHAT: ClassVar[str]
+    SPELLED: ClassVar[str]
+
+    def __init_subclass__(cls, seconds: int = 0, spelled: str = "", what: str = "") -> None:
+        if seconds:  # the slots dataclass makes the class again, without keywords: keep these
+            cls.SECONDS, cls.SPELLED, cls.WHAT = seconds, spelled, what
+            cls.FORMAT = (
+                spelled.replace("YYYY", "%Y").replace("MM", "%m").replace("DD", "%d").replace("HH", "%H")
+            )
 
     @classmethod
-    def at(cls, unix_s: float) -> Hour:
-        """The hour an instant falls in."""
-        return cls(int(unix_s // HOUR_S))
+    def at(cls, unix_s: float) -> Self:
+        """The span an instant falls in."""
+        return cls(int(unix_s // cls.SECONDS))
 
     @classmethod
-    def parse(cls, key: str) -> Hour:
-        """`2026-11-24-03` back to its hour; a ValidationError naming the format otherwise."""
-        return cls(_parse(key, HOUR_FORMAT, "an hour", "YYYY-MM-DD-HH") // HOUR_S)
+    def parse(cls, key: str) -> Self:
+        """Its key back to the span; a ValidationError naming the format otherwise."""
+        return cls(_parse(key, cls.FORMAT, cls.WHAT, cls.SPELLED) // cls.SECONDS)
 
     @property
     def start(self) -> int:
-        return self.number * HOUR_S
+        return self.number * self.SECONDS
 
     @property
     def end(self) -> int:
-        return self.start + HOUR_S
+        return self.start + self.SECONDS
 
     @property
     def key(self) -> str:
-        return time.strftime(HOUR_FORMAT, time.gmtime(self.start))
+        return time.strftime(self.FORMAT, time.gmtime(self.start))
+
+    def __add__(self, n: int) -> Self:
+        return type(self)(self.number + n)
+
+    def __sub__(self, n: int) -> Self:
+        return type(self)(self.number - n)
+
+    def __str__(self) -> str:
+        return self.key
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Hour(_Span, seconds=HOUR_S, spelled="YYYY-MM-DD-HH", what="an hour"):
+    """`2026-11-24-03`."""
 
     @property
     def iso(self) -> str:
@@ -59,40 +85,10 @@ class Hour:
     def day(self) -> Day:
         return Day.at(self.start)
 
-    def __add__(self, hours: int) -> Hour:
-        return Hour(self.number + hours)
-
-    def __sub__(self, hours: int) -> Hour:
-        return Hour(self.number - hours)
-
-    def __str__(self) -> str:
-        return self.key
-
 
 @dataclass(frozen=True, order=True, slots=True)
-class Day:
-    number: int  # Unix seconds // 86400
-
-    @classmethod
-    def at(cls, unix_s: float) -> Day:
-        return cls(int(unix_s // DAY_S))
-
-    @classmethod
-    def parse(cls, key: str) -> Day:
-        """`2026-11-24` back to its day; a ValidationError naming the format otherwise."""
-        return cls(_parse(key, DAY_FORMAT, "a day", "YYYY-MM-DD") // DAY_S)
-
-    @property
-    def start(self) -> int:
-        return self.number * DAY_S
-
-    @property
-    def end(self) -> int:
-        return self.start + DAY_S
-
-    @property
-    def key(self) -> str:
-        return time.strftime(DAY_FORMAT, time.gmtime(self.start))
+class Day(_Span, seconds=DAY_S, spelled="YYYY-MM-DD", what="a day"):
+    """`2026-11-24`."""
 
     @property
     def path(self) -> str:
@@ -101,15 +97,6 @@ class Day:
 
     def hours(self) -> list[Hour]:
         return [Hour(self.number * 24 + h) for h in range(24)]
-
-    def __add__(self, days: int) -> Day:
-        return Day(self.number + days)
-
-    def __sub__(self, days: int) -> Day:
-        return Day(self.number - days)
-
-    def __str__(self) -> str:
-        return self.key
 
 
 def hour_key(unix_s: float) -> str:
