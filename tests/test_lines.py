@@ -111,3 +111,58 @@ def test_no_module_reads_lines_or_names_a_reading_but_this_one() -> None:
             if patterns.search(text) and "args.get(" not in text:
                 found.append(f"{path.relative_to(ROOT)}:{n}: {text.strip()}")
     assert not found, "\n".join(found)
+
+
+def demand_line(cid: str, device_time: int, polled_at: float, source: str) -> bytes:
+    record = {"cloud_id": cid, "polled_at": polled_at, "device_time": device_time, "kind": "demand"}
+    return lines.encode(record | {"source": source, "demand_kw": 1.5})
+
+
+def test_a_resend_after_its_hour_shipped_is_written_again_and_dropped_by_the_readers(tmp_path: Path) -> None:
+    """The push writer looks for a reading in the hour's file and the one before; once rotate has
+    shipped and removed that file, a late re-send is written again (the rule's window), and the
+    readers that merge hours (carts, compaction) drop it and count it, by the same rule."""
+    from app.hours import Hour
+    from app.push.writer import PushWriter
+    from app.research.merge import DeviceLines
+
+    hour = Hour.parse("2026-11-24-03")
+    writer = PushWriter(tmp_path / "logs", "p")
+    t = hour.start + 10
+    line = demand_line("00ce69", t, hour.start + 12.0, "push")
+    assert writer.write("00ce69", [("demand", t, line)], hour.start + 12.0)[1] == 0
+    assert writer.write("00ce69", [("demand", t, line)], hour.start + 30.0)[1] == 1  # a re-send: dropped
+    first = writer.close()[0]
+    shipped = lines.read(first).records
+    first.unlink()  # rotate shipped the hour and removed the file
+    writer = PushWriter(tmp_path / "logs", "p")
+    resent = demand_line("00ce69", t, (hour + 1).start + 5.0, "push")  # the same reading, received later
+    written, duplicates = writer.write("00ce69", [("demand", t, resent)], (hour + 1).start + 5.0)
+    assert (len(written), duplicates) == (1, 0), "past the window the writer cannot know: written again"
+    later = lines.read(writer.close()[0]).records
+    merged = DeviceLines()
+    rows = [r for counted in (merged.add_hour(hour.start, shipped), merged.add_hour((hour + 1).start, later))
+            for r in counted[1].get("demand", [])] + merged.finish().get("demand", [])  # fmt: skip
+    assert [r["device_time"] for r in rows] == [t] and merged.duplicates == 1
+
+
+def test_two_hosts_writing_one_device_hour_give_the_readers_one_reading(tmp_path: Path) -> None:
+    """Two pingers that both polled a device in one hour (a handover cut off from Redis) leave two
+    files; rotate ships the second as a further part, and the readers keep the reading once."""
+    from app.hourly import HourlyWriter
+    from app.hours import Hour
+    from app.research.merge import DeviceLines
+
+    hour = Hour.parse("2026-11-24-03")
+    files = []
+    for host, late in (("a", 0.0), ("b", 0.4)):  # each host polled at its own moment
+        writer = HourlyWriter(tmp_path / host, "p", 4)
+        for t, at in ((100, 6.0 + late), (106, 12.0 + late)):
+            writer.append(
+                "00ce69", hour.start + at, demand_line("00ce69", t, hour.start + at, "eagle100-cloud")
+            )
+        files.append(writer.close()[0])
+    merged = DeviceLines()
+    count, released = merged.add_hour(hour.start, lines.read_parts(files).records)
+    rows = released.get("demand", []) + merged.finish().get("demand", [])
+    assert [r["device_time"] for r in rows] == [100, 106] and count.duplicates == 2
