@@ -200,11 +200,14 @@ async def test_the_servers_event_request_keeps_clear_of_the_pingers_polls(
 
     sim = start_sim(1, "--protocols", "eagle100-local=1")
     cid = str(sim.users()[0]["cloud_id"])
-    sim.set_faults({"devices": {cid: {"latency_ms": 700}}})
-    settings = make_settings(redis_url, sim.url, poll_interval_s=2.0, poll_timeout_s=1.5)
+    # each request holds the unit for half a second; the server asks 1.5 s after a poll starts,
+    # which leaves a second on either side for a loaded machine's late wake-ups (a 2 s interval
+    # with 0.7 s requests left 0.3 s, and a loaded clean-clone run once overlapped)
+    sim.set_faults({"devices": {cid: {"latency_ms": 500}}})
+    settings = make_settings(redis_url, sim.url, poll_interval_s=3.0, poll_timeout_s=2.0)
     assert isinstance(settings, Settings)
     await register(sim, settings)
-    api = start_api(redis_url, secret_key, sim.url, POLL_INTERVAL_S="2")
+    api = start_api(redis_url, secret_key, sim.url, POLL_INTERVAL_S="3")
     pinger = Pinger.create(settings)
     task = asyncio.create_task(pinger.run())
     try:
