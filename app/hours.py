@@ -112,10 +112,7 @@ def hours_between(start: float, end: float) -> list[Hour]:
 
 
 def _parse(key: str, fmt: str, what: str, spelled: str) -> int:
-    shape = spelled.replace("YYYY", "0000").replace("MM", "00").replace("DD", "00").replace("HH", "00")
-    if len(key) != len(shape) or any(
-        (c == "-") != (k == "-") or (k != "-" and not k.isdigit()) for c, k in zip(shape, key, strict=True)
-    ):
+    if not re.fullmatch(re.sub("[YMDH]", r"\\d", spelled), key, re.ASCII):
         raise ValidationError(f"{what} is written {spelled} (UTC), got {key!r}.")
     try:
         return calendar.timegm(time.strptime(key, fmt))

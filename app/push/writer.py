@@ -156,14 +156,15 @@ class PushWriter:
 
     def _catch_up(self, path: Path, entry: _File) -> None:
         """Read what was appended since we last looked (by us or another process)."""
-        # a partial last line (a crash mid-write: writers hold this lock while they write): cut
-        # it off, as the pinger does, so the next line starts clean
-        lines.cut_partial_tail(entry.fd)
         size = os.fstat(entry.fd).st_size
         if size <= entry.seen_to:
-            entry.seen_to = min(entry.seen_to, size)
             return
         data = os.pread(entry.fd, size - entry.seen_to, entry.seen_to)
+        if not data.endswith(b"\n"):
+            # a partial last line (a crash mid-write: writers hold this lock while they write):
+            # cut it off, as the pinger does, so the next line starts clean
+            size -= lines.cut_partial_tail(entry.fd)
+            data = lines.whole(data)
         if entry.mid_line:  # a tail read starts inside a line: skip to the next one
             data = data[data.find(b"\n") + 1 :]
             entry.mid_line = False
