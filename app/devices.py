@@ -260,6 +260,10 @@ def _email(value: object, *, required: bool) -> str:
     return value.strip()
 
 
+HEALTH_FIELDS = (
+    "health", "health_since", "condition", "condition_since", "bad_reply", "activated_at",
+    "push_refused", "push_refused_since", "push_refused_at",
+)  # fmt: skip
 SECRET_FIELDS = {
     CLOUD: "user_pw_enc",
     "eagle100-local": "install_code_enc",
@@ -292,6 +296,18 @@ class DeviceRecord:
     push_key_sha256: str = ""  # a push device's key, digested
     crawl_json: str = ""  # the latest crawl (model, firmware, meter, link), parsed when asked
     last_reading: str = ""  # the last demand line, parsed when asked
+    health_fields: dict[str, str] = field(default_factory=dict)  # read by app.health, written by it
+
+    @functools.cached_property
+    def fresh_at(self) -> float | None:
+        """When the newest reading arrived (its line's polled_at)."""
+        if not self.last_reading:
+            return None
+        try:
+            value = orjson.loads(self.last_reading).get("polled_at")
+        except (orjson.JSONDecodeError, AttributeError):
+            return None
+        return float(value) if isinstance(value, int | float) else None
 
     @functools.cached_property
     def crawl(self) -> dict[str, Any] | None:
@@ -335,6 +351,7 @@ class DeviceRecord:
             push_key_sha256=h.get("push_key_sha256", ""),
             crawl_json=h.get("crawl", ""),
             last_reading=h.get("last_reading", ""),
+            health_fields={k: h[k] for k in HEALTH_FIELDS if k in h},
         )
 
     def public(self) -> dict[str, Any]:

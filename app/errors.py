@@ -109,6 +109,13 @@ class DeviceUnavailable(DeviceError):
 
 class DeviceBadReply(DeviceError):
     kind = "bad_reply"
+    reply = ""  # the start of the reply that could not be read, secrets masked (set by the client)
+
+
+class DeviceMeterOffline(DeviceError):
+    """The gateway answers, but no meter is connected to it ("Not joined", "Rejoining")."""
+
+    kind = "meter_offline"
 
 
 class DeviceReplyError(DeviceError):

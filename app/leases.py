@@ -211,6 +211,20 @@ class Leases:
         async with translated("read the devices' owners"):
             return cast(dict[str, str], await aw(self.redis.hgetall(keys.owners())))
 
+    async def held(self) -> dict[str, float]:
+        """cloud_id → until when a pinger is known to hold it: its holder's lease expiry (past when
+        the holder died), or when it was released and not yet claimed again (app.health)."""
+        async with translated("read the devices' holders"), self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.owners())
+            pipe.zrange(keys.pingers(), 0, -1, withscores=True)
+            pipe.hgetall(keys.released())
+            owners, members, released = await pipe.execute()
+        expiries = {str(p): float(score) for p, score in members}
+        found = {cid: float(at) for cid, at in cast(dict[str, str], released).items()}
+        for cid, owner in cast(dict[str, str], owners).items():
+            found[cid] = expiries.get(owner, 0.0)
+        return found
+
     async def pingers(self, now: float) -> list[PingerLease]:
         """Every pinger seen in the last day with its lease and how many devices it holds."""
         async with translated("read the pingers' leases"):

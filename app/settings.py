@@ -56,7 +56,13 @@ class Settings:
     heavy_requests_per_token: int = 4  # readings and cart downloads one token may run at once (429 beyond)
     heavy_threads: int = 4  # threads a server gives those requests' reads (the rest stay free)
     max_push_bytes: int = 64 * 1024  # largest body a gateway may push (413 beyond)
-    push_stale_s: float = 60.0  # a push device with no upload for this long is failing
+    push_stale_s: float = 60.0  # a push device with no upload for this long is push_silent
+    frozen_after_s: float = 900.0  # a gateway answering with a reading that has not moved is frozen
+    silent_after_s: float = 600.0  # a gateway failing to answer this long is unreachable
+    meter_offline_after_s: float = 300.0  # a gateway without a connected meter this long: meter_offline
+    auth_after_s: float = 120.0  # credentials refused this long: auth
+    bad_reply_after_s: float = 300.0  # unreadable replies this long: bad_reply
+    unpolled_after_s: float = 120.0  # an active device no live pinger held this long: unpolled
     rotate_grace_s: float = 300.0  # an hour is shipped once it ended this long ago
     rotate_concurrency: int = 8  # files compressed and uploaded at once
     rotate_readback: bool = False  # also HEAD each object after S3 confirmed it in its reply
@@ -118,6 +124,11 @@ class Settings:
             raise ConfigError(
                 "MAX_PUSH_BYTES must be at least 1024 and PUSH_STALE_S a positive number of seconds."
             )
+        thresholds = ("frozen_after_s", "silent_after_s", "meter_offline_after_s", "auth_after_s",
+                      "bad_reply_after_s", "unpolled_after_s")  # fmt: skip
+        for name in thresholds:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name.upper()} must be a positive number of seconds.")
         if min(self.summation_interval_s, self.price_interval_s) <= 0:
             raise ConfigError(
                 "SUMMATION_INTERVAL_S and PRICE_INTERVAL_S must be positive numbers of seconds."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from app import health
 from app.carts.model import STATES
 from app.carts.registry import CartRegistry
 from app.heartbeat import KINDS, STALE_S
@@ -28,13 +29,12 @@ async def gather(settings: Settings, now: float | None = None) -> dict[str, Any]
             for kind in KINDS
         }
         devices = await store.devices.all_devices()
-        by_status = {"ok": 0, "failing": 0, "never": 0}
+        leases = Leases(store.redis)
+        held, thresholds = await leases.held(), health.Thresholds.from_settings(settings)
+        by_state = dict.fromkeys(health.STATES, 0)
         for device in devices:
-            if device.active:
-                by_status[device.status] += 1
-        pingers = [
-            p for p in await Leases(store.redis).pingers(now) if p.devices or p.expires_in_s > -FORGET_S
-        ]
+            by_state[health.view(device, now, thresholds, held).state] += 1
+        pingers = [p for p in await leases.pingers(now) if p.devices or p.expires_in_s > -FORGET_S]
         polled = len(await store.devices.active_ids())
         last_pass = await store.archive.rotate_last_pass()
         carts = dict.fromkeys(STATES, 0)
@@ -46,10 +46,9 @@ async def gather(settings: Settings, now: float | None = None) -> dict[str, Any]
         "healthy": all(processes[k] for k in KINDS),
         "processes": processes,
         "devices": {
-            "active": sum(by_status.values()),
+            "active": len(devices) - by_state["inactive"],
             "polled": polled,  # active and not push: what the pingers share
-            "inactive": sum(not d.active for d in devices),
-            **by_status,
+            **by_state,  # by health state (app.health), inactive among them
         },
         "pingers": [_pinger(p) for p in pingers],
         "archive": {
@@ -74,9 +73,10 @@ def render(report: dict[str, Any]) -> str:
             )
     lines.extend(_pingers(report["pingers"], report["devices"]["polled"]))
     d = report["devices"]
+    troubled = [f"{state} {d[state]}" for state in health.STATES if state not in health.QUIET and d[state]]
     lines.append(
-        f"devices   {d['active']} active: ok {d['ok']}, failing {d['failing']}, never polled {d['never']}"
-        f" ({d['inactive']} inactive)"
+        f"devices   {d['active']} active: ok {d['ok']}, never read {d['never']}; "
+        f"{', '.join(troubled) or 'none in trouble'} ({d['inactive']} inactive)"
     )
     a = report["archive"]
     if a.get("ended_at"):

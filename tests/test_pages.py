@@ -225,7 +225,8 @@ def test_login_goes_back_only_to_this_site_and_the_csv_never_runs_in_a_spreadshe
         cid = sorted(r.smembers(keys.devices_active()))[0]
         r.hset(keys.device(cid), mapping={"user_email": '=HYPERLINK("http://x")'})
         failing = sorted(r.smembers(keys.devices_active()))[-1]
-        r.hset(keys.device(failing), mapping={"consecutive_failures": "7", "last_error": "timeout: no reply"})
+        dark = {"health": "unreachable", "health_since": "1.0", "last_error": "timeout: no reply"}
+        r.hset(keys.device(failing), mapping=dark)
     s = requests.Session()
     form = s.get(f"{server.url}/login", timeout=5).text
     xsrf = form.split('name="_xsrf" value="')[1].split('"')[0]
@@ -235,6 +236,6 @@ def test_login_goes_back_only_to_this_site_and_the_csv_never_runs_in_a_spreadshe
 
     rows = list(csv.reader(io.StringIO(s.get(f"{server.url}/fleet?format=csv", timeout=5).text)))
     emails = [row[1] for row in rows[1:]]
-    assert rows[1][0] == failing and rows[1][3] == "failing", "the fleet lists failing devices first"
+    assert rows[1][0] == failing and rows[1][3] == "unreachable", "the fleet lists dark households first"
     assert '\'=HYPERLINK("http://x")' in emails
     assert not [e for e in emails if e[:1] in ("=", "+", "-", "@")]

@@ -9,7 +9,7 @@ import pytest
 from app.eagle import parse
 from app.eagle.parse200 import choose_meter, number, parse_device_list, parse_device_query
 from app.eagle.readings import MeterPrice, MeterSummation
-from app.errors import DeviceBadReply, DeviceUnavailable
+from app.errors import DeviceBadReply, DeviceMeterOffline
 from tests.conftest import FIXTURES
 
 ALL = frozenset(["demand", "summation", "price"])
@@ -31,9 +31,9 @@ def test_a_stale_not_joined_meter_listed_first_is_skipped() -> None:
     assert choose_meter(meters).hardware_address == "0x0007810000123456"
 
 
-def test_no_connected_meter_is_unavailable_and_says_what_it_saw() -> None:
+def test_no_connected_meter_is_meter_offline_and_says_what_it_saw() -> None:
     meters = parse_device_list(fixture("eagle200/device_list_none_connected.xml"))  # lower-case tags
-    with pytest.raises(DeviceUnavailable, match="Not joined"):
+    with pytest.raises(DeviceMeterOffline, match="Not joined"):
         choose_meter(meters)
 
 
@@ -75,7 +75,7 @@ def test_only_the_kinds_asked_for_are_read() -> None:
 @pytest.mark.parametrize(
     ("name", "error"),
     [("eagle200/query_no_device_root.xml", DeviceBadReply),
-     ("eagle200/query_not_joined.xml", DeviceUnavailable), ("billion_laughs.xml", DeviceBadReply),
+     ("eagle200/query_not_joined.xml", DeviceMeterOffline), ("billion_laughs.xml", DeviceBadReply),
      ("external_entity.xml", DeviceBadReply), ("malformed.xml", DeviceBadReply)],
 )  # fmt: skip
 def test_bad_query_replies_are_classified(name: str, error: type[Exception]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -38,6 +38,7 @@ class PollUpdate:
     last_error: str | None = None
     last_reading: str | None = None
     failures: list[tuple[float, str]] = field(default_factory=list)  # (when, reason) as the kind changed
+    fields: dict[str, str] = field(default_factory=dict)  # more fields to set ("": remove); app.health
 
     def merge(self, newer: PollUpdate) -> None:
         """Fold a later update into this one, so an outage's backlog is one write per device."""
@@ -53,6 +54,7 @@ class PollUpdate:
         if newer.last_error is not None:
             self.last_error = newer.last_error
         self.failures = (self.failures + newer.failures)[-FAILURES_KEPT:]
+        self.fields.update(newer.fields)
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,8 @@ class Devices:
             return False
         key = keys.device(cloud_id)
         async with translated(f"activate device {cloud_id}"), self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, "active", "1")
+            pipe.hset(key, mapping={"active": "1", "activated_at": repr(time.time())})
+            pipe.hdel(key, "health", "health_since", "condition", "condition_since")  # judged afresh
             pipe.sadd(keys.devices_push() if record.protocol == PUSH else keys.devices_active(), cloud_id)
             pipe.publish(keys.devices_changed(), cloud_id)
             await pipe.execute()
@@ -191,6 +194,7 @@ class Devices:
         limit: int = 100,
         active: bool | None = None,
         status: str | None = None,
+        keep: Callable[[DeviceRecord], bool] | None = None,
     ) -> tuple[list[DeviceRecord], str | None]:
         """A page of devices ordered by cloud_id after the cursor, and the next cursor."""
         ids = [cid for cid in await self.all_ids() if cid > after]
@@ -200,6 +204,8 @@ class Devices:
                 if active is not None and record.active != active:
                     continue
                 if status is not None and record.status != status:
+                    continue
+                if keep is not None and not keep(record):
                     continue
                 page.append(record)
                 if len(page) == limit:
@@ -263,15 +269,16 @@ def _same(record: DeviceRecord, inp: DeviceInput, vault: Vault) -> bool:
 # A cycle's poll outcomes in one script per chunk of devices: KEYS[1] is the batch's token (set
 # when the script completes; the script does nothing when it was applied already), then two
 # keys per device (its hash, its failures list); ARGV the token's lifetime and how many
-# failures to keep, then eight values per device (events, first, last, last_success,
-# consecutive_failures, "-" + error, last_reading, failures as JSON lines; "" for none). One
+# failures to keep, then nine values per device (events, first, last, last_success,
+# consecutive_failures, "-" + error, last_reading, failures as JSON lines, more fields as a JSON
+# object whose "" values remove the field; "" for none). One
 # command instead of two or three per device: far less for the pinger to pack and parse, which
 # is most of what a flush costs it.
 _RECORD_POLLS = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local devices = (#KEYS - 1) / 2
 for i = 0, devices - 1 do
-  local b = 2 + i * 8
+  local b = 2 + i * 9
   local key, failures = KEYS[2 + i * 2], KEYS[3 + i * 2]
   redis.call('HSET', key, 'consecutive_failures', ARGV[b + 5])
   if ARGV[b + 6] ~= '' then redis.call('HSET', key, 'last_error', string.sub(ARGV[b + 6], 2)) end
@@ -283,6 +290,11 @@ for i = 0, devices - 1 do
   if ARGV[b + 8] ~= '' then
     for line in string.gmatch(ARGV[b + 8], '[^\\n]+') do redis.call('LPUSH', failures, line) end
     redis.call('LTRIM', failures, 0, tonumber(ARGV[2]) - 1)
+  end
+  if ARGV[b + 9] ~= '' then
+    for name, value in pairs(cjson.decode(ARGV[b + 9])) do
+      if value == '' then redis.call('HDEL', key, name) else redis.call('HSET', key, name, value) end
+    end
   end
 end
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
@@ -300,4 +312,5 @@ def _poll_args(u: PollUpdate) -> tuple[str | int, ...]:
         "" if u.last_error is None else "-" + u.last_error,
         u.last_reading or "",
         "\n".join(to_json({"at": round(at, 3), "reason": r}) for at, r in u.failures),
+        to_json(u.fields) if u.fields else "",
     )

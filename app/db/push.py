@@ -32,6 +32,18 @@ class PushDevices:
         async with translated(f"count a refused upload of {cloud_id}"):
             await aw(self.redis.hincrby(keys.device(cloud_id), "push_rejected", 1))
 
+    async def note_refused(self, cloud_id: str, now: float) -> None:
+        """An upload refused for a wrong key: counted, with when the refusals began (app.health)."""
+        key = keys.device(cloud_id)
+        async with (
+            translated(f"count a refused key of {cloud_id}"),
+            self.redis.pipeline(transaction=True) as pipe,
+        ):
+            pipe.hincrby(key, "push_refused", 1)
+            pipe.hset(key, "push_refused_at", repr(now))
+            pipe.hsetnx(key, "push_refused_since", repr(now))
+            await pipe.execute()
+
     async def record_push_info(self, cloud_id: str, fragments: dict[str, dict[str, str]]) -> None:
         """Keep what a push device said about itself (NetworkInfo, DeviceInfo, ...), newest wins."""
         async with translated(f"record what {cloud_id} pushed about itself"):

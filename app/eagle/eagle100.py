@@ -16,7 +16,7 @@ from aiohttp.payload import BytesPayload
 
 from app.eagle import parse
 from app.eagle.gateway import Gateway
-from app.eagle.http import Pacer, check_status, read_bounded, translated
+from app.eagle.http import Pacer, check_status, parsed, read_bounded, translated
 from app.eagle.readings import (
     Y2K_EPOCH,
     DemandReading,
@@ -71,7 +71,7 @@ class Eagle100Client:
             ):
                 check_status(resp.status, resp.reason)
                 reply = await read_bounded(resp, bound)
-            return parser(reply)
+            return parsed(gw, parser, reply)
 
     async def poll(self, gw: Gateway, wanted: frozenset[str]) -> Readings:
         """The scheduled request: demand only (summation and price come from `extra`)."""

@@ -14,7 +14,7 @@ from typing import TypeVar
 import aiohttp
 
 from app.eagle.gateway import Gateway
-from app.eagle.http import Pacer, check_status, read_bounded, translated
+from app.eagle.http import Pacer, check_status, parsed, read_bounded, translated
 from app.eagle.parse200 import (
     Meter,
     choose_meter,
@@ -69,7 +69,7 @@ class Eagle200Client:
             ):
                 check_status(resp.status, resp.reason)
                 reply = await read_bounded(resp)
-            return parser(reply)
+            return parsed(gw, parser, reply)
 
     async def device_list(self, gw: Gateway) -> list[Meter]:
         return await self._request(gw, _DEVICE_LIST, parse_device_list)

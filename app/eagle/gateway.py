@@ -6,6 +6,8 @@ repr; the pinger and the server's `/api/event` build gateways the same way.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -26,6 +28,15 @@ class Gateway:
     @property
     def local(self) -> bool:
         return self.protocol != CLOUD
+
+    def secrets(self) -> list[str]:
+        """The secrets inside the headers, as a reply could echo them (to be masked)."""
+        found = [v for k, v in self.headers.items() if k in ("Password", "Authorization")]
+        basic = self.headers.get("Authorization", "")
+        if basic.startswith("Basic "):
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                found.append(base64.b64decode(basic[6:]).decode().partition(":")[2])
+        return found
 
 
 def cloud_gateway(cloud_id: str, user: str, password: str, url: str, tls_verify: bool = True) -> Gateway:

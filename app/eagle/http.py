@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import aiohttp
 
+from app.eagle.gateway import Gateway
 from app.eagle.parse import MAX_REPLY_BYTES
 from app.errors import (
     DeviceAuthError,
@@ -20,6 +22,8 @@ from app.errors import (
     DeviceUnavailable,
 )
 
+T = TypeVar("T")
+REPLY_KEPT = 2048  # characters of an unreadable reply kept for an operator
 TLS_HINT = "set tls_verify to false for a self-signed EAGLE-3, or pin its certificate with tls_fingerprint"
 
 
@@ -81,6 +85,25 @@ class translated:
         if isinstance(exc, aiohttp.ClientError):
             reason = str(exc) or type(exc).__name__
             raise DeviceUnavailable(reason, cloud_id=cloud_id) from exc
+
+
+def parsed(gw: Gateway, parser: Callable[[bytes], T], reply: bytes) -> T:
+    """`parser(reply)`; a reply it cannot read keeps its start on the error, secrets masked, so
+    an operator can see what the gateway sent (a firmware change, most often)."""
+    try:
+        return parser(reply)
+    except DeviceBadReply as exc:
+        exc.reply = excerpt(gw, reply)
+        raise
+
+
+def excerpt(gw: Gateway, reply: bytes, limit: int = REPLY_KEPT) -> str:
+    """The start of a reply as text, with the gateway's own secrets masked."""
+    text = reply[: limit * 4].decode("utf-8", "replace")[:limit]
+    for secret in gw.secrets():
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
 
 
 def check_status(status: int, reason: str | None) -> None:

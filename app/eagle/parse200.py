@@ -16,7 +16,7 @@ from xml.etree.ElementTree import Element
 
 from app.eagle.parse import MAX_REPLY_BYTES, raise_device_error, xml_root
 from app.eagle.readings import MeterDemand, MeterPrice, MeterSummation, Readings, currency_code, hex_int
-from app.errors import DeviceBadReply, DeviceUnavailable
+from app.errors import DeviceBadReply, DeviceMeterOffline
 
 NEVER = 0  # LastContact 0: the meter was never heard from
 UNJOINED_NETWORK_ADDRESS = 0xFFFF
@@ -114,12 +114,12 @@ def parse_device_list(body: bytes) -> list[Meter]:
 
 
 def choose_meter(meters: list[Meter]) -> Meter:
-    """The connected electric meter, most recently heard first; DeviceUnavailable when none."""
+    """The connected electric meter, most recently heard first; DeviceMeterOffline when none."""
     usable = sorted((m for m in meters if m.usable), key=lambda m: m.last_contact, reverse=True)
     if usable:
         return usable[0]
     seen = ", ".join(f"{m.model_id or '?'} {m.connection_status or '?'}" for m in meters) or "nothing"
-    raise DeviceUnavailable(f"no connected electric meter on the gateway (device_list shows {seen})")
+    raise DeviceMeterOffline(f"no connected electric meter on the gateway (device_list shows {seen})")
 
 
 def _variables(root: Element) -> dict[str, tuple[str, str]]:
@@ -164,7 +164,7 @@ def parse_device_query(body: bytes, wanted: frozenset[str] = frozenset({"demand"
         raise DeviceBadReply("Device reply has no LastContact: the meter was never heard from")
     status = f.get("connectionstatus", "")
     if status and status.lower() != "connected":
-        raise DeviceUnavailable(f"the gateway's meter is {status}, not Connected")
+        raise DeviceMeterOffline(f"the gateway's meter is {status}, not Connected")
     mac = _hex_or(f.get("hardwareaddress"), 0) or 0
     variables = _variables(root)
     return Readings(

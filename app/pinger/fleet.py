@@ -15,6 +15,7 @@ from app.credentials import Vault
 from app.devices import PUSH, DeviceRecord
 from app.eagle.gateway import Gateway
 from app.errors import CredentialError, StoreError
+from app.health import Tracker
 from app.lines import Seen
 from app.pinger.ownership import Ownership
 from app.pinger.schedule import phase_fraction
@@ -49,6 +50,8 @@ class DeviceState:
     refill_attempts: int = 0
     history_asked_at: float = 0.0
     refilling: bool = False
+    health: Tracker = field(default_factory=Tracker)  # its state by cause (app.health)
+    said_state: str = ""  # the state last said in the log
 
 
 class FleetView:
@@ -145,6 +148,8 @@ class FleetView:
             consecutive_failures=record.consecutive_failures,
             failing_since=self._silent_since(record),
             history_through=int((record.last_backfill or {}).get("through", 0)),
+            health=Tracker.from_record(record),
+            said_state=record.health_fields.get("health", ""),
         )
 
     def _silent_since(self, record: DeviceRecord) -> float | None:

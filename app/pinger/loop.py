@@ -25,7 +25,8 @@ from app.devices import DeviceRecord
 from app.eagle.client import Clients, GatewayClient, new_session
 from app.eagle.gateway import Gateway, gateway_for
 from app.eagle.readings import Reading, Readings, plausible_time
-from app.errors import DeviceError
+from app.errors import DeviceBadReply, DeviceError
+from app.health import ACTIONS, Thresholds
 from app.heartbeat import Heartbeat, process_id
 from app.hourly import HourlyWriter
 from app.leases import Leases
@@ -95,6 +96,7 @@ class Pinger:
         )
         self.refiller = Refiller(settings, store, self.backlog, clock)
         self.cadence = capture.Cadence(settings)
+        self.thresholds = Thresholds.from_settings(settings)
         self.backoff = Backoff(self.interval_s, settings.backoff_max_s, settings.auth_backoff_s)
         self.totals: Counter[str] = Counter()
         self._implausible_said: set[str] = set()
@@ -166,7 +168,7 @@ class Pinger:
             state = self.fleet.devices.get(cid)
             if state is not None:
                 self.tally.scheduled(cid, cycle_start + phase * self.interval_s)
-            if state is not None and self._should_poll(state, stats):
+            if state is not None and self._should_poll(cid, state, stats):
                 state.in_flight = True
                 task = asyncio.create_task(self._poll(cid, state, target, stats))
                 tasks.add(task)
@@ -188,13 +190,15 @@ class Pinger:
         self.lifetime.spawn(asyncio.to_thread(self.metrics.observe, stats.latency_s, stats.lateness_s))
         return stats
 
-    def _should_poll(self, state: DeviceState, stats: CycleStats) -> bool:
+    def _should_poll(self, cid: str, state: DeviceState, stats: CycleStats) -> bool:
         if state.in_flight:
             stats.skipped += 1
             return False
         if state.retry_at and self.monotonic() < state.retry_at:
             stats.backoff += 1
             state.backoff_skipped += 1
+            if state.health.settle(self.clock(), self.thresholds):  # its trouble has lasted: say so
+                self._health_changed(cid, state)
             return False
         if self.backlog.full:
             stats.held += 1
@@ -278,11 +282,20 @@ class Pinger:
         if not extra:
             reading_time = demand.device_time if demand is not None else None
             self._on_success(cid, state, polled_at, stats, client, reading_time)
+            newest = state.last_demand
             if demand is not None:
                 if self.recorder.demand(cid, state, demand, polled_at):
                     stats.new_readings += 1
             else:  # the gateway answered, but its meter had no demand value (with a time) this time
                 self.ledger.add(PollUpdate(cid, last_success_at=polled_at))
+            moved = state.last_demand is not None and (newest is None or state.last_demand > newest)
+            tracker = state.health
+            if (
+                tracker.fresh(polled_at, self.thresholds)
+                if moved
+                else tracker.stale(polled_at, self.thresholds)
+            ):
+                self._health_changed(cid, state)
         for reading in (summation, price):
             if reading is not None and self.recorder.extra(cid, state, reading, polled_at):
                 if reading.kind == "summation":
@@ -347,6 +360,22 @@ class Pinger:
                 cid, consecutive_failures=state.consecutive_failures, last_error=exc.reason, failures=changed
             )
         )
+        if state.health.failed(exc.kind, self.clock(), self.thresholds):
+            reply = exc.reply if isinstance(exc, DeviceBadReply) else ""
+            self._health_changed(cid, state, {"bad_reply": reply} if reply else {})
+
+    def _health_changed(self, cid: str, state: DeviceState, more: dict[str, str] | None = None) -> None:
+        """Store a device's new state or condition; a new state is said in the log."""
+        tracker = state.health
+        fields = {**tracker.fields(), **(more or {})}
+        self.ledger.add(PollUpdate(cid, consecutive_failures=state.consecutive_failures, fields=fields))
+        if tracker.state != state.said_state:
+            state.said_state = tracker.state
+            log.info(
+                "device health changed",
+                extra={"cloud_id": cid, "health": tracker.state, "since": tracker.since,
+                       "action": ACTIONS[tracker.state]},
+            )  # fmt: skip
 
     # --- the process -------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from app.push.writer import PushWriter
 from app.store import PollUpdate, Store
 
 log = logging.getLogger(__name__)
+ACCEPTED = {"push_refused_since": "", "push_refused": ""}  # an accepted upload ends a run of refusals
 _NO_DEVICE = push_key_digest("no device has this key")
 CREDENTIALS_TTL_S = 2.0
 KNOWN_MAX = 200_000  # digests kept per server process (about 150 bytes each)
@@ -120,6 +121,13 @@ class PushReceiver:
         expected = await self._digest(cloud_id)
         matches = hmac.compare_digest(push_key_digest(key or ""), expected or _NO_DEVICE)
         if expected is None or not key or not matches:
+            if expected is not None:  # a push device of ours sending a wrong key: its health says so
+                try:
+                    await self.store.push.note_refused(cloud_id, time.time())
+                except StoreError as exc:
+                    log.warning(
+                        "could not count a refused key", extra={"cloud_id": cloud_id, "reason": str(exc)}
+                    )
             raise UploadRefused(401, "unauthorized", REFUSED)
 
     async def _write(
@@ -175,6 +183,7 @@ class PushReceiver:
                 last_success_at=now,
                 last_error="",
                 last_reading=demands[-1][1].decode().rstrip("\n") if demands else None,
+                fields=ACCEPTED,
             )
         )
         if upload.kept:

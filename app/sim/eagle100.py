@@ -150,4 +150,5 @@ def network_fields(device: SimDevice, at: float) -> dict[str, str]:
         "Manufacturer": "Rainforest Automation, Inc.",
         "ModelId": "Z109-EAGLE",
         "DateCode": "2013103023220630",
+        "Status": "Connected",
     }

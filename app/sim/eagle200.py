@@ -39,12 +39,12 @@ def _device(name: str, address: str, last_contact: int, status: str, network: st
     )
 
 
-def device_list(device: SimDevice, reading: SimReading) -> bytes:
+def device_list(device: SimDevice, reading: SimReading, joined: str = "Connected") -> bytes:
     entries = []
     if device.stale_meter:  # a meter it once saw, never joined (home-assistant/core#55361)
         entries.append(_device("Power Meter", stale_address(device), 0, "Not joined", "0xffff"))
     last_contact = reading.timestamp + Y2K_EPOCH
-    entries.append(_device("Power Meter", meter_address(device), last_contact, "Connected", "0x0000"))
+    entries.append(_device("Power Meter", meter_address(device), last_contact, joined, "0x0000"))
     return f"<DeviceList>{''.join(entries)}</DeviceList>".encode()
 
 
@@ -107,17 +107,22 @@ def device_details(device: SimDevice, reading: SimReading, energy: EnergyMeter, 
     ).encode()
 
 
-def _details(device: SimDevice, reading: SimReading) -> str:
+def _details(device: SimDevice, reading: SimReading, joined: str = "Connected") -> str:
     return (
         f"<DeviceDetails><Name>Power Meter</Name><HardwareAddress>{meter_address(device)}</HardwareAddress>"
         f"<Protocol>Zigbee</Protocol><Manufacturer>Generic</Manufacturer><ModelId>electric_meter</ModelId>"
-        f"<LastContact>0x{reading.timestamp + Y2K_EPOCH:08x}</LastContact><ConnectionStatus>Connected"
+        f"<LastContact>0x{reading.timestamp + Y2K_EPOCH:08x}</LastContact><ConnectionStatus>{joined}"
         f"</ConnectionStatus><NetworkAddress>0x0000</NetworkAddress></DeviceDetails>"
     )
 
 
 def device_query(
-    device: SimDevice, reading: SimReading, energy: EnergyMeter, address: str, names: list[str] | None
+    device: SimDevice,
+    reading: SimReading,
+    energy: EnergyMeter,
+    address: str,
+    names: list[str] | None,
+    joined: str = "Connected",
 ) -> bytes:
     """The query's reply; a query for the stale meter finds it not joined."""
     if address.lower() != meter_address(device):
@@ -133,6 +138,6 @@ def device_query(
         available = [v for v in available if v[0].lower() in wanted]
     body = "".join(_variable(device, *v) for v in available)
     return (
-        f"<Device>{_details(device, reading)}<Components><Component><HardwareId>0x0</HardwareId>"
+        f"<Device>{_details(device, reading, joined)}<Components><Component><HardwareId>0x0</HardwareId>"
         f"<FixedId>0</FixedId><Name>Main</Name><Variables>{body}</Variables></Component></Components></Device>"
     ).encode()

@@ -24,11 +24,16 @@ ERRORS = (
     "no_time",
     "future_time",
     "replay",
+    "frozen",
+    "meter_offline",
 )
 # faults of a reply that is well formed but carries another reading than the meter's current one:
 # TimeStamp 0xffffffff (what EAGLEs send for "none"), ten days ahead (a gateway clock gone wrong),
-# or the reading before the current one (a gateway answering from a stale cache: A, B, A)
-TIME_FAULTS = ("no_time", "future_time", "replay")
+# the reading before the current one (a gateway answering from a stale cache: A, B, A), the
+# reading of the moment the fault began, again and again (a frozen gateway, LastContact and all),
+# or a meter that left the gateway (an EAGLE-200 lists it "Rejoining"; an EAGLE-100 keeps
+# answering its last reading while get_network_info says "Rejoining")
+TIME_FAULTS = ("no_time", "future_time", "replay", "frozen", "meter_offline")
 
 
 @dataclass(frozen=True, slots=True)

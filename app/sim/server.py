@@ -80,6 +80,7 @@ class Simulator:
         self.uploaders: Uploaders | None = None  # push devices uploading, with --push-to
         self._in_flight: Counter[str] = Counter()  # requests being answered, per local gateway
         self._ended: dict[str, float] = {}  # when the last request to a local gateway was answered
+        self._stuck_at: dict[str, float] = {}  # a frozen gateway's (or a left meter's) moment
 
     def close(self) -> None:
         if self._record_out:
@@ -209,7 +210,12 @@ class Simulator:
         """The meter's reading now; with a time fault, the same reading stamped with a time that
         is not one (such a reading is not recorded as served: it must not be written), or the
         reading before it (`replay`: served before, it must not be written again)."""
-        reading = reading_at(device, self.seed, self.clock(), self.reading_interval_s)
+        now = self.clock()
+        if time_fault in ("frozen", "meter_offline"):
+            now = self._stuck_at.setdefault(device.cloud_id, now)
+        else:
+            self._stuck_at.pop(device.cloud_id, None)  # power-cycled, or the meter is back
+        reading = reading_at(device, self.seed, now, self.reading_interval_s)
         if time_fault:
             self.stats[time_fault] += 1
         if time_fault == "no_time":
@@ -240,6 +246,8 @@ class Simulator:
             root, fields = "PriceCluster", eagle100.price_fields(device, reading)
         elif command == "get_network_info":
             root, fields = "NetworkInfo", eagle100.network_fields(device, now)
+            if time_fault == "meter_offline":
+                fields["Status"] = "Rejoining"
         elif command == "get_history_data":
             start, end, frequency = eagle100.history_range(body, now)
             self.stats["history"] += 1
@@ -259,15 +267,16 @@ class Simulator:
         match = _NAME_RE.search(body)
         command = match.group(1).decode().lower() if match else ""
         reading = self._reading(device, time_fault)
+        joined = "Rejoining" if time_fault == "meter_offline" else "Connected"
         if command == "device_list":
-            reply = eagle200.device_list(device, reading)
+            reply = eagle200.device_list(device, reading, joined)
         elif command == "device_details":
             reply = eagle200.device_details(
                 device, reading, self.energy, eagle100.firmware(device, self.clock())
             )
         elif command == "device_query":
             address, names = eagle200.queried(body)
-            reply = eagle200.device_query(device, reading, self.energy, address, names)
+            reply = eagle200.device_query(device, reading, self.energy, address, names, joined)
             demand_asked = names is None or any(n.lower() == "zigbee:instantaneousdemand" for n in names)
             if (
                 self.recording

@@ -19,6 +19,7 @@ from app.credentials import Vault
 from app.devices import DeviceRecord
 from app.eagle.client import Clients
 from app.errors import ConfigError
+from app.health import Thresholds
 from app.hours import Day
 from app.leases import Leases
 from app.logs import redact_url
@@ -89,8 +90,9 @@ async def _fleet(store: Store, settings: Settings) -> tuple[list[DeviceRecord], 
     """The registry and the fleet table's rows, built once per snapshot."""
     records = await store.devices.all_devices()
     today = await store.completeness.completeness_day(Day.at(time.time()).key)
-    owners = await Leases(store.redis).owners()
-    return records, rows(records, today, time.time(), max(60.0, 10 * settings.poll_interval_s), owners)
+    leases = Leases(store.redis)
+    owners, held = await leases.owners(), await leases.held()
+    return records, rows(records, today, time.time(), Thresholds.from_settings(settings), held, owners)
 
 
 class StatsHandler(BaseHandler):
@@ -113,6 +115,7 @@ def make_app(
         CartRegistry(store.redis), open_queue(settings), push, Sessions(store, tokens),
         SeriesSource(settings, _archive_or_none(settings)), Snapshot(partial(_fleet, store, settings)),
         Leases(store.redis), HeavyWork(settings.heavy_requests_per_token, settings.heavy_threads),
+        Thresholds.from_settings(settings),
     )  # fmt: skip
     routes = [
         (r"/api/stats", StatsHandler),

@@ -11,6 +11,7 @@ from saq import Queue
 from app.carts.registry import CartRegistry
 from app.credentials import Vault
 from app.eagle.client import Clients
+from app.health import Thresholds
 from app.leases import Leases
 from app.push.receiver import PushReceiver
 from app.series import SeriesSource
@@ -54,8 +55,12 @@ class Metrics:
         )  # fmt: skip
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.devices = Gauge(
-            "rainforest_devices", "Registered devices by poll status (inactive counted apart)",
+            "rainforest_devices", "Registered devices by how their last poll went (inactive counted apart)",
             ["status"], registry=self.registry,
+        )  # fmt: skip
+        self.health = Gauge(
+            "rainforest_devices_health", "Registered devices by health state (app.health)",
+            ["state"], registry=self.registry,
         )  # fmt: skip
 
     def count(self, route: str, method: str, status: int, elapsed_s: float) -> None:
@@ -85,3 +90,4 @@ class Context:
     fleet: Snapshot  # (records, today's completeness) for the pages, re-read every 2 s
     leases: Leases  # which pinger polls which device
     heavy: HeavyWork  # readings over long ranges and cart downloads: per token, in their own pool
+    thresholds: Thresholds  # how long each trouble must last to become a device's health state

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+from app import health
 from app.devices import CLOUD, DeviceInput, normalize_cloud_id
 from app.devices import DeviceRecord as Record
 from app.eagle.reach import ReachPolicy
 from app.errors import ValidationError
 from app.web.base import ApiError, BaseHandler
 
-STATUSES = ("ok", "failing", "never")
+STATUSES = ("ok", "failing", "never")  # how the last poll went; `health` says what state it is in
 
 
 def cloud_id_from_path(raw: str) -> str:
@@ -39,7 +41,10 @@ class DeviceApiHandler(BaseHandler):
         """The public record with the pinger holding its lease (read with the token on GET)."""
         record = await self._record(cloud_id)
         owner = self.preloaded_owner if self.preloaded is not None else await self.ctx.leases.owner(cloud_id)
-        return {**record.public(), "owner": owner}
+        now = time.time()
+        held = {cloud_id: now + owner["lease_expires_in_s"]} if owner else {}
+        state = health.view(record, now, self.ctx.thresholds, held)
+        return {**record.public(), "health": state.public(), "owner": owner}
 
     async def get(self, raw_id: str) -> None:
         self.query(set())
@@ -69,17 +74,27 @@ class DeviceListApiHandler(BaseHandler):
     route = "/api/users/"
 
     async def get(self) -> None:
-        args = self.query({"limit", "after", "active", "status"})
+        args = self.query({"limit", "after", "active", "status", "health"})
         limit = _limit(args.get("limit", "100"))
         after = cloud_id_from_path(args["after"]) if "after" in args else ""
         active = _bool(args["active"]) if "active" in args else None
         status = args.get("status")
         if status is not None and status not in STATUSES:
             raise ApiError(400, "bad_parameter", f"status must be one of {', '.join(STATUSES)}.")
+        wanted = args.get("health")
+        if wanted is not None and wanted not in health.STATES:
+            raise ApiError(400, "bad_parameter", f"health must be one of {', '.join(health.STATES)}.")
+        now, held = time.time(), await self.ctx.leases.held()
+
+        def state_of(record: Record) -> health.Health:
+            return health.view(record, now, self.ctx.thresholds, held)
+
         page, cursor = await self.ctx.store.devices.list_devices(
-            after=after, limit=limit, active=active, status=status
-        )
-        self.send_json({"users": [r.public() for r in page], "next": cursor})
+            after=after, limit=limit, active=active, status=status,
+            keep=None if wanted is None else (lambda r: state_of(r).state == wanted),
+        )  # fmt: skip
+        users = [{**r.public(), "health": state_of(r).public()} for r in page]
+        self.send_json({"users": users, "next": cursor})
 
 
 def _limit(raw: str) -> int:

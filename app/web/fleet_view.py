@@ -13,10 +13,14 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from app import health
 from app.devices import PUSH, DeviceRecord
 
-STATUSES = ("ok", "failing", "stale", "never", "inactive")
-WORST_FIRST = ("failing", "stale", "never", "ok", "inactive")  # the status column's order
+STATUSES = health.STATES  # the status column is the device's health (app.health)
+WORST_FIRST = (
+    "unreachable", "frozen", "meter_offline", "auth", "bad_reply", "push_silent", "unpolled", "never",
+    "ok", "inactive",
+)  # the status column's order: the households that need someone first  # fmt: skip
 COLUMNS = (
     "cloud_id",
     "email",
@@ -46,6 +50,7 @@ class FleetRow:
     model: str
     firmware: str
     pinger: str = ""  # host:pid of the pinger holding its lease ("" for none, or a push device)
+    since: float | None = None  # when its state began
 
     def age_s(self, now: float) -> float | None:
         return None if self.seen_at is None else max(0.0, now - self.seen_at)
@@ -68,34 +73,26 @@ class FleetRow:
                 self.readings_today, self.error, self.model, self.firmware, self.pinger]  # fmt: skip
 
 
-def status_of(record: DeviceRecord, now: float, stale_after_s: float) -> str:
-    """ok / failing / never as recorded, inactive, or stale: ok but silent (no pinger polling it)."""
-    if not record.active:
-        return "inactive"
-    status = record.status
-    if status == "ok" and record.last_success_at is not None and now - record.last_success_at > stale_after_s:
-        return "stale"
-    return status
-
-
 def rows(
     records: Iterable[DeviceRecord],
     today: dict[str, tuple[int, int, int]],
     now: float,
-    stale_after_s: float,
+    thresholds: health.Thresholds,
+    held: dict[str, float] | None = None,
     owners: dict[str, str] | None = None,
 ) -> list[FleetRow]:
     out = []
     for r in records:
+        state = health.view(r, now, thresholds, held)
         scheduled, ok, readings = today.get(r.cloud_id, (0, 0, 0))
         seen = r.last_success_at if r.protocol == PUSH else (r.last_success_at and r.last_timestamp)
         out.append(
             FleetRow(
                 cloud_id=r.cloud_id, email=r.user_email, protocol=r.protocol,
-                status=status_of(r, now, stale_after_s),
+                status=state.state, since=state.since,
                 seen_at=float(seen) if seen else None,
                 complete=round(100.0 * ok / scheduled, 1) if scheduled else None,
-                readings_today=readings, error=r.last_error,
+                readings_today=readings, error=state.detail or r.last_error,
                 model=str((r.crawl or {}).get("model", "")),
                 firmware=str((r.crawl or {}).get("firmware", "")),
                 pinger=(owners or {}).get(r.cloud_id, "") if r.active and r.protocol != PUSH else "",

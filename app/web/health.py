@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app import health
 from app.errors import StoreError
 from app.web.base import BaseHandler
 
@@ -29,10 +31,14 @@ class MetricsHandler(BaseHandler):
     async def get(self) -> None:
         self.query(set())
         counts: Counter[str] = Counter({"ok": 0, "failing": 0, "never": 0, "inactive": 0})
-        counts.update(
-            "inactive" if not r.active else r.status for r in await self.ctx.store.devices.all_devices()
-        )
+        records = await self.ctx.store.devices.all_devices()
+        counts.update("inactive" if not r.active else r.status for r in records)
         for status, n in counts.items():
             self.ctx.metrics.devices.labels(status).set(n)
+        now, held = time.time(), await self.ctx.leases.held()
+        states = Counter(dict.fromkeys(health.STATES, 0))
+        states.update(health.view(r, now, self.ctx.thresholds, held).state for r in records)
+        for state, n in states.items():
+            self.ctx.metrics.health.labels(state).set(n)
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(generate_latest(self.ctx.metrics.registry))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import __version__
+from app import __version__, health
 from app.devices import CLOUD, LOCAL_PROTOCOLS, PROTOCOLS
 
 CLOUD_ID = {"type": "string", "pattern": "^[0-9a-fA-F]{6}$", "example": "002738"}
@@ -127,7 +127,8 @@ SCHEMAS: dict[str, Any] = {
             "tls_verify": {"type": "boolean", "nullable": True}, "tls_fingerprint": {"type": "string", "nullable": True},
             "push_key": {"type": "string", "description": "a push device's key, made now: shown only in this answer"},
             "last_backfill": {"type": "object", "nullable": True, "description": "the last gap refilled from the gateway's history: start, end, lines, received, through, at"},
-            "status": {"type": "string", "enum": ["ok", "failing", "never"]},
+            "status": {"type": "string", "enum": ["ok", "failing", "never"], "description": "how the last poll (or upload) went; `health` says what state the household is in"},
+            "health": {"$ref": "#/components/schemas/DeviceHealth"},
             "total_events_logged": {"type": "integer"}, "first_timestamp": NULLABLE_NUMBER,
             "last_timestamp": NULLABLE_NUMBER, "consecutive_failures": {"type": "integer"},
             "last_error": {"type": "string"}, "last_success_at": NULLABLE_NUMBER,
@@ -139,6 +140,19 @@ SCHEMAS: dict[str, Any] = {
                       "properties": {"pinger": {"type": "string", "description": "host:pid of the pinger"},
                                      "lease": {"type": "string", "enum": ["held", "lapsed"], "description": "lapsed: that pinger stopped renewing (dead or cut off from Redis); another takes the device soon"},
                                      "lease_expires_in_s": {"type": "number"}}},
+        },
+    },
+    "DeviceHealth": {
+        "type": "object", "additionalProperties": False,
+        "required": ["state", "since", "action", "condition", "condition_since", "detail"],
+        "description": "the device's health state (docs/alerts.md): what is wrong, since when, and what to do",
+        "properties": {
+            "state": {"type": "string", "enum": list(health.STATES)},
+            "since": {**NULLABLE_NUMBER, "description": "when the trouble (or for ok, the recovery) began, Unix seconds"},
+            "action": {"type": "string", "description": "what to do about it, one sentence"},
+            "condition": {"type": "string", "description": "what its latest polls show; a trouble shows here before it has lasted its threshold"},
+            "condition_since": NULLABLE_NUMBER,
+            "detail": {"type": "string", "description": "the last error, or an unreadable reply's start (secrets masked)"},
         },
     },
     "UserList": {
@@ -210,6 +224,7 @@ def document() -> dict[str, Any]:
         },
         {"name": "active", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}},
         {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["ok", "failing", "never"]}},
+        {"name": "health", "in": "query", "schema": {"type": "string", "enum": list(health.STATES)}},
     ]
     return {
         "openapi": "3.0.3",
@@ -274,7 +289,7 @@ def document() -> dict[str, Any]:
                               **_errors(400, 401, 413, 503)},
             }},
             "/api/users/": {"get": {
-                "summary": "Devices, paginated by cursor, filterable by active and status",
+                "summary": "Devices, paginated by cursor, filterable by active, status and health",
                 "parameters": users_list_params,
                 "responses": {"200": _json(_ref("UserList"), "A page of devices"), **_errors(400, 401, 503)},
             }},

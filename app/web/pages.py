@@ -16,6 +16,7 @@ from urllib.parse import urlencode, urlsplit
 
 import tornado.web
 
+from app import health
 from app.completeness import hour_label
 from app.devices import PROTOCOLS, normalize_cloud_id
 from app.errors import StoreError, ValidationError
@@ -175,7 +176,11 @@ class DeviceHandler(PageHandler):
         hours = [h.number for back in range(6, -1, -1) for h in (today - back).hours()]
         counts = {r["hour"]: r for r in await self.ctx.store.completeness.completeness([cloud_id], hours)}
         owner = await self.ctx.leases.owner(cloud_id)
+        now = time.time()
+        held = {cloud_id: now + owner["lease_expires_in_s"]} if owner else {}
+        state = health.view(record, now, self.ctx.thresholds, held).public()
         self.render_page("device.html", record=record.public(), owner=owner, hours=hours, counts=counts,
+                         health=state,
                          crawls=await self.ctx.store.crawls.crawl_history(cloud_id),
                          failures=await self.ctx.store.devices.recent_failures(cloud_id))  # fmt: skip
 
@@ -278,7 +283,7 @@ def _histogram(days: list[dict[str, tuple[int, int, int]]]) -> list[int]:
 
 
 def _when(at: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(at))
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
 
 
 def _cloud_id(raw: str) -> str:
