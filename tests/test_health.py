@@ -174,7 +174,8 @@ async def test_every_cause_reaches_its_state_through_a_real_pinger_and_server(
             got = requests.get(f"{server.url}/api/users/{cid}", headers=auth, timeout=10).json()["health"]
             assert got["state"] == state, (cid, got)
             assert got["action"] == health.ACTIONS[state]
-        listed = requests.get(f"{server.url}/api/users/", params={"health": "frozen"}, headers=auth, timeout=10)
+        found = {"health": "frozen"}
+        listed = requests.get(f"{server.url}/api/users/", params=found, headers=auth, timeout=10)
         assert [u["cloud_id"] for u in listed.json()["users"]] == [local[1].cloud_id]
     finally:
         server.stop()
