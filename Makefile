@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint chromium bench bench-pinger bench-api bench-rotate bench-cart bench-push bench-compact deps redis-server clean images test-containers
+.PHONY: demo test lint chromium bench bench-pinger bench-api bench-rotate bench-cart bench-push bench-compact deps redis-server prometheus clean images test-containers
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -45,10 +45,18 @@ redis-server:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server curl >/dev/null) \
 	    || { echo "apt-get could not install redis-server and curl: install them by hand and try again."; exit 1; }; }
 
+# Prometheus, promtool and Alertmanager (Debian's packages) for the alert-rule tests.
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus-alertmanager >/dev/null || { \
+	  if [ "$$(id -u)" != 0 ]; then echo "prometheus is missing: run 'sudo apt-get install prometheus prometheus-alertmanager' and try again."; exit 1; fi; \
+	  echo "installing prometheus and prometheus-alertmanager with apt-get..."; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null) \
+	    || { echo "apt-get could not install prometheus: install it by hand and try again."; exit 1; }; }
+
 demo: deps
 	@$(BIN)/python scripts/demo.py
 
-test: deps chromium
+test: deps chromium prometheus
 	$(BIN)/pytest -q
 
 lint: $(STAMP)

@@ -162,3 +162,63 @@ def compaction_noted() -> str:
 def compaction_claim(day: str) -> str:
     """The rotate host compacting a day right now (a lease: holder, expiry)."""
     return f"{PREFIX}:compact:claim:{day}"
+
+
+def alert(alert_id: str) -> str:
+    """Hash holding one alert: device, cause, since, action, state, acknowledgement, resolution."""
+    return f"{PREFIX}:alert:{alert_id}"
+
+
+def alerts() -> str:
+    """Sorted set of every alert id kept, by when it opened."""
+    return f"{PREFIX}:alerts"
+
+
+def alerts_open() -> str:
+    """Hash cloud_id → its open alert's id: one open alert per device (per outage)."""
+    return f"{PREFIX}:alerts:open"
+
+
+def snoozed() -> str:
+    """Hash cloud_id → until when (Unix seconds) it opens no alert (a household away)."""
+    return f"{PREFIX}:alerts:snoozed"
+
+
+def incident(incident_id: str) -> str:
+    """Hash holding one fleet-wide incident: its path, since, members, state."""
+    return f"{PREFIX}:incident:{incident_id}"
+
+
+def incident_members(incident_id: str) -> str:
+    """Set of the cloud_ids an incident stands for."""
+    return f"{PREFIX}:incident:{incident_id}:members"
+
+
+def incidents() -> str:
+    """Sorted set of every incident id kept, by when it opened."""
+    return f"{PREFIX}:incidents"
+
+
+def incidents_open() -> str:
+    """Hash path → its open incident's id."""
+    return f"{PREFIX}:incidents:open"
+
+
+def message(message_id: str) -> str:
+    """Hash holding one notification: subject, text, CSV attachment, and each route's delivery."""
+    return f"{PREFIX}:message:{message_id}"
+
+
+def outbox(route: str) -> str:
+    """Sorted set of message ids a route still has to deliver, by when to try next."""
+    return f"{PREFIX}:outbox:{route}"
+
+
+def alerts_evaluator() -> str:
+    """Lease: the process evaluating alerts this round (one at a time; the scripts are atomic too)."""
+    return f"{PREFIX}:alerts:evaluator"
+
+
+def digest_sent(day: str) -> str:
+    """Set once a day's digest is queued (by whichever process got there first)."""
+    return f"{PREFIX}:alerts:digest:{day}"

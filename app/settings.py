@@ -7,17 +7,21 @@ A missing or malformed value stops the process with one line naming the setting.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
 
 from app.errors import ConfigError
 
 RAINFOREST_RELAY_URL = "https://rainforestcloud.com:9445/cgi-bin/post_manager"
-SECRET_FIELDS = frozenset({"secret_key", "api_tokens", "aws_secret_access_key"})
+SECRET_FIELDS = frozenset(
+    {"secret_key", "api_tokens", "aws_secret_access_key", "smtp_url", "alert_apprise_urls"}
+)
 _DERIVED = Path("\0derived")  # a path no one can give: "made from DATA_DIR" (see __post_init__)
 GIB = 1024**3
 
@@ -63,6 +67,19 @@ class Settings:
     auth_after_s: float = 120.0  # credentials refused this long: auth
     bad_reply_after_s: float = 300.0  # unreadable replies this long: bad_reply
     unpolled_after_s: float = 120.0  # an active device no live pinger held this long: unpolled
+    alert_eval_s: float = 15.0  # how often a server evaluates alerts and sends what is queued; 0: never
+    smtp_url: str = field(default="", repr=False)  # smtp://user:pass@host:587 (STARTTLS) or smtps://…
+    alert_email_from: str = "rainforest-logger@localhost"
+    alert_email_to: str = ""  # comma-separated addresses alerts and the digest are mailed to
+    alert_apprise_urls: str = field(
+        default="", repr=False
+    )  # space-separated apprise URLs (json://, slack://, …)
+    alert_digest_at: str = "08:00"  # the daily digest's local time (HH:MM); "" for none
+    alert_timezone: str = "UTC"  # the IANA zone of the digest's time and of the times in messages
+    incident_share: float = 0.2  # this share of one path's devices in trouble together is one incident
+    incident_min_devices: int = 10  # … when the path has at least this many devices
+    incident_window_s: float = 300.0  # … and their trouble began within this many seconds
+    alerts_keep_days: float = 90.0  # resolved alerts and incidents are kept this long
     rotate_grace_s: float = 300.0  # an hour is shipped once it ended this long ago
     rotate_concurrency: int = 8  # files compressed and uploaded at once
     rotate_readback: bool = False  # also HEAD each object after S3 confirmed it in its reply
@@ -124,6 +141,7 @@ class Settings:
             raise ConfigError(
                 "MAX_PUSH_BYTES must be at least 1024 and PUSH_STALE_S a positive number of seconds."
             )
+        self._validate_alerts()
         thresholds = ("frozen_after_s", "silent_after_s", "meter_offline_after_s", "auth_after_s",
                       "bad_reply_after_s", "unpolled_after_s")  # fmt: skip
         for name in thresholds:
@@ -172,6 +190,28 @@ class Settings:
                 raise ConfigError(f"{label} must be a port number from 1 to 65535, or 0 for off; got {port}.")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}.")
+
+    def _validate_alerts(self) -> None:
+        if self.alert_eval_s < 0 or self.alerts_keep_days <= 0 or self.incident_window_s <= 0:
+            raise ConfigError(
+                "ALERT_EVAL_S must be 0 or more; ALERTS_KEEP_DAYS and INCIDENT_WINDOW_S positive."
+            )
+        if not 0 < self.incident_share <= 1 or self.incident_min_devices < 1:
+            raise ConfigError(
+                "INCIDENT_SHARE must be above 0 and at most 1; INCIDENT_MIN_DEVICES at least 1."
+            )
+        if self.alert_digest_at and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", self.alert_digest_at):
+            raise ConfigError(f"ALERT_DIGEST_AT must be a time such as 08:00, got {self.alert_digest_at!r}.")
+        try:
+            ZoneInfo(self.alert_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"ALERT_TIMEZONE must be an IANA zone such as Europe/Paris, got {self.alert_timezone!r}."
+            ) from None
+        if self.smtp_url and urlsplit(self.smtp_url).scheme not in ("smtp", "smtps"):
+            raise ConfigError("SMTP_URL must start with smtp:// (STARTTLS when offered) or smtps:// (TLS).")
+        if self.smtp_url and not self.alert_email_to:
+            raise ConfigError("SMTP_URL is set but ALERT_EMAIL_TO names no one to mail.")
 
     @property
     def lease_s(self) -> float:

@@ -1,12 +1,14 @@
 """The connection to Redis, and one object per domain on it (`app/db/`): `store.devices`,
 `store.crawls`, `store.push`, `store.completeness`, `store.fleet`, `store.changes`,
-`store.archive`, `store.processes`. Tokens, sessions, leases, the cart registry and the
+`store.archive`, `store.processes`, `store.alerts` (alerts, incidents, snoozes), `store.outbox`
+(notifications on their way out). Tokens, sessions, leases, the cart registry and the
 compaction book are domains of their own beside these, built on `store.redis`."""
 
 from __future__ import annotations
 
 import redis.asyncio as aioredis
 
+from app.db.alerts import AlertBook
 from app.db.archive import ArchiveBook
 from app.db.changes import ChangeFeed
 from app.db.common import aw, translated
@@ -14,6 +16,7 @@ from app.db.completeness import Completeness
 from app.db.crawls import Crawls
 from app.db.devices import Devices, PollUpdate, Registered
 from app.db.fleet import FleetFigures
+from app.db.outbox import Outbox
 from app.db.processes import Heartbeats
 from app.db.push import PushDevices
 
@@ -33,6 +36,8 @@ class Store:
         self.changes = ChangeFeed(redis)
         self.archive = ArchiveBook(redis)
         self.processes = Heartbeats(redis)
+        self.alerts = AlertBook(redis)
+        self.outbox = Outbox(redis)
 
     @classmethod
     def from_url(cls, url: str, max_connections: int = 50) -> Store:

@@ -4,13 +4,11 @@ the server's API, the pages' rows and `rainforest status` read the same state.""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 
 import pytest
 import requests
-from aiohttp import web
 
 from app import health
 from app.credentials import Vault
@@ -19,24 +17,13 @@ from app.health import Thresholds, Tracker
 from app.leases import Leases
 from app.pinger.loop import Pinger
 from app.settings import Settings
-from app.sim.fleet import SimDevice, build_fleet
-from app.sim.server import Simulator, make_app
+from app.sim.fleet import build_fleet
 from app.store import Store
 from tests.api_helpers import make_token, start_api
-from tests.conftest import free_port
+from tests.clocked_sim import ClockedSim, clocked_sim
 
 LIMITS = Thresholds(frozen_s=60, silent_s=60, meter_offline_s=60, auth_s=60, bad_reply_s=60,
                     push_stale_s=60, unpolled_s=60)  # fmt: skip
-
-
-class Clock:
-    """Wall time for the simulator and the pinger alike, moved by the test."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # --- the rule, on its own --------------------------------------------------------------------
@@ -98,30 +85,20 @@ def test_a_push_device_is_silent_or_refused() -> None:
 
 
 @pytest.fixture
-async def sim_on_clock() -> AsyncIterator[tuple[Simulator, str, Clock]]:
-    """The simulator in this process on a free port, its meters on the test's clock."""
-    clock = Clock(time.time() - 200.0)
-    fleet = build_fleet(8, 11, {"eagle200-local": 1, "eagle100-cloud": 1})
-    sim = Simulator(fleet, 11, reading_interval_s=4.0, timeout_hold_s=0.5, clock=clock)
-    runner = web.AppRunner(make_app(sim))
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield sim, f"127.0.0.1:{port}", clock
-    finally:
-        await runner.cleanup()
+async def sim_on_clock() -> AsyncIterator[ClockedSim]:
+    async with clocked_sim(8, {"eagle200-local": 1, "eagle100-cloud": 1}) as found:
+        yield found
 
 
 async def test_every_cause_reaches_its_state_through_a_real_pinger_and_server(
-    sim_on_clock: tuple[Simulator, str, Clock],
+    sim_on_clock: ClockedSim,
     make_settings: Callable[..., Settings],
     redis_url: str,
     secret_key: str,
 ) -> None:
-    sim, host, clock = sim_on_clock
+    sim, clock = sim_on_clock.sim, sim_on_clock.clock
     settings = make_settings(
-        redis_url, f"http://{host}/cgi-bin/post_manager", poll_interval_s=6.0, poll_timeout_s=2.0,
+        redis_url, sim_on_clock.relay_url, poll_interval_s=6.0, poll_timeout_s=2.0,
         local_request_gap_s=0.0, frozen_after_s=60.0, silent_after_s=60.0, meter_offline_after_s=60.0,
         auth_after_s=60.0, bad_reply_after_s=60.0,
     )  # fmt: skip
@@ -137,7 +114,7 @@ async def test_every_cause_reaches_its_state_through_a_real_pinger_and_server(
         relay[2].cloud_id: ("ok", "flaky"),  # one request in three fails: no outage
         relay[3].cloud_id: ("ok", None),
     }
-    await _register(settings, sim.fleet, host)
+    await sim_on_clock.register(settings)
     pinger = Pinger.create(settings, clock=clock, monotonic=clock)
     await pinger.fleet.resync()
     for _ in range(3):  # every device reads well first
@@ -179,15 +156,6 @@ async def test_every_cause_reaches_its_state_through_a_real_pinger_and_server(
         assert [u["cloud_id"] for u in listed.json()["users"]] == [local[1].cloud_id]
     finally:
         server.stop()
-
-
-async def _register(settings: Settings, fleet: list[SimDevice], host: str) -> None:
-    store, vault = Store.from_url(settings.redis_url), Vault(settings.secret_key)
-    try:
-        for device in fleet:
-            await store.devices.save_device(DeviceInput.from_mapping(device.users_line(host)), vault)
-    finally:
-        await store.close()
 
 
 async def test_an_active_device_no_pinger_holds_is_unpolled(redis_url: str, secret_key: str) -> None:

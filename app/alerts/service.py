@@ -1,0 +1,130 @@
+"""The alerts' background work in every server process, beside the HTTP server: every
+ALERT_EVAL_S the process holding the evaluator's lease evaluates (app.alerts.evaluate) and queues
+the day's digest when it is due; every process sends what is queued (app.alerts.sender). None of
+it runs inside a request or the pinger's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from app import health
+from app.alerts import messages
+from app.alerts.evaluate import Evaluator
+from app.alerts.routes import Route, routes_from
+from app.alerts.sender import Sender
+from app.errors import StoreError
+from app.heartbeat import process_id
+from app.leases import Leases
+from app.settings import Settings
+from app.store import Store
+
+log = logging.getLogger(__name__)
+DIGEST_LATE_S = 12 * 3600  # a digest not sent at its time (the servers were down) goes out this late at most
+
+
+class AlertService:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        routes: list[Route] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.settings, self.clock = store, settings, clock
+        self.routes = routes_from(settings) if routes is None else routes
+        self.route_ids = [r.id for r in self.routes]
+        self.evaluator = Evaluator(store, settings, self.route_ids, clock)
+        self.sender = Sender(store.outbox, self.routes, clock)
+        self.holder = process_id()
+        self.zone = ZoneInfo(settings.alert_timezone)
+        self._pruned_at = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        every_s = self.settings.alert_eval_s
+        while not stop.is_set():
+            await self.once(every_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+
+    async def once(self, every_s: float | None = None) -> None:
+        """One round: evaluate (when this process holds the lease), the digest, then send."""
+        lease_s = 3 * (every_s or self.settings.alert_eval_s or 15.0)
+        try:
+            if await self.store.alerts.hold_evaluator(self.holder, lease_s):
+                await self.evaluator.round()
+                await self.digest_if_due()
+                await self._prune()
+        except StoreError as exc:
+            log.warning("alerts not evaluated: Redis unreachable", extra={"reason": str(exc)})
+        except Exception:  # a bug costs one round, never the server
+            log.exception("alerts round failed")
+        await self.sender.round()
+
+    async def digest_if_due(self) -> bool:
+        """Queue today's digest once, at ALERT_DIGEST_AT local time (or late, after an outage)."""
+        at = self.settings.alert_digest_at
+        if not at or not self.route_ids:
+            return False
+        now = self.clock()
+        local = datetime.fromtimestamp(now, self.zone)
+        hour, minute = (int(x) for x in at.split(":"))
+        due = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        if not timedelta(0) <= local - due < timedelta(seconds=DIGEST_LATE_S):
+            return False
+        day = due.strftime("%Y-%m-%d")
+        if not await self.store.alerts.digest_once(day, self.holder):
+            return False
+        await self.queue_digest(now, f"digest-{day}")
+        return True
+
+    async def queue_digest(self, now: float, message_id: str) -> None:
+        message = messages.digest(await self.dark(now), now, self.zone)
+        await self.store.outbox.put(message_id, message, self.route_ids, now)
+        log.info("digest queued", extra={"notification": message_id})
+
+    async def dark(self, now: float) -> list[messages.Dark]:
+        """Every household in trouble now, for the digest."""
+        thresholds = health.Thresholds.from_settings(self.settings)
+        held = await Leases(self.store.redis).held()
+        found = []
+        for record in await self.store.devices.all_devices():
+            view = health.view(record, now, thresholds, held)
+            if view.alerting:
+                since = view.since or now
+                missed = int((now - since) // self.settings.poll_interval_s)
+                found.append(
+                    messages.Dark(record.cloud_id, view.state, since, record.user_email, missed, view.detail)
+                )
+        return found
+
+    async def test(self) -> dict[str, str]:
+        """A test message through every route, sent now (not retried); route id → "delivered"
+        or why not."""
+        now = self.clock()
+        sent = {}
+        for route in self.routes:
+            mid = sent[route.id] = f"test-{route.id}-{int(now * 1000)}"
+            await self.store.outbox.put(mid, messages.test(now, self.zone, route.id), [route.id], now)
+        await self.sender.round()
+        outcome = {}
+        for route in self.routes:
+            message = await self.store.outbox.message(sent[route.id])
+            if message.get(f"delivered:{route.id}"):
+                outcome[route.id] = "delivered"
+            else:
+                await self.store.outbox.failed(route.id, sent[route.id], None, "a test is not retried")
+                outcome[route.id] = message.get(f"error:{route.id}", "not sent")
+        return outcome
+
+    async def _prune(self) -> None:
+        now = self.clock()
+        if now - self._pruned_at < 3600:
+            return
+        self._pruned_at = now
+        await self.store.alerts.prune(now - self.settings.alerts_keep_days * 86400)
