@@ -85,6 +85,5 @@ class Sender:
             return
         await self.outbox.delivered(route.id, mid, self.clock())
         sent.delivered += 1
-        log.info(
-            "notification delivered", extra={"route": route.id, "notification": mid, "kind": message.get("kind")}
-        )
+        done = {"route": route.id, "notification": mid, "kind": message.get("kind")}
+        log.info("notification delivered", extra=done)
