@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import click
 
-from app.commands import carts, ops, processes, sim, tokens, users
+from app.commands import alerts, carts, ops, processes, sim, tokens, users
 
 # `rainforest --help` as a table of contents: the families, in the order a newcomer meets them.
 SECTIONS: list[tuple[str, list[click.Command]]] = [
     ("Processes (run them under supervisord or one per container)",
      [processes.server, processes.pinger, processes.rotate, processes.cartd]),
-    ("Seeing how it runs", [ops.status, ops.logs_cmd, ops.completeness, ops.crawl_cmd, ops.rescue_cmd]),
+    ("Seeing how it runs",
+     [ops.status, alerts.alerts, ops.logs_cmd, ops.completeness, ops.crawl_cmd, ops.rescue_cmd]),
     ("Devices and access", [users.users, tokens.tokens, processes.secret_key]),
     ("Research data", [carts.carts, carts.compact]),
     ("Trying it out", [sim.sim]),

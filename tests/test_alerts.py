@@ -217,3 +217,68 @@ async def test_the_daily_digest_lists_every_dark_household_once_a_day(
     assert "00d1e5: unreachable since 2027-01-12 02:00 CST" in text and "contact home@example.org" in text
     assert table.splitlines()[0].startswith("cloud_id,state,since_utc") and "00d1e5,unreachable" in table
     assert hook.posts and hook.posts[0].get("attachments"), "the webhook gets the CSV too"
+
+
+async def test_the_api_lists_acknowledges_and_snoozes(
+    make_settings: Callable[..., Settings], redis_url: str, secret_key: str
+) -> None:
+    import requests
+
+    from tests.api_helpers import conforms, make_token, start_api
+
+    settings = make_settings(redis_url, **QUICK)
+    await _dark_device(settings, "00a1e1", time.time() - 700)
+    await _dark_device(settings, "00a1e2", time.time() - 700)
+    store = Store.from_url(redis_url)
+    try:
+        await store.alerts.snooze("00a1e2", time.time() + 86400)  # a household away
+        await Evaluator(store, settings, []).round()
+    finally:
+        await store.close()
+    server = start_api(redis_url, secret_key, SILENT_AFTER_S="60", UNPOLLED_AFTER_S="3600", ALERT_EVAL_S="0")
+    try:
+        admin = {"Authorization": f"Bearer {await asyncio.to_thread(make_token, redis_url, 'coordinator')}"}
+        reader = {"Authorization": f"Bearer {await asyncio.to_thread(make_token, redis_url, 'viewer', True)}"}
+        got = requests.get(f"{server.url}/api/alerts", params={"state": "open"}, headers=reader, timeout=10)
+        conforms(got, "/api/alerts", "GET")
+        (alert,) = got.json()["alerts"]
+        assert (alert["cloud_id"], alert["cause"], alert["state"]) == ("00a1e1", "unreachable", "open")
+        ack = f"{server.url}/api/alerts/{alert['id']}/ack"
+        assert requests.post(ack, json={"note": "called"}, headers=reader, timeout=10).status_code == 403
+        done = requests.post(ack, json={"note": "called them; router unplugged"}, headers=admin, timeout=10)
+        conforms(done, "/api/alerts/{id}/ack", "POST")
+        assert done.json()["state"] == "acknowledged" and done.json()["acknowledged"]["by"] == "coordinator"
+        missing = requests.post(f"{server.url}/api/alerts/nope-1/ack", json={}, headers=admin, timeout=10)
+        assert missing.status_code == 404 and missing.json()["error"] == "unknown_alert"
+        snooze = f"{server.url}/api/users/00a1e1/snooze"
+        bad = requests.post(snooze, json={"until": "2001-01-01"}, headers=admin, timeout=10)
+        assert bad.status_code == 400 and "future date" in bad.json()["message"]
+        ok = requests.post(snooze, json={"until": "2099-01-31"}, headers=admin, timeout=10)
+        conforms(ok, "/api/users/{cloud_id}/snooze", "POST")
+        assert ok.json()["snoozed_until"] == 4073587199.0  # 2099-01-31 23:59:59 UTC
+    finally:
+        server.stop()
+
+
+def test_alerts_test_sends_through_every_route_and_names_the_one_that_refused(
+    redis_url: str, secret_key: str, tmp_path: Path
+) -> None:
+    import os
+    import sys
+
+    with smtp_catcher() as mail, webhook_catcher() as hook:
+        hook.refuse = 1
+        env = {**os.environ, "REDIS_URL": redis_url, "SECRET_KEY": secret_key, "DATA_DIR": str(tmp_path),
+               "SMTP_URL": mail.url, "ALERT_EMAIL_TO": "coordinator@test",
+               "ALERT_APPRISE_URLS": hook.url}  # fmt: skip
+        run = [sys.executable, "-m", "app.cli", "alerts", "test"]
+        refused = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 1, refused.stderr
+        assert "email            delivered" in refused.stdout
+        assert f"{webhook_id(hook.url)}  route {webhook_id(hook.url)} refused" in refused.stdout
+        assert hook.url not in refused.stdout + refused.stderr, "a route's URL may hold a secret"
+        fine = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
+        assert fine.returncode == 0 and fine.stdout.count("delivered") == 2, fine.stdout
+    assert mail.subjects() == ["[rainforest] test message"] * 2 and hook.titles() == [
+        "[rainforest] test message"
+    ]

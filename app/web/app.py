@@ -30,6 +30,7 @@ from app.series import SeriesSource
 from app.settings import Settings
 from app.store import Store
 from app.tokens import Tokens
+from app.web.alerts import AlertAckApiHandler, AlertsApiHandler, SnoozeApiHandler
 from app.web.base import BaseHandler, NotFoundHandler
 from app.web.carts import CartHandler, CartsHandler
 from app.web.completeness import CompletenessHandler
@@ -127,6 +128,9 @@ def make_app(
         (rf"/api/users/{CLOUD_ID_SEGMENT}", DeviceApiHandler),
         (rf"/api/users/{CLOUD_ID_SEGMENT}/completeness", CompletenessHandler),
         (rf"/api/users/{CLOUD_ID_SEGMENT}/readings", ReadingsHandler),
+        (r"/api/alerts/?", AlertsApiHandler),
+        (r"/api/alerts/([^/]{1,80})/ack", AlertAckApiHandler),
+        (rf"/api/users/{CLOUD_ID_SEGMENT}/snooze", SnoozeApiHandler),
         (r"/api/carts/?", CartsHandler),
         (r"/api/carts/([^/]+)", CartHandler),
         (rf"/api/push/{CLOUD_ID_SEGMENT}", PushHandler),

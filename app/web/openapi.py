@@ -155,6 +155,36 @@ SCHEMAS: dict[str, Any] = {
             "detail": {"type": "string", "description": "the last error, or an unreadable reply's start (secrets masked)"},
         },
     },
+    "Alert": {
+        "type": "object", "additionalProperties": False,
+        "required": ["id", "cloud_id", "state", "cause", "since", "action"],
+        "properties": {
+            "id": {"type": "string"}, "cloud_id": CLOUD_ID,
+            "state": {"type": "string", "enum": ["open", "acknowledged", "resolved"]},
+            "cause": {"type": "string", "enum": list(health.STATES)},
+            "causes": {"type": "array", "items": {"type": "string"}, "description": "every cause the outage had, first to last"},
+            "since": NULLABLE_NUMBER, "action": {"type": "string"}, "detail": {"type": "string"},
+            "contact_email": {"type": "string"}, "opened_at": NULLABLE_NUMBER, "in_incident": {"type": "boolean"},
+            "acknowledged": {"type": "object", "nullable": True, "properties": {
+                "by": {"type": "string"}, "at": NULLABLE_NUMBER, "note": {"type": "string"}}},
+            "resolved_at": NULLABLE_NUMBER, "outage_s": NULLABLE_NUMBER,
+            "readings_missed": {"type": "integer", "nullable": True, "description": "estimated: polls in the outage"},
+            "readings_refilled": {"type": "integer", "nullable": True},
+        },
+    },
+    "Alerts": {
+        "type": "object", "required": ["alerts", "open_incidents"], "additionalProperties": False,
+        "properties": {
+            "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
+            "open_incidents": {"type": "array", "items": {"type": "object", "properties": {
+                "id": {"type": "string"}, "path": {"type": "string"}, "cause": {"type": "string"},
+                "since": {"type": "number"}, "devices": {"type": "integer"}}}},
+        },
+    },
+    "Snooze": {
+        "type": "object", "required": ["cloud_id", "snoozed_until"], "additionalProperties": False,
+        "properties": {"cloud_id": CLOUD_ID, "snoozed_until": NULLABLE_NUMBER},
+    },
     "UserList": {
         "type": "object", "required": ["users", "next"], "additionalProperties": False,
         "properties": {"users": {"type": "array", "items": _ref("User")},
@@ -274,6 +304,36 @@ def document() -> dict[str, Any]:
                                {"name": "resolution", "in": "query", "description": "auto, 0 (every reading) or 10 to 86400 s buckets", "schema": {"type": "string"}}],
                 "responses": {"200": _json(_ref("Series"), "t with value (every reading) or min, max, mean per bucket"), **_errors(400, 401, 404, 429, 503)},
             }},
+            "/api/alerts": {"get": {
+                "summary": "Alerts, newest first (one per outage of a household: opened when its health state has lasted its threshold, resolved when it is ok again), and the open fleet-wide incidents",
+                "parameters": [{"name": "state", "in": "query", "schema": {"type": "string", "enum": ["open", "acknowledged", "resolved"]}},
+                               {"name": "cause", "in": "query", "schema": {"type": "string", "enum": list(health.STATES)}},
+                               {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+                "responses": {"200": _json(_ref("Alerts"), "The alerts that match"), **_errors(400, 401, 503)},
+            }},
+            "/api/alerts/{id}/ack": {"post": {
+                "summary": "Acknowledge an alert: who (the token's name), when, and a note (admin)",
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string", "maxLength": 80}}],
+                "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"note": {"type": "string", "maxLength": 500}}}}}},
+                "responses": {"200": _json(_ref("Alert"), "The alert, acknowledged"), **_errors(400, 401, 403, 404, 415, 503)},
+            }},
+            "/api/users/{cloud_id}/snooze": {
+                "post": {
+                    "summary": "Open no alert for this household until a date (a household away), admin",
+                    "parameters": PATH_ID,
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["until"], "additionalProperties": False,
+                        "properties": {"until": {"description": "a date (the end of that UTC day), an ISO 8601 time or Unix seconds, in the future"}}}}}},
+                    "responses": {"200": _json(_ref("Snooze"), "Snoozed"), **_errors(400, 401, 403, 404, 415, 503)},
+                },
+                "delete": {
+                    "summary": "End a household's snooze (admin)",
+                    "parameters": PATH_ID,
+                    "responses": {"200": _json(_ref("Snooze"), "Not snoozed"), **_errors(400, 401, 403, 503)},
+                },
+            },
             "/api/stats": {"get": {
                 "summary": "The fleet counted: by status, protocol, model, firmware; completeness distributions; demand; devices added",
                 "responses": {"200": _json({"type": "object"}, "The figures /stats draws"), **_errors(401, 503)},
