@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 
 from app import health
 from app.alerts.listing import STATES, listing, public
+from app.store import Store
 from app.web.base import ApiError, BaseHandler
 from app.web.devices import cloud_id_from_path
 
@@ -27,11 +28,11 @@ class AlertsApiHandler(BaseHandler):
         if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1000:
             raise ApiError(400, "bad_parameter", "limit must be a whole number from 1 to 1000.")
         alerts = await listing(self.ctx.store, state, cause, int(raw))
-        self.send_json({"alerts": alerts, "open_incidents": await open_incidents(self)})
+        self.send_json({"alerts": alerts, "open_incidents": await open_incidents(self.ctx.store)})
 
 
-async def open_incidents(handler: BaseHandler) -> list[dict[str, object]]:
-    found = await handler.ctx.store.alerts.open_incidents()
+async def open_incidents(store: Store) -> list[dict[str, object]]:
+    found = await store.alerts.open_incidents()
     return [
         {"id": r.get("id"), "path": path, "cause": r.get("cause"), "since": float(r.get("since", 0)),
          "devices": len(members)}

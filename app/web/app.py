@@ -31,6 +31,7 @@ from app.settings import Settings
 from app.store import Store
 from app.tokens import Tokens
 from app.web.alerts import AlertAckApiHandler, AlertsApiHandler, SnoozeApiHandler
+from app.web.alerts_page import AlertsPageActionHandler, AlertsPageHandler
 from app.web.base import BaseHandler, NotFoundHandler
 from app.web.carts import CartHandler, CartsHandler
 from app.web.completeness import CompletenessHandler
@@ -141,6 +142,8 @@ def make_app(
         (rf"/fleet/{CLOUD_ID_SEGMENT}", DeviceHandler),
         (rf"/fleet/{CLOUD_ID_SEGMENT}/(activate|deactivate|crawl)", ActionHandler),
         (r"/stats", StatsPageHandler),
+        (r"/alerts", AlertsPageHandler),
+        (r"/alerts/(ack|snooze)/([^/]{1,80})", AlertsPageActionHandler),
     ]
     here = Path(__file__).parent
     return tornado.web.Application(

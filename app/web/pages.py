@@ -168,7 +168,7 @@ class FleetHandler(PageHandler):
 
 class DeviceHandler(PageHandler):
     async def get(self, raw_id: str) -> None:
-        cloud_id = _cloud_id(raw_id)
+        cloud_id = cloud_id_of(raw_id)
         record = await self.ctx.store.devices.get_device(cloud_id)
         if record is None:
             raise tornado.web.HTTPError(404, reason=f"No device {cloud_id} is registered")
@@ -189,7 +189,7 @@ class ActionHandler(PageHandler):
     """Admin actions from the pages: activate, deactivate, crawl now (form POSTs with the XSRF token)."""
 
     async def post(self, raw_id: str, action: str) -> None:
-        cloud_id = _cloud_id(raw_id)
+        cloud_id = cloud_id_of(raw_id)
         if self.token is None:
             return
         if not self.token.can_write:
@@ -286,7 +286,7 @@ def _when(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
 
 
-def _cloud_id(raw: str) -> str:
+def cloud_id_of(raw: str) -> str:
     try:
         return normalize_cloud_id(raw)
     except ValidationError:
