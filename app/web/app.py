@@ -11,6 +11,7 @@ from pathlib import Path
 import tornado.web
 from tornado.log import access_log
 
+from app.alerts.routes import routes_from
 from app.archive.backend import Archive
 from app.archive.factory import open_archive
 from app.carts.jobs import open_queue
@@ -117,7 +118,7 @@ def make_app(
         CartRegistry(store.redis), open_queue(settings), push, Sessions(store, tokens),
         SeriesSource(settings, _archive_or_none(settings)), Snapshot(partial(_fleet, store, settings)),
         Leases(store.redis), HeavyWork(settings.heavy_requests_per_token, settings.heavy_threads),
-        Thresholds.from_settings(settings),
+        Thresholds.from_settings(settings), [r.id for r in routes_from(settings)],
     )  # fmt: skip
     routes = [
         (r"/api/stats", StatsHandler),

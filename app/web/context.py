@@ -58,6 +58,18 @@ class Metrics:
             "rainforest_devices", "Registered devices by how their last poll went (inactive counted apart)",
             ["status"], registry=self.registry,
         )  # fmt: skip
+        self.alerts_open = Gauge(
+            "rainforest_alerts_open", "Open alerts (one per dark household) by cause",
+            ["cause"], registry=self.registry,
+        )  # fmt: skip
+        self.incidents_open = Gauge(
+            "rainforest_incidents_open", "Open fleet-wide incidents, by path (relay, push, a pinger)",
+            ["path"], registry=self.registry,
+        )  # fmt: skip
+        self.notifications_waiting = Gauge(
+            "rainforest_notifications_waiting", "Notifications a route has still to deliver (retrying)",
+            ["route"], registry=self.registry,
+        )  # fmt: skip
         self.health = Gauge(
             "rainforest_devices_health", "Registered devices by health state (app.health)",
             ["state"], registry=self.registry,
@@ -91,3 +103,4 @@ class Context:
     leases: Leases  # which pinger polls which device
     heavy: HeavyWork  # readings over long ranges and cart downloads: per token, in their own pool
     thresholds: Thresholds  # how long each trouble must last to become a device's health state
+    alert_routes: list[str]  # the ids of the routes notifications go out by (app.alerts.routes)

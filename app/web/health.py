@@ -40,5 +40,22 @@ class MetricsHandler(BaseHandler):
         states.update(health.view(r, now, self.ctx.thresholds, held).state for r in records)
         for state, n in states.items():
             self.ctx.metrics.health.labels(state).set(n)
+        await self._alerts()
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(generate_latest(self.ctx.metrics.registry))
+
+    async def _alerts(self) -> None:
+        """Open alerts by cause, open incidents by path, and what each route has still to send."""
+        m, book = self.ctx.metrics, self.ctx.store.alerts
+        causes = Counter(dict.fromkeys(health.STATES, 0))
+        opened = await book.open_alerts()
+        for alert in await book.alerts(list(opened.values())):
+            causes[alert.get("cause", "")] += 1
+        for cause, n in causes.items():
+            if cause in health.STATES and cause not in health.QUIET:
+                m.alerts_open.labels(cause).set(n)
+        m.incidents_open.clear()
+        for path in await book.open_incidents():
+            m.incidents_open.labels(path).set(1)
+        for route in self.ctx.alert_routes:
+            m.notifications_waiting.labels(route).set(await self.ctx.store.outbox.waiting(route))
