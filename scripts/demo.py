@@ -30,6 +30,22 @@ KINDS = (
     ("demand", "push"), ("summation", None), ("price", None),
 )  # fmt: skip
 BIN = Path(sys.executable).parent
+# Households in trouble, one of each cause the simulator makes: (protocol, which of its devices
+# counting from 0; the first of each protocol stays healthy) → (the cause it shows, the fault).
+# The demo's fleet comes from seed 1, so these are the same households every time.
+TROUBLES = {
+    ("eagle200-local", 1): ("frozen", "frozen"),
+    ("eagle200-local", 2): ("meter_offline", "meter_offline"),
+    ("eagle100-local", 1): ("unreachable", "offline"),
+    ("eagle100-cloud", 2): ("auth", "bad_credentials"),  # the second is docs/api.md's example
+    ("eagle100-cloud", 3): ("bad_reply", "malformed"),
+    ("push", 1): ("push_silent", "offline"),
+}
+ALERTS_ENV = {
+    "ALERT_EVAL_S": "5", "ALERT_EMAIL_TO": "coordinator@demo.test", "FROZEN_AFTER_S": "30",
+    "SILENT_AFTER_S": "30", "METER_OFFLINE_AFTER_S": "20", "AUTH_AFTER_S": "20", "BAD_REPLY_AFTER_S": "20",
+    "PUSH_STALE_S": "30",
+}  # fmt: skip
 
 
 def ensure_env_file() -> None:
@@ -41,6 +57,36 @@ def ensure_env_file() -> None:
     env.write_text(text)
     env.chmod(0o600)
     print("created .env from .env.template with a new SECRET_KEY")
+
+
+def troubled(users: Path) -> dict[str, tuple[str, str]]:
+    """cloud_id → (cause, the simulator's fault) for the demo's households in trouble (as many of
+    TROUBLES as the fleet has devices for)."""
+    seen: dict[str, int] = {}
+    found = {}
+    for line in users.read_text().splitlines():
+        user = json.loads(line)
+        protocol = user.get("protocol", "eagle100-cloud")
+        n = seen[protocol] = seen.get(protocol, -1) + 1
+        if (protocol, n) in TROUBLES:
+            found[str(user["cloud_id"])] = TROUBLES[(protocol, n)]
+    return found
+
+
+def uploaded(cloud_ids: list[str], logs_dir: Path) -> bool:
+    hour = time.strftime("%Y-%m-%d-%H", time.gmtime())
+    return all(any(logs_dir.glob(f"{hour}/*-{cid}-*.jl")) for cid in cloud_ids)
+
+
+def add_faults(sim_port: int, faults: dict[str, str]) -> None:
+    """Give these devices a fault now, through the simulator's control API."""
+    url = f"http://127.0.0.1:{sim_port}/control/faults"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        current = json.load(resp)
+    current["devices"].update({cid: {"error": fault} for cid, fault in faults.items()})
+    body = json.dumps(current).encode()
+    put = urllib.request.Request(url, data=body, method="PUT", headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(put, timeout=5).close()
 
 
 def port_free(port: int) -> bool:
@@ -102,6 +148,7 @@ def main() -> None:
     parser.add_argument("--redis-port", type=int, default=6399)
     parser.add_argument("--sim-port", type=int, default=9445)
     parser.add_argument("--server-port", type=int, default=8000)
+    parser.add_argument("--mail-port", type=int, default=8025)
     parser.add_argument("--smoke", action="store_true", help="stop everything once readings appear")
     args = parser.parse_args()
 
@@ -115,11 +162,12 @@ def main() -> None:
         (args.redis_port, "redis"),
         (args.sim_port, "the simulator"),
         (args.server_port, "the API server"),
+        (args.mail_port, "the mail catcher"),
     )
     for port, name in ports:
         if not port_free(port):
             raise SystemExit(f"port {port} (for {name}) is in use: stop what holds it, or pick another port.")
-    for sub in ("redis", "logs/redis", "logs/supervisord", "demo"):
+    for sub in ("redis", "logs/redis", "logs/supervisord", "demo"):  # mail/: the catcher makes its Maildir
         (data_dir / sub).mkdir(parents=True, exist_ok=True)
 
     env = {
@@ -134,12 +182,20 @@ def main() -> None:
         "ARCHIVE_URL": f"file://{data_dir}/archive", "RF_ROTATE_EVERY": "30",
         # the simulator serves every local gateway on 127.0.0.1: allow loopback for this demo
         "GATEWAY_ALLOW_NETWORKS": "127.0.0.0/8",
+        "RF_MAIL_PORT": str(args.mail_port), "RF_SIM_FAULTS": "",
+        # alerts mailed to the local catcher, after troubles that lasted seconds rather than minutes
+        **{name: os.environ.get(name, value) for name, value in ALERTS_ENV.items()},
+        "SMTP_URL": f"smtp://127.0.0.1:{args.mail_port}",
     }  # fmt: skip
     users = data_dir / "demo" / "users.jl"
     sim = [BIN / "rainforest", "sim", "--devices", str(args.devices), "--protocols", args.protocols,
            "--seed", "1"]  # fmt: skip
     export = [*sim, "--port", str(args.sim_port), "--export-users", str(users)]
     subprocess.run(export, check=True, env=env, stdout=subprocess.DEVNULL)
+    troubles = troubled(users)
+    # a push device that never uploaded is `never`, not silent: it goes quiet once it has uploaded
+    at_start = {cid: t for cid, t in troubles.items() if t[0] != "push_silent"}
+    env["RF_SIM_FAULTS"] = " ".join(f"--fault {fault}@{cid}" for cid, (_, fault) in at_start.items())
     # Two past hours of simulated readings, so rotate has closed hours to ship right away, and the
     # last two hours of yesterday (UTC), a closed day the rotate loop compacts to Parquet at once.
     backfill = subprocess.run(
@@ -181,6 +237,11 @@ def main() -> None:
         wanted = [kind for kind in KINDS[:5] if kind[1] is None or f"{kind[1]}=" in args.protocols]
         wait_for(lambda: len(samples(data_dir / "logs", wanted)) == len(wanted), 40,
                  "a line of each kind", supervisor)  # fmt: skip
+        quiet = [cid for cid, (cause, _) in troubles.items() if cause == "push_silent"]
+        wait_for(
+            lambda: uploaded(quiet, data_dir / "logs"), 40, "the quiet push device's first upload", supervisor
+        )
+        add_faults(args.sim_port, {cid: troubles[cid][1] for cid in quiet})
         deadline = time.monotonic() + 35  # every meter's first price comes within five cycles
         while time.monotonic() < deadline and not samples(data_dir / "logs", [KINDS[5]]):
             time.sleep(0.5)
@@ -196,7 +257,7 @@ def main() -> None:
             wait_for(lambda: bool(list(manifests.glob("*.json"))), 90, "yesterday compacted", supervisor)
         cart_id = request_cart(api, token)
         wait_for(lambda: cart_status(api, token, cart_id) == "ready", 60, "the demo cart", supervisor)
-        print_welcome(path, data_dir, args, ctl_conf, token, cloud_id, cart_id)
+        print_welcome(path, data_dir, args, ctl_conf, token, cloud_id, cart_id, troubles)
         if args.smoke:
             stop()
         supervisor.wait()
@@ -259,6 +320,7 @@ def print_welcome(
     token: str,
     cloud_id: str,
     cart_id: str,
+    troubles: dict[str, tuple[str, str]],
 ) -> None:
     lines = samples(data_dir / "logs", list(KINDS))
     sample = "\n    ".join(
@@ -271,6 +333,23 @@ def print_welcome(
 
     def rel(p: Path) -> str:
         return os.path.relpath(p) if p.is_relative_to(ROOT) else str(p)
+
+    dark = "\n    ".join(
+        f"{cid}  {cause:<14} (the simulator's {fault} fault)" for cid, (cause, fault) in troubles.items()
+    )
+    alerts = (
+        f"""
+  Alerts (docs/alerts.md): {len(troubles)} households are in trouble on purpose, one of each cause;
+  within about a minute each has an alert, mailed to a local catcher:
+    {dark}
+    open http://127.0.0.1:{args.server_port}/alerts               what is dark, why, and what to do
+    .venv/bin/rainforest alerts list --state open    the same, in the terminal
+    ls {rel(data_dir / "mail" / "new")}/   one file per message (the mail catcher's Maildir)
+  Stop the pinger (supervisorctl stop pinger) and after UNPOLLED_AFTER_S (2 min) every polled
+  household is unpolled: one incident, one message."""
+        if troubles
+        else ""
+    )
 
     print(f"""
 Rainforest Logger is running in simulated mode ({args.devices} simulated EAGLE gateways:
@@ -303,6 +382,7 @@ Rainforest Logger is running in simulated mode ({args.devices} simulated EAGLE g
     curl -sS -O -J -H "Authorization: Bearer $T" "$A?filename=demo.tar"
     tar -xf demo.tar && sha256sum -c SHA256SUMS
   docs/carts.md shows how to ask for your own, in jl, csv or parquet.
+{alerts}
 
   Look around (in another terminal, from {ROOT}):
     .venv/bin/rainforest status                      every process, the fleet, the archive, the carts

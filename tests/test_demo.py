@@ -18,17 +18,22 @@ from typing import Any
 
 import orjson
 import psutil
+import pytest
 
 from tests.conftest import ROOT, free_port
 
 
+@pytest.mark.timeout(600)  # the whole stack, every doc example, and alerts that must last 20-30 s first
 def test_demo_brings_the_stack_up_shows_readings_and_stops_cleanly(tmp_path: Path, secret_key: str) -> None:
-    redis_port, sim_port, server_port = free_port(), free_port(), free_port()
+    redis_port, sim_port, server_port, mail_port = free_port(), free_port(), free_port(), free_port()
     env = {**os.environ, "DATA_DIR": str(tmp_path), "SECRET_KEY": secret_key, "POLL_INTERVAL_S": "1",
-           "LOCAL_REQUEST_GAP_S": "0.2"}  # fmt: skip
+           "LOCAL_REQUEST_GAP_S": "0.2", "ALERT_EVAL_S": "2", "FROZEN_AFTER_S": "10", "SILENT_AFTER_S": "10",
+           "METER_OFFLINE_AFTER_S": "10", "AUTH_AFTER_S": "10", "BAD_REPLY_AFTER_S": "10",
+           "PUSH_STALE_S": "10"}  # fmt: skip
     demo = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--devices", "5",
-         "--redis-port", str(redis_port), "--sim-port", str(sim_port), "--server-port", str(server_port)],
+        [sys.executable, str(ROOT / "scripts" / "demo.py"), "--devices", "14",
+         "--redis-port", str(redis_port), "--sim-port", str(sim_port), "--server-port", str(server_port),
+         "--mail-port", str(mail_port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     out: list[str] = []
@@ -52,6 +57,7 @@ def test_demo_brings_the_stack_up_shows_readings_and_stops_cleanly(tmp_path: Pat
         token = re.search(r"^    T=(rft_\S+)$", "".join(out), re.M)
         assert token, "".join(out)
         run_doc_examples(server_port, token.group(1), tmp_path, tmp_path.parent / f"{tmp_path.name}-examples")
+        every_cause_alerts(server_port, token.group(1), tmp_path / "mail" / "new")
     finally:
         demo.send_signal(signal.SIGINT)  # Ctrl-C
         demo.wait(120)
@@ -61,7 +67,7 @@ def test_demo_brings_the_stack_up_shows_readings_and_stops_cleanly(tmp_path: Pat
         stderr = demo.stderr.read()
     result = subprocess.CompletedProcess(demo.args, demo.returncode, "".join(out), stderr)
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    assert "created 5, updated 0, unchanged 0, failed 0" in result.stdout
+    assert "created 14, updated 0, unchanged 0, failed 0" in result.stdout
     assert "push key for" not in result.stdout  # the simulator's push devices come with their keys
     assert "Rainforest Logger is running in simulated mode" in result.stdout
     assert result.stdout.rstrip().endswith("stopped.")
@@ -181,3 +187,30 @@ def download(port: int, token: str, cart_id: str, into: Path) -> None:
         (into / "cart.tar").write_bytes(resp.read())
     with tarfile.open(into / "cart.tar") as tar:
         tar.extractall(into, filter="data")
+
+
+def every_cause_alerts(port: int, token: str, maildir: Path) -> None:
+    """The demo's households in trouble on purpose each get an alert, mailed to the catcher."""
+    wanted = {"frozen", "meter_offline", "unreachable", "auth", "bad_reply", "push_silent"}
+    seen: set[str] = set()
+
+    def all_there() -> bool:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/alerts?state=open", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            seen.update(a["cause"] for a in json.load(resp)["alerts"])
+        return wanted <= seen
+
+    deadline = time.monotonic() + 200  # thresholds of 10 s, polls every second, rounds every 2 s
+    while not all_there():
+        assert time.monotonic() < deadline, f"alerts of {sorted(wanted - seen)} never opened"
+        time.sleep(1)
+    deadline = time.monotonic() + 60
+    mails: list[str] = []
+    while len(mails) < len(wanted) and time.monotonic() < deadline:
+        time.sleep(1)
+        mails = [p.read_text() for p in maildir.iterdir()] if maildir.exists() else []
+    subjects = [line for m in mails for line in m.splitlines() if line.startswith("Subject:")]
+    for cause in wanted:
+        assert any(s.endswith(f" {cause}") for s in subjects), (cause, subjects)

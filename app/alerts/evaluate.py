@@ -154,7 +154,11 @@ class Evaluator:
     ) -> set[str]:
         """Open and resolve incidents; returns the devices inside an open one (their alerts
         are opened and resolved without a message of their own)."""
-        paths = {r.cloud_id: incidents.path_of(r, owners) for r in records if r.active}
+        paths = {
+            r.cloud_id: incidents.path_of(r, owners, views[r.cloud_id].state == "unpolled")
+            for r in records
+            if r.active
+        }
         size = incidents.sizes(paths.values())
         troubles = []
         for cid, path in paths.items():

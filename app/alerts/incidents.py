@@ -38,8 +38,11 @@ class Rules:
         return n >= self.min_devices and n >= self.share * size
 
 
-def path_of(record: DeviceRecord, owners: Mapping[str, str]) -> str:
-    """The way a device's readings reach us: the relay, the push endpoint, or a pinger."""
+def path_of(record: DeviceRecord, owners: Mapping[str, str], unpolled: bool = False) -> str:
+    """The way a device's readings reach us: the relay, the push endpoint, or a pinger (an
+    unpolled device's path is the pingers, whatever its protocol)."""
+    if unpolled:
+        return "pingers"
     if record.protocol == PUSH:
         return "push"
     if record.protocol == CLOUD:

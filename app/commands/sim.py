@@ -168,7 +168,14 @@ def sim(
 
         urls = [u.strip() for u in push_to.split(",") if u.strip()]
         simulator.uploaders = Uploaders(
-            fleet, seed, simulator.energy, urls, reading_interval_s, simulator.clock, push_timeout_s
+            fleet,
+            seed,
+            simulator.energy,
+            urls,
+            reading_interval_s,
+            simulator.clock,
+            push_timeout_s,
+            simulator.faults,
         )
     asyncio.run(_serve_sim(simulator, host, port, https_port))
     simulator.close()

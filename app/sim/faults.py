@@ -2,7 +2,9 @@
 
 A fault is an optional error kind plus added latency, applied to a share (`rate`) of requests.
 Command-line form: `KIND[=VALUE][@TARGET]`, e.g. `timeout@10%`, `latency_ms=300`,
-`http_503@00ab12,00cd34`. TARGET is `all` (default), a share of the fleet, or cloud_ids.
+`http_503@00ab12,00cd34`. TARGET is `all` (default), `relay` (every device behind the relay: a
+relay-wide outage), `push` (every pushing gateway), a share of the fleet, or cloud_ids. A push
+device with `offline` goes quiet; with `bad_credentials` it uploads with a wrong key.
 """
 
 from __future__ import annotations
@@ -123,6 +125,9 @@ class FaultBook:
 def _targets(target: str, fleet: list[SimDevice], spec: str) -> list[str | None]:
     if target == "all":
         return [None]
+    if target in ("relay", "push"):  # every device of the relay (a relay-wide outage), or every pusher
+        protocol = "eagle100-cloud" if target == "relay" else "push"
+        return [d.cloud_id for d in fleet if d.protocol == protocol]
     if target.endswith("%"):
         try:
             share = float(target[:-1]) / 100.0

@@ -25,6 +25,7 @@ import orjson
 from app.eagle.readings import Y2K_EPOCH
 from app.sim import eagle100
 from app.sim.energy import EnergyMeter
+from app.sim.faults import FaultBook
 from app.sim.fleet import SimDevice
 from app.sim.model import SimReading, reading_at
 from app.sim.tariff import tariff_at
@@ -53,7 +54,10 @@ class Uploaders:
         interval_s: float,
         clock: Callable[[], float] = time.time,
         timeout_s: float = 5.0,
+        faults: FaultBook | None = None,
     ) -> None:
+        self.faults = faults or FaultBook(seed)  # offline: the gateway uploads nothing (it is quiet);
+        # bad_credentials: it uploads with a key that is not its own (a reset gateway)
         self.devices = [d for d in fleet if d.protocol == "push"]
         self.seed, self.energy, self.urls, self.interval_s, self.clock = seed, energy, urls, interval_s, clock
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -90,8 +94,13 @@ class Uploaders:
                 if len(queue) > QUEUE_LIMIT:
                     queue.popleft()
                     self.stats["dropped"] += 1
+            fault = self.faults.for_request(device.cloud_id)
+            if fault is not None and fault.error == "offline":
+                queue.clear()  # a gateway that is off makes no readings to send later
+                self.stats["quiet"] += 1
             while queue and not stop.is_set():
-                ok = await self._send(session, device, queue[0], self.urls[target % len(self.urls)])
+                wrong = fault is not None and fault.error == "bad_credentials"
+                ok = await self._send(session, device, queue[0], self.urls[target % len(self.urls)], wrong)
                 if not ok:
                     target += 1  # the next try goes to the next server, as behind a load balancer
                     delay = min(30.0, max(0.5, delay * 2))
@@ -105,9 +114,17 @@ class Uploaders:
             next_reading = phase + (reading.number + 1) * self.interval_s
             await _sleep(stop, delay or max(0.05, next_reading - self.clock() + 0.01))
 
-    async def _send(self, session: aiohttp.ClientSession, device: SimDevice, body: Body, base: str) -> bool:
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        device: SimDevice,
+        body: Body,
+        base: str,
+        wrong: bool = False,
+    ) -> bool:
         url = f"{base.rstrip('/')}/api/push/{device.cloud_id}"
-        auth = aiohttp.encode_basic_auth(device.cloud_id, device.push_key)
+        key = "0" * len(device.push_key) if wrong else device.push_key
+        auth = aiohttp.encode_basic_auth(device.cloud_id, key)
         headers = {
             "Content-Type": body.content_type,
             "Authorization": auth,
