@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint chromium bench bench-pinger bench-api bench-rotate bench-cart bench-push bench-compact deps redis-server prometheus clean images test-containers
+.PHONY: demo test lint chromium bench bench-pinger bench-api bench-rotate bench-cart bench-push bench-compact bench-alerts deps redis-server prometheus clean images test-containers
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -71,6 +71,10 @@ bench: deps
 	$(BIN)/python bench/cart.py
 	$(BIN)/python bench/push.py
 	$(BIN)/python bench/compact.py
+	$(BIN)/python bench/alerts.py
+
+bench-alerts: deps
+	$(BIN)/python bench/alerts.py
 
 bench-pinger: deps
 	$(BIN)/python bench/pinger.py

@@ -15,6 +15,7 @@ run again after a crash, opens, resolves and notifies each outage once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -32,6 +33,7 @@ from app.settings import Settings
 from app.store import Store
 
 log = logging.getLogger(__name__)
+YIELD_EVERY = 2000  # devices judged between two turns of the event loop
 
 
 @dataclass
@@ -66,13 +68,19 @@ class Evaluator:
         now = self.clock()
         records = await self.store.devices.all_devices()
         held, owners = await self.leases.held(), await self.leases.owners()
-        views = {r.cloud_id: health.view(r, now, self.thresholds, held) for r in records}
+        views = {}
+        for n, r in enumerate(records, 1):
+            views[r.cloud_id] = health.view(r, now, self.thresholds, held)
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a big fleet's round never holds the server's requests up for long
         summary = RoundSummary(devices=len(records))
         summary.by_state.update(v.state for v in views.values())
         open_alerts = await self.store.alerts.open_alerts()
         snoozes = await self.store.alerts.snoozes()
         members = await self._incidents(records, views, owners, now, summary)
-        for record in records:
+        for n, record in enumerate(records, 1):
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             view = views[record.cloud_id]
             aid = open_alerts.get(record.cloud_id)
             if view.alerting:
