@@ -13,12 +13,15 @@ import calendar
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import ClassVar, Self
+from zoneinfo import ZoneInfo
 
 from app.errors import ValidationError
 
 HOUR_S = 3600
 DAY_S = 86400
+DAY_FORMAT = "%Y-%m-%d"
 HOUR_PATTERN = r"\d{4}-\d{2}-\d{2}-\d{2}"  # an hour's key inside a file name or a key
 HOUR_RE = re.compile(rf"^{HOUR_PATTERN}$")
 
@@ -97,6 +100,21 @@ class Day(_Span, seconds=DAY_S, spelled="YYYY-MM-DD", what="a day"):
 
     def hours(self) -> list[Hour]:
         return [Hour(self.number * 24 + h) for h in range(24)]
+
+
+def local_day(unix_s: float, zone: ZoneInfo) -> str:
+    """The day, spelled YYYY-MM-DD, that a moment falls on in a time zone (a study's, a digest's)."""
+    return datetime.fromtimestamp(unix_s, zone).strftime(DAY_FORMAT)
+
+
+def spoken(seconds: float) -> str:
+    """A span of time as people say it: 42 min, 3 h 5 min, 2 d 4 h."""
+    s = int(max(0.0, seconds))
+    if s < HOUR_S:
+        return f"{s // 60} min"
+    if s < DAY_S:
+        return f"{s // HOUR_S} h {s % HOUR_S // 60} min"
+    return f"{s // DAY_S} d {s % DAY_S // HOUR_S} h"
 
 
 def hour_key(unix_s: float) -> str:

@@ -64,3 +64,23 @@ def test_no_module_converts_hours_or_days_by_hand() -> None:
             if by_hand.search(text.split("#", 1)[0]):
                 found.append(f"{path.relative_to(ROOT)}:{n}: {text.strip()}")
     assert not found, "\n".join(found)
+
+
+def test_a_local_day_follows_its_zone_across_daylight_saving() -> None:
+    from zoneinfo import ZoneInfo
+
+    from app.hours import local_day, spoken
+
+    chicago = ZoneInfo("America/Chicago")
+    spring = 1772949600  # 2026-03-08 06:00 UTC: midnight in Chicago (CST, UTC-6), the day clocks go forward
+    assert local_day(spring - 1, chicago) == "2026-03-07" and local_day(spring, chicago) == "2026-03-08"
+    assert local_day(spring + 86400 - 3600 - 1, chicago) == "2026-03-08", "that day has 23 hours"
+    assert local_day(spring + 86400 - 3600, chicago) == "2026-03-09"
+    london = ZoneInfo("Europe/London")  # clocks go back at 01:00 UTC on 2026-10-25
+    assert local_day(1792889999, london) == "2026-10-25" and local_day(1792886399, london) == "2026-10-25"
+    assert local_day(1792882799, london) == "2026-10-24", "23:59:59 BST, 22:59:59 UTC"
+    assert (spoken(59), spoken(3 * 3600 + 300), spoken(2 * 86400 + 4 * 3600)) == (
+        "0 min",
+        "3 h 5 min",
+        "2 d 4 h",
+    )

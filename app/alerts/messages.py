@@ -13,6 +13,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from app.health import ACTIONS
+from app.hours import local_day, spoken
 
 PREFIX = "[rainforest]"
 
@@ -33,15 +34,6 @@ def local(at: float, zone: ZoneInfo) -> str:
     return datetime.fromtimestamp(at, zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
-def duration(seconds: float) -> str:
-    s = int(max(0.0, seconds))
-    if s < 3600:
-        return f"{s // 60} min"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86400} d {s % 86400 // 3600} h"
-
-
 def opened(alert: Mapping[str, str], zone: ZoneInfo) -> dict[str, str]:
     cid, state, since = alert["cloud_id"], alert["cause"], float(alert["since"])
     lines = [
@@ -60,7 +52,7 @@ def resolved(alert: Mapping[str, str], at: float, zone: ZoneInfo) -> dict[str, s
     cid, state, since = alert["cloud_id"], alert["cause"], float(alert["since"])
     missed, refilled = int(alert.get("missed", "0")), int(alert.get("refilled", "0"))
     lines = [
-        f"Household {cid} is ok again at {local(at, zone)}, after {duration(at - since)} {state}.",
+        f"Household {cid} is ok again at {local(at, zone)}, after {spoken(at - since)} {state}.",
         f"Readings missed: about {missed}"
         + (f"; {refilled} refilled from the gateway's history." if refilled else "."),
         f"Alert {alert['id']}.",
@@ -82,7 +74,7 @@ def incident_opened(incident: Mapping[str, str], zone: ZoneInfo, what_failed: st
 
 def incident_resolved(incident: Mapping[str, str], at: float, still: int, zone: ZoneInfo) -> dict[str, str]:
     path, since = incident["path"], float(incident["since"])
-    lines = [f"The incident on {path} is over at {local(at, zone)}, after {duration(at - since)}."]
+    lines = [f"The incident on {path} is over at {local(at, zone)}, after {spoken(at - since)}."]
     if still:
         lines.append(f"{still} of its households are still dark: each now has an alert of its own.")
     lines.append(f"Incident {incident['id']}.")
@@ -91,7 +83,7 @@ def incident_resolved(incident: Mapping[str, str], at: float, still: int, zone: 
 
 def digest(dark: Iterable[Dark], now: float, zone: ZoneInfo) -> dict[str, str]:
     rows = sorted(dark, key=lambda d: d.since)
-    day = datetime.fromtimestamp(now, zone).strftime("%Y-%m-%d")
+    day = local_day(now, zone)
     if not rows:
         text = [f"No household is dark on {day}."]
     else:
@@ -100,7 +92,7 @@ def digest(dark: Iterable[Dark], now: float, zone: ZoneInfo) -> dict[str, str]:
         for d in rows:
             contact = f", contact {d.email}" if d.email else ""
             text.append(
-                f"- {d.cloud_id}: {d.state} since {local(d.since, zone)} ({duration(now - d.since)}), "
+                f"- {d.cloud_id}: {d.state} since {local(d.since, zone)} ({spoken(now - d.since)}), "
                 f"about {d.missed} readings missed{contact}. {ACTIONS[d.state]}"
             )
     out = io.StringIO()

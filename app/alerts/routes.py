@@ -19,6 +19,7 @@ from apprise.attachment.memory import AttachMemory
 from app.settings import Settings
 
 TIMEOUT_S = 30.0
+ROUTE_ID_CHARS = 10  # hex digits of a webhook URL's digest that name its route
 logging.getLogger("apprise").setLevel(logging.CRITICAL + 1)  # it may name a URL, secrets and all
 
 
@@ -88,7 +89,7 @@ class AppriseRoute:
 
 
 def webhook_id(url: str) -> str:
-    return "hook-" + hashlib.sha256(url.encode()).hexdigest()[:10]
+    return "hook-" + hashlib.sha256(url.encode()).hexdigest()[:ROUTE_ID_CHARS]
 
 
 def routes_from(settings: Settings) -> list[Route]:

@@ -20,6 +20,7 @@ from app.alerts.routes import Route, routes_from
 from app.alerts.sender import Sender
 from app.errors import StoreError
 from app.heartbeat import process_id
+from app.hours import local_day
 from app.leases import Leases
 from app.settings import Settings
 from app.store import Store
@@ -77,7 +78,7 @@ class AlertService:
         due = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
         if not timedelta(0) <= local - due < timedelta(seconds=DIGEST_LATE_S):
             return False
-        day = due.strftime("%Y-%m-%d")
+        day = local_day(due.timestamp(), self.zone)
         if not await self.store.alerts.digest_once(day, self.holder):
             return False
         await self.queue_digest(now, f"digest-{day}")
