@@ -222,3 +222,28 @@ def alerts_evaluator() -> str:
 def digest_sent(day: str) -> str:
     """Set once a day's digest is queued (by whichever process got there first)."""
     return f"{PREFIX}:alerts:digest:{day}"
+
+
+def study(study_id: str) -> str:
+    """Hash holding one study: id, name, time zone, contacts."""
+    return f"{PREFIX}:study:{study_id}"
+
+
+def studies() -> str:
+    """Set of every study id."""
+    return f"{PREFIX}:studies"
+
+
+def study_devices(study_id: str) -> str:
+    """Set of the cloud_ids enrolled in a study (any state)."""
+    return f"{PREFIX}:study:{study_id}:devices"
+
+
+def study_participants(study_id: str) -> str:
+    """Hash participant_id → cloud_id: a participant id is unique in its study."""
+    return f"{PREFIX}:study:{study_id}:participants"
+
+
+def enrolments_past(cloud_id: str) -> str:
+    """List of a device's ended enrolments (JSON), newest first."""
+    return f"{PREFIX}:device:{cloud_id}:enrolments"
