@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import orjson
 
 from app.errors import ValidationError
+from app.studies import DEFAULT as DEFAULT_STUDY
+from app.studies import Enrolment
 
 CLOUD_ID_RE = re.compile(r"^[0-9a-f]{6}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -297,6 +299,16 @@ class DeviceRecord:
     crawl_json: str = ""  # the latest crawl (model, firmware, meter, link), parsed when asked
     last_reading: str = ""  # the last demand line, parsed when asked
     health_fields: dict[str, str] = field(default_factory=dict)  # read by app.health, written by it
+    enrolment: Enrolment | None = None  # its study, participant and consent window (app.studies)
+
+    @property
+    def study(self) -> str:
+        """The study it belongs to: its enrolment's, or the default study's."""
+        return self.enrolment.study if self.enrolment is not None else DEFAULT_STUDY
+
+    def consented(self, at: float) -> bool:
+        """Whether its household consented to readings at this moment (always, in no study)."""
+        return self.enrolment is None or self.enrolment.covers(at)
 
     @functools.cached_property
     def fresh_at(self) -> float | None:
@@ -352,6 +364,7 @@ class DeviceRecord:
             crawl_json=h.get("crawl", ""),
             last_reading=h.get("last_reading", ""),
             health_fields={k: h[k] for k in HEALTH_FIELDS if k in h},
+            enrolment=Enrolment.from_hash(h),
         )
 
     def public(self) -> dict[str, Any]:
@@ -375,6 +388,8 @@ class DeviceRecord:
             "archived_hours": self.archived_hours,
             "last_archived_hour": self.last_archived_hour,
             "last_backfill": self.last_backfill,
+            "study": self.study,
+            "enrolment": self.enrolment.public() if self.enrolment is not None else None,
         }
 
 

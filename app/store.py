@@ -1,7 +1,7 @@
 """The connection to Redis, and one object per domain on it (`app/db/`): `store.devices`,
 `store.crawls`, `store.push`, `store.completeness`, `store.fleet`, `store.changes`,
-`store.archive`, `store.processes`, `store.alerts` (alerts, incidents, snoozes), `store.outbox`
-(notifications on their way out). Tokens, sessions, leases, the cart registry and the
+`store.archive`, `store.processes`, `store.studies`, `store.alerts` (alerts, incidents,
+snoozes), `store.outbox` (notifications on their way out). Tokens, sessions, leases, the cart registry and the
 compaction book are domains of their own beside these, built on `store.redis`."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from app.db.fleet import FleetFigures
 from app.db.outbox import Outbox
 from app.db.processes import Heartbeats
 from app.db.push import PushDevices
+from app.db.studies import Studies
 
 __all__ = ["PollUpdate", "Registered", "Store", "aw", "translated"]
 
@@ -37,6 +38,7 @@ class Store:
         self.archive = ArchiveBook(redis)
         self.processes = Heartbeats(redis)
         self.alerts = AlertBook(redis)
+        self.studies = Studies(redis)
         self.outbox = Outbox(redis)
 
     @classmethod

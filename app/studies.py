@@ -11,6 +11,7 @@ window: a deployment without studies works as before.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -155,6 +156,13 @@ class Enrolment:
         """The part of [start, end) inside the window, or None."""
         lo, hi = max(start, self.enrolled_from), min(end, self.enrolled_until or FOREVER)
         return (lo, hi) if lo < hi and self.state != "withdrawn" else None
+
+    def completed(self, now: float) -> Enrolment:
+        """The enrolment, completed: its window ends now, or earlier when it was to end earlier."""
+        end = self.enrolled_until if self.enrolled_until is not None else now
+        return dataclasses.replace(
+            self, enrolled_until=max(min(end, now), self.enrolled_from), state="completed"
+        )
 
     @classmethod
     def from_mapping(cls, data: object, study: Study, cloud_id: str) -> Enrolment:

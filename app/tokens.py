@@ -37,13 +37,27 @@ class Token:
     name: str
     scope: str
     created_at: float
+    study: str = ""  # "": deployment-wide; else the one study it sees (and, as admin, changes)
 
     @property
     def can_write(self) -> bool:
         return self.scope == "admin"
 
+    @property
+    def deployment_wide(self) -> bool:
+        return not self.study
+
+    def sees(self, study: str) -> bool:
+        """Whether this token may see a device or study of `study` at all."""
+        return not self.study or self.study == study
+
     def public(self) -> dict[str, Any]:
-        return {"name": self.name, "scope": self.scope, "created_at": self.created_at}
+        return {
+            "name": self.name,
+            "scope": self.scope,
+            "created_at": self.created_at,
+            "study": self.study or None,
+        }
 
 
 class Tokens:
@@ -53,8 +67,9 @@ class Tokens:
         self.redis = store.redis
         self._env = {digest(t.strip()): f"env-{i}" for i, t in enumerate(env_tokens.split(",")) if t.strip()}
 
-    async def create(self, name: str, read_only: bool = False) -> str:
-        """A new token for `name`; the only time the token itself exists outside the caller."""
+    async def create(self, name: str, read_only: bool = False, study: str = "") -> str:
+        """A new token for `name` (scoped to one study when `study` is given); the only time the
+        token itself exists outside the caller."""
         if not NAME_RE.match(name):
             raise ValidationError(
                 "a token name is 1-64 letters, digits, '.', '_' or '-', starting alphanumeric."
@@ -62,7 +77,7 @@ class Tokens:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         d = digest(token)
         record = {"name": name, "scope": "read" if read_only else "admin", "created_at": repr(time.time()),
-                  "digest": d}  # fmt: skip
+                  "digest": d, "study": study}  # fmt: skip
         async with translated(f"create token {name}"):
             if not await aw(self.redis.hsetnx(keys.tokens(), name, d)):
                 raise ValidationError(
@@ -78,7 +93,7 @@ class Tokens:
             for name, d in sorted(names.items()):
                 h = cast(dict[str, str], await aw(self.redis.hgetall(keys.token(d))))
                 if h:
-                    found.append(Token(name, h["scope"], float(h["created_at"])))
+                    found.append(Token(name, h["scope"], float(h["created_at"]), h.get("study", "")))
         return found
 
     async def revoke(self, name: str) -> bool:
@@ -136,4 +151,4 @@ def from_hash(h: dict[str, str], d: str) -> Token | None:
     """The token a stored hash describes, if it is the one with digest `d`."""
     if not h or not hmac.compare_digest(h.get("digest", ""), d):
         return None
-    return Token(h["name"], h["scope"], float(h["created_at"]))
+    return Token(h["name"], h["scope"], float(h["created_at"]), h.get("study", ""))

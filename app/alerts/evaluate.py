@@ -102,7 +102,7 @@ class Evaluator:
         since = view.since or now
         aid = alert_id(record.cloud_id, since)
         fields = {"cause": view.state, "since": repr(since), "action": view.action,
-                  "email": record.user_email, "detail": view.detail[:500]}  # fmt: skip
+                  "email": record.user_email, "detail": view.detail[:500], "study": record.study}  # fmt: skip
         if quiet:
             fields["incident"] = "1"
         said = messages.opened({**fields, "cloud_id": record.cloud_id, "id": aid}, self.zone)

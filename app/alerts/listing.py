@@ -24,6 +24,7 @@ def public(alert: dict[str, str]) -> dict[str, Any]:
     return {
         "id": alert["id"],
         "cloud_id": alert.get("cloud_id", ""),
+        "study": alert.get("study", "default"),
         "state": state_of(alert),
         "cause": alert.get("cause", ""),
         "causes": (alert.get("causes") or alert.get("cause", "")).split(","),
@@ -44,13 +45,14 @@ def public(alert: dict[str, str]) -> dict[str, Any]:
 
 
 async def listing(
-    store: Store, state: str | None = None, cause: str | None = None, limit: int = 100
+    store: Store, state: str | None = None, cause: str | None = None, limit: int = 100, study: str = ""
 ) -> list[dict[str, Any]]:
-    """The latest alerts, newest first, that match."""
+    """The latest alerts, newest first, that match (only one study's, when `study` is given)."""
     found = []
     for alert in await store.alerts.alerts(await store.alerts.recent_ids(SCAN)):
         view = public(alert)
-        if (state is None or view["state"] == state) and (cause is None or view["cause"] == cause):
+        mine = not study or view["study"] == study
+        if mine and (state is None or view["state"] == state) and (cause is None or view["cause"] == cause):
             found.append(view)
             if len(found) == limit:
                 break

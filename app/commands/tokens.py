@@ -41,12 +41,20 @@ def _with_tokens(action: Any) -> Any:
 @tokens.command("create")
 @click.argument("name")
 @click.option("--read-only", is_flag=True, help="May read (GET) but not change anything.")
-def tokens_create(name: str, read_only: bool) -> None:
+@click.option("--study", default="", help="See only this study's households (a researcher's token).")
+def tokens_create(name: str, read_only: bool, study: str) -> None:
     """Create a token called NAME and print only the token (keep it: it is not stored).
 
-    Example: rainforest tokens create grafana --read-only
+    Example: rainforest tokens create grafana --read-only   (or --study heat-pump-2027 for a researcher)
     """
-    click.echo(_with_tokens(lambda t: t.create(name, read_only)))
+    if study:
+        from app.studies import study_id
+
+        try:
+            study_id(study)
+        except ValidationError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(_with_tokens(lambda t: t.create(name, read_only, study)))
 
 
 @tokens.command("list")
@@ -58,7 +66,8 @@ def tokens_list() -> None:
     found = _with_tokens(lambda t: t.list())
     for token in found:
         made = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(token.created_at))
-        click.echo(f"{token.name:<32} {token.scope:<6} {made}")
+        scope = f"{token.scope} in {token.study}" if token.study else token.scope
+        click.echo(f"{token.name:<32} {scope:<24} {made}")
     click.echo(f"{len(found)} tokens")
 
 

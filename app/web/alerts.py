@@ -27,8 +27,10 @@ class AlertsApiHandler(BaseHandler):
         raw = args.get("limit", "100")
         if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1000:
             raise ApiError(400, "bad_parameter", "limit must be a whole number from 1 to 1000.")
-        alerts = await listing(self.ctx.store, state, cause, int(raw))
-        self.send_json({"alerts": alerts, "open_incidents": await open_incidents(self.ctx.store)})
+        study = self.token.study if self.token is not None else ""
+        alerts = await listing(self.ctx.store, state, cause, int(raw), study)
+        incidents = [] if study else await open_incidents(self.ctx.store)  # a path is the operators'
+        self.send_json({"alerts": alerts, "open_incidents": incidents})
 
 
 async def open_incidents(store: Store) -> list[dict[str, object]]:
@@ -50,7 +52,10 @@ class AlertAckApiHandler(BaseHandler):
         if not isinstance(note, str) or len(note) > NOTE_MAX:
             raise ApiError(400, "invalid_field", f"note must be text of at most {NOTE_MAX} characters.")
         by = self.token.name if self.token is not None else ""
-        if len(alert_id) > 64 or not await self.ctx.store.alerts.acknowledge(alert_id, by, time.time(), note):
+        known = await self.ctx.store.alerts.alert(alert_id[:80])
+        if known is None or self.token is None or not self.token.sees(known.get("study", "default")):
+            raise ApiError(404, "unknown_alert", f"no alert {alert_id[:64]!r} is kept.")
+        if not await self.ctx.store.alerts.acknowledge(alert_id, by, time.time(), note):
             raise ApiError(404, "unknown_alert", f"no alert {alert_id[:64]!r} is kept.")
         alert = await self.ctx.store.alerts.alert(alert_id)
         assert alert is not None
@@ -85,7 +90,7 @@ class SnoozeApiHandler(BaseHandler):
         cloud_id = cloud_id_from_path(raw_id)
         self.query(set())
         until = parse_until(self.json_body().get("until"))
-        if await self.ctx.store.devices.get_device(cloud_id) is None:
+        if await self.device(cloud_id) is None:
             raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
         await self.ctx.store.alerts.snooze(cloud_id, until)
         self.send_json({"cloud_id": cloud_id, "snoozed_until": until})
@@ -93,5 +98,7 @@ class SnoozeApiHandler(BaseHandler):
     async def delete(self, raw_id: str) -> None:
         cloud_id = cloud_id_from_path(raw_id)
         self.query(set())
+        if await self.device(cloud_id) is None:
+            raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
         await self.ctx.store.alerts.unsnooze(cloud_id)
         self.send_json({"cloud_id": cloud_id, "snoozed_until": None})

@@ -19,13 +19,14 @@ class AlertsPageHandler(PageHandler):
         state, cause = self.get_argument("state", "open"), self.get_argument("cause", "")
         if state not in ("all", *STATES) or cause not in ("", *health.STATES):
             raise tornado.web.HTTPError(400, reason="Unknown state or cause")
-        found = await listing(self.ctx.store, None if state == "all" else state, cause or None, 500)
+        study = self.token.study if self.token is not None else ""
+        found = await listing(self.ctx.store, None if state == "all" else state, cause or None, 500, study)
         now = time.time()
         snoozed = {
             cid: until for cid, until in (await self.ctx.store.alerts.snoozes()).items() if until > now
         }
         causes = [s for s in health.STATES if s not in health.QUIET]
-        incidents = await open_incidents(self.ctx.store)
+        incidents = [] if study else await open_incidents(self.ctx.store)
         self.render_page("alerts.html", alerts=found, state=state, cause=cause, states=STATES, causes=causes,
                          incidents=incidents, snoozed=snoozed)  # fmt: skip
 
@@ -41,11 +42,17 @@ class AlertsPageActionHandler(PageHandler):
                 403, reason="This session's token is read-only; log in with an admin token"
             )
         if what == "ack":
+            alert = await self.ctx.store.alerts.alert(target[:80])
+            if alert is None or not self.token.sees(alert.get("study", "default")):
+                raise tornado.web.HTTPError(404, reason="No such alert is kept")
             note = self.get_argument("note", "")[:500]
             if not await self.ctx.store.alerts.acknowledge(target[:80], self.token.name, time.time(), note):
                 raise tornado.web.HTTPError(404, reason="No such alert is kept")
         else:
             cloud_id = cloud_id_of(target)
+            record = await self.ctx.store.devices.get_device(cloud_id)
+            if record is None or not self.token.sees(record.study):
+                raise tornado.web.HTTPError(404, reason=f"No device {cloud_id} is registered")
             try:
                 until = parse_until(self.get_argument("until", ""))
             except ApiError as exc:

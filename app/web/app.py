@@ -56,6 +56,13 @@ from app.web.push import PushHandler
 from app.web.readings import ReadingsHandler
 from app.web.sessions import Sessions
 from app.web.static_files import StaticFiles
+from app.web.studies import (
+    CompleteApiHandler,
+    ParticipantApiHandler,
+    ParticipantsApiHandler,
+    StudiesApiHandler,
+    StudyApiHandler,
+)
 
 CLOUD_ID_SEGMENT = r"([^/]+)"  # validated by the handler, so a bad id gets a clear 400, not a 404
 
@@ -103,7 +110,7 @@ class StatsHandler(BaseHandler):
 
     async def get(self) -> None:
         self.query(set())
-        self.send_json(await fleet_stats(self.ctx))
+        self.send_json(await fleet_stats(self.ctx, self.token.study if self.token is not None else ""))
 
 
 def make_app(
@@ -133,6 +140,11 @@ def make_app(
         (r"/api/alerts/?", AlertsApiHandler),
         (r"/api/alerts/([^/]{1,80})/ack", AlertAckApiHandler),
         (rf"/api/users/{CLOUD_ID_SEGMENT}/snooze", SnoozeApiHandler),
+        (r"/api/studies/?", StudiesApiHandler),
+        (r"/api/studies/([^/]{1,60})", StudyApiHandler),
+        (r"/api/studies/([^/]{1,60})/participants/?", ParticipantsApiHandler),
+        (rf"/api/studies/([^/]{{1,60}})/participants/{CLOUD_ID_SEGMENT}", ParticipantApiHandler),
+        (rf"/api/studies/([^/]{{1,60}})/participants/{CLOUD_ID_SEGMENT}/complete", CompleteApiHandler),
         (r"/api/carts/?", CartsHandler),
         (r"/api/carts/([^/]+)", CartHandler),
         (rf"/api/push/{CLOUD_ID_SEGMENT}", PushHandler),

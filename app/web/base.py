@@ -55,6 +55,7 @@ class BaseHandler(tornado.web.RequestHandler):
     preload_device = False  # GET: read the device named in the path with the token, in one round trip
     preloaded: DeviceRecord | None = None
     preloaded_owner: dict[str, Any] | None = None  # the pinger holding its lease, read with it
+    deployment_only = False  # True: a study-scoped token is refused (metrics, processes)
 
     def initialize(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -128,6 +129,21 @@ class BaseHandler(tornado.web.RequestHandler):
             and not self.token.can_write
         ):
             raise ApiError(403, "forbidden", "this token is read-only; use an admin token to change things.")
+        if self.deployment_only and not self.token.deployment_wide:
+            raise ApiError(403, "forbidden", "this route needs a deployment-wide token, not a study's.")
+        if self.preloaded is not None and not self.token.sees(self.preloaded.study):
+            self.preloaded, self.preloaded_owner = None, None  # another study's: as if unknown
+
+    async def device(self, cloud_id: str) -> DeviceRecord | None:
+        """A device's record, or None when it is unknown or of a study this token may not see
+        (a device of another study answers exactly as an unknown one does)."""
+        record = await self.ctx.store.devices.get_device(cloud_id)
+        if record is None or self.token is None or not self.token.sees(record.study):
+            return None
+        return record
+
+    def sees(self, record: DeviceRecord) -> bool:
+        return self.token is not None and self.token.sees(record.study)
 
     def _preload_id(self) -> str | None:
         if not self.preload_device or self.request.method != "GET" or not self.path_args:

@@ -7,6 +7,7 @@ or an admin may see, download or delete it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import os
@@ -31,7 +32,7 @@ class _CartBase(BaseHandler):
 
     async def _create(self, cid: str) -> None:
         self.query(set())
-        request = CartRequest.from_mapping(self.json_body())
+        request = await self._scoped(CartRequest.from_mapping(self.json_body()))
         await self._check_devices(request)
         assert self.token is not None
         await self._check_work(request)
@@ -55,6 +56,29 @@ class _CartBase(BaseHandler):
             )
         self.set_header("Location", f"/api/carts/{cid}")
         self._status_json(cart, 201)
+
+    async def _scoped(self, request: CartRequest) -> CartRequest:
+        """A study's token asks for its own households: "all" is its study's devices, and another
+        study's device is as unknown as one never registered."""
+        token = self.token
+        if token is None or token.deployment_wide:
+            return request
+        ids = await self.ctx.store.studies.device_ids(token.study)
+        if request.devices is None:
+            if not ids:
+                raise ApiError(
+                    400, "empty_selection", "this study has no households, so a cart would be empty."
+                )
+            return dataclasses.replace(request, devices=tuple(sorted(ids)))
+        outside = [cid for cid in request.devices if cid not in ids]
+        if outside:
+            shown = ", ".join(outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
+            raise ApiError(
+                400,
+                "unknown_device",
+                f"unknown cloud_id {shown}: register devices before asking for their data.",
+            )
+        return request
 
     async def _check_devices(self, request: CartRequest) -> None:
         if request.devices is None:
@@ -114,7 +138,8 @@ class _CartBase(BaseHandler):
     def _owns(self, cart: Cart) -> bool:
         token = self.token
         return token is not None and (
-            token.can_write or (token.name == cart.owner and token.created_at == cart.owner_since)
+            (token.can_write and token.deployment_wide)
+            or (token.name == cart.owner and token.created_at == cart.owner_since)
         )
 
     def _status_json(self, cart: Cart, status: int) -> None:

@@ -27,7 +27,7 @@ class CompletenessHandler(BaseHandler):
                 f"start must be before end, at most {self.ctx.settings.completeness_days:g} days apart "
                 "(COMPLETENESS_DAYS).",
             )  # fmt: skip
-        if await self.ctx.store.devices.get_device(cloud_id) is None:
+        if await self.device(cloud_id) is None:
             raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
         hours = [h.number for h in hours_between(start, end)]
         found = {

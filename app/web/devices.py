@@ -32,7 +32,7 @@ class DeviceApiHandler(BaseHandler):
     async def _record(self, cloud_id: str) -> Record:
         if self.request.method == "GET" and self.preloaded is not None:
             return self.preloaded  # read with the token, in the same round trip
-        record = await self.ctx.store.devices.get_device(cloud_id)
+        record = await self.device(cloud_id)
         if record is None:
             raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered; POST it first.")
         return record
@@ -54,6 +54,12 @@ class DeviceApiHandler(BaseHandler):
         cloud_id = cloud_id_from_path(raw_id)
         self.query(set())
         inp = DeviceInput.from_mapping(self.json_body(), cloud_id=cloud_id)
+        if self.token is not None and not self.token.deployment_wide and await self.device(cloud_id) is None:
+            raise ApiError(
+                403,
+                "forbidden",
+                "a study's token changes its own households; an operator registers new ones.",
+            )
         if inp.address and inp.protocol != CLOUD:  # resolving a name may block: off the loop
             await asyncio.to_thread(ReachPolicy.from_settings(self.ctx.settings).check, inp.address)
         saved = await self.ctx.store.devices.register(inp, self.ctx.vault)
@@ -65,7 +71,9 @@ class DeviceApiHandler(BaseHandler):
     async def delete(self, raw_id: str) -> None:
         cloud_id = cloud_id_from_path(raw_id)
         self.query(set())
-        if not await self.ctx.store.devices.deactivate_device(cloud_id):
+        if await self.device(cloud_id) is None or not await self.ctx.store.devices.deactivate_device(
+            cloud_id
+        ):
             raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
         self.send_json(await self._answer(cloud_id))
 
@@ -91,7 +99,7 @@ class DeviceListApiHandler(BaseHandler):
 
         page, cursor = await self.ctx.store.devices.list_devices(
             after=after, limit=limit, active=active, status=status,
-            keep=None if wanted is None else (lambda r: state_of(r).state == wanted),
+            keep=lambda r: self.sees(r) and (wanted is None or state_of(r).state == wanted),
         )  # fmt: skip
         users = [{**r.public(), "health": state_of(r).public()} for r in page]
         self.send_json({"users": users, "next": cursor})

@@ -32,7 +32,7 @@ class EventHandler(BaseHandler):
             raise ApiError(
                 400, "bad_parameter", "source must be 'device' (ask it now) or 'latest' (last logged)."
             )
-        record = await self.ctx.store.devices.get_device(cloud_id)
+        record = await self.device(cloud_id)
         if record is None:
             raise ApiError(
                 404,

@@ -51,6 +51,7 @@ class FleetRow:
     firmware: str
     pinger: str = ""  # host:pid of the pinger holding its lease ("" for none, or a push device)
     since: float | None = None  # when its state began
+    study: str = "default"  # the study it belongs to
 
     def age_s(self, now: float) -> float | None:
         return None if self.seen_at is None else max(0.0, now - self.seen_at)
@@ -89,7 +90,7 @@ def rows(
         out.append(
             FleetRow(
                 cloud_id=r.cloud_id, email=r.user_email, protocol=r.protocol,
-                status=state.state, since=state.since,
+                status=state.state, since=state.since, study=r.study,
                 seen_at=float(seen) if seen else None,
                 complete=round(100.0 * ok / scheduled, 1) if scheduled else None,
                 readings_today=readings, error=state.detail or r.last_error,

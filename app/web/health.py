@@ -27,6 +27,7 @@ class HealthHandler(BaseHandler):
 
 class MetricsHandler(BaseHandler):
     route = "/metrics"
+    deployment_only = True
 
     async def get(self) -> None:
         self.query(set())

@@ -32,6 +32,20 @@ CART_ID = [
     {"name": "cart_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 ]
 PATH_ID = [{"name": "cloud_id", "in": "path", "required": True, "schema": CLOUD_ID}]
+STUDY_ID = [{"name": "id", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,39}$"}}]  # fmt: skip
+
+ENROLMENT: dict[str, Any] = {
+        "type": "object", "additionalProperties": False,
+        "required": ["study", "participant_id", "timezone", "enrolled_from", "enrolled_until", "state"],
+        "properties": {
+            "study": {"type": "string"}, "participant_id": {"type": "string"}, "timezone": {"type": "string"},
+            "enrolled_from": {"type": "number"}, "enrolled_until": NULLABLE_NUMBER,
+            "state": {"type": "string", "enum": ["enrolled", "completed", "withdrawn"]},
+            "enrolled_from_local": {"type": "string"}, "enrolled_until_local": {"type": "string", "nullable": True},
+            "cloud_id": {"type": "string"},
+        },
+    }
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -129,6 +143,8 @@ SCHEMAS: dict[str, Any] = {
             "last_backfill": {"type": "object", "nullable": True, "description": "the last gap refilled from the gateway's history: start, end, lines, received, through, at"},
             "status": {"type": "string", "enum": ["ok", "failing", "never"], "description": "how the last poll (or upload) went; `health` says what state the household is in"},
             "health": {"$ref": "#/components/schemas/DeviceHealth"},
+            "study": {"type": "string", "description": "the study it belongs to (`default` when enrolled in none)"},
+            "enrolment": {**ENROLMENT, "nullable": True},
             "total_events_logged": {"type": "integer"}, "first_timestamp": NULLABLE_NUMBER,
             "last_timestamp": NULLABLE_NUMBER, "consecutive_failures": {"type": "integer"},
             "last_error": {"type": "string"}, "last_success_at": NULLABLE_NUMBER,
@@ -140,6 +156,29 @@ SCHEMAS: dict[str, Any] = {
                       "properties": {"pinger": {"type": "string", "description": "host:pid of the pinger"},
                                      "lease": {"type": "string", "enum": ["held", "lapsed"], "description": "lapsed: that pinger stopped renewing (dead or cut off from Redis); another takes the device soon"},
                                      "lease_expires_in_s": {"type": "number"}}},
+        },
+    },
+    "Study": {
+        "type": "object", "additionalProperties": False, "required": ["id", "name", "timezone", "contacts"],
+        "properties": {"id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,39}$"}, "name": {"type": "string"},
+                       "timezone": {"type": "string", "description": "IANA time zone, the households' default"},
+                       "contacts": {"type": "array", "items": {"type": "string"}},
+                       "created_at": {"type": "number"}, "outcome": {"type": "string", "enum": ["created", "updated"]},
+                       "devices": {"type": "integer"}},
+    },
+    "StudyInput": {
+        "type": "object", "additionalProperties": False, "required": ["name"],
+        "properties": {"id": {"type": "string"}, "name": {"type": "string", "maxLength": 200},
+                       "timezone": {"type": "string"}, "contacts": {"type": "array", "items": {"type": "string", "format": "email"}}},
+    },
+    "Enrolment": ENROLMENT,
+    "EnrolmentInput": {
+        "type": "object", "additionalProperties": False, "required": ["enrolled_from"],
+        "properties": {
+            "participant_id": {"type": "string", "description": "a pseudonym, unique in the study; made when absent"},
+            "timezone": {"type": "string", "description": "the household's IANA zone (default the study's)"},
+            "enrolled_from": {"description": "a date (its start in the household's zone), an ISO 8601 time or Unix seconds"},
+            "enrolled_until": {"description": "the same, or null for open-ended"},
         },
     },
     "DeviceHealth": {
@@ -159,7 +198,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "additionalProperties": False,
         "required": ["id", "cloud_id", "state", "cause", "since", "action"],
         "properties": {
-            "id": {"type": "string"}, "cloud_id": CLOUD_ID,
+            "id": {"type": "string"}, "cloud_id": CLOUD_ID, "study": {"type": "string"},
             "state": {"type": "string", "enum": ["open", "acknowledged", "resolved"]},
             "cause": {"type": "string", "enum": list(health.STATES)},
             "causes": {"type": "array", "items": {"type": "string"}, "description": "every cause the outage had, first to last"},
@@ -331,9 +370,41 @@ def document() -> dict[str, Any]:
                 "delete": {
                     "summary": "End a household's snooze (admin)",
                     "parameters": PATH_ID,
-                    "responses": {"200": _json(_ref("Snooze"), "Not snoozed"), **_errors(400, 401, 403, 503)},
+                    "responses": {"200": _json(_ref("Snooze"), "Not snoozed"), **_errors(400, 401, 403, 404, 503)},
                 },
             },
+            "/api/studies/": {"get": {
+                "summary": "Studies this token may see (a study's token: its own)",
+                "responses": {"200": _json({"type": "object", "required": ["studies"], "properties": {"studies": {"type": "array", "items": _ref("Study")}}}, "The studies"), **_errors(401, 503)},
+            }},
+            "/api/studies/{id}": {
+                "get": {"summary": "One study, with how many households it has",
+                        "parameters": STUDY_ID,
+                        "responses": {"200": _json(_ref("Study"), "The study"), **_errors(400, 401, 404, 503)}},
+                "post": {"summary": "Create or update a study (an operator: a deployment-wide admin token)",
+                         "parameters": STUDY_ID,
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("StudyInput")}}},
+                         "responses": {"201": _json(_ref("Study"), "Created"), "200": _json(_ref("Study"), "Updated"), **_errors(400, 401, 403, 404, 415, 503)}},
+            },
+            "/api/studies/{id}/participants": {"get": {
+                "summary": "The study's households: participant, zone, window, state (and cloud_id)",
+                "parameters": STUDY_ID,
+                "responses": {"200": _json({"type": "object", "required": ["participants"], "properties": {"participants": {"type": "array", "items": _ref("Enrolment")}}}, "Its participants"), **_errors(400, 401, 404, 503)},
+            }},
+            "/api/studies/{id}/participants/{cloud_id}": {
+                "post": {"summary": "Enrol a household (or change its enrolment): a pseudonymous participant_id (made when absent), its zone, its consent window",
+                         "parameters": [*STUDY_ID, *PATH_ID],
+                         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("EnrolmentInput")}}},
+                         "responses": {"201": _json(_ref("Enrolment"), "Enrolled"), **_errors(400, 401, 403, 404, 415, 503)}},
+                "delete": {"summary": "End a household's enrolment (its data stays; it may join another study)",
+                           "parameters": [*STUDY_ID, *PATH_ID],
+                           "responses": {"200": _json({"type": "object"}, "Ended"), **_errors(400, 401, 403, 404, 503)}},
+            },
+            "/api/studies/{id}/participants/{cloud_id}/complete": {"post": {
+                "summary": "The household completed the study: its window ends now (or earlier, when it was to)",
+                "parameters": [*STUDY_ID, *PATH_ID],
+                "responses": {"200": _json(_ref("Enrolment"), "Completed"), **_errors(400, 401, 403, 404, 503)},
+            }},
             "/api/stats": {"get": {
                 "summary": "The fleet counted: by status, protocol, model, firmware; completeness distributions; demand; devices added",
                 "responses": {"200": _json({"type": "object"}, "The figures /stats draws"), **_errors(401, 503)},

@@ -133,6 +133,8 @@ class FleetHandler(PageHandler):
     async def get(self) -> None:
         view = self._view()
         _, everything = await self.ctx.fleet.get()
+        if self.token is not None and not self.token.deployment_wide:
+            everything = [row for row in everything if row.study == self.token.study]
         if self.get_argument("format", "") == "csv":
             self._csv(view.matching(everything))
             return
@@ -170,7 +172,7 @@ class DeviceHandler(PageHandler):
     async def get(self, raw_id: str) -> None:
         cloud_id = cloud_id_of(raw_id)
         record = await self.ctx.store.devices.get_device(cloud_id)
-        if record is None:
+        if record is None or self.token is None or not self.token.sees(record.study):
             raise tornado.web.HTTPError(404, reason=f"No device {cloud_id} is registered")
         today = Day.at(time.time())  # the strip: seven whole UTC days, today last
         hours = [h.number for back in range(6, -1, -1) for h in (today - back).hours()]
@@ -197,7 +199,7 @@ class ActionHandler(PageHandler):
                 403, reason="This session's token is read-only; log in with an admin token"
             )
         record = await self.ctx.store.devices.get_device(cloud_id)
-        if record is None:
+        if record is None or self.token is None or not self.token.sees(record.study):
             raise tornado.web.HTTPError(404, reason=f"No device {cloud_id} is registered")
         if action == "deactivate":
             await self.ctx.store.devices.deactivate_device(cloud_id)
@@ -210,12 +212,17 @@ class ActionHandler(PageHandler):
 
 class StatsPageHandler(PageHandler):
     async def get(self) -> None:
-        self.render_page("stats.html", stats=await fleet_stats(self.ctx))
+        study = self.token.study if self.token is not None else ""
+        self.render_page("stats.html", stats=await fleet_stats(self.ctx, study))
 
 
-async def fleet_stats(ctx: Context) -> dict[str, Any]:
-    """What /stats and GET /api/stats show: the fleet counted several ways."""
+async def fleet_stats(ctx: Context, study: str = "") -> dict[str, Any]:
+    """What /stats and GET /api/stats show: the fleet (or one study's households) counted several
+    ways. The fleet's total demand is the whole fleet's, so a study's figures leave it out."""
     records, everything = await ctx.fleet.get()
+    if study:
+        records = [r for r in records if r.study == study]
+        everything = [row for row in everything if row.study == study]
     now = time.time()
 
     def count(values: list[str]) -> dict[str, int]:
@@ -229,11 +236,14 @@ async def fleet_stats(ctx: Context) -> dict[str, Any]:
         if row.complete is not None:
             buckets[min(10, int(row.complete // 10))] += 1
     week = await _completeness_days(ctx, now, 7)
+    if study:
+        mine = {r.cloud_id for r in records}
+        week = [{cid: counts for cid, counts in day.items() if cid in mine} for day in week]
     added = sorted(r.created_at for r in records)
     days: dict[str, int] = {}
     for n, at in enumerate(added, start=1):
         days[Day.at(at).key] = n
-    demand = await ctx.store.fleet.fleet_demand(now - 86400, now)
+    demand = [] if study else await ctx.store.fleet.fleet_demand(now - 86400, now)
     exporting = [r for r in records if r.last_kw is not None and r.last_kw < 0]
     reporting = [r for r in records if r.last_kw is not None]
     return {

@@ -35,7 +35,7 @@ class ReadingsHandler(BaseHandler):
             raise ApiError(
                 400, "bad_parameter", "resolution is auto, 0 (every reading) or 10 to 86400 seconds."
             )
-        if await self.ctx.store.devices.get_device(cloud_id) is None:
+        if await self.device(cloud_id) is None:
             raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
         async with self.heavy_slot():
             points = await self.ctx.heavy.run(self.ctx.series.points, cloud_id, kind, start, end)

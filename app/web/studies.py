@@ -1,0 +1,125 @@
+"""/api/studies: studies and their participants. An operator (a deployment-wide admin token)
+creates studies; a study's admin token enrols, completes and lists its own households; a study's
+token sees only its own study, and another study answers as an unknown one does."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from app.errors import ValidationError
+from app.studies import Enrolment, Study, study_id
+from app.web.base import ApiError, BaseHandler
+from app.web.devices import cloud_id_from_path
+
+
+def _sid(raw: str) -> str:
+    try:
+        return study_id(raw)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_study", str(exc)) from None
+
+
+class _StudyBase(BaseHandler):
+    async def study(self, sid: str) -> Study:
+        found = await self.ctx.store.studies.get(sid)
+        if found is None or self.token is None or not self.token.sees(sid):
+            raise ApiError(404, "unknown_study", f"no study {sid!r}; an operator creates it first.")
+        return found
+
+
+class StudiesApiHandler(_StudyBase):
+    route = "/api/studies/"
+
+    async def get(self) -> None:
+        self.query(set())
+        studies = [
+            s for s in await self.ctx.store.studies.all() if self.token is not None and self.token.sees(s.id)
+        ]
+        self.send_json({"studies": [s.public() for s in studies]})
+
+
+class StudyApiHandler(_StudyBase):
+    route = "/api/studies/{id}"
+
+    async def get(self, raw: str) -> None:
+        self.query(set())
+        study = await self.study(_sid(raw))
+        devices = await self.ctx.store.studies.device_ids(study.id)
+        self.send_json({**study.public(), "devices": len(devices)})
+
+    async def post(self, raw: str) -> None:
+        sid = _sid(raw)
+        self.query(set())
+        if self.token is None or not self.token.deployment_wide:
+            raise ApiError(403, "forbidden", "an operator (a deployment-wide admin token) creates studies.")
+        study = Study.from_mapping(self.json_body(), sid)
+        existing = await self.ctx.store.studies.get(sid)
+        created_at = existing.created_at if existing is not None else time.time()
+        new = await self.ctx.store.studies.save(
+            Study(study.id, study.name, study.timezone, study.contacts, created_at)
+        )
+        self.send_json({**(await self.study(sid)).public(), "outcome": "created" if new else "updated"},
+                       status=201 if new else 200)  # fmt: skip
+
+
+class ParticipantsApiHandler(_StudyBase):
+    route = "/api/studies/{id}/participants"
+
+    async def get(self, raw: str) -> None:
+        self.query(set())
+        study = await self.study(_sid(raw))
+        ids = sorted(await self.ctx.store.studies.device_ids(study.id))
+        records = await self.ctx.store.devices.load_devices(ids)
+        found = [{**r.enrolment.public(), "cloud_id": r.cloud_id} for r in records if r.enrolment is not None]
+        self.send_json({"participants": found})
+
+
+class ParticipantApiHandler(_StudyBase):
+    route = "/api/studies/{id}/participants/{cloud_id}"
+
+    async def post(self, raw: str, raw_cid: str) -> None:
+        """Enrol a household (or change its enrolment in this study)."""
+        study = await self.study(_sid(raw))
+        cloud_id = cloud_id_from_path(raw_cid)
+        self.query(set())
+        record = await self.ctx.store.devices.get_device(cloud_id)
+        if record is None or (record.enrolment is None and not self._operator()) or not self.sees(record):
+            raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
+        enrolment = Enrolment.from_mapping(self.json_body(), study, cloud_id)
+        if record.enrolment is not None and record.enrolment.study == study.id:
+            body = self.json_body()
+            if "participant_id" not in body:  # a change keeps the pseudonym
+                enrolment = dataclasses.replace(enrolment, participant_id=record.enrolment.participant_id)
+        await self.ctx.store.studies.enrol(cloud_id, enrolment)
+        self.send_json({**enrolment.public(), "cloud_id": cloud_id}, status=201)
+
+    async def delete(self, raw: str, raw_cid: str) -> None:
+        """End a household's enrolment in this study (it keeps its data; it may join another)."""
+        study = await self.study(_sid(raw))
+        cloud_id = cloud_id_from_path(raw_cid)
+        self.query(set())
+        record = await self.device(cloud_id)
+        if record is None or record.enrolment is None or record.enrolment.study != study.id:
+            raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
+        await self.ctx.store.studies.end(cloud_id, record.enrolment, time.time())
+        self.send_json({"cloud_id": cloud_id, "study": study.id, "ended": True})
+
+    def _operator(self) -> bool:
+        return self.token is not None and self.token.deployment_wide
+
+
+class CompleteApiHandler(_StudyBase):
+    route = "/api/studies/{id}/participants/{cloud_id}/complete"
+
+    async def post(self, raw: str, raw_cid: str) -> None:
+        """The household finished the study: its window ends now (or when it was to end)."""
+        study = await self.study(_sid(raw))
+        cloud_id = cloud_id_from_path(raw_cid)
+        self.query(set())
+        record = await self.device(cloud_id)
+        if record is None or record.enrolment is None or record.enrolment.study != study.id:
+            raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
+        done = record.enrolment.completed(time.time())
+        await self.ctx.store.studies.enrol(cloud_id, done)
+        self.send_json({**done.public(), "cloud_id": cloud_id})
