@@ -36,16 +36,21 @@ STUDY_ID = [{"name": "id", "in": "path", "required": True,
              "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,39}$"}}]  # fmt: skip
 
 ENROLMENT: dict[str, Any] = {
-        "type": "object", "additionalProperties": False,
-        "required": ["study", "participant_id", "timezone", "enrolled_from", "enrolled_until", "state"],
-        "properties": {
-            "study": {"type": "string"}, "participant_id": {"type": "string"}, "timezone": {"type": "string"},
-            "enrolled_from": {"type": "number"}, "enrolled_until": NULLABLE_NUMBER,
-            "state": {"type": "string", "enum": ["enrolled", "completed", "withdrawn"]},
-            "enrolled_from_local": {"type": "string"}, "enrolled_until_local": {"type": "string", "nullable": True},
-            "cloud_id": {"type": "string"},
-        },
-    }
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["study", "participant_id", "timezone", "enrolled_from", "enrolled_until", "state"],
+    "properties": {
+        "study": {"type": "string"},
+        "participant_id": {"type": "string"},
+        "timezone": {"type": "string"},
+        "enrolled_from": {"type": "number"},
+        "enrolled_until": NULLABLE_NUMBER,
+        "state": {"type": "string", "enum": ["enrolled", "completed", "withdrawn"]},
+        "enrolled_from_local": {"type": "string"},
+        "enrolled_until_local": {"type": "string", "nullable": True},
+        "cloud_id": {"type": "string"},
+    },
+}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
