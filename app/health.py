@@ -205,7 +205,7 @@ def view(
 ) -> Health:
     """The device's state now. `held` maps the cloud_ids held by a pinger to the time its lease
     runs out (`Leases.held`); None when it is not known (then `unpolled` is not judged)."""
-    if not record.active:
+    if not record.active or not record.consented(now):  # outside its consent window: not expected
         return Health("inactive", None)
     if record.protocol == PUSH:
         return _push(record, now, thresholds)

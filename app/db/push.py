@@ -9,6 +9,8 @@ import redis.asyncio as aioredis
 
 from app import keys
 from app.db.common import SET_IF_EXISTS, aw, to_json, translated
+from app.db.studies import ENROLMENT_FIELDS
+from app.studies import Enrolment
 
 
 class PushDevices:
@@ -17,15 +19,16 @@ class PushDevices:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
 
-    async def push_credentials(self, cloud_id: str) -> tuple[str, bool, str] | None:
-        """(protocol, active, push key digest) of a device, or None when it is unknown."""
+    async def push_credentials(self, cloud_id: str) -> tuple[str, bool, str, Enrolment | None] | None:
+        """(protocol, active, push key digest, its consent window) of a device, or None when it
+        is unknown."""
+        names = ["protocol", "active", "push_key_sha256", *ENROLMENT_FIELDS]
         async with translated(f"read the push key of {cloud_id}"):
-            protocol, active, digest = await aw(
-                self.redis.hmget(keys.device(cloud_id), ["protocol", "active", "push_key_sha256"])
-            )
+            protocol, active, digest, *enrolled = await aw(self.redis.hmget(keys.device(cloud_id), names))
         if protocol is None:
             return None
-        return str(protocol), active == "1", str(digest or "")
+        window = Enrolment.from_hash({k: v for k, v in zip(ENROLMENT_FIELDS, enrolled, strict=True) if v})
+        return str(protocol), active == "1", str(digest or ""), window
 
     async def count_push_rejected(self, cloud_id: str) -> None:
         """One more upload from this push device that could not be taken (too large, unreadable)."""

@@ -20,6 +20,7 @@ from app.lines import Seen
 from app.pinger.ownership import Ownership
 from app.pinger.schedule import phase_fraction
 from app.store import Store
+from app.studies import Enrolment
 
 log = logging.getLogger(__name__)
 PINGER_RECENT = 8  # demand readings remembered per device; an older re-send is looked up in its files
@@ -52,6 +53,7 @@ class DeviceState:
     refilling: bool = False
     health: Tracker = field(default_factory=Tracker)  # its state by cause (app.health)
     said_state: str = ""  # the state last said in the log
+    enrolment: Enrolment | None = None  # its study's consent window: never polled outside it
 
 
 class FleetView:
@@ -140,6 +142,7 @@ class FleetView:
                 # old backoff was.
                 old.gateway = gateway
                 old.retry_at = 0.0
+            old.enrolment = record.enrolment  # a window changed or ended takes effect at once
             return old  # same object: backoff, dedup and in-flight state carry over
         return DeviceState(
             gateway=gateway,
@@ -150,6 +153,7 @@ class FleetView:
             history_through=int((record.last_backfill or {}).get("through", 0)),
             health=Tracker.from_record(record),
             said_state=record.health_fields.get("health", ""),
+            enrolment=record.enrolment,
         )
 
     def _silent_since(self, record: DeviceRecord) -> float | None:

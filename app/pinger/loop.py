@@ -166,6 +166,9 @@ class Pinger:
             if self.lifetime.stopping():
                 break
             state = self.fleet.devices.get(cid)
+            if state is not None and state.enrolment is not None and not state.enrolment.covers(self.clock()):
+                stats.outside += 1  # outside its household's consent window: not polled, not scheduled
+                continue
             if state is not None:
                 self.tally.scheduled(cid, cycle_start + phase * self.interval_s)
             if state is not None and self._should_poll(cid, state, stats):
@@ -272,6 +275,8 @@ class Pinger:
         extra: bool = False,
     ) -> None:
         polled_at = self.clock()
+        if state.enrolment is not None and not state.enrolment.covers(polled_at):
+            return  # the answer came after the consent window closed: nothing of it is kept
         demand, summation, price = readings.demand, readings.summation, readings.price
         if demand is not None and not self._plausible(cid, demand, polled_at, stats):
             demand = None

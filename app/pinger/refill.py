@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -84,6 +85,9 @@ class Refiller:
         self, cid: str, state: DeviceState, client: GatewayClient, gap_start: float, end: int
     ) -> None:
         start = int(max(gap_start, end - self.settings.backfill_max_s, state.history_through + 1))
+        if state.enrolment is not None:  # history from outside the consent window is never fetched
+            inside = state.enrolment.clamp(start, end)
+            start, end = (math.ceil(inside[0]), int(min(inside[1], end))) if inside else (end, end)
         if start >= end:
             state.refill_from = None
             state.refilling = False

@@ -24,6 +24,7 @@ class CycleStats:
     skipped: int = 0  # previous poll still in flight: an overrun
     backoff: int = 0  # waiting out a backoff after failures
     held: int = 0  # not polled: readings are waiting for the disk
+    outside: int = 0  # not polled: outside the household's consent window (app.studies)
     errors: Counter[str] = field(default_factory=Counter)
     protocols: Counter[str] = field(default_factory=Counter)  # polls sent, by protocol
     lateness_s: list[float] = field(default_factory=list)
@@ -44,6 +45,7 @@ class CycleStats:
             "skipped": self.skipped,
             "backoff": self.backoff,
             "held": self.held,
+            "outside": self.outside,
             "errors": dict(self.errors),
             "protocols": dict(self.protocols),
             "duration_s": round(self.duration_s, 3),

@@ -29,6 +29,7 @@ from app.pinger.ledger import Ledger
 from app.push.dialects import BadUpload, parse_upload
 from app.push.writer import PushWriter
 from app.store import PollUpdate, Store
+from app.studies import Enrolment
 
 log = logging.getLogger(__name__)
 ACCEPTED = {"push_refused_since": "", "push_refused": ""}  # an accepted upload ends a run of refusals
@@ -36,6 +37,7 @@ _NO_DEVICE = push_key_digest("no device has this key")
 CREDENTIALS_TTL_S = 2.0
 KNOWN_MAX = 200_000  # digests kept per server process (about 150 bytes each)
 LOCK_WAIT_S = 2.0  # how long an upload waits, asleep, for a file another process holds
+OUTSIDE = "this household's consent window (its study enrolment) does not cover now: nothing was written."
 REFUSED = "send this device's push key (HTTP Basic cloud_id:key); no push device takes this key."
 
 
@@ -78,6 +80,7 @@ class PushReceiver:
         self.tally = Tally()  # completeness, sent to Redis by PushUpkeep
         self._last_demand: dict[str, int] = {}  # the newest demand time written, per device
         self._redis_down_since: float | None = None
+        self._windows: dict[str, Enrolment | None] = {}  # each known device's consent window
 
     async def _digest(self, cloud_id: str) -> str | None:
         now = time.monotonic()
@@ -93,10 +96,12 @@ class PushReceiver:
             return cached[1]  # Redis is away: the last digest we had still stands
         self._note_back()
         digest = found[2] if found is not None and found[0] == PUSH and found[1] else None
+        self._windows[cloud_id] = found[3] if found is not None else None
         self._known[cloud_id] = (now + CREDENTIALS_TTL_S, digest)
         self._known.move_to_end(cloud_id)
         while len(self._known) > KNOWN_MAX:
-            self._known.popitem(last=False)
+            gone, _ = self._known.popitem(last=False)
+            self._windows.pop(gone, None)
         return digest
 
     def _note_outage(self, exc: StoreError) -> None:
@@ -154,6 +159,9 @@ class PushReceiver:
     async def receive(self, cid: str, body: bytes, now: float | None = None) -> Received:
         """Write what the body holds; UploadRefused when it cannot be taken."""
         now = time.time() if now is None else now
+        window = self._windows.get(cid)
+        if window is not None and not window.covers(now):
+            raise UploadRefused(403, "outside_window", OUTSIDE)
         if len(body) > self.max_bytes:
             await self._count_rejected(cid)
             raise UploadRefused(

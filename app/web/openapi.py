@@ -422,7 +422,7 @@ def document() -> dict[str, Any]:
                     "application/json": {"schema": _ref("PushBatch")},
                     "text/xml": {"schema": {"type": "string"}}}},
                 "responses": {"200": _json(_ref("PushReceipt"), "Taken (count 0 when nothing in it was usable)"),
-                              **_errors(400, 401, 413, 503)},
+                              **_errors(400, 401, 403, 413, 503)},
             }},
             "/api/users/": {"get": {
                 "summary": "Devices, paginated by cursor, filterable by active, status and health",

@@ -35,10 +35,13 @@ class ReadingsHandler(BaseHandler):
             raise ApiError(
                 400, "bad_parameter", "resolution is auto, 0 (every reading) or 10 to 86400 seconds."
             )
-        if await self.device(cloud_id) is None:
+        record = await self.device(cloud_id)
+        if record is None:
             raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
         async with self.heavy_slot():
             points = await self.ctx.heavy.run(self.ctx.series.points, cloud_id, kind, start, end)
+        if record.enrolment is not None:  # nothing from outside the household's consent window
+            points = [p for p in points if record.enrolment.covers(p[0])]
         if resolution == 0 and len(points) > MAX_POINTS:
             raise ApiError(400, "bad_parameter", f"over {MAX_POINTS} readings: ask with a resolution.")
         min_gap_s = 2 * self.ctx.settings.poll_interval_s
