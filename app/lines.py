@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,20 @@ def parse(data: bytes) -> Parsed:
     result.records = [r for r in parsed if type(r) is dict]
     result.partial += len(parsed) - len(result.records)
     return result
+
+
+def keep(data: bytes, wanted: Callable[[Record], bool]) -> tuple[bytes, int]:
+    """The complete lines of `.jl` bytes whose reading is `wanted`, byte for byte, and how many;
+    a line that cannot be read (or a partial last one) is not kept: its time is unknown."""
+    kept = []
+    for raw in data.split(b"\n")[:-1]:
+        try:
+            record = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if type(record) is dict and wanted(record):
+            kept.append(raw + b"\n")
+    return b"".join(kept), len(kept)
 
 
 def read(path: Path) -> Parsed:

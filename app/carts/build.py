@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import heapq
 import logging
 import shutil
@@ -23,6 +25,7 @@ from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+from app import lines
 from app.archive.backend import Archive, file_sha256
 from app.carts import bundle
 from app.carts.model import (
@@ -49,6 +52,7 @@ from app.logs import action
 from app.research.days import DayManifest, DayReader, compacted_device_days, compacted_hours
 from app.settings import Settings
 from app.store import Store
+from app.studies import Enrolment
 from app.threads import joined
 
 log = logging.getLogger(__name__)
@@ -156,6 +160,11 @@ class Builder:
                 self.archive, settings.logs_dir, settings.file_prefix, request, devices, self.clock()
             )
         )
+        # consent: a household's hours outside its study window are not even fetched
+        windows = {
+            r.cloud_id: r.enrolment for r in await self.store.devices.load_devices(devices) if r.enrolment
+        }
+        parts = [p for p in parts if _consented(windows.get(p.device_hour.cloud_id), p.device_hour.hour)]
         compacted: dict[tuple[str, str], DayManifest] = {}
         if request.format != "jl":  # jl carts are the hourly files themselves, always
             compacted = await self._archive_call(lambda: _compacted(self.archive, parts))
@@ -193,7 +202,7 @@ class Builder:
         await self._update(cart.id, status=BUNDLING, message="bundling the tar")
         polls = await self._polls(devices, request)
         members, content = await joined(
-            self._members, cart, parts, staged, stage_dir, devices, polls, compacted
+            self._members, cart, parts, staged, stage_dir, devices, polls, compacted, windows
         )
         counts["tables_ms"] = round((time.monotonic() - began) * 1000)  # the format's files, the counts
         began = time.monotonic()
@@ -298,6 +307,7 @@ class Builder:
         devices: list[str],
         polls: dict[tuple[str, int], tuple[int, int]],
         compacted: dict[tuple[str, str], DayManifest],
+        windows: dict[str, Enrolment],
     ) -> tuple[list[bundle.Member], dict[str, Any]]:
         """The cart's files in its format, plus COMPLETENESS.csv and README.txt; and its counts."""
         request = cart.request
@@ -315,8 +325,10 @@ class Builder:
             ).append(stage_dir / s.name)
         members: list[bundle.Member] = []
         if request.format == "jl":
-            counts["lines"] = sum(s.lines for s in staged)
-            members = [bundle.Member(s.name, stage_dir / s.name, s.size, s.sha256) for s in staged]
+            cut = [_within(s, stage_dir, windows.get(p.device_hour.cloud_id), p.device_hour.hour)
+                   for p, s in zip(parts, staged, strict=True)]  # fmt: skip
+            counts["lines"] = sum(s.lines for s in cut)
+            members = [bundle.Member(s.name, stage_dir / s.name, s.size, s.sha256) for s in cut]
         per_device: dict[str, DeviceTables] = {}
         readers: dict[str, DayReader] = {}  # one per compacted day, its files' footers read once
         wanted = set(hours_in(request, self.clock()))
@@ -329,7 +341,14 @@ class Builder:
                     by_device.get(cloud_id, {}), [readers[d] for d in days], cloud_id, wanted,
                     count_only=request.format == "jl",
                 )  # fmt: skip
-                made = build_device(request.format, cloud_id, hours, request.start, request.end, folder)
+                window = windows.get(cloud_id)
+                span = (
+                    (request.start, request.end)
+                    if window is None
+                    else window.clamp(request.start, request.end)
+                )
+                start, end = span or (request.start, request.start)  # no consent at all: no rows
+                made = build_device(request.format, cloud_id, hours, start, end, folder)
                 per_device[cloud_id] = made
                 members.extend(bundle.Member(m.name, m.path, m.size, m.sha256) for m in made.files)
         finally:
@@ -443,6 +462,26 @@ def _device_hours(
     compacted days (a day at a time)."""
     from_days = (h for reader in readers for h in compacted_hours(reader, cloud_id) if h[0] in wanted)
     yield from heapq.merge(staged_hours(staged, count_only), from_days, key=lambda h: h[0])
+
+
+def _consented(window: Enrolment | None, hour: str) -> bool:
+    """Whether any of this UTC hour lies inside the household's consent window."""
+    span = Hour.parse(hour)
+    return window is None or window.clamp(span.start, span.end) is not None
+
+
+def _within(staged: Staged, stage_dir: Path, window: Enrolment | None, hour: str) -> Staged:
+    """A staged hourly file as the cart may hold it: for an hour the household's consent window
+    cuts, only the readings inside the window (the file rewritten, its size and digest anew)."""
+    span = Hour.parse(hour)
+    if window is None or (window.covers(span.start) and window.covers(span.end - 0.001)):
+        return staged
+    path = stage_dir / staged.name
+    data, kept = lines.keep(path.read_bytes(), lambda r: window.covers(float(r.get("device_time", -1))))
+    path.write_bytes(data)
+    return dataclasses.replace(
+        staged, size=len(data), sha256=hashlib.sha256(data).hexdigest(), lines=kept, partial=0
+    )
 
 
 def _keep_only_tar(folder: Path, tar: Path) -> None:

@@ -1,0 +1,85 @@
+"""Carts keep consent: a household's readings from outside its study window are in no cart, in any
+format (an hour the window cuts is cut line by line), and a study's token carts only its study."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import tarfile
+
+import orjson
+import requests
+
+from app.store import Store
+from app.studies import Enrolment, Study
+from tests.api_helpers import make_token
+from tests.test_carts import BASE, DEVICES, Stack
+from tests.test_carts import stack as stack  # the carts stack, a module-scoped fixture
+
+STUDY = Study("consent-check", "Consent check", "UTC")
+WINDOW = (BASE + 1800.0, BASE + 5400.0)  # half of the first archived hour, half of the second
+
+
+def _enrol(redis_url: str) -> None:
+    async def go() -> None:
+        store = Store.from_url(redis_url)
+        try:
+            await store.studies.save(STUDY)
+            body = {"enrolled_from": WINDOW[0], "enrolled_until": WINDOW[1], "participant_id": "cc-1"}
+            await store.studies.enrol(DEVICES[2], Enrolment.from_mapping(body, STUDY, DEVICES[2]))
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def _cart(s: Stack, body: dict[str, object], token: str | None = None) -> dict[str, bytes]:
+    made = s.post(body, token=token)
+    assert made.status_code == 201, made.text
+    assert s.wait(made.json()["id"], token).headers["X-Cart-Status"] == "ready"
+    got = requests.get(f"{s.api.url}/api/carts/{made.json()['id']}", headers=s.h(token), timeout=30)
+    with tarfile.open(fileobj=io.BytesIO(got.content)) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+
+
+def test_no_cart_holds_a_reading_from_outside_the_window(stack: Stack) -> None:
+    _enrol(stack.settings.redis_url)
+    body: dict[str, object] = {"devices": [DEVICES[2]], "start": BASE - 60, "end": BASE + 4 * 3600}
+    files = _cart(stack, {**body, "format": "jl"})
+    times = [orjson.loads(raw)["device_time"] for name, data in files.items() if name.endswith(".jl")
+             for raw in data.splitlines()]  # fmt: skip
+    assert times and all(WINDOW[0] <= t < WINDOW[1] for t in times), (min(times), max(times), WINDOW)
+    assert len(times) == 40 // 2 + 40 // 2, "the second half of hour one, the first half of hour two"
+    sums = files["SHA256SUMS"].decode()
+    assert all(f"  {name}" in sums for name in files if name.endswith(".jl")), (
+        "the cut files are what is summed"
+    )
+    rows = list(
+        csv.DictReader(io.StringIO(_cart(stack, {**body, "format": "csv"})[f"{DEVICES[2]}.csv"].decode()))
+    )
+    assert rows and all(WINDOW[0] <= int(r["device_time"]) < WINDOW[1] for r in rows)
+
+
+def test_a_study_token_carts_only_its_households(stack: Stack) -> None:
+    _enrol(stack.settings.redis_url)
+    redis_url = stack.settings.redis_url
+    researcher = make_token(redis_url, "consent-researcher", read_only=True)  # a read token carts too
+    files = _cart(stack, {"devices": "all", "start": BASE - 60, "end": BASE + 4 * 3600}, researcher)
+    assert {n for n in files if n.endswith(".jl")}, "the fleet's, for a deployment-wide token"
+    scoped = asyncio.run(_scoped_token(redis_url))
+    mine = _cart(stack, {"devices": "all", "start": BASE - 60, "end": BASE + 4 * 3600}, scoped)
+    kept = [n for n in mine if n.endswith(".jl")]
+    assert kept and all(DEVICES[2] in n for n in kept), kept
+    other = stack.post({"devices": [DEVICES[0]], "start": BASE - 60, "end": BASE + 3600}, token=scoped)
+    assert other.status_code == 400 and other.json()["error"] == "unknown_device"
+
+
+async def _scoped_token(redis_url: str) -> str:
+    from app.tokens import Tokens
+
+    store = Store.from_url(redis_url)
+    try:
+        return await Tokens(store).create("consent-analyst", read_only=True, study=STUDY.id)
+    finally:
+        await store.close()
