@@ -7,6 +7,7 @@ import asyncio
 import csv
 import io
 import tarfile
+from pathlib import Path
 
 import orjson
 import requests
@@ -70,16 +71,43 @@ def test_a_study_token_carts_only_its_households(stack: Stack) -> None:
     scoped = asyncio.run(_scoped_token(redis_url))
     mine = _cart(stack, {"devices": "all", "start": BASE - 60, "end": BASE + 4 * 3600}, scoped)
     kept = [n for n in mine if n.endswith(".jl")]
-    assert kept and all(DEVICES[2] in n for n in kept), kept
+    assert kept and all(n.startswith("cc-1/") for n in kept), "the study's household, by its pseudonym"
     other = stack.post({"devices": [DEVICES[0]], "start": BASE - 60, "end": BASE + 3600}, token=scoped)
     assert other.status_code == 400 and other.json()["error"] == "unknown_device"
 
 
-async def _scoped_token(redis_url: str) -> str:
+async def _scoped_token(redis_url: str, name: str = "consent-analyst") -> str:
     from app.tokens import Tokens
 
     store = Store.from_url(redis_url)
     try:
-        return await Tokens(store).create("consent-analyst", read_only=True, study=STUDY.id)
+        return await Tokens(store).create(name, read_only=True, study=STUDY.id)
     finally:
         await store.close()
+
+
+def test_a_pseudonymous_cart_names_no_household_anywhere(stack: Stack, tmp_path: Path) -> None:
+    import subprocess
+
+    _enrol(stack.settings.redis_url)
+    scoped = asyncio.run(_scoped_token(stack.settings.redis_url, "consent-publisher"))
+    body: dict[str, object] = {"devices": "all", "start": BASE - 60, "end": BASE + 4 * 3600}
+    for fmt in ("jl", "csv"):
+        files = _cart(stack, {**body, "format": fmt}, scoped)
+        assert "participants.csv" in files and any("cc-1" in name for name in files), sorted(files)
+        folder = tmp_path / fmt
+        for name, data in files.items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(data)
+        check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=folder, capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout
+        for needle in (*DEVICES, "MacId", "@", "study/rainforest-logs"):
+            found = subprocess.run(["grep", "-rl", needle, "."], cwd=folder, capture_output=True, text=True)
+            assert found.stdout == "", f"{fmt} cart holds {needle!r} in {found.stdout}"
+            names = [n for n in files if needle in n]
+            assert not names, names
+        people = list(csv.DictReader(io.StringIO(files["participants.csv"].decode())))
+        assert [(p["participant_id"], p["study"]) for p in people] == [("cc-1", STUDY.id)]
+        assert int(people[0]["demand_rows"]) == 40
+    parquet = stack.post({**body, "format": "parquet"}, token=scoped)
+    assert parquet.status_code == 400 and "not parquet" in parquet.json()["message"]

@@ -27,7 +27,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from app import lines
 from app.archive.backend import Archive, file_sha256
-from app.carts import bundle
+from app.carts import bundle, pseudonyms
 from app.carts.model import (
     ARCHIVE_UNAVAILABLE,
     BUNDLING,
@@ -161,9 +161,9 @@ class Builder:
             )
         )
         # consent: a household's hours outside its study window are not even fetched
-        windows = {
-            r.cloud_id: r.enrolment for r in await self.store.devices.load_devices(devices) if r.enrolment
-        }
+        records = await self.store.devices.load_devices(devices)
+        windows = {r.cloud_id: r.enrolment for r in records if r.enrolment}
+        naming = pseudonyms.naming(records, settings.secret_key, request.pseudonymize)
         parts = [p for p in parts if _consented(windows.get(p.device_hour.cloud_id), p.device_hour.hour)]
         compacted: dict[tuple[str, str], DayManifest] = {}
         if request.format != "jl":  # jl carts are the hourly files themselves, always
@@ -202,16 +202,22 @@ class Builder:
         await self._update(cart.id, status=BUNDLING, message="bundling the tar")
         polls = await self._polls(devices, request)
         members, content = await joined(
-            self._members, cart, parts, staged, stage_dir, devices, polls, compacted, windows
+            self._members, cart, parts, staged, stage_dir, devices, polls, compacted, windows, naming
         )
         counts["tables_ms"] = round((time.monotonic() - began) * 1000)  # the format's files, the counts
         began = time.monotonic()
         per_device = content.pop("per_device")
+        asked = request.to_json()
+        if naming.pseudonymous and request.devices is not None:
+            asked["devices"] = sorted(naming.of(cid) for cid in request.devices)
+        sources = [] if naming.pseudonymous else [  # an archive key names its household
+            {"path": s.name, "source": s.source, "sha256": s.sha256} for s in staged
+        ]  # fmt: skip
         manifest = bundle.manifest_bytes({
-            "cart_id": cart.id, "created_at": cart.public()["created_at"], "request": request.to_json(),
+            "cart_id": cart.id, "created_at": cart.public()["created_at"], "request": asked,
             "format": request.format, "counts": content, "devices": per_device,
             "files": [{"path": m.name, "size": m.size, "sha256": m.sha256} for m in members],
-            "sources": [{"path": s.name, "source": s.source, "sha256": s.sha256} for s in staged],
+            "sources": sources,
         })  # fmt: skip
         loop = asyncio.get_running_loop()
         total = sum(m.size for m in members)
@@ -308,6 +314,7 @@ class Builder:
         polls: dict[tuple[str, int], tuple[int, int]],
         compacted: dict[tuple[str, str], DayManifest],
         windows: dict[str, Enrolment],
+        naming: pseudonyms.Naming,
     ) -> tuple[list[bundle.Member], dict[str, Any]]:
         """The cart's files in its format, plus COMPLETENESS.csv and README.txt; and its counts."""
         request = cart.request
@@ -325,10 +332,17 @@ class Builder:
             ).append(stage_dir / s.name)
         members: list[bundle.Member] = []
         if request.format == "jl":
-            cut = [_within(s, stage_dir, windows.get(p.device_hour.cloud_id), p.device_hour.hour)
-                   for p, s in zip(parts, staged, strict=True)]  # fmt: skip
+            cut = [
+                _scrubbed(_within(s, stage_dir, windows.get(p.device_hour.cloud_id), p.device_hour.hour),
+                          stage_dir, naming)
+                for p, s in zip(parts, staged, strict=True)
+            ]  # fmt: skip
             counts["lines"] = sum(s.lines for s in cut)
-            members = [bundle.Member(s.name, stage_dir / s.name, s.size, s.sha256) for s in cut]
+            named = [naming.path(s.name, p.device_hour.cloud_id) for p, s in zip(parts, cut, strict=True)]
+            members = [
+                bundle.Member(name, stage_dir / s.name, s.size, s.sha256)
+                for name, s in zip(named, cut, strict=True)
+            ]
         per_device: dict[str, DeviceTables] = {}
         readers: dict[str, DayReader] = {}  # one per compacted day, its files' footers read once
         wanted = set(hours_in(request, self.clock()))
@@ -348,7 +362,8 @@ class Builder:
                     else window.clamp(request.start, request.end)
                 )
                 start, end = span or (request.start, request.start)  # no consent at all: no rows
-                made = build_device(request.format, cloud_id, hours, start, end, folder)
+                label = (naming.id_column, naming.of(cloud_id))
+                made = build_device(request.format, cloud_id, hours, start, end, folder, label)
                 per_device[cloud_id] = made
                 members.extend(bundle.Member(m.name, m.path, m.size, m.sha256) for m in made.files)
         finally:
@@ -357,13 +372,20 @@ class Builder:
         counts["compacted_days_read"] = sorted(readers)
         counts["duplicates_dropped"] = sum(d.duplicates for d in per_device.values())
         counts["rows"] = sum(sum(d.rows.values()) for d in per_device.values())  # distinct readings
-        counts["per_device"] = {cid: d.counts() for cid, d in per_device.items()}
+        counts["per_device"] = {naming.of(cid): d.counts() for cid, d in per_device.items()}
         completeness = folder / "COMPLETENESS.csv"
         write_completeness(completeness, devices, hours_in(request, self.clock()),
-                           {cid: d.hours for cid, d in per_device.items()}, polls)  # fmt: skip
+                           {cid: d.hours for cid, d in per_device.items()}, polls, naming)  # fmt: skip
         readme = folder / "README.txt"
-        readme.write_text(readme_text(request.format, cart.id, request.start, request.end, len(devices)))
-        for extra in (completeness, readme):
+        readme.write_text(readme_text(request.format, cart.id, request.start, request.end, len(devices),
+                                      naming.pseudonymous))  # fmt: skip
+        extras = [completeness, readme]
+        if naming.pseudonymous:
+            people = folder / "participants.csv"
+            held = {cid: d.counts() for cid, d in per_device.items()}
+            pseudonyms.write_participants(people, naming, devices, held)
+            extras.append(people)
+        for extra in extras:
             members.append(bundle.Member(extra.name, extra, extra.stat().st_size, file_sha256(extra)))
         return members, counts
 
@@ -482,6 +504,19 @@ def _within(staged: Staged, stage_dir: Path, window: Enrolment | None, hour: str
     return dataclasses.replace(
         staged, size=len(data), sha256=hashlib.sha256(data).hexdigest(), lines=kept, partial=0
     )
+
+
+def _scrubbed(staged: Staged, stage_dir: Path, naming: pseudonyms.Naming) -> Staged:
+    """A staged hourly file as a pseudonymous cart holds it: each reading without what names its
+    household (re-encoded: the bytes are no longer the archive's)."""
+    if not naming.pseudonymous:
+        return staged
+    path = stage_dir / staged.name
+    parsed = lines.parse(path.read_bytes())
+    data = b"".join(lines.encode(naming.scrub(r)) for r in parsed.records)
+    path.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    return dataclasses.replace(staged, size=len(data), sha256=digest, lines=len(parsed.records), partial=0)
 
 
 def _keep_only_tar(folder: Path, tar: Path) -> None:

@@ -22,7 +22,7 @@ NO_SPACE, ARCHIVE_UNAVAILABLE, HASH_MISMATCH = "NO_SPACE", "ARCHIVE_UNAVAILABLE"
 CANCELLED, TIMEOUT, EMPTY, FAILED = "CANCELLED", "TIMEOUT", "EMPTY", "FAILED"
 REASONS = (NO_SPACE, ARCHIVE_UNAVAILABLE, HASH_MISMATCH, CANCELLED, TIMEOUT, EMPTY, FAILED)
 FORMATS = ("jl", "csv", "parquet")
-_FIELDS = {"devices", "start", "end", "format"}
+_FIELDS = {"devices", "start", "end", "format", "pseudonymize"}
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _FILENAME_BAD = re.compile(r'[\x00-\x1f\x7f/\\"]')
 
@@ -94,6 +94,7 @@ class CartRequest:
     start: float
     end: float
     format: str = "jl"
+    pseudonymize: bool = False  # households by pseudonym: no cloud_id, e-mail or MAC (app.carts.pseudonyms)
 
     @classmethod
     def from_mapping(cls, body: object) -> CartRequest:
@@ -102,7 +103,7 @@ class CartRequest:
         unknown = set(body) - _FIELDS
         if unknown:
             raise ValidationError(
-                f"unknown field {sorted(unknown)[0]!r}; a cart takes devices, start, end and format.",
+                f"unknown field {sorted(unknown)[0]!r}; allowed: {', '.join(sorted(_FIELDS))}.",
                 field=sorted(unknown)[0],
             )
         raw = body.get("devices")
@@ -123,7 +124,14 @@ class CartRequest:
             raise ValidationError(
                 f'format must be "jl", "csv" or "parquet", got {str(fmt)[:20]!r}.', field="format"
             )
-        return cls(devices, start, end, str(fmt))
+        pseudonymize = body.get("pseudonymize", False)
+        if not isinstance(pseudonymize, bool):
+            raise ValidationError("pseudonymize must be true or false.", field="pseudonymize")
+        if pseudonymize and fmt == "parquet":
+            raise ValidationError(
+                "a pseudonymous cart is jl or csv for now; parquet is not built yet.", field="pseudonymize"
+            )
+        return cls(devices, start, end, str(fmt), pseudonymize)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -131,6 +139,7 @@ class CartRequest:
             "start": _iso_exact(self.start),
             "end": _iso_exact(self.end),
             "format": self.format,
+            "pseudonymize": self.pseudonymize,
         }
 
     @classmethod

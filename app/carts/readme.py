@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from app.carts.pseudonyms import Naming
 from app.completeness import longest_gap_s
 from app.hours import Hour
 from app.research.merge import HourCount
@@ -31,13 +32,15 @@ def write_completeness(
     hours: list[int],
     counted: dict[str, list[HourCount]],
     polls: dict[tuple[str, int], tuple[int, int]],
+    naming: Naming | None = None,
 ) -> None:
     """A row per device and hour (Unix s of its start) in `hours` of which anything is known,
     devices in order."""
     now = time.time()
     with dest.open("w", newline="", encoding="utf-8") as f:
         out = csv.writer(f, lineterminator="\n")
-        out.writerow(COMPLETENESS_HEADER)
+        named = naming or Naming()
+        out.writerow((named.id_column, *COMPLETENESS_HEADER[1:]))
         for cid in devices:
             by_hour = {c.hour: c for c in counted.get(cid, [])}
             for hour in hours:
@@ -48,7 +51,7 @@ def write_completeness(
                 c = c or HourCount(hour)
                 scheduled, ok = polled if polled is not None else ("", "")
                 gap = longest_gap_s(c.readings, round(c.longest_gap_s, 3), hour, now)
-                out.writerow((cid, Hour.at(hour).iso, scheduled, ok,
+                out.writerow((named.of(cid), Hour.at(hour).iso, scheduled, ok,
                               c.readings, gap, c.duplicates))  # fmt: skip
 
 
@@ -94,7 +97,22 @@ def _columns() -> str:
     return "\n".join(out)
 
 
-def readme_text(fmt: str, cart_id: str, start: float, end: float, devices: int) -> str:
+PSEUDONYMOUS = """
+Pseudonymous
+Households are named by their study participant_id (one in no study by "anon-" and a keyed digest
+of its device id: the same name in every cart of this deployment, not reversible without the
+deployment's key). No file, file name or manifest entry holds a device id, an e-mail address or
+a device or meter MAC address; read "participant_id" wherever this text says cloud_id.
+participants.csv
+    One row per household: participant_id, study, timezone, state (enrolled, completed,
+    withdrawn), enrolled_from_utc and enrolled_until_utc (its consent window: nothing from
+    outside it is in this cart), and its rows of each kind and hours with data in this cart
+"""
+
+
+def readme_text(
+    fmt: str, cart_id: str, start: float, end: float, devices: int, pseudonymous: bool = False
+) -> str:
     """What every file and column of a cart is, the units, the time base, gaps, verification."""
     span = f"{_iso(start)} to {_iso(end)} (UTC; the end excluded)"
     columns = f"\nColumns of the Parquet files\n{_columns()}\n" if fmt == "parquet" else ""
@@ -133,7 +151,7 @@ Gaps
     because it is missing. A device polled every 6 s has about 600 demand readings an hour when
     its gateway makes a new reading each poll (EAGLE-100s every 8 s or so: about 450). Compare
     readings with polls_ok in COMPLETENESS.csv to tell a silent gateway from a missed poll.
-"""
+""" + (PSEUDONYMOUS if pseudonymous else "")
 
 
 def _iso(unix_s: float) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,14 +80,25 @@ def _count(rows: dict[str, int], released: dict[str, list[dict[str, Any]]]) -> N
 
 
 def build_device(
-    fmt: str, cloud_id: str, hours: Iterable[HourLines], start: float, end: float, out_dir: Path
+    fmt: str,
+    cloud_id: str,
+    hours: Iterable[HourLines],
+    start: float,
+    end: float,
+    out_dir: Path,
+    label: tuple[str, str] = ("cloud_id", ""),
 ) -> DeviceTables:
     """Read a device's hours (in hour order) once, writing the format's files into `out_dir` and
-    counting each hour."""
+    counting each hour. `label` is how the files name the household: its column and value (a
+    pseudonymous cart's participant_id; by default its cloud_id)."""
     result = DeviceTables(cloud_id)
     lines = DeviceLines(start, end, kinds=("demand",) if fmt == "csv" else ())
-    sinks: dict[str, Callable[[str, Path], _Sink]] = {"csv": _CsvSink, "parquet": _ParquetSink}
-    sink = sinks[fmt](cloud_id, out_dir) if fmt in sinks else None
+    column, name = label[0], label[1] or cloud_id
+    sink: _Sink | None = None
+    if fmt == "csv":
+        sink = _CsvSink(name, out_dir, column)
+    elif fmt == "parquet":
+        sink = _ParquetSink(cloud_id, out_dir)
     try:
         for hour, records, partial, dropped in hours:
             count, released = lines.add_hour(hour, records, partial)
@@ -124,14 +135,14 @@ def _made(name: str, path: Path) -> Made:
 
 
 class _CsvSink:
-    def __init__(self, cloud_id: str, out_dir: Path) -> None:
+    def __init__(self, cloud_id: str, out_dir: Path, column: str = "cloud_id") -> None:
         self.name = f"{cloud_id}.csv"
         self.dest = out_dir / self.name
         self.tmp = self.dest.with_name(self.name + ".tmp")
         out_dir.mkdir(parents=True, exist_ok=True)
         self.file = self.tmp.open("w", newline="", encoding="utf-8")
         self.out = csv.writer(self.file, lineterminator="\n")
-        self.out.writerow(CSV_HEADER)
+        self.out.writerow(tuple(column if h == "cloud_id" else h for h in CSV_HEADER))
         self.cloud_id, self.rows = cloud_id, 0
 
     def add(self, released: dict[str, list[dict[str, Any]]]) -> None:
