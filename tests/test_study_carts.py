@@ -111,3 +111,28 @@ def test_a_pseudonymous_cart_names_no_household_anywhere(stack: Stack, tmp_path:
         assert int(people[0]["demand_rows"]) == 40
     parquet = stack.post({**body, "format": "parquet"}, token=scoped)
     assert parquet.status_code == 400 and "not parquet" in parquet.json()["message"]
+
+
+def test_local_time_follows_the_households_zone_across_clock_changes(tmp_path: Path) -> None:
+    from app.carts.tables import build_device
+
+    moments = {  # UTC → the local time a household in that zone lived
+        ("America/Chicago", 1772956799): "2026-03-08T01:59:59-06:00",  # the last second of CST
+        ("America/Chicago", 1772956800): "2026-03-08T03:00:00-05:00",  # clocks go forward
+        ("America/Chicago", 1793516400): "2026-11-01T01:00:00-06:00",  # the second 1 a.m.
+        ("Europe/London", 1792890000): "2026-10-25T01:00:00+00:00",  # after BST ends
+        ("Europe/London", 1792889999): "2026-10-25T01:59:59+01:00",  # the last second of BST
+    }
+    for (zone, at), local in moments.items():
+        record = {
+            "cloud_id": "0e0001",
+            "kind": "demand",
+            "device_time": at,
+            "polled_at": at + 1.0,
+            "demand_kw": 1.0,
+        }
+        hour = at - at % 3600
+        made = build_device("csv", "0e0001", [(hour, [record], 0, 0)], at - 10, at + 10, tmp_path / str(at),
+                            ("participant_id", "hp-1"), zone)  # fmt: skip
+        (row,) = list(csv.DictReader(io.StringIO(made.files[0].path.read_text())))
+        assert row["local_time"] == local and row["participant_id"] == "hp-1", (zone, at, row)

@@ -363,7 +363,8 @@ class Builder:
                 )
                 start, end = span or (request.start, request.start)  # no consent at all: no rows
                 label = (naming.id_column, naming.of(cloud_id))
-                made = build_device(request.format, cloud_id, hours, start, end, folder, label)
+                zone = window.timezone if window else "UTC"
+                made = build_device(request.format, cloud_id, hours, start, end, folder, label, zone)
                 per_device[cloud_id] = made
                 members.extend(bundle.Member(m.name, m.path, m.size, m.sha256) for m in made.files)
         finally:

@@ -68,8 +68,10 @@ _FILES = {
     One device's demand readings, a header row, then one row per distinct reading in time
     order, parts merged and repeats dropped. Columns: time_utc (ISO 8601, UTC, the reading's
     own time), demand_kw, cloud_id, device_time (Unix seconds), polled_at (Unix seconds, when
-    it reached us), and the gateway's raw TimeStamp, Demand, Multiplier, Divisor (EAGLE-100s
-    only: empty for other gateways). Summation and price are in the jl and parquet formats.""",
+    it reached us), the gateway's raw TimeStamp, Demand, Multiplier, Divisor (EAGLE-100s
+    only: empty for other gateways), and local_time (the reading's time in the household's own
+    time zone, ISO 8601 with its offset: UTC for a household in no study). Summation and price
+    are in the jl and parquet formats.""",
     "parquet": """\
 <cloud_id>/demand.parquet, <cloud_id>/summation.parquet, <cloud_id>/price.parquet
     One file per device and line kind (a kind the device never sent has no file), written by

@@ -18,15 +18,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from app.archive.backend import file_sha256
 from app.research.merge import DeviceLines, HourCount, read_identities, read_parts
 from app.research.parquet import KindWriter
 from app.research.schema import KINDS
 
+UTC_ZONE = ZoneInfo("UTC")
 CSV_HEADER = (
     "time_utc", "demand_kw", "cloud_id", "device_time", "polled_at",
-    "TimeStamp", "Demand", "Multiplier", "Divisor",
+    "TimeStamp", "Demand", "Multiplier", "Divisor", "local_time",
 )  # fmt: skip
 
 
@@ -87,16 +89,18 @@ def build_device(
     end: float,
     out_dir: Path,
     label: tuple[str, str] = ("cloud_id", ""),
+    zone: str = "UTC",
 ) -> DeviceTables:
     """Read a device's hours (in hour order) once, writing the format's files into `out_dir` and
     counting each hour. `label` is how the files name the household: its column and value (a
-    pseudonymous cart's participant_id; by default its cloud_id)."""
+    pseudonymous cart's participant_id; by default its cloud_id); `zone` its IANA time zone, for
+    the csv's local_time."""
     result = DeviceTables(cloud_id)
     lines = DeviceLines(start, end, kinds=("demand",) if fmt == "csv" else ())
     column, name = label[0], label[1] or cloud_id
     sink: _Sink | None = None
     if fmt == "csv":
-        sink = _CsvSink(name, out_dir, column)
+        sink = _CsvSink(name, out_dir, column, ZoneInfo(zone))
     elif fmt == "parquet":
         sink = _ParquetSink(cloud_id, out_dir)
     try:
@@ -135,7 +139,10 @@ def _made(name: str, path: Path) -> Made:
 
 
 class _CsvSink:
-    def __init__(self, cloud_id: str, out_dir: Path, column: str = "cloud_id") -> None:
+    def __init__(
+        self, cloud_id: str, out_dir: Path, column: str = "cloud_id", zone: ZoneInfo = UTC_ZONE
+    ) -> None:
+        self.zone = zone
         self.name = f"{cloud_id}.csv"
         self.dest = out_dir / self.name
         self.tmp = self.dest.with_name(self.name + ".tmp")
@@ -152,6 +159,7 @@ class _CsvSink:
                 datetime.fromtimestamp(device_time, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 r.get("demand_kw"), self.cloud_id, int(device_time), r.get("polled_at"), r.get("TimeStamp"),
                 r.get("Demand"), r.get("Multiplier"), r.get("Divisor"),
+                datetime.fromtimestamp(device_time, self.zone).isoformat(timespec="seconds"),
             ))  # fmt: skip
             self.rows += 1
 
