@@ -136,3 +136,33 @@ def test_local_time_follows_the_households_zone_across_clock_changes(tmp_path: P
                             ("participant_id", "hp-1"), zone)  # fmt: skip
         (row,) = list(csv.DictReader(io.StringIO(made.files[0].path.read_text())))
         assert row["local_time"] == local and row["participant_id"] == "hp-1", (zone, at, row)
+
+
+def test_frictionless_validates_every_carts_datapackage(stack: Stack, tmp_path: Path) -> None:
+    """The Data Package of a jl, a csv, a parquet and a pseudonymous cart, as `frictionless
+    validate` (the Frictionless project's own command) reads it: every table's rows against its
+    schema, every other file's size and SHA-256."""
+    import json
+    import subprocess
+    import sys
+
+    _enrol(stack.settings.redis_url)
+    scoped = asyncio.run(_scoped_token(stack.settings.redis_url, "consent-packager"))
+    body: dict[str, object] = {"devices": list(DEVICES), "start": BASE - 60, "end": BASE + 4 * 3600}
+    carts = [({**body, "format": f}, None) for f in ("jl", "csv", "parquet")]
+    carts.append(({**body, "devices": "all", "format": "csv"}, scoped))
+    frictionless = str(Path(sys.executable).parent / "frictionless")
+    for n, (asked, token) in enumerate(carts):
+        files = _cart(stack, asked, token)
+        folder = tmp_path / str(n)
+        for name, data in files.items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(data)
+        package = json.loads(files["datapackage.json"])
+        described = {r["path"] for r in package["resources"]}
+        assert described == set(files) - {"datapackage.json", "MANIFEST.json", "SHA256SUMS"}, asked
+        ran = subprocess.run([frictionless, "validate", "--json", "datapackage.json"], cwd=folder,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        report = json.loads(ran.stdout)
+        errors = [e["message"] for t in report["tasks"] for e in t["errors"]]
+        assert report["valid"] and not errors, (asked["format"], errors[:5])

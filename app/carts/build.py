@@ -27,7 +27,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from app import lines
 from app.archive.backend import Archive, file_sha256
-from app.carts import bundle, pseudonyms
+from app.carts import bundle, datapackage, pseudonyms
 from app.carts.model import (
     ARCHIVE_UNAVAILABLE,
     BUNDLING,
@@ -388,6 +388,12 @@ class Builder:
             extras.append(people)
         for extra in extras:
             members.append(bundle.Member(extra.name, extra, extra.stat().st_size, file_sha256(extra)))
+        package = folder / "datapackage.json"
+        described = [
+            datapackage.resource(m.name, m.path, m.size, m.sha256, naming.id_column) for m in members
+        ]
+        package.write_bytes(datapackage.document(cart.id, request.format, described))
+        members.append(bundle.Member(package.name, package, package.stat().st_size, file_sha256(package)))
         return members, counts
 
     async def _polls(
