@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import requests
 
+from app import keys
 from app.store import Store
 from app.studies import Enrolment, Study
 from tests.api_helpers import make_token
@@ -19,7 +20,8 @@ from tests.test_carts import BASE, DEVICES, Stack
 from tests.test_carts import stack as stack  # the carts stack, a module-scoped fixture
 
 STUDY = Study("consent-check", "Consent check", "UTC")
-WINDOW = (BASE + 1800.0, BASE + 5400.0)  # half of the first archived hour, half of the second
+WINDOW = (BASE + 1800.0, BASE + 5400.0)
+EMAIL = "household-cc@example.org"  # half of the first archived hour, half of the second
 
 
 def _enrol(redis_url: str) -> None:
@@ -27,6 +29,7 @@ def _enrol(redis_url: str) -> None:
         store = Store.from_url(redis_url)
         try:
             await store.studies.save(STUDY)
+            await store.redis.hset(keys.device(DEVICES[2]), "user_email", EMAIL)  # as registration keeps it
             body = {"enrolled_from": WINDOW[0], "enrolled_until": WINDOW[1], "participant_id": "cc-1"}
             await store.studies.enrol(DEVICES[2], Enrolment.from_mapping(body, STUDY, DEVICES[2]))
         finally:
@@ -92,7 +95,7 @@ def test_a_pseudonymous_cart_names_no_household_anywhere(stack: Stack, tmp_path:
     _enrol(stack.settings.redis_url)
     scoped = asyncio.run(_scoped_token(stack.settings.redis_url, "consent-publisher"))
     body: dict[str, object] = {"devices": "all", "start": BASE - 60, "end": BASE + 4 * 3600}
-    for fmt in ("jl", "csv"):
+    for fmt in ("jl", "csv", "parquet"):
         files = _cart(stack, {**body, "format": fmt}, scoped)
         assert "participants.csv" in files and any("cc-1" in name for name in files), sorted(files)
         folder = tmp_path / fmt
@@ -101,7 +104,7 @@ def test_a_pseudonymous_cart_names_no_household_anywhere(stack: Stack, tmp_path:
             (folder / name).write_bytes(data)
         check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=folder, capture_output=True, text=True)
         assert check.returncode == 0, check.stdout
-        for needle in (*DEVICES, "MacId", "@", "study/rainforest-logs"):
+        for needle in (*DEVICES, "MacId", EMAIL, "study/rainforest-logs"):
             found = subprocess.run(["grep", "-rl", needle, "."], cwd=folder, capture_output=True, text=True)
             assert found.stdout == "", f"{fmt} cart holds {needle!r} in {found.stdout}"
             names = [n for n in files if needle in n]
@@ -109,8 +112,15 @@ def test_a_pseudonymous_cart_names_no_household_anywhere(stack: Stack, tmp_path:
         people = list(csv.DictReader(io.StringIO(files["participants.csv"].decode())))
         assert [(p["participant_id"], p["study"]) for p in people] == [("cc-1", STUDY.id)]
         assert int(people[0]["demand_rows"]) == 40
-    parquet = stack.post({**body, "format": "parquet"}, token=scoped)
-    assert parquet.status_code == 400 and "not parquet" in parquet.json()["message"]
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "parquet" / "cc-1" / "demand.parquet")
+    assert (
+        table.column_names[:3] == ["participant_id", "time", "local_time"]
+        and "DeviceMacId" not in table.column_names
+    )
+    assert set(table.column("participant_id").to_pylist()) == {"cc-1"}
+    assert table.column("local_time").to_pylist()[0].endswith("+00:00"), "the study's zone is UTC"
 
 
 def test_local_time_follows_the_households_zone_across_clock_changes(tmp_path: Path) -> None:

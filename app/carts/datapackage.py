@@ -13,7 +13,7 @@ import orjson
 import pyarrow as pa
 
 from app.carts.tables import CSV_HEADER
-from app.research.schema import SCHEMAS, UNITS
+from app.research.schema import UNITS, cart_schema
 
 PROFILE = "data-package"
 _CSV_TYPES = {
@@ -75,7 +75,8 @@ def resource(name: str, path: Path, size: int, sha256: str, id_column: str) -> d
         return {**base, "type": "table", "format": "csv", "schema": {"fields": fields, "missingValues": [""]}}
     if name.endswith(".parquet"):
         kind = Path(name).stem
-        fields = [_field(f.name, _arrow(f.type), UNITS.get(f.name, "")) for f in SCHEMAS[kind]]
+        schema = cart_schema(kind, pseudonymous=id_column != "cloud_id")
+        fields = [_field(f.name, _arrow(f.type), UNITS.get(f.name, "")) for f in schema]
         # its size and digest are in SHA256SUMS: frictionless reads Parquet without counting its bytes
         described = {k: v for k, v in base.items() if k not in ("bytes", "hash")}
         return {**described, "type": "table", "format": "parquet", "schema": {"fields": fields}}

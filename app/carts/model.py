@@ -127,10 +127,6 @@ class CartRequest:
         pseudonymize = body.get("pseudonymize", False)
         if not isinstance(pseudonymize, bool):
             raise ValidationError("pseudonymize must be true or false.", field="pseudonymize")
-        if pseudonymize and fmt == "parquet":
-            raise ValidationError(
-                "a pseudonymous cart is jl or csv for now; parquet is not built yet.", field="pseudonymize"
-            )
         return cls(devices, start, end, str(fmt), pseudonymize)
 
     def to_json(self) -> dict[str, Any]:

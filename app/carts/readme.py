@@ -19,7 +19,7 @@ from app.carts.pseudonyms import Naming
 from app.completeness import longest_gap_s
 from app.hours import Hour
 from app.research.merge import HourCount
-from app.research.schema import SCHEMAS, UNITS
+from app.research.schema import SCHEMAS, UNITS, cart_schema
 
 COMPLETENESS_HEADER = (
     "cloud_id", "hour_utc", "polls_scheduled", "polls_ok", "readings", "longest_gap_s", "duplicates_dropped",
@@ -81,14 +81,19 @@ _FILES = {
 }
 
 
-def _columns() -> str:
+def _columns(pseudonymous: bool = False) -> str:
     out = []
-    for kind, schema in SCHEMAS.items():
+    for kind in SCHEMAS:
+        schema = cart_schema(kind, pseudonymous)
         out.append(f"  {kind}:")
         for f in schema:
             note = UNITS.get(f.name, "")
             if f.name == "time":
                 note = "the reading's own time (the gateway's clock), UTC, milliseconds"
+            elif f.name == "local_time":
+                note = "the reading's time in the household's zone, ISO 8601 with its offset"
+            elif f.name == "participant_id":
+                note = "the household's pseudonym in its study"
             elif f.name == "polled_at":
                 note = "when it reached us, UTC, milliseconds"
             elif f.name == "source":
@@ -117,7 +122,7 @@ def readme_text(
 ) -> str:
     """What every file and column of a cart is, the units, the time base, gaps, verification."""
     span = f"{_iso(start)} to {_iso(end)} (UTC; the end excluded)"
-    columns = f"\nColumns of the Parquet files\n{_columns()}\n" if fmt == "parquet" else ""
+    columns = f"\nColumns of the Parquet files\n{_columns(pseudonymous)}\n" if fmt == "parquet" else ""
     return f"""\
 Rainforest Logger cart {cart_id}
 {devices} device(s), readings from {span}, format {fmt}.

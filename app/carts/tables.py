@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from app.archive.backend import file_sha256
 from app.research.merge import DeviceLines, HourCount, read_identities, read_parts
 from app.research.parquet import KindWriter
-from app.research.schema import KINDS
+from app.research.schema import KINDS, cart_schema
 
 UTC_ZONE = ZoneInfo("UTC")
 CSV_HEADER = (
@@ -102,7 +102,7 @@ def build_device(
     if fmt == "csv":
         sink = _CsvSink(name, out_dir, column, ZoneInfo(zone))
     elif fmt == "parquet":
-        sink = _ParquetSink(cloud_id, out_dir)
+        sink = _ParquetSink(name, out_dir, column, ZoneInfo(zone))
     try:
         for hour, records, partial, dropped in hours:
             count, released = lines.add_hour(hour, records, partial)
@@ -174,14 +174,25 @@ class _CsvSink:
 
 
 class _ParquetSink:
-    def __init__(self, cloud_id: str, out_dir: Path) -> None:
-        self.cloud_id = cloud_id
-        self.writers = {kind: KindWriter(out_dir / cloud_id / f"{kind}.parquet", kind) for kind in KINDS}
+    def __init__(self, name: str, out_dir: Path, column: str = "cloud_id", zone: ZoneInfo = UTC_ZONE) -> None:
+        self.cloud_id, self.column, self.zone = name, column, zone
+        schemas = {kind: cart_schema(kind, pseudonymous=column != "cloud_id") for kind in KINDS}
+        self.writers = {
+            kind: KindWriter(out_dir / name / f"{kind}.parquet", kind, schema=schemas[kind]) for kind in KINDS
+        }
 
     def add(self, released: dict[str, list[dict[str, Any]]]) -> None:
         for kind, rows in released.items():
             if kind in self.writers:
-                self.writers[kind].add(rows)
+                self.writers[kind].add(self._row(r) for r in rows)
+
+    def _row(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A line as the cart's columns take it: its local time, and its household's name."""
+        t = record.get("device_time")
+        local = None
+        if isinstance(t, int | float) and not isinstance(t, bool):
+            local = datetime.fromtimestamp(t, self.zone).isoformat(timespec="seconds")
+        return {**record, "local_time": local, self.column: self.cloud_id}
 
     def close(self) -> tuple[dict[str, int], list[Made]]:
         rows: dict[str, int] = {}

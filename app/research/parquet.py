@@ -33,10 +33,11 @@ class KindWriter:
         sorted_by: tuple[str, ...] = ("time",),
         on_table: Callable[[pa.Table], None] | None = None,
         row_group_rows: int = ROW_GROUP_ROWS,
+        schema: pa.Schema | None = None,
     ) -> None:
         self.path, self.kind = path, kind
         self.row_group_rows = row_group_rows
-        self.columns = Columns(kind)
+        self.columns = Columns(kind, schema)
         self.rows = 0
         self._sorted_by = sorted_by
         self._on_table = on_table  # sees each row group as it is written (compaction digests them)

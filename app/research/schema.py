@@ -67,12 +67,29 @@ _CONVERT: dict[pa.DataType, Callable[[Any], Any]] = {
 }  # fmt: skip
 
 
+NAMING = frozenset({"DeviceMacId", "MeterMacId"})  # columns that identify a household's hardware
+
+
+def cart_schema(kind: str, pseudonymous: bool = False) -> pa.Schema:
+    """A cart's columns of a kind: the archive's, with `local_time` (ISO 8601 in the household's
+    zone, with its offset) after `time`; a pseudonymous cart's name the household by
+    `participant_id` and drop the MAC addresses."""
+    fields: list[pa.Field[Any]] = []
+    for f in SCHEMAS[kind]:
+        if pseudonymous and f.name in NAMING:
+            continue
+        fields.append(pa.field("participant_id", pa.string()) if pseudonymous and f.name == "cloud_id" else f)
+        if f.name == "time":
+            fields.append(pa.field("local_time", pa.string()))
+    return pa.schema(fields)
+
+
 class Columns:
     """Rows of one kind gathered as Python lists, one per column, until `table()`."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, schema: pa.Schema | None = None) -> None:
         self.kind = kind
-        self.schema = SCHEMAS[kind]
+        self.schema = SCHEMAS[kind] if schema is None else schema
         self._fields = [(f.name, _CONVERT[f.type]) for f in self.schema]
         self._time_fields = {"time": "device_time"}  # column → the line's field it comes from
         self.data: list[list[Any]] = [[] for _ in self._fields]

@@ -63,9 +63,6 @@ class _CartBase(BaseHandler):
         token = self.token
         if token is None or token.deployment_wide:
             return request
-        if request.format == "parquet":
-            said = "a study's carts are pseudonymous: jl or csv for now, not parquet."
-            raise ApiError(400, "invalid_field", said)
         request = dataclasses.replace(request, pseudonymize=True)  # a study's cart names no household
         ids = await self.ctx.store.studies.device_ids(token.study)
         if request.devices is None:

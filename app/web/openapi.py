@@ -253,7 +253,7 @@ SCHEMAS: dict[str, Any] = {
             "start": {"oneOf": [{"type": "string", "example": "2026-11-01T00:00:00Z"}, {"type": "number"}]},
             "end": {"oneOf": [{"type": "string", "example": "2026-12-01T00:00:00Z"}, {"type": "number"}]},
             "format": {"type": "string", "enum": ["jl", "csv", "parquet"], "description": "jl: the hourly files as written; csv: a file of demand readings per device; parquet: typed columns per device and kind"},
-            "pseudonymize": {"type": "boolean", "description": "name households by participant_id, with no cloud_id, e-mail or MAC address anywhere, and add participants.csv (jl or csv; always so for a study's token)"},
+            "pseudonymize": {"type": "boolean", "description": "name households by participant_id, with no cloud_id, e-mail or MAC address anywhere, and add participants.csv (always so for a study's token)"},
         },
     },
     "Cart": {
