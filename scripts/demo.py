@@ -230,6 +230,7 @@ def main() -> None:
                                   capture_output=True, text=True)  # fmt: skip
         print(imported.stdout.strip() or imported.stderr.strip())
         token = demo_token(env)
+        researcher = demo_studies(env, users, troubles)
         wait_for(lambda: first_reading(data_dir / "logs") is not None, 30, "the first reading", supervisor)
         path = first_reading(data_dir / "logs")
         assert path is not None
@@ -257,7 +258,7 @@ def main() -> None:
             wait_for(lambda: bool(list(manifests.glob("*.json"))), 90, "yesterday compacted", supervisor)
         cart_id = request_cart(api, token)
         wait_for(lambda: cart_status(api, token, cart_id) == "ready", 60, "the demo cart", supervisor)
-        print_welcome(path, data_dir, args, ctl_conf, token, cloud_id, cart_id, troubles)
+        print_welcome(path, data_dir, args, ctl_conf, token, cloud_id, cart_id, troubles, researcher)
         if args.smoke:
             stop()
         supervisor.wait()
@@ -266,6 +267,42 @@ def main() -> None:
             stop()
             supervisor.wait(60)
     print("stopped.")
+
+
+STUDIES = (  # (id, name, zone, which households: protocol → indices among that protocol's devices)
+    ("heat-pump-2027", "Heat pump trial", "America/Chicago", {"eagle100-cloud": (0,), "eagle200-local": (0,),
+                                                              "eagle100-local": (0,), "push": (0,)}),
+    ("city-pilot", "City pilot", "Europe/London", {"eagle100-cloud": (4,), "eagle200-local": (3,)}),
+)  # fmt: skip
+
+
+def demo_studies(env: dict[str, str], users: Path, troubles: dict[str, tuple[str, str]]) -> str:
+    """Two studies with a few households each (enrolled from three days ago, open-ended), and a
+    read-only token for the first study's researcher; that token."""
+    rainforest = str(BIN / "rainforest")
+    by_protocol: dict[str, list[str]] = {}
+    for line in users.read_text().splitlines():
+        user = json.loads(line)
+        by_protocol.setdefault(user.get("protocol", "eagle100-cloud"), []).append(str(user["cloud_id"]))
+    since = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 3 * 86400))
+    for sid, name, zone, picks in STUDIES:
+        subprocess.run([rainforest, "studies", "create", sid, "--name", name, "--timezone", zone],
+                       env=env, check=True, capture_output=True)  # fmt: skip
+        n = 0
+        for protocol, indices in picks.items():
+            for i in indices:
+                found = by_protocol.get(protocol, [])
+                if i < len(found) and found[i] not in troubles:
+                    n += 1
+                    enrol = [rainforest, "participants", "enrol", sid, found[i], "--from", since,
+                             "--participant-id", f"{sid.split('-')[0]}-{n:03d}"]  # fmt: skip
+                    subprocess.run(enrol, env=env, check=True, capture_output=True)
+    subprocess.run([rainforest, "tokens", "revoke", "demo-researcher"], env=env, capture_output=True)
+    scoped = [rainforest, "tokens", "create", "demo-researcher", "--read-only", "--study", STUDIES[0][0]]
+    made = subprocess.run(scoped, env=env, capture_output=True, text=True)
+    if made.returncode != 0:
+        raise SystemExit(f"could not create the researcher's token: {made.stderr.strip()}")
+    return made.stdout.strip()
 
 
 def demo_token(env: dict[str, str]) -> str:
@@ -321,6 +358,7 @@ def print_welcome(
     cloud_id: str,
     cart_id: str,
     troubles: dict[str, tuple[str, str]],
+    researcher: str,
 ) -> None:
     lines = samples(data_dir / "logs", list(KINDS))
     sample = "\n    ".join(
@@ -330,6 +368,8 @@ def print_welcome(
     )
     shipped = archived(data_dir / "archive")
     rotate_after = "five minutes after it ends (ROTATE_GRACE_S)"
+    today_utc = time.strftime("%Y-%m-%dT00:00:00Z", time.gmtime())
+    next_hour = time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(time.time() + 3600))
 
     def rel(p: Path) -> str:
         return os.path.relpath(p) if p.is_relative_to(ROOT) else str(p)
@@ -382,6 +422,16 @@ Rainforest Logger is running in simulated mode ({args.devices} simulated EAGLE g
     curl -sS -O -J -H "Authorization: Bearer $T" "$A?filename=demo.tar"
     tar -xf demo.tar && sha256sum -c SHA256SUMS
   docs/carts.md shows how to ask for your own, in jl, csv or parquet.
+
+  Studies (docs/studies.md): heat-pump-2027 (America/Chicago) and city-pilot (Europe/London)
+  hold a few households each; .venv/bin/rainforest studies list, participants list heat-pump-2027.
+  A researcher's read-only token sees only heat-pump-2027; its carts name households by
+  participant_id (no cloud_id, e-mail or MAC address) with local time and a datapackage.json:
+    R={researcher}
+    curl -s -X POST -H "Authorization: Bearer $R" -H 'Content-Type: application/json' \\
+         -d '{{"devices": "all", "start": "{today_utc}", "end": "{next_hour}", "format": "parquet"}}' \\
+         http://127.0.0.1:{args.server_port}/api/carts/
+    then HEAD and GET its status_url with the same token, as above.
 {alerts}
 
   Look around (in another terminal, from {ROOT}):

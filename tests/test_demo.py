@@ -58,6 +58,9 @@ def test_demo_brings_the_stack_up_shows_readings_and_stops_cleanly(tmp_path: Pat
         assert token, "".join(out)
         run_doc_examples(server_port, token.group(1), tmp_path, tmp_path.parent / f"{tmp_path.name}-examples")
         every_cause_alerts(server_port, token.group(1), tmp_path / "mail" / "new")
+        researcher = re.search(r"^    R=(rft_\S+)$", "".join(out), re.M)
+        assert researcher, "".join(out)
+        a_researchers_cart(server_port, researcher.group(1), "".join(out))
     finally:
         demo.send_signal(signal.SIGINT)  # Ctrl-C
         demo.wait(120)
@@ -214,3 +217,32 @@ def every_cause_alerts(port: int, token: str, maildir: Path) -> None:
     subjects = [line for m in mails for line in m.splitlines() if line.startswith("Subject:")]
     for cause in wanted:
         assert any(s.endswith(f" {cause}") for s in subjects), (cause, subjects)
+
+
+def a_researchers_cart(port: int, token: str, said: str) -> None:
+    """The researcher's cart request the demo prints, as printed: a pseudonymous parquet cart of
+    one study's households, in local time, that frictionless validates."""
+    import io
+    import tarfile
+
+    request = said[said.index('    curl -s -X POST -H "Authorization: Bearer $R"') :].split("\n    then")[0]
+    made = subprocess.run(["bash", "-c", request], env={**os.environ, "R": token}, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    cart = json.loads(made.stdout)
+    url, h = f"http://127.0.0.1:{port}{cart['status_url']}", {"Authorization": f"Bearer {token}"}
+    deadline = time.monotonic() + 120
+    while True:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD", headers=h), timeout=10) as r:
+            status = r.headers["X-Cart-Status"]
+        assert status != "error" and time.monotonic() < deadline, status
+        if status == "ready":
+            break
+        time.sleep(0.5)
+    with urllib.request.urlopen(urllib.request.Request(url, headers=h), timeout=60) as r:
+        body = r.read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        names = tar.getnames()
+        assert "participants.csv" in names and "datapackage.json" in names
+        people = tar.extractfile("participants.csv").read().decode()  # type: ignore[union-attr]
+    assert "heat-001" in people and "America/Chicago" in people and "city-" not in people
+    assert all(n.startswith("heat-") or "/" not in n for n in names), names
