@@ -5,7 +5,9 @@
 
 Each line needs cloud_id and either user_email and user_pw (eagle100-cloud, the default) or
 protocol, address and install_code (a gateway on the household's network; docs/devices.md),
-optionally tls_verify, tls_fingerprint, active. Lines are POSTed to /api/users/{cloud_id}.
+optionally tls_verify, tls_fingerprint, active. Lines are POSTed to /api/users/{cloud_id}. A line
+with a study (and enrolled_from, optionally participant_id, enrolled_until, timezone) also enrols
+the household in that study (POST /api/studies/{study}/participants/{cloud_id}; docs/studies.md).
 Failures are reported by line number with the server's message and the rest go on. It ends with
 counts of created / updated / unchanged / failed and exits 1 if any line failed. Running it
 again is harmless: unchanged devices stay as they are.
@@ -24,6 +26,14 @@ from pathlib import Path
 import requests
 
 TIMEOUT_S = 30
+ENROLMENT_KEYS = frozenset({"study", "participant_id", "enrolled_from", "enrolled_until", "timezone"})
+
+
+def _message(resp: requests.Response) -> str:
+    try:
+        return str(resp.json()["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {resp.status_code} {resp.reason}"
 
 
 class TokenRefused(Exception):
@@ -41,8 +51,17 @@ def post_line(session: requests.Session, server: str, raw: str) -> tuple[str, st
     cloud_id = data["cloud_id"].strip()
     if not (len(cloud_id) == 6 and all(c in "0123456789abcdefABCDEF" for c in cloud_id)):
         return "failed", f"cloud_id must be 6 hex digits such as 002738, got {cloud_id!r}."
+    enrolment = {k: data.pop(k) for k in list(data) if k in ENROLMENT_KEYS}
     try:
         resp = session.post(f"{server}/api/users/{cloud_id}", json=data, timeout=TIMEOUT_S)
+        if resp.status_code in (200, 201) and enrolment:
+            study = enrolment.pop("study", "")
+            if not study:
+                return "failed", "saved, but not enrolled: enrolment fields need a study."
+            url = f"{server}/api/studies/{study}/participants/{cloud_id}"
+            enrolled = session.post(url, json=enrolment, timeout=TIMEOUT_S)
+            if enrolled.status_code != 201:
+                return "failed", f"saved, but not enrolled: {_message(enrolled)}"
     except requests.RequestException as exc:
         return "failed", f"could not reach the server: {exc}"
     if resp.status_code in (200, 201):

@@ -295,3 +295,66 @@ def test_a_push_outside_the_window_is_refused_and_nothing_is_written(redis_url: 
         wait_until(taken, 25, "the upload inside the window")
     finally:
         server.stop()
+
+
+def test_the_devices_file_and_the_bulk_script_enrol_households(
+    redis_url: str, secret_key: str, tmp_path: Path
+) -> None:
+    import os
+
+    asyncio.run(_study_only(redis_url))
+    users = tmp_path / "users.jl"
+    users.write_text(
+        '{"cloud_id": "0f0001", "user_email": "a@example.org", "user_pw": "pw", "study": "heat-pump-2027", '
+        '"enrolled_from": "2027-01-15", "participant_id": "hp-100"}\n'
+        '{"cloud_id": "0f0002", "user_email": "b@example.org", "user_pw": "pw", "study": "no-such", '
+        '"enrolled_from": "2027-01-15"}\n'
+        '{"cloud_id": "0f0003", "user_email": "c@example.org", "user_pw": "pw", "participant_id": "x"}\n'
+    )
+    env = {**os.environ, "REDIS_URL": redis_url, "SECRET_KEY": secret_key, "DATA_DIR": str(tmp_path)}
+    ran = subprocess.run([sys.executable, "-m", "app.cli", "users", "import", str(users)], env=env,
+                         capture_output=True, text=True)  # fmt: skip
+    assert ran.returncode == 1 and "created 1, updated 0, unchanged 0, failed 2, enrolled 1" in ran.stdout
+    assert (
+        "users.jl:2: no study 'no-such'" in ran.stderr
+        and "users.jl:3: enrolment fields need a study" in ran.stderr
+    )
+    server = start_api(redis_url, secret_key, ALERT_EVAL_S="0")
+    try:
+        token = asyncio.run(_admin_token(redis_url))
+        again = tmp_path / "again.jl"
+        again.write_text('{"cloud_id": "0f0004", "user_email": "d@example.org", "user_pw": "pw", '
+                         '"study": "heat-pump-2027", "enrolled_from": "2027-02-01"}\n')  # fmt: skip
+        script = [sys.executable, "scripts/add_user_info_via_server.py", str(again), "--server", server.url]
+        done = subprocess.run(script, env={**env, "RAINFOREST_TOKEN": token}, capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        server.stop()
+    first, fourth = asyncio.run(_enrolments(redis_url, ["0f0001", "0f0004"]))
+    assert first.participant_id == "hp-100" and fourth.participant_id.startswith("p-")
+    assert fourth.enrolled_from == moment("2027-02-01", "x", "America/Chicago")
+
+
+async def _enrolments(redis_url: str, ids: list[str]) -> list[Enrolment]:
+    store = Store.from_url(redis_url)
+    try:
+        return [r.enrolment for r in await store.devices.load_devices(ids) if r.enrolment is not None]
+    finally:
+        await store.close()
+
+
+async def _study_only(redis_url: str) -> None:
+    store = Store.from_url(redis_url)
+    try:
+        await store.studies.save(STUDY)
+    finally:
+        await store.close()
+
+
+async def _admin_token(redis_url: str) -> str:
+    store = Store.from_url(redis_url)
+    try:
+        return await Tokens(store).create("bulk-admin")
+    finally:
+        await store.close()

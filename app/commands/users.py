@@ -49,8 +49,10 @@ def users_import(file: Path) -> None:
     for number, message in report.problems:
         click.echo(f"{file}:{number}: {message}", err=True)
     c = report.counts
+    enrolled = f", enrolled {c['enrolled']}" if c["enrolled"] else ""
     click.echo(
         f"created {c['created']}, updated {c['updated']}, unchanged {c['unchanged']}, failed {report.failed}"
+        + enrolled
     )
     for cloud_id, key in report.push_keys:
         click.echo(f"push key for {cloud_id} (shown once; `rainforest users push-url {cloud_id}`): {key}")
