@@ -19,7 +19,11 @@ class AlertsPageHandler(PageHandler):
         state, cause = self.get_argument("state", "open"), self.get_argument("cause", "")
         if state not in ("all", *STATES) or cause not in ("", *health.STATES):
             raise tornado.web.HTTPError(400, reason="Unknown state or cause")
-        study = self.token.study if self.token is not None else ""
+        study = (
+            self.token.study
+            if self.token is not None and self.token.study
+            else self.get_argument("study", "")[:40]
+        )
         found = await listing(self.ctx.store, None if state == "all" else state, cause or None, 500, study)
         now = time.time()
         snoozed = {

@@ -63,6 +63,7 @@ from app.web.studies import (
     StudiesApiHandler,
     StudyApiHandler,
 )
+from app.web.studies_page import StudiesPageHandler, StudyPageHandler
 
 CLOUD_ID_SEGMENT = r"([^/]+)"  # validated by the handler, so a bad id gets a clear 400, not a 404
 
@@ -156,6 +157,8 @@ def make_app(
         (rf"/fleet/{CLOUD_ID_SEGMENT}/(activate|deactivate|crawl)", ActionHandler),
         (r"/stats", StatsPageHandler),
         (r"/alerts", AlertsPageHandler),
+        (r"/studies", StudiesPageHandler),
+        (r"/studies/([^/]{1,60})", StudyPageHandler),
         (r"/alerts/(ack|snooze)/([^/]{1,80})", AlertsPageActionHandler),
     ]
     here = Path(__file__).parent

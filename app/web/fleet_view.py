@@ -110,6 +110,7 @@ class View:
     sort: str = "status"  # failing devices first, then by cloud_id
     desc: bool = False
     page: int = 1
+    study: str = ""  # only this study's households ("" all those the session may see)
 
     def apply(self, everything: list[FleetRow]) -> tuple[list[FleetRow], int]:
         """(the rows of this page, how many match)."""
@@ -123,6 +124,7 @@ class View:
             row
             for row in everything
             if (not self.status or row.status == self.status)
+            and (not self.study or row.study == self.study)
             and (not self.protocol or row.protocol == self.protocol)
             and (not q or q in row.cloud_id or q in row.email.lower())
         ]

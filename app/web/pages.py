@@ -139,8 +139,9 @@ class FleetHandler(PageHandler):
             self._csv(view.matching(everything))
             return
         page, total = view.apply(everything)
+        studies = sorted({row.study for row in everything})
         self.render_page("fleet.html", view=view, page=page, total=total, per=PER_PAGE, statuses=STATUSES,
-                         protocols=PROTOCOLS, columns=COLUMNS, link=self._link)  # fmt: skip
+                         protocols=PROTOCOLS, columns=COLUMNS, link=self._link, studies=studies)  # fmt: skip
 
     def _view(self) -> View:
         status, protocol = self.get_argument("status", ""), self.get_argument("protocol", "")
@@ -150,11 +151,13 @@ class FleetHandler(PageHandler):
         if not (page.isascii() and page.isdigit()) or int(page) < 1:
             raise tornado.web.HTTPError(400, reason="page must be a whole number from 1")
         q = self.get_argument("q", "")[:64]
-        return View(status, protocol, q, sort, self.get_argument("dir", "asc") == "desc", int(page))
+        study = self.get_argument("study", "")[:40]
+        return View(status, protocol, q, sort, self.get_argument("dir", "asc") == "desc", int(page), study)
 
     def _link(self, view: View, **changes: Any) -> str:
-        values = {"status": view.status, "protocol": view.protocol, "q": view.q, "sort": view.sort,
-                  "dir": "desc" if view.desc else "asc", "page": view.page, **changes}  # fmt: skip
+        values = {"status": view.status, "protocol": view.protocol, "q": view.q, "study": view.study,
+                  "sort": view.sort, "dir": "desc" if view.desc else "asc", "page": view.page,
+                  **changes}  # fmt: skip
         return "/fleet?" + urlencode({k: v for k, v in values.items() if v not in ("", None)})
 
     def _csv(self, found: list[Any]) -> None:
@@ -212,8 +215,12 @@ class ActionHandler(PageHandler):
 
 class StatsPageHandler(PageHandler):
     async def get(self) -> None:
-        study = self.token.study if self.token is not None else ""
-        self.render_page("stats.html", stats=await fleet_stats(self.ctx, study))
+        study = (
+            self.token.study
+            if self.token is not None and self.token.study
+            else self.get_argument("study", "")
+        )
+        self.render_page("stats.html", stats=await fleet_stats(self.ctx, study[:40]), study=study[:40])
 
 
 async def fleet_stats(ctx: Context, study: str = "") -> dict[str, Any]:
