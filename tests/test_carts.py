@@ -210,8 +210,8 @@ def test_a_jl_cart_from_request_to_verified_tar(stack: Stack, tmp_path: Path) ->
         "a downloaded manifest must not show the server's own paths"
     )
     # 11 files, the manifest, (issue 14) COMPLETENESS.csv and README.txt, and (issue 21)
-    # datapackage.json in every cart
-    assert check.stdout.count(": OK") == 15
+    # COMPLETENESS_DAYS.csv and datapackage.json in every cart
+    assert check.stdout.count(": OK") == 16
 
     # only one of the two workers built it, once
     builds = stack.builds(cart_id, count=1)

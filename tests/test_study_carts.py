@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import tarfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import orjson
 import requests
@@ -176,3 +179,44 @@ def test_frictionless_validates_every_carts_datapackage(stack: Stack, tmp_path: 
         report = json.loads(ran.stdout)
         errors = [e["message"] for t in report["tasks"] for e in t["errors"]]
         assert report["valid"] and not errors, (asked["format"], errors[:5])
+
+
+def test_a_whole_studys_cart_by_local_dates_counts_its_local_days(stack: Stack) -> None:
+    """`"study"` with plain dates: the study's households, from local midnight to local midnight,
+    and COMPLETENESS_DAYS.csv by the household's local day."""
+    chicago = Study("local-days", "Local days", "America/Chicago")
+
+    async def enrol() -> str:
+        from app.tokens import Tokens
+
+        store = Store.from_url(stack.settings.redis_url)
+        try:
+            await store.studies.save(chicago)
+            body = {"enrolled_from": BASE - 86400, "participant_id": "ld-1"}
+            await store.studies.enrol(DEVICES[1], Enrolment.from_mapping(body, chicago, DEVICES[1]))
+            return await Tokens(store).create("local-days-admin")
+        finally:
+            await store.close()
+
+    token = asyncio.run(enrol())
+    day = datetime.fromtimestamp(BASE, ZoneInfo("America/Chicago")).date()
+    body = {
+        "study": chicago.id,
+        "start": day.isoformat(),
+        "end": (day + timedelta(days=1)).isoformat(),
+        "format": "csv",
+    }
+    files = _cart(stack, body, token)
+    manifest = json.loads(files["MANIFEST.json"])
+    local_midnight = datetime(day.year, day.month, day.day, tzinfo=ZoneInfo("America/Chicago"))
+    assert manifest["request"]["start"] == local_midnight.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    assert manifest["request"]["study"] == chicago.id and manifest["request"]["devices"] == [DEVICES[1]]
+    days = list(csv.DictReader(io.StringIO(files["COMPLETENESS_DAYS.csv"].decode())))
+    assert {(r["cloud_id"], r["local_day"], r["timezone"]) for r in days} == {
+        (DEVICES[1], day.isoformat(), "America/Chicago")
+    }
+    assert sum(int(r["readings"]) for r in days) == sum(
+        1 for _ in csv.DictReader(io.StringIO(files[f"{DEVICES[1]}.csv"].decode()))
+    )
+    unknown = stack.post({"study": "nope", "start": "2026-01-01", "end": "2026-01-02"})
+    assert unknown.status_code == 400 and unknown.json()["error"] == "unknown_study"

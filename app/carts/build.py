@@ -42,7 +42,7 @@ from app.carts.model import (
     CartRequest,
 )  # fmt: skip
 from app.carts.plan import Part, hours_in, plan
-from app.carts.readme import readme_text, write_completeness
+from app.carts.readme import readme_text, write_completeness, write_completeness_days
 from app.carts.registry import CartRegistry
 from app.carts.stage import HashMismatch, Staged, Vanished, append_record, load_record, stage_part
 from app.carts.tables import DeviceTables, HourLines, build_device, staged_hours
@@ -377,10 +377,13 @@ class Builder:
         completeness = folder / "COMPLETENESS.csv"
         write_completeness(completeness, devices, hours_in(request, self.clock()),
                            {cid: d.hours for cid, d in per_device.items()}, polls, naming)  # fmt: skip
+        by_day = folder / "COMPLETENESS_DAYS.csv"
+        write_completeness_days(by_day, devices, hours_in(request, self.clock()),
+                                {cid: d.hours for cid, d in per_device.items()}, polls, naming)  # fmt: skip
         readme = folder / "README.txt"
         readme.write_text(readme_text(request.format, cart.id, request.start, request.end, len(devices),
                                       naming.pseudonymous))  # fmt: skip
-        extras = [completeness, readme]
+        extras = [completeness, by_day, readme]
         if naming.pseudonymous:
             people = folder / "participants.csv"
             held = {cid: d.counts() for cid, d in per_device.items()}

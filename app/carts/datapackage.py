@@ -34,6 +34,11 @@ _COMPLETENESS = [
     ("polls_ok", "integer", "empty: not known"), ("readings", "integer", "distinct demand readings"),
     ("longest_gap_s", "number", "seconds"), ("duplicates_dropped", "integer", ""),
 ]  # fmt: skip
+_DAYS = [
+    ("local_day", "date", "the household's local day"), ("timezone", "string", "IANA"),
+    ("polls_scheduled", "integer", "empty: not known"), ("polls_ok", "integer", "empty: not known"),
+    ("readings", "integer", "distinct demand readings"), ("duplicates_dropped", "integer", ""),
+]  # fmt: skip
 _PARTICIPANTS = [
     ("participant_id", "string", ""), ("study", "string", ""), ("timezone", "string", "IANA"),
     ("state", "string", "enrolled, completed or withdrawn"), ("enrolled_from_utc", "datetime", ""),
@@ -65,6 +70,9 @@ def resource(name: str, path: Path, size: int, sha256: str, id_column: str) -> d
     base = {"name": _slug(name), "path": name, "bytes": size, "hash": f"sha256:{sha256}"}
     if name == "COMPLETENESS.csv":
         fields = [_field(id_column, "string", ""), *(_field(*f) for f in _COMPLETENESS)]
+        return {**base, "type": "table", "format": "csv", "schema": {"fields": fields, "missingValues": [""]}}
+    if name == "COMPLETENESS_DAYS.csv":
+        fields = [_field(id_column, "string", ""), *(_field(*f) for f in _DAYS)]
         return {**base, "type": "table", "format": "csv", "schema": {"fields": fields, "missingValues": [""]}}
     if name == "participants.csv":
         fields = [_field(*f) for f in _PARTICIPANTS]

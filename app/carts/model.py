@@ -22,7 +22,7 @@ NO_SPACE, ARCHIVE_UNAVAILABLE, HASH_MISMATCH = "NO_SPACE", "ARCHIVE_UNAVAILABLE"
 CANCELLED, TIMEOUT, EMPTY, FAILED = "CANCELLED", "TIMEOUT", "EMPTY", "FAILED"
 REASONS = (NO_SPACE, ARCHIVE_UNAVAILABLE, HASH_MISMATCH, CANCELLED, TIMEOUT, EMPTY, FAILED)
 FORMATS = ("jl", "csv", "parquet")
-_FIELDS = {"devices", "start", "end", "format", "pseudonymize"}
+_FIELDS = {"devices", "start", "end", "format", "pseudonymize", "study"}
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _FILENAME_BAD = re.compile(r'[\x00-\x1f\x7f/\\"]')
 
@@ -95,6 +95,7 @@ class CartRequest:
     end: float
     format: str = "jl"
     pseudonymize: bool = False  # households by pseudonym: no cloud_id, e-mail or MAC (app.carts.pseudonyms)
+    study: str = ""  # a whole study was asked for (its households are `devices`)
 
     @classmethod
     def from_mapping(cls, body: object) -> CartRequest:
@@ -127,7 +128,10 @@ class CartRequest:
         pseudonymize = body.get("pseudonymize", False)
         if not isinstance(pseudonymize, bool):
             raise ValidationError("pseudonymize must be true or false.", field="pseudonymize")
-        return cls(devices, start, end, str(fmt), pseudonymize)
+        study = body.get("study", "")
+        if not isinstance(study, str):
+            raise ValidationError("study must be a study's id.", field="study")
+        return cls(devices, start, end, str(fmt), pseudonymize, study)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -136,6 +140,7 @@ class CartRequest:
             "end": _iso_exact(self.end),
             "format": self.format,
             "pseudonymize": self.pseudonymize,
+            **({"study": self.study} if self.study else {}),
         }
 
     @classmethod

@@ -14,10 +14,11 @@ import csv
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from app.carts.pseudonyms import Naming
 from app.completeness import longest_gap_s
-from app.hours import Hour
+from app.hours import Hour, local_day
 from app.research.merge import HourCount
 from app.research.schema import SCHEMAS, UNITS, cart_schema
 
@@ -53,6 +54,43 @@ def write_completeness(
                 gap = longest_gap_s(c.readings, round(c.longest_gap_s, 3), hour, now)
                 out.writerow((named.of(cid), Hour.at(hour).iso, scheduled, ok,
                               c.readings, gap, c.duplicates))  # fmt: skip
+
+
+DAYS_HEADER = ("local_day", "timezone", "polls_scheduled", "polls_ok", "readings", "duplicates_dropped")
+
+
+def write_completeness_days(
+    dest: Path,
+    devices: Iterable[str],
+    hours: list[int],
+    counted: dict[str, list[HourCount]],
+    polls: dict[tuple[str, int], tuple[int, int]],
+    naming: Naming,
+) -> None:
+    """COMPLETENESS_DAYS.csv: the hourly counts summed by the household's local day (an hour
+    belongs to the local day its start falls on), devices in order."""
+    with dest.open("w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f, lineterminator="\n")
+        out.writerow((naming.id_column, *DAYS_HEADER))
+        for cid in devices:
+            enrolment = naming.enrolments.get(cid)
+            tz = enrolment.timezone if enrolment is not None else "UTC"
+            zone = ZoneInfo(tz)
+            by_hour = {c.hour: c for c in counted.get(cid, [])}
+            days: dict[str, list[int]] = {}
+            for hour in hours:
+                polled = polls.get((cid, Hour.at(hour).number))
+                c = by_hour.get(hour)
+                if polled is None and (c is None or not (c.readings or c.duplicates)):
+                    continue
+                day = days.setdefault(local_day(hour, zone), [0, 0, 0, 0, 0])
+                if polled is not None:
+                    day[0], day[1], day[4] = day[0] + polled[0], day[1] + polled[1], 1
+                if c is not None:
+                    day[2], day[3] = day[2] + c.readings, day[3] + c.duplicates
+            for key, (scheduled, ok, readings, duplicates, known) in days.items():
+                out.writerow((naming.of(cid), key, tz, scheduled if known else "", ok if known else "",
+                              readings, duplicates))  # fmt: skip
 
 
 _FILES = {
@@ -143,6 +181,13 @@ COMPLETENESS.csv
     for a demand reading that ended in that hour, from the previous reading in this cart; the
     whole hour, or as much of it as had passed, when the hour had no reading), and
     duplicates_dropped.
+COMPLETENESS_DAYS.csv
+    The same counts summed by the household's local day (local_day, in its timezone: UTC for a
+    household in no study); an hour counts toward the local day its start falls on.
+datapackage.json
+    This cart as a Frictionless Data Package: each table's fields, types, units and missing
+    values, each other file's size and SHA-256 (check it with: frictionless validate
+    datapackage.json).
 README.txt
     This file.
 {_FILES[fmt]}

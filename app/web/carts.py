@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,13 @@ from app.carts.build import tar_path
 from app.carts.model import BUILDING, ERROR, READY, Cart, CartRequest, cart_id, download_name, new_cart_id
 from app.carts.registry import DOWNLOAD_LEASE_S
 from app.carts.retention import remove_files
+from app.errors import ValidationError
+from app.studies import moment, study_id
 from app.web.base import ApiError, BaseHandler
 
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")  # a plain date: a local day of the study
 
 
 class _CartBase(BaseHandler):
@@ -32,7 +36,7 @@ class _CartBase(BaseHandler):
 
     async def _create(self, cid: str) -> None:
         self.query(set())
-        request = await self._scoped(CartRequest.from_mapping(self.json_body()))
+        request = await self._scoped(CartRequest.from_mapping(await self._study_body(self.json_body())))
         await self._check_devices(request)
         assert self.token is not None
         await self._check_work(request)
@@ -56,6 +60,30 @@ class _CartBase(BaseHandler):
             )
         self.set_header("Location", f"/api/carts/{cid}")
         self._status_json(cart, 201)
+
+    async def _study_body(self, body: dict[str, object]) -> dict[str, object]:
+        """A cart of a whole study: `"study": "<id>"` stands for its households, and a plain date
+        in start or end is that day's local midnight in the study's zone."""
+        if "study" not in body:
+            return body
+        try:
+            sid = study_id(body["study"])
+        except ValidationError as exc:
+            raise ApiError(400, "invalid_field", str(exc)) from None
+        study = await self.ctx.store.studies.get(sid)
+        if study is None or self.token is None or not self.token.sees(sid):
+            raise ApiError(400, "unknown_study", f"no study {sid!r}.")
+        if "devices" in body:
+            raise ApiError(400, "invalid_field", "give a study or devices, not both.")
+        ids = sorted(await self.ctx.store.studies.device_ids(sid))
+        if not ids:
+            raise ApiError(400, "empty_selection", "this study has no households, so a cart would be empty.")
+        local = dict(body, devices=ids)
+        for name in ("start", "end"):
+            value = body.get(name)
+            if isinstance(value, str) and DATE_RE.match(value):
+                local[name] = moment(value, name, study.timezone)
+        return local
 
     async def _scoped(self, request: CartRequest) -> CartRequest:
         """A study's token asks for its own households: "all" is its study's devices, and another

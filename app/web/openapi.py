@@ -246,13 +246,14 @@ SCHEMAS: dict[str, Any] = {
         },
     },
     "CartRequest": {
-        "type": "object", "required": ["devices", "start", "end"], "additionalProperties": False,
+        "type": "object", "required": ["start", "end"], "additionalProperties": False,
         "properties": {
             "devices": {"oneOf": [{"type": "array", "minItems": 1, "items": CLOUD_ID},
                                   {"type": "string", "enum": ["all"]}]},
             "start": {"oneOf": [{"type": "string", "example": "2026-11-01T00:00:00Z"}, {"type": "number"}]},
             "end": {"oneOf": [{"type": "string", "example": "2026-12-01T00:00:00Z"}, {"type": "number"}]},
             "format": {"type": "string", "enum": ["jl", "csv", "parquet"], "description": "jl: the hourly files as written; csv: a file of demand readings per device; parquet: typed columns per device and kind"},
+            "study": {"type": "string", "description": "a whole study's households (instead of devices); a plain date in start or end is then that day's local midnight in the study's zone"},
             "pseudonymize": {"type": "boolean", "description": "name households by participant_id, with no cloud_id, e-mail or MAC address anywhere, and add participants.csv (always so for a study's token)"},
         },
     },
