@@ -13,7 +13,9 @@ with bench/load.py from its own process:
     .venv/bin/python bench/api.py [--devices 10000] [--seconds 5]
 
 The last line is key=value: rps_users, rps_latest, rps_bare, ratio, p99_ms_at_1000,
-rps_fleet, p99_ms_fleet, readings_30d_cold_ms, readings_30d_warm_ms.
+rps_fleet, p99_ms_fleet, readings_30d_cold_ms, readings_30d_warm_ms, rps_list, rps_list_study,
+rps_fleet_study, ratio_list_study, ratio_fleet_study (the fleet spread over 20 studies: a page of
+GET /api/users/ and of /fleet for a study's read-only token, against the same for the fleet's).
 """
 
 from __future__ import annotations
@@ -53,6 +55,25 @@ async def seed(redis_url: str, devices: int, secret: str) -> tuple[list[str], st
     token = await Tokens(store).create("bench", read_only=True)
     await store.close()
     return ids, token
+
+
+async def studies(redis_url: str, ids: list[str], count: int = 20) -> str:
+    """The fleet spread over `count` studies (every device enrolled); a read-only token scoped to
+    the first."""
+    from app.studies import Enrolment, Study
+
+    store = Store.from_url(redis_url)
+    try:
+        made = [Study(f"study-{n:02d}", f"Study {n}", "America/Chicago") for n in range(count)]
+        for study in made:
+            await store.studies.save(study)
+        for n, cid in enumerate(ids):
+            study = made[n % count]
+            await store.studies.enrol(cid, Enrolment.from_mapping({"enrolled_from": 0}, study, cid))
+        token = await Tokens(store).create("bench-study", read_only=True, study=made[0].id)
+    finally:
+        await store.close()
+    return token
 
 
 def month_of_readings(env: dict[str, str], work: Path) -> str:
@@ -118,6 +139,7 @@ def main() -> None:
             procs.append(subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", ""], **quiet))  # type: ignore[call-overload]
             wait_for(lambda: port_open(redis_port), "redis")
             ids, token = asyncio.run(seed(redis_url, args.devices, secret))
+            scoped = asyncio.run(studies(redis_url, ids))
             month_device = month_of_readings(env, work)
             procs.append(
                 subprocess.Popen(
@@ -137,6 +159,10 @@ def main() -> None:
                 "latest": [f"{api}/api/event/{c}?source=latest" for c in ids],
                 "bare": [f"http://127.0.0.1:{bare_port}/api/users/{c}" for c in ids],
                 "fleet": [f"{api}/fleet?{v}&page={n}" for n in range(1, 200, 7) for v in views],
+                # a page of the list, from every 100th device on: the fleet's, and one study's
+                "list": [f"{api}/api/users/?limit=100&after={c}" for c in ids[::100]],
+                "list_study": [f"{api}/api/users/?limit=100&after={c}" for c in ids[::100]],
+                "fleet_study": [f"{api}/fleet?{v}&page={n}" for n in range(1, 11) for v in views],
             }
             files = {}
             for name, urls in lists.items():
@@ -148,11 +174,13 @@ def main() -> None:
                 flush=True,
             )
             cookie = "cookie:" + session_cookie(api, token)
+            scoped_cookie = "cookie:" + session_cookie(api, scoped)
             for name, path in files.items():
-                who = cookie if name == "fleet" else token
-                top = load("max", path, who, args.seconds, 32 if name != "fleet" else 4)
+                who = {"fleet": cookie, "fleet_study": scoped_cookie, "list_study": scoped}.get(name, token)
+                page = name.startswith(("fleet", "list"))
+                top = load("max", path, who, args.seconds, 4 if page else 32)
                 time.sleep(0.5)
-                paced = load("rate", path, who, args.seconds, 1000 if name != "fleet" else 20)
+                paced = load("rate", path, who, args.seconds, 20 if page else 1000)
                 results[name] = (top, paced)
                 print(f"{name:<8} {top['rps']:>9.0f} {top['errors'] + paced['errors']:>7.0f} "
                       f"{paced['p50_ms']:>15.2f} {paced['p99_ms']:>15.2f}", flush=True)  # fmt: skip
@@ -167,12 +195,22 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(20)
     users, latest, bare, fleet = results["users"], results["latest"], results["bare"], results["fleet"]
+    listed, listed_study, fleet_study = results["list"], results["list_study"], results["fleet_study"]
+    list_ratio, fleet_ratio = (
+        listed_study[0]["rps"] / listed[0]["rps"],
+        fleet_study[0]["rps"] / fleet[0]["rps"],
+    )
+    print(f"scoped to one of 20 studies: /api/users/ pages {listed_study[0]['rps']:.0f} rps against "
+          f"{listed[0]['rps']:.0f} for the fleet ({list_ratio:.2f}); /fleet {fleet_study[0]['rps']:.0f} "
+          f"against {fleet[0]['rps']:.0f} ({fleet_ratio:.2f})")  # fmt: skip
     ratio = users[0]["rps"] / bare[0]["rps"]
     p99 = max(users[1]["p99_ms"], latest[1]["p99_ms"])
     print(f"rps_users={users[0]['rps']:.0f} rps_latest={latest[0]['rps']:.0f} rps_bare={bare[0]['rps']:.0f} "
           f"ratio={ratio:.2f} p99_ms_at_1000={p99:.2f} rps_fleet={fleet[0]['rps']:.0f} "
           f"p99_ms_fleet={fleet[1]['p99_ms']:.2f} readings_30d_cold_ms={cold:.0f} "
-          f"readings_30d_warm_ms={warm:.0f}")  # fmt: skip
+          f"readings_30d_warm_ms={warm:.0f} rps_list={listed[0]['rps']:.0f} "
+          f"rps_list_study={listed_study[0]['rps']:.0f} rps_fleet_study={fleet_study[0]['rps']:.0f} "
+          f"ratio_list_study={list_ratio:.2f} ratio_fleet_study={fleet_ratio:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -195,9 +195,11 @@ class Devices:
         active: bool | None = None,
         status: str | None = None,
         keep: Callable[[DeviceRecord], bool] | None = None,
+        among: Iterable[str] | None = None,
     ) -> tuple[list[DeviceRecord], str | None]:
-        """A page of devices ordered by cloud_id after the cursor, and the next cursor."""
-        ids = [cid for cid in await self.all_ids() if cid > after]
+        """A page of devices ordered by cloud_id after the cursor, and the next cursor; `among`
+        limits it to those ids (a study's households: read those, not the whole registry)."""
+        ids = [cid for cid in (sorted(among) if among is not None else await self.all_ids()) if cid > after]
         page: list[DeviceRecord] = []
         for start in range(0, len(ids), CHUNK):  # stop loading once the page is full
             for record in await self.load_devices(ids[start : start + CHUNK]):

@@ -100,9 +100,17 @@ class DeviceListApiHandler(BaseHandler):
         page, cursor = await self.ctx.store.devices.list_devices(
             after=after, limit=limit, active=active, status=status,
             keep=lambda r: self.sees(r) and (wanted is None or state_of(r).state == wanted),
+            among=await self._among(),
         )  # fmt: skip
         users = [{**r.public(), "health": state_of(r).public()} for r in page]
         self.send_json({"users": users, "next": cursor})
+
+    async def _among(self) -> set[str] | None:
+        """A study's token lists its study's households: only those are read."""
+        token = self.token
+        if token is None or token.deployment_wide:
+            return None
+        return await self.ctx.store.studies.device_ids(token.study)
 
 
 def _limit(raw: str) -> int:
