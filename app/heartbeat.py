@@ -19,7 +19,7 @@ from app.store import Store
 
 HEARTBEAT_S = 10.0
 STALE_S = 3 * HEARTBEAT_S
-KINDS = ("pinger", "server", "rotate", "cartd")
+KINDS = ("pinger", "server", "rotate", "cartd", "alerts")
 
 
 def process_id() -> str:

@@ -151,7 +151,7 @@ async def test_two_evaluators_at_once_send_each_message_once(
     assert "pw-not-in-mail-9" not in str(mail.messages[0]) and "home@example.org" in str(mail.messages[0])
 
 
-def _server(
+def _alerts_process(
     port: int, redis_url: str, secret_key: str, workdir: Path, mail: Mailbox
 ) -> subprocess.Popen[bytes]:
     import os
@@ -160,12 +160,12 @@ def _server(
     env = {**os.environ, "REDIS_URL": redis_url, "SECRET_KEY": secret_key, "DATA_DIR": str(workdir),
            "ALERT_EVAL_S": "0.3", "SMTP_URL": mail.url, "ALERT_EMAIL_TO": "coordinator@test",
            "SILENT_AFTER_S": "60", "UNPOLLED_AFTER_S": "3600", "ALERT_DIGEST_AT": ""}  # fmt: skip
-    with (workdir / f"server-{port}.log").open("wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "app.cli", "server", "--port", str(port)], cwd=workdir,
+    with (workdir / f"alerts-{port}.log").open("wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "app.cli", "alerts", "run"], cwd=workdir,
                                 env=env, stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
 
 
-async def test_servers_restarted_mid_outage_send_nothing_twice(
+async def test_alert_processes_restarted_mid_outage_send_nothing_twice(
     make_settings: Callable[..., Settings], redis_url: str, secret_key: str, tmp_path: Path
 ) -> None:
     from tests.conftest import free_port
@@ -173,13 +173,13 @@ async def test_servers_restarted_mid_outage_send_nothing_twice(
     settings = make_settings(redis_url, **QUICK)
     await _dark_device(settings, "00c0df", time.time() - 700)
     with smtp_catcher() as mail:
-        a = _server(free_port(), redis_url, secret_key, tmp_path, mail)
-        b = _server(free_port(), redis_url, secret_key, tmp_path, mail)
+        a = _alerts_process(free_port(), redis_url, secret_key, tmp_path, mail)
+        b = _alerts_process(free_port(), redis_url, secret_key, tmp_path, mail)
         try:
             await asyncio.to_thread(wait_until, lambda: len(mail.messages) >= 1, 30, "the alert's mail")
             a.send_signal(signal.SIGKILL)  # the evaluator dies mid-outage; another takes over, and a restarts
             a.wait(10)
-            a = _server(free_port(), redis_url, secret_key, tmp_path, mail)
+            a = _alerts_process(free_port(), redis_url, secret_key, tmp_path, mail)
             await _recovered(settings, "00c0df", time.time())
             await asyncio.to_thread(wait_until, lambda: len(mail.messages) >= 2, 30, "the recovery's mail")
             await asyncio.sleep(1.5)  # five more rounds of each server: nothing more may arrive

@@ -113,10 +113,12 @@ def test_the_production_supervisord_config_runs_every_process_and_stops_them_cle
             return sorted(line.split()[0] for line in ctl.stdout.splitlines() if " RUNNING " in line)
 
         wait_until(
-            lambda: running() == ["cartd", "pinger", "rotate", "server"], 20, what="supervisorctl: RUNNING"
+            lambda: running() == ["alerts", "cartd", "pinger", "rotate", "server"],
+            20,
+            what="supervisorctl: RUNNING",
         )
         children = psutil.Process(supervisord.pid).children(recursive=True)
-        assert len(children) == 4
+        assert len(children) == 5  # server, pinger, rotate, cartd, alerts
         metrics_ports = {ports[f"{n}_METRICS_PORT"] for n in ("PINGER", "ROTATE", "CARTD")}
         listening = {
             (c.laddr.ip, c.laddr.port)

@@ -19,7 +19,7 @@ from app.alerts.evaluate import Evaluator
 from app.alerts.routes import Route, routes_from
 from app.alerts.sender import Sender
 from app.errors import StoreError
-from app.heartbeat import process_id
+from app.heartbeat import Heartbeat, process_id
 from app.hours import local_day
 from app.leases import Leases
 from app.settings import Settings
@@ -129,3 +129,32 @@ class AlertService:
             return
         self._pruned_at = now
         await self.store.alerts.prune(now - self.settings.alerts_keep_days * 86400)
+
+
+class AlertDaemon:
+    """`rainforest alerts run`: a process of its own that evaluates alerts every ALERT_EVAL_S and
+    sends what is queued, until SIGTERM. Run one or several (they share the work through the
+    evaluator's lease and the outbox's claims); judging a large fleet takes a core's time that
+    the API server's requests should not wait behind."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        store = Store.from_url(self.settings.redis_url, max_connections=8)
+        service = AlertService(store, self.settings)
+        beat = Heartbeat(store, "alerts", lambda: {"routes": str(len(service.route_ids))})
+        log.info("alerts running", extra={"every_s": self.settings.alert_eval_s, "routes": service.route_ids})
+        beating = asyncio.create_task(beat.run(self._stop))
+        try:
+            await service.run(self._stop)
+        finally:
+            self._stop.set()
+            await beating
+            await beat.remove()
+            await store.close()
+            log.info("alerts stopped")

@@ -9,7 +9,7 @@ from typing import Any
 import click
 import orjson
 
-from app.commands.common import run_async, settings_from_env
+from app.commands.common import check_alive, check_option, run_async, settings_from_env
 
 
 @click.group()
@@ -33,6 +33,29 @@ def _with_store(action: Callable[[Any, Any], Awaitable[Any]]) -> Any:
             await store.close()
 
     return run_async(go())
+
+
+@alerts.command("run")
+@click.option(
+    "--every", "every_s", type=click.FloatRange(min=0.1), help="Seconds between rounds [ALERT_EVAL_S]."
+)
+@check_option
+def alerts_run(every_s: float | None, check: bool) -> None:
+    """Evaluate alerts and send notifications until SIGTERM (run one or more, beside the servers).
+
+    Example: rainforest alerts run --every 15
+    """
+    from app import logs
+    from app.alerts.service import AlertDaemon
+    from app.commands.common import serve
+
+    settings = settings_from_env(alert_eval_s=every_s)
+    if check:
+        check_alive(settings, "alerts")
+    if not settings.alert_eval_s:
+        raise click.ClickException("ALERT_EVAL_S is 0: give --every or a positive ALERT_EVAL_S.")
+    logs.setup("alerts", settings)
+    serve(lambda: AlertDaemon(settings))
 
 
 @alerts.command("list")

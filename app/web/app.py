@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -103,7 +104,10 @@ async def _fleet(store: Store, settings: Settings) -> tuple[list[DeviceRecord], 
     today = await store.completeness.completeness_day(Day.at(time.time()).key)
     leases = Leases(store.redis)
     owners, held = await leases.owners(), await leases.held()
-    return records, rows(records, today, time.time(), Thresholds.from_settings(settings), held, owners)
+    limits = Thresholds.from_settings(settings)
+    # every row's health judged in a thread: 10,000 of them held the loop (and every request) ~150 ms
+    table = await asyncio.to_thread(rows, records, today, time.time(), limits, held, owners)
+    return records, table
 
 
 class StatsHandler(BaseHandler):

@@ -8,7 +8,6 @@ import logging
 import tornado.httpserver
 import tornado.netutil
 
-from app.alerts.service import AlertService
 from app.eagle.client import Clients, new_session
 from app.heartbeat import Heartbeat
 from app.lifecycle import binding
@@ -52,15 +51,10 @@ class ApiServer:
         )
         upkeep = PushUpkeep(store, push, self.settings.push_stale_s, self.settings.completeness_days * 86400)
         upkept = asyncio.create_task(upkeep.run(self._stop))
-        alerts = [asyncio.create_task(AlertService(store, self.settings).run(self._stop))]
-        if not self.settings.alert_eval_s:
-            alerts[0].cancel()
-            alerts = []
         try:
             await self._stop.wait()
         finally:
             await heartbeat
-            await asyncio.gather(*alerts)
             server.stop()  # no new uploads; then the held counters and files are flushed
             await asyncio.wait_for(server.close_all_connections(), 10)
             await upkept
