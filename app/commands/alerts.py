@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import click
 import orjson
 
-from app.commands.common import check_alive, check_option, run_async, settings_from_env
+from app.commands.common import check_alive, check_option, settings_from_env, with_store
 
 
 @click.group()
@@ -18,21 +17,6 @@ def alerts() -> None:
 
     Example: rainforest alerts list --state open
     """
-
-
-def _with_store(action: Callable[[Any, Any], Awaitable[Any]]) -> Any:
-    from app.store import Store
-
-    settings = settings_from_env()
-
-    async def go() -> Any:
-        store = Store.from_url(settings.redis_url)
-        try:
-            return await action(store, settings)
-        finally:
-            await store.close()
-
-    return run_async(go())
 
 
 @alerts.command("run")
@@ -70,7 +54,7 @@ def alerts_list(state: str | None, cause: str | None, limit: int, as_json: bool)
     """
     from app.alerts.listing import listing
 
-    found = _with_store(lambda store, _: listing(store, state, cause, limit))
+    found = with_store(lambda store, _: listing(store, state, cause, limit))
     for a in found:
         if as_json:
             click.echo(orjson.dumps(a).decode())
@@ -93,7 +77,7 @@ def alerts_ack(alert_id: str, note: str, by: str) -> None:
 
     Example: rainforest alerts ack 00ab12-1796620000 --by alice --note "household away until Monday"
     """
-    if not _with_store(lambda store, _: store.alerts.acknowledge(alert_id, by, time.time(), note[:500])):
+    if not with_store(lambda store, _: store.alerts.acknowledge(alert_id, by, time.time(), note[:500])):
         raise click.ClickException(f"no alert {alert_id!r}; `rainforest alerts list` shows them.")
     click.echo(f"acknowledged {alert_id}")
 
@@ -117,14 +101,14 @@ def alerts_snooze(cloud_id: str, until: str | None, off: bool) -> None:
     except ValidationError as exc:
         raise click.ClickException(str(exc)) from None
     if off:
-        _with_store(lambda store, _: store.alerts.unsnooze(cid))
+        with_store(lambda store, _: store.alerts.unsnooze(cid))
         click.echo(f"{cid} is no longer snoozed")
         return
     try:
         moment = parse_until(until)
     except ApiError as exc:
         raise click.ClickException(exc.message) from None
-    _with_store(lambda store, _: store.alerts.snooze(cid, moment))
+    with_store(lambda store, _: store.alerts.snooze(cid, moment))
     click.echo(f"{cid} opens no alert until {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(moment))}")
 
 
@@ -142,7 +126,7 @@ def alerts_evaluate() -> None:
         await service.sender.round()
         return summary
 
-    s = _with_store(go)
+    s = with_store(go)
     click.echo(f"{s.devices} devices, {s.dark} dark; opened {s.opened}, resolved {s.resolved}, "
                f"incidents opened {s.incidents_opened}, over {s.incidents_resolved}")  # fmt: skip
 
@@ -155,7 +139,7 @@ def alerts_test() -> None:
     """
     from app.alerts.service import AlertService
 
-    outcome = _with_store(lambda store, settings: AlertService(store, settings).test())
+    outcome = with_store(lambda store, settings: AlertService(store, settings).test())
     if not outcome:
         raise click.ClickException(
             "no route is configured: set SMTP_URL and ALERT_EMAIL_TO, or ALERT_APPRISE_URLS."

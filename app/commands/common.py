@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
 from app.credentials import Vault
 from app.errors import ConfigError, RainforestError
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.store import Store
+
+T = TypeVar("T")
 
 check_option = click.option(
     "--check", is_flag=True, help="Exit 0 if this process is alive on this host (heartbeat), else 1."
@@ -52,6 +58,23 @@ def run_async(coro: Any) -> Any:
         return asyncio.run(coro)
     except RainforestError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def with_store(action: Callable[[Store, Settings], Awaitable[T]]) -> T:
+    """Run `action` with a Store on REDIS_URL (closed after) and the settings; a RainforestError
+    (a refused input, Redis away) becomes the command's one-line error."""
+    from app.store import Store
+
+    settings = settings_from_env()
+
+    async def go() -> T:
+        store = Store.from_url(settings.redis_url)
+        try:
+            return await action(store, settings)
+        finally:
+            await store.close()
+
+    return cast(T, run_async(go()))
 
 
 def vault_for(settings: Settings) -> Vault:

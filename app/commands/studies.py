@@ -9,26 +9,12 @@ from typing import Any
 import click
 import orjson
 
-from app.commands.common import run_async, settings_from_env
+from app.commands.common import with_store
 from app.errors import ValidationError
 
 
 def _with_store(action: Callable[[Any], Awaitable[Any]]) -> Any:
-    from app.store import Store
-
-    settings = settings_from_env()
-
-    async def go() -> Any:
-        store = Store.from_url(settings.redis_url)
-        try:
-            return await action(store)
-        finally:
-            await store.close()
-
-    try:
-        return run_async(go())
-    except ValidationError as exc:
-        raise click.ClickException(str(exc)) from None
+    return with_store(lambda store, _: action(store))
 
 
 @click.group()
@@ -184,10 +170,7 @@ def participants_complete(study_id: str, cloud_id: str) -> None:
     cid = normalize_cloud_id(cloud_id)
 
     async def go(store: Any) -> Any:
-        record = await store.devices.get_device(cid)
-        if record is None or record.enrolment is None or record.enrolment.study != study_id:
-            raise ValidationError(f"{cid} is not enrolled in {study_id}.")
-        done = record.enrolment.completed(time.time())
+        done = (await _enrolled(store, cid, study_id)).completed(time.time())
         await store.studies.enrol(cid, done)
         return done
 
@@ -208,10 +191,15 @@ def participants_end(study_id: str, cloud_id: str) -> None:
     cid = normalize_cloud_id(cloud_id)
 
     async def go(store: Any) -> None:
-        record = await store.devices.get_device(cid)
-        if record is None or record.enrolment is None or record.enrolment.study != study_id:
-            raise ValidationError(f"{cid} is not enrolled in {study_id}.")
-        await store.studies.end(cid, record.enrolment, time.time())
+        await store.studies.end(cid, await _enrolled(store, cid, study_id), time.time())
 
     _with_store(go)
     click.echo(f"{cid} left {study_id}")
+
+
+async def _enrolled(store: Any, cloud_id: str, study_id: str) -> Any:
+    """The device's enrolment in this study, or a one-sentence error."""
+    record = await store.devices.get_device(cloud_id)
+    if record is None or record.enrolment is None or record.enrolment.study != study_id:
+        raise ValidationError(f"{cloud_id} is not enrolled in {study_id}.")
+    return record.enrolment

@@ -31,6 +31,14 @@ CHUNK = 1024 * 1024
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")  # a plain date: a local day of the study
 
 
+def _refuse_unknown(unknown: list[str]) -> None:
+    """A 400 naming the cloud_ids a cart asked for that are not known (to this token)."""
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        said = f"unknown cloud_id {shown}: register devices before asking for their data."
+        raise ApiError(400, "unknown_device", said)
+
+
 class _CartBase(BaseHandler):
     read_only_may = frozenset({"POST", "DELETE"})
 
@@ -99,14 +107,7 @@ class _CartBase(BaseHandler):
                     400, "empty_selection", "this study has no households, so a cart would be empty."
                 )
             return dataclasses.replace(request, devices=tuple(sorted(ids)))
-        outside = [cid for cid in request.devices if cid not in ids]
-        if outside:
-            shown = ", ".join(outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
-            raise ApiError(
-                400,
-                "unknown_device",
-                f"unknown cloud_id {shown}: register devices before asking for their data.",
-            )
+        _refuse_unknown([cid for cid in request.devices if cid not in ids])
         return request
 
     async def _check_devices(self, request: CartRequest) -> None:
@@ -114,14 +115,7 @@ class _CartBase(BaseHandler):
             if not await self.ctx.store.devices.device_count():
                 raise ApiError(400, "empty_selection", "no devices are registered, so a cart would be empty.")
             return
-        unknown = await self.ctx.store.devices.unknown_ids(request.devices)
-        if unknown:
-            shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-            raise ApiError(
-                400,
-                "unknown_device",
-                f"unknown cloud_id {shown}: register devices before asking for their data.",
-            )
+        _refuse_unknown(await self.ctx.store.devices.unknown_ids(request.devices))
 
     async def _check_work(self, request: CartRequest) -> None:
         """Bound the work one token may cause: device-days per cart, carts building at once."""

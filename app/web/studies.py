@@ -27,6 +27,13 @@ class _StudyBase(BaseHandler):
             raise ApiError(404, "unknown_study", f"no study {sid!r}; an operator creates it first.")
         return found
 
+    async def enrolled(self, cloud_id: str, sid: str) -> Enrolment:
+        """The device's enrolment in this study; 404 as an unknown device when it has none here."""
+        record = await self.device(cloud_id)
+        if record is None or record.enrolment is None or record.enrolment.study != sid:
+            raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
+        return record.enrolment
+
 
 class StudiesApiHandler(_StudyBase):
     route = "/api/studies/"
@@ -99,10 +106,8 @@ class ParticipantApiHandler(_StudyBase):
         study = await self.study(_sid(raw))
         cloud_id = cloud_id_from_path(raw_cid)
         self.query(set())
-        record = await self.device(cloud_id)
-        if record is None or record.enrolment is None or record.enrolment.study != study.id:
-            raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
-        await self.ctx.store.studies.end(cloud_id, record.enrolment, time.time())
+        enrolment = await self.enrolled(cloud_id, study.id)
+        await self.ctx.store.studies.end(cloud_id, enrolment, time.time())
         self.send_json({"cloud_id": cloud_id, "study": study.id, "ended": True})
 
     def _operator(self) -> bool:
@@ -117,9 +122,6 @@ class CompleteApiHandler(_StudyBase):
         study = await self.study(_sid(raw))
         cloud_id = cloud_id_from_path(raw_cid)
         self.query(set())
-        record = await self.device(cloud_id)
-        if record is None or record.enrolment is None or record.enrolment.study != study.id:
-            raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
-        done = record.enrolment.completed(time.time())
+        done = (await self.enrolled(cloud_id, study.id)).completed(time.time())
         await self.ctx.store.studies.enrol(cloud_id, done)
         self.send_json({**done.public(), "cloud_id": cloud_id})
