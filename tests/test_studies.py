@@ -27,7 +27,7 @@ from app.tokens import Tokens
 from app.web.openapi import document
 from tests.api_helpers import ApiServer, start_api
 from tests.clocked_sim import clocked_sim
-from tests.conftest import wait_until
+from tests.conftest import Sim, wait_until
 
 STUDY = Study("heat-pump-2027", "Heat pump trial", "America/Chicago")
 
@@ -358,3 +358,37 @@ async def _admin_token(redis_url: str) -> str:
         return await Tokens(store).create("bulk-admin")
     finally:
         await store.close()
+
+
+async def test_a_refill_asks_the_gateway_for_nothing_before_the_window(
+    start_sim: Callable[..., Sim], make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    from tests.test_pinger import register
+
+    sim = start_sim(1, "--protocols", "eagle100-cloud=1")
+    settings = make_settings(redis_url, sim.url, summation_interval_s=60.0, price_interval_s=600.0)
+    (cid,) = await register(sim, settings)
+    now = time.time()
+    window_start = now - 600.0
+    store = Store.from_url(redis_url)
+    try:
+        await store.studies.save(STUDY)
+        await store.studies.enrol(cid, Enrolment.from_mapping({"enrolled_from": window_start}, STUDY, cid))
+    finally:
+        await store.close()
+    pinger = Pinger.create(settings)
+    await pinger.fleet.resync()
+    await pinger.poll_once(spread=False)
+    state = pinger.fleet.devices[cid]
+    state.refill_from, state.refill_until = now - 1800.0, int(now - 60)  # a half-hour gap, a third consented
+    state.history_through, state.history_asked_at = 0, 0.0
+    pinger.refiller.on_success(cid, state, pinger.clients.for_protocol("eagle100-cloud"), time.time(), None)
+    await asyncio.gather(*pinger.refiller.tasks)
+    await pinger.close()
+    history = [
+        int(r["device_time"])  # type: ignore[call-overload]
+        for path in settings.logs_dir.glob("*/*.jl")
+        for r in read_lines(path).records
+        if r.get("source") == "history"
+    ]
+    assert history and min(history) >= window_start, (min(history, default=None), window_start)
