@@ -282,3 +282,31 @@ def test_alerts_test_sends_through_every_route_and_names_the_one_that_refused(
     assert mail.subjects() == ["[rainforest] test message"] * 2 and hook.titles() == [
         "[rainforest] test message"
     ]
+
+
+async def test_a_studys_households_alert_its_contacts_too(
+    make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    from app.studies import Enrolment, Study
+
+    with smtp_catcher() as mail:
+        settings = make_settings(
+            redis_url, **QUICK, smtp_url=mail.url, alert_email_to="ops@test", alert_digest_at=""
+        )
+        await _dark_device(settings, "00e5d1", time.time() - 700)
+        await _dark_device(settings, "00e5d2", time.time() - 700)
+        store = Store.from_url(redis_url)
+        try:
+            study = Study("solar-2027", "Solar homes", "Europe/London", ("lead@uni.example",))
+            await store.studies.save(study)
+            await store.studies.enrol("00e5d1", Enrolment.from_mapping({"enrolled_from": 0}, study, "00e5d1"))
+            service = AlertService(store, settings)
+            await service.once()
+        finally:
+            await store.close()
+    sent = sorted((str(m["To"]), str(m["Subject"])) for m in mail.messages)
+    assert sent == [
+        ("lead@uni.example", "[rainforest] 00e5d1 unreachable"),
+        ("ops@test", "[rainforest] 00e5d1 unreachable"),
+        ("ops@test", "[rainforest] 00e5d2 unreachable"),
+    ], "the study's household reaches its contacts; another household does not"

@@ -53,6 +53,7 @@ class Evaluator:
         self, store: Store, settings: Settings, routes: list[str], clock: Callable[[], float] = time.time
     ) -> None:
         self.store, self.routes, self.clock = store, routes, clock
+        self.study_routes: dict[str, str] = {}  # study → the route to its contacts (set each round)
         self.thresholds = health.Thresholds.from_settings(settings)
         self.rules = incidents.Rules(
             settings.incident_share, settings.incident_min_devices, settings.incident_window_s
@@ -61,8 +62,10 @@ class Evaluator:
         self.poll_interval_s = settings.poll_interval_s
         self.leases = Leases(store.redis)
 
-    def _message(self, about: str, fields: dict[str, str]) -> Message | None:
-        return (f"{about}-{fields['kind']}", fields, self.routes) if self.routes else None
+    def _message(self, about: str, fields: dict[str, str], study: str = "") -> Message | None:
+        """A message for every route of the deployment, and the household's study's own."""
+        routes = [*self.routes, *([self.study_routes[study]] if study in self.study_routes else [])]
+        return (f"{about}-{fields['kind']}", fields, routes) if routes else None
 
     async def round(self) -> RoundSummary:
         now = self.clock()
@@ -106,7 +109,7 @@ class Evaluator:
         if quiet:
             fields["incident"] = "1"
         said = messages.opened({**fields, "cloud_id": record.cloud_id, "id": aid}, self.zone)
-        message = None if quiet else self._message(aid, said)
+        message = None if quiet else self._message(aid, said, record.study)
         if await self.store.alerts.open_alert(record.cloud_id, aid, now, fields, message):
             summary.opened += 1
             log.warning(
@@ -143,7 +146,7 @@ class Evaluator:
                   "resolution": view.state}  # fmt: skip
         quiet = quiet or alert.get("incident") == "1"
         text = messages.resolved({**alert, **fields, "cause": alert.get("cause", "ok")}, now, self.zone)
-        message = None if quiet else self._message(aid, text)
+        message = None if quiet else self._message(aid, text, record.study)
         if await self.store.alerts.resolve_alert(record.cloud_id, aid, now, fields, message):
             summary.resolved += 1
             log.info(

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from app import health
 from app.alerts import messages
 from app.alerts.evaluate import Evaluator
-from app.alerts.routes import Route, routes_from
+from app.alerts.routes import EmailRoute, Route, routes_from
 from app.alerts.sender import Sender
 from app.errors import StoreError
 from app.heartbeat import Heartbeat, process_id
@@ -45,6 +45,7 @@ class AlertService:
         self.holder = process_id()
         self.zone = ZoneInfo(settings.alert_timezone)
         self._pruned_at = 0.0
+        self.study_route_objects: dict[str, EmailRoute] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         every_s = self.settings.alert_eval_s
@@ -53,10 +54,23 @@ class AlertService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every_s)
 
+    async def _study_routes(self) -> None:
+        """Each study with contacts has a route of its own, by e-mail (when SMTP_URL is set): its
+        households' alerts, and its own digest, go to its contacts too."""
+        if not self.settings.smtp_url:
+            return
+        found = {s.id: s for s in await self.store.studies.all() if s.contacts}
+        routes = {sid: EmailRoute(self.settings.smtp_url, self.settings.alert_email_from, s.contacts,
+                                  f"study-{sid}") for sid, s in found.items()}  # fmt: skip
+        self.evaluator.study_routes = {sid: r.id for sid, r in routes.items()}
+        self.study_route_objects = routes
+        self.sender.routes = [*self.routes, *routes.values()]
+
     async def once(self, every_s: float | None = None) -> None:
         """One round: evaluate (when this process holds the lease), the digest, then send."""
         lease_s = 3 * (every_s or self.settings.alert_eval_s or 15.0)
         try:
+            await self._study_routes()
             if await self.store.alerts.hold_evaluator(self.holder, lease_s):
                 await self.evaluator.round()
                 await self.digest_if_due()
@@ -82,6 +96,9 @@ class AlertService:
         if not await self.store.alerts.digest_once(day, self.holder):
             return False
         await self.queue_digest(now, f"digest-{day}")
+        for sid, route in self.study_route_objects.items():  # each study's own, to its contacts
+            message = messages.digest(await self.dark(now, sid), now, self.zone)
+            await self.store.outbox.put(f"digest-{day}-{sid}", message, [route.id], now)
         return True
 
     async def queue_digest(self, now: float, message_id: str) -> None:
@@ -89,12 +106,14 @@ class AlertService:
         await self.store.outbox.put(message_id, message, self.route_ids, now)
         log.info("digest queued", extra={"notification": message_id})
 
-    async def dark(self, now: float) -> list[messages.Dark]:
-        """Every household in trouble now, for the digest."""
+    async def dark(self, now: float, study: str = "") -> list[messages.Dark]:
+        """Every household in trouble now (or one study's), for the digest."""
         thresholds = health.Thresholds.from_settings(self.settings)
         held = await Leases(self.store.redis).held()
         found = []
         for record in await self.store.devices.all_devices():
+            if study and record.study != study:
+                continue
             view = health.view(record, now, thresholds, held)
             if view.alerting:
                 since = view.since or now
