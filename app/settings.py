@@ -74,7 +74,7 @@ class Settings:
     alert_apprise_urls: str = field(
         default="", repr=False
     )  # space-separated apprise URLs (json://, slack://, …)
-    alert_digest_at: str = "08:00"  # the daily digest's local time (HH:MM); "" for none
+    alert_digest_at: str = "08:00"  # the daily digest's local time (HH:MM); "off" for none
     alert_timezone: str = "UTC"  # the IANA zone of the digest's time and of the times in messages
     incident_share: float = 0.2  # this share of one path's devices in trouble together is one incident
     incident_min_devices: int = 10  # … when the path has at least this many devices
@@ -200,7 +200,7 @@ class Settings:
             raise ConfigError(
                 "INCIDENT_SHARE must be above 0 and at most 1; INCIDENT_MIN_DEVICES at least 1."
             )
-        if self.alert_digest_at and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", self.alert_digest_at):
+        if self.alert_digest_at not in ("", "off") and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", self.alert_digest_at):
             raise ConfigError(f"ALERT_DIGEST_AT must be a time such as 08:00, got {self.alert_digest_at!r}.")
         try:
             ZoneInfo(self.alert_timezone)

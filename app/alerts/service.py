@@ -84,7 +84,7 @@ class AlertService:
     async def digest_if_due(self) -> bool:
         """Queue today's digest once, at ALERT_DIGEST_AT local time (or late, after an outage)."""
         at = self.settings.alert_digest_at
-        if not at or not self.route_ids:
+        if at in ("", "off") or not self.route_ids:
             return False
         now = self.clock()
         local = datetime.fromtimestamp(now, self.zone)
