@@ -23,9 +23,10 @@ from tests.catchers import Hook, Mailbox, smtp_catcher, webhook_catcher
 from tests.clocked_sim import ClockedSim, clocked_sim
 from tests.conftest import wait_until
 
+# (the digest is tested on its own: here it must not depend on the hour a test runs)
 QUICK = {"poll_interval_s": 6.0, "poll_timeout_s": 2.0, "local_request_gap_s": 0.0, "silent_after_s": 60.0,
          "frozen_after_s": 60.0, "auth_after_s": 60.0, "unpolled_after_s": 3600.0,
-         "alert_digest_at": "off"}  # the digest is tested on its own, not by the hour a test runs  # fmt: skip
+         "alert_digest_at": "off"}  # fmt: skip
 
 
 def routes(mail: Mailbox, hook: Hook) -> list[Route]:
