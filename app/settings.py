@@ -200,8 +200,9 @@ class Settings:
             raise ConfigError(
                 "INCIDENT_SHARE must be above 0 and at most 1; INCIDENT_MIN_DEVICES at least 1."
             )
-        if self.alert_digest_at not in ("", "off") and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", self.alert_digest_at):
-            raise ConfigError(f"ALERT_DIGEST_AT must be a time such as 08:00, got {self.alert_digest_at!r}.")
+        at = self.alert_digest_at
+        if at not in ("", "off") and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", at):
+            raise ConfigError(f"ALERT_DIGEST_AT must be a time such as 08:00, or off; got {at!r}.")
         try:
             ZoneInfo(self.alert_timezone)
         except (ZoneInfoNotFoundError, ValueError):
