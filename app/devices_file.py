@@ -96,6 +96,4 @@ async def _enrol(store: Store, study: Study, cloud_id: str, fields: dict[str, ob
     body = {k: v for k, v in fields.items() if k != "study"}
     record = await store.devices.get_device(cloud_id)
     current = record.enrolment if record is not None else None
-    if "participant_id" not in body and current is not None and current.study == study.id:
-        body["participant_id"] = current.participant_id
-    await store.studies.enrol(cloud_id, Enrolment.from_mapping(body, study, cloud_id))
+    await store.studies.enrol(cloud_id, Enrolment.from_mapping(body, study, cloud_id, current))

@@ -165,7 +165,11 @@ class Enrolment:
         )
 
     @classmethod
-    def from_mapping(cls, data: object, study: Study, cloud_id: str) -> Enrolment:
+    def from_mapping(
+        cls, data: object, study: Study, cloud_id: str, current: Enrolment | None = None
+    ) -> Enrolment:
+        """An enrolment as asked for; enrolling again in the same study (`current`) without a
+        participant_id keeps the household's pseudonym."""
         if not isinstance(data, dict):
             raise ValidationError(
                 "an enrolment is a JSON object with enrolled_from, and optionally "
@@ -174,7 +178,8 @@ class Enrolment:
         unknown = sorted(set(data) - set(ENROLMENT_INPUT))
         if unknown:
             raise ValidationError(f"unknown field {unknown[0]!r}; allowed: {', '.join(ENROLMENT_INPUT)}.")
-        pid = data.get("participant_id") or new_participant_id()
+        kept = current.participant_id if current is not None and current.study == study.id else None
+        pid = data.get("participant_id") or kept or new_participant_id()
         if not isinstance(pid, str) or not PARTICIPANT_RE.match(pid):
             raise ValidationError(
                 "participant_id is 1-40 letters, digits, '.', '_' or '-' (a pseudonym, never a name).",

@@ -4,7 +4,6 @@ token sees only its own study, and another study answers as an unknown one does.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 from app.errors import ValidationError
@@ -93,11 +92,7 @@ class ParticipantApiHandler(_StudyBase):
         record = await self.ctx.store.devices.get_device(cloud_id)
         if record is None or (record.enrolment is None and not self._operator()) or not self.sees(record):
             raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
-        enrolment = Enrolment.from_mapping(self.json_body(), study, cloud_id)
-        if record.enrolment is not None and record.enrolment.study == study.id:
-            body = self.json_body()
-            if "participant_id" not in body:  # a change keeps the pseudonym
-                enrolment = dataclasses.replace(enrolment, participant_id=record.enrolment.participant_id)
+        enrolment = Enrolment.from_mapping(self.json_body(), study, cloud_id, record.enrolment)
         await self.ctx.store.studies.enrol(cloud_id, enrolment)
         self.send_json({**enrolment.public(), "cloud_id": cloud_id}, status=201)
 
