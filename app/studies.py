@@ -1,12 +1,13 @@
 """Studies and their participants: what a study is, what an enrolment is, and the one rule for
 consent windows.
 
-A study groups households for a research team: a slug id, a name, a default IANA time zone and
-contact e-mails. A household's enrolment ties its device to one study for a window
-(`enrolled_from`, optional `enrolled_until`) under a pseudonymous `participant_id`, with the
-household's own time zone. Outside its window a device is not polled, its pushes are refused, and
-no data route returns its readings. A device in no study belongs to the default study, with no
-window: a deployment without studies works as before.
+A study groups households for a research team: a slug id, a name, a default IANA time zone,
+contact e-mails and its own notification routes (apprise URLs; they hold secrets, so a study names
+them by digest and the store keeps them encrypted). A household's enrolment ties its device to one
+study for a window (`enrolled_from`, optional `enrolled_until`) under a pseudonymous
+`participant_id`, with the household's own time zone. Outside its window a device is not polled,
+its pushes are refused, and no data route returns its readings. A device in no study belongs to
+the default study, with no window: a deployment without studies works as before.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from app.alerts.routes import understood, webhook_id
 from app.errors import ValidationError
 
 DEFAULT = "default"  # the study of every device enrolled in none
@@ -84,14 +86,18 @@ class Study:
     timezone: str = "UTC"
     contacts: tuple[str, ...] = ()
     created_at: float = 0.0
+    route_ids: tuple[str, ...] = ()  # what names its routes anywhere but the vault: digests of their URLs
+    routes: tuple[str, ...] | None = field(default=None, repr=False, compare=False)  # URLs, when given
 
     @classmethod
     def from_mapping(cls, data: object, sid: str | None = None) -> Study:
         if not isinstance(data, dict):
             raise ValidationError("a study is a JSON object with name, timezone and contacts.")
-        unknown = sorted(set(data) - {"id", "name", "timezone", "contacts"})
+        unknown = sorted(set(data) - {"id", "name", "timezone", "contacts", "routes"})
         if unknown:
-            raise ValidationError(f"unknown field {unknown[0]!r}; allowed: contacts, id, name, timezone.")
+            raise ValidationError(
+                f"unknown field {unknown[0]!r}; allowed: contacts, id, name, routes, timezone."
+            )
         found = study_id(sid if sid is not None else data.get("id"))
         if sid is not None and data.get("id", sid) != sid:
             raise ValidationError("id in the body differs from the one in the URL.", field="id")
@@ -105,7 +111,15 @@ class Study:
             isinstance(c, str) and EMAIL_RE.match(c.strip()) for c in contacts
         ):
             raise ValidationError("contacts must be a list of e-mail addresses.", field="contacts")
-        return cls(found, name.strip(), zone(data.get("timezone", "UTC")), tuple(c.strip() for c in contacts))
+        routes = None if "routes" not in data else _routes(data["routes"])
+        return cls(
+            found,
+            name.strip(),
+            zone(data.get("timezone", "UTC")),
+            tuple(c.strip() for c in contacts),
+            route_ids=tuple(webhook_id(u) for u in routes or ()),
+            routes=routes,
+        )
 
     def fields(self) -> dict[str, str]:
         return {
@@ -114,6 +128,7 @@ class Study:
             "timezone": self.timezone,
             "contacts": ",".join(self.contacts),
             "created_at": repr(self.created_at),
+            "route_ids": ",".join(self.route_ids),
         }
 
     @classmethod
@@ -124,6 +139,7 @@ class Study:
             h.get("timezone", "UTC"),
             tuple(c for c in h.get("contacts", "").split(",") if c),
             float(h.get("created_at", "0")),
+            tuple(r for r in h.get("route_ids", "").split(",") if r),
         )
 
     def public(self) -> dict[str, Any]:
@@ -132,8 +148,30 @@ class Study:
             "name": self.name,
             "timezone": self.timezone,
             "contacts": list(self.contacts),
+            "routes": list(self.route_ids),
             "created_at": self.created_at,
         }
+
+
+MAX_ROUTES = 10
+
+
+def _routes(value: object) -> tuple[str, ...]:
+    """A study's notification routes: apprise URLs apprise understands (json://, slack://, ...)."""
+    if isinstance(value, str):
+        value = value.split()
+    if not isinstance(value, list) or len(value) > MAX_ROUTES or not all(isinstance(u, str) for u in value):
+        raise ValidationError(
+            f"routes must be a list of at most {MAX_ROUTES} notification URLs (json://, slack://, ...).",
+            field="routes",
+        )
+    for n, url in enumerate(value, 1):
+        if not understood(url):
+            raise ValidationError(  # the URL itself may hold a secret: it is never repeated back
+                f"route {n} is not a notification URL apprise understands (json://, slack://, ntfy://, ...).",
+                field="routes",
+            )
+    return tuple(dict.fromkeys(value))
 
 
 @dataclass(frozen=True)

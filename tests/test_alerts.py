@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from app.alerts.evaluate import Evaluator
 from app.alerts.routes import AppriseRoute, EmailRoute, Route, webhook_id
@@ -288,22 +289,26 @@ def test_alerts_test_sends_through_every_route_and_names_the_one_that_refused(
     ]
 
 
-async def test_a_studys_households_alert_its_contacts_too(
-    make_settings: Callable[..., Settings], redis_url: str
+async def test_a_studys_households_alert_its_contacts_and_its_own_routes_too(
+    make_settings: Callable[..., Settings], redis_url: str, caplog: Any
 ) -> None:
     from app.studies import Enrolment, Study
 
-    with smtp_catcher() as mail:
+    with smtp_catcher() as mail, webhook_catcher() as hook:
+        secret_url = hook.url.replace("json://", "json://team:hunter2-s3cret@")
         settings = make_settings(redis_url, **QUICK, smtp_url=mail.url, alert_email_to="ops@test")
         await _dark_device(settings, "00e5d1", time.time() - 700)
         await _dark_device(settings, "00e5d2", time.time() - 700)
         store = Store.from_url(redis_url)
         try:
-            study = Study("solar-2027", "Solar homes", "Europe/London", ("lead@uni.example",))
-            await store.studies.save(study)
+            asked = {"timezone": "Europe/London", "contacts": ["lead@uni.example"], "routes": [secret_url]}
+            study = Study.from_mapping(asked, "solar-2027")
+            await store.studies.save(study, Vault(settings.secret_key))
             await store.studies.enrol("00e5d1", Enrolment.from_mapping({"enrolled_from": 0}, study, "00e5d1"))
             service = AlertService(store, settings)
             await service.once()
+            kept = await store.studies.get("solar-2027")
+            stored = [await store.redis.dump(k) for k in await store.redis.keys("*")]
         finally:
             await store.close()
     sent = sorted((str(m["To"]), str(m["Subject"])) for m in mail.messages)
@@ -312,3 +317,7 @@ async def test_a_studys_households_alert_its_contacts_too(
         ("ops@test", "[rainforest] 00e5d1 unreachable"),
         ("ops@test", "[rainforest] 00e5d2 unreachable"),
     ], "the study's household reaches its contacts; another household does not"
+    assert hook.titles() == ["[rainforest] 00e5d1 unreachable"], "and the study's own webhook, only its own"
+    assert kept is not None and kept.public()["routes"] == [webhook_id(secret_url)], "named by digest"
+    assert not [s for s in stored if s and b"hunter2" in s], "the route's secret is encrypted at rest"
+    assert "hunter2" not in caplog.text

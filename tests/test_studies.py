@@ -251,6 +251,15 @@ def test_the_cli_makes_a_study_enrols_a_household_and_a_researcher_token(
     assert token.returncode == 0 and token.stdout.startswith("rft_")
     assert "read in solar-2027" in rf("tokens", "list").stdout
     assert '"participant_id": "sh-01"' in rf("studies", "show", "solar-2027").stdout
+    # a study's own notification route: kept encrypted, shown by digest, never repeated back
+    bad = rf("studies", "create", "solar-2027", "--route", "nonsense://tok3n-abc")
+    assert bad.returncode == 1 and "route 1 is not a notification URL" in bad.stderr
+    assert "tok3n" not in bad.stderr + bad.stdout
+    hooked = rf("studies", "create", "solar-2027", "--timezone", "Europe/London",
+                "--route", "json://team:tok3n-abc@hooks.example/alerts")  # fmt: skip
+    assert hooked.returncode == 0, hooked.stderr
+    shown = rf("studies", "show", "solar-2027").stdout
+    assert '"routes": [\n    "hook-' in shown and "tok3n" not in shown, shown
 
 
 async def _register_one(redis_url: str, secret_key: str, cid: str) -> None:

@@ -53,7 +53,7 @@ class Evaluator:
         self, store: Store, settings: Settings, routes: list[str], clock: Callable[[], float] = time.time
     ) -> None:
         self.store, self.routes, self.clock = store, routes, clock
-        self.study_routes: dict[str, str] = {}  # study → the route to its contacts (set each round)
+        self.study_routes: dict[str, list[str]] = {}  # study → its own routes (set each round)
         self.thresholds = health.Thresholds.from_settings(settings)
         self.rules = incidents.Rules(
             settings.incident_share, settings.incident_min_devices, settings.incident_window_s
@@ -64,7 +64,7 @@ class Evaluator:
 
     def _message(self, about: str, fields: dict[str, str], study: str = "") -> Message | None:
         """A message for every route of the deployment, and the household's study's own."""
-        routes = [*self.routes, *([self.study_routes[study]] if study in self.study_routes else [])]
+        routes = [*self.routes, *self.study_routes.get(study, [])]
         return (f"{about}-{fields['kind']}", fields, routes) if routes else None
 
     async def round(self) -> RoundSummary:

@@ -88,6 +88,11 @@ class AppriseRoute:
             raise RouteError(f"route {self.id} refused the message (or could not be reached)")
 
 
+def understood(url: str) -> bool:
+    """Whether apprise knows what to do with this URL (without sending anything)."""
+    return len(url) <= 2000 and apprise.Apprise().add(url)
+
+
 def webhook_id(url: str) -> str:
     return "hook-" + hashlib.sha256(url.encode()).hexdigest()[:ROUTE_ID_CHARS]
 

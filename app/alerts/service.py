@@ -16,14 +16,16 @@ from zoneinfo import ZoneInfo
 from app import health
 from app.alerts import messages
 from app.alerts.evaluate import Evaluator
-from app.alerts.routes import EmailRoute, Route, routes_from
+from app.alerts.routes import AppriseRoute, EmailRoute, Route, routes_from, webhook_id
 from app.alerts.sender import Sender
-from app.errors import StoreError
+from app.credentials import Vault
+from app.errors import ConfigError, CredentialError, StoreError
 from app.heartbeat import Heartbeat, process_id
 from app.hours import local_day
 from app.leases import Leases
 from app.settings import Settings
 from app.store import Store
+from app.studies import Study
 
 log = logging.getLogger(__name__)
 DIGEST_LATE_S = 12 * 3600  # a digest not sent at its time (the servers were down) goes out this late at most
@@ -45,7 +47,9 @@ class AlertService:
         self.holder = process_id()
         self.zone = ZoneInfo(settings.alert_timezone)
         self._pruned_at = 0.0
-        self.study_route_objects: dict[str, EmailRoute] = {}
+        self.study_route_objects: dict[str, list[Route]] = {}
+        self.vault = Vault(settings.secret_key) if settings.secret_key else None
+        self._unsealed: set[str] = set()  # studies whose routes could not be read (said once)
 
     async def run(self, stop: asyncio.Event) -> None:
         every_s = self.settings.alert_eval_s
@@ -55,16 +59,36 @@ class AlertService:
                 await asyncio.wait_for(stop.wait(), every_s)
 
     async def _study_routes(self) -> None:
-        """Each study with contacts has a route of its own, by e-mail (when SMTP_URL is set): its
-        households' alerts, and its own digest, go to its contacts too."""
-        if not self.settings.smtp_url:
-            return
-        found = {s.id: s for s in await self.store.studies.all() if s.contacts}
-        routes = {sid: EmailRoute(self.settings.smtp_url, self.settings.alert_email_from, s.contacts,
-                                  f"study-{sid}") for sid, s in found.items()}  # fmt: skip
-        self.evaluator.study_routes = {sid: r.id for sid, r in routes.items()}
+        """A study's own routes: e-mail to its contacts (when SMTP_URL is set) and its
+        notification URLs (decrypted here, in the process that sends): its households' alerts,
+        and its own digest, go there too."""
+        routes: dict[str, list[Route]] = {}
+        for study in await self.store.studies.all():
+            found: list[Route] = []
+            if self.settings.smtp_url and study.contacts:
+                sender = self.settings.alert_email_from
+                found.append(EmailRoute(self.settings.smtp_url, sender, study.contacts, f"study-{study.id}"))
+            found += [
+                AppriseRoute(url, f"study-{study.id}-{webhook_id(url)}") for url in await self._urls(study)
+            ]
+            if found:
+                routes[study.id] = found
+        self.evaluator.study_routes = {sid: [r.id for r in found] for sid, found in routes.items()}
         self.study_route_objects = routes
-        self.sender.routes = [*self.routes, *routes.values()]
+        self.sender.routes = [*self.routes, *(r for found in routes.values() for r in found)]
+
+    async def _urls(self, study: Study) -> list[str]:
+        if not study.route_ids:
+            return []
+        try:
+            if self.vault is None:
+                raise ConfigError("SECRET_KEY is not set")
+            return await self.store.studies.routes(study.id, self.vault)
+        except (ConfigError, CredentialError) as exc:
+            if study.id not in self._unsealed:
+                self._unsealed.add(study.id)
+                log.warning("a study's routes cannot be read", extra={"study": study.id, "reason": str(exc)})
+            return []
 
     async def once(self, every_s: float | None = None) -> None:
         """One round: evaluate (when this process holds the lease), the digest, then send."""
@@ -96,9 +120,9 @@ class AlertService:
         if not await self.store.alerts.digest_once(day, self.holder):
             return False
         await self.queue_digest(now, f"digest-{day}")
-        for sid, route in self.study_route_objects.items():  # each study's own, to its contacts
+        for sid, routes in self.study_route_objects.items():  # each study's own, to its own routes
             message = messages.digest(await self.dark(now, sid), now, self.zone)
-            await self.store.outbox.put(f"digest-{day}-{sid}", message, [route.id], now)
+            await self.store.outbox.put(f"digest-{day}-{sid}", message, [r.id for r in routes], now)
         return True
 
     async def queue_digest(self, now: float, message_id: str) -> None:
@@ -128,12 +152,14 @@ class AlertService:
         or why not."""
         now = self.clock()
         sent = {}
-        for route in self.routes:
+        await self._study_routes()
+        everyone = [*self.routes, *(r for found in self.study_route_objects.values() for r in found)]
+        for route in everyone:
             mid = sent[route.id] = f"test-{route.id}-{int(now * 1000)}"
             await self.store.outbox.put(mid, messages.test(now, self.zone, route.id), [route.id], now)
         await self.sender.round()
         outcome = {}
-        for route in self.routes:
+        for route in everyone:
             message = await self.store.outbox.message(sent[route.id])
             if message.get(f"delivered:{route.id}"):
                 outcome[route.id] = "delivered"

@@ -142,7 +142,8 @@ def alerts_test() -> None:
     outcome = with_store(lambda store, settings: AlertService(store, settings).test())
     if not outcome:
         raise click.ClickException(
-            "no route is configured: set SMTP_URL and ALERT_EMAIL_TO, or ALERT_APPRISE_URLS."
+            "no route is configured: set SMTP_URL and ALERT_EMAIL_TO or ALERT_APPRISE_URLS, "
+            "or give a study routes."
         )
     for route, result in outcome.items():
         click.echo(f"{route:<16} {result}")

@@ -9,7 +9,7 @@ from typing import Any
 import click
 import orjson
 
-from app.commands.common import with_store
+from app.commands.common import vault_for, with_store
 from app.errors import ValidationError
 
 
@@ -32,23 +32,42 @@ def studies() -> None:
 @click.option(
     "--contact", "contacts", multiple=True, help="An e-mail for its alerts and digests (repeatable)."
 )
-def studies_create(study_id: str, name: str | None, tz: str, contacts: tuple[str, ...]) -> None:
+@click.option(
+    "--route",
+    "routes",
+    multiple=True,
+    help="A notification URL for its alerts and digests, such as slack://... or json://... (repeatable; "
+    "kept encrypted; given once, it replaces the study's routes).",
+)
+@click.option("--no-routes", is_flag=True, help="Remove the study's notification routes.")
+def studies_create(
+    study_id: str,
+    name: str | None,
+    tz: str,
+    contacts: tuple[str, ...],
+    routes: tuple[str, ...],
+    no_routes: bool,
+) -> None:
     """Create (or update) the study STUDY_ID.
 
     Example: rainforest studies create city-pilot --timezone Europe/London --contact lead@uni.example
     """
+    from dataclasses import replace
+
     from app.studies import Study
 
-    study = Study.from_mapping(
-        {"name": name or study_id, "timezone": tz, "contacts": list(contacts)}, study_id
-    )
+    asked: dict[str, Any] = {"name": name or study_id, "timezone": tz, "contacts": list(contacts)}
+    if routes or no_routes:
+        asked["routes"] = [] if no_routes else list(routes)
+    study = Study.from_mapping(asked, study_id)
 
-    async def save(store: Any) -> bool:
+    async def save(store: Any, settings: Any) -> bool:
         existing = await store.studies.get(study.id)
         at = existing.created_at if existing is not None else time.time()
-        return bool(await store.studies.save(Study(study.id, study.name, study.timezone, study.contacts, at)))
+        vault = vault_for(settings) if study.routes else None
+        return bool(await store.studies.save(replace(study, created_at=at), vault))
 
-    new = _with_store(save)
+    new = with_store(save)
     click.echo(f"{'created' if new else 'updated'} study {study.id} ({study.timezone})")
 
 

@@ -14,8 +14,9 @@ import orjson
 import redis.asyncio as aioredis
 
 from app import keys
+from app.credentials import Vault
 from app.db.common import aw, translated
-from app.errors import ValidationError
+from app.errors import ConfigError, ValidationError
 from app.studies import Enrolment, Study
 
 ENROLMENT_FIELDS = ("study", "participant_id", "tz", "enrolled_from", "enrolled_until", "enrol_state")
@@ -53,16 +54,31 @@ class Studies:
         self.redis = redis
         self._enrol = redis.register_script(_ENROL)
 
-    async def save(self, study: Study) -> bool:
-        """Create or update a study (its creation time kept); True when new."""
+    async def save(self, study: Study, vault: Vault | None = None) -> bool:
+        """Create or update a study (its creation time kept; its routes kept unless given, then
+        stored encrypted with the vault); True when new."""
+        if study.routes and vault is None:
+            raise ConfigError("a study's routes are kept encrypted: SECRET_KEY must be set.")
         async with translated(f"save study {study.id}"), self.redis.pipeline(transaction=True) as pipe:
             fields = study.fields()
             created = fields.pop("created_at")
             pipe.hsetnx(keys.study(study.id), "created_at", created)
+            if study.routes is None:
+                fields.pop("route_ids")
+            elif study.routes and vault is not None:
+                fields["routes_secret"] = vault.encrypt(orjson.dumps(list(study.routes)).decode())
+            else:
+                pipe.hdel(keys.study(study.id), "routes_secret")
             pipe.hset(keys.study(study.id), mapping=fields)
             pipe.sadd(keys.studies(), study.id)
             new, *_ = await pipe.execute()
         return bool(new)
+
+    async def routes(self, study_id: str, vault: Vault) -> list[str]:
+        """A study's notification URLs, decrypted (for the process that sends, nothing else)."""
+        async with translated(f"read the routes of study {study_id}"):
+            sealed = cast(str | None, await aw(self.redis.hget(keys.study(study_id), "routes_secret")))
+        return [str(u) for u in orjson.loads(vault.decrypt(sealed))] if sealed else []
 
     async def get(self, study_id: str) -> Study | None:
         async with translated(f"read study {study_id}"):

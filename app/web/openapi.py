@@ -168,13 +168,17 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,39}$"}, "name": {"type": "string"},
                        "timezone": {"type": "string", "description": "IANA time zone, the households' default"},
                        "contacts": {"type": "array", "items": {"type": "string"}},
+                       "routes": {"type": "array", "items": {"type": "string", "pattern": "^hook-[0-9a-f]{10}$"},
+                                  "description": "the study's notification routes, by digest (their URLs are kept encrypted)"},
                        "created_at": {"type": "number"}, "outcome": {"type": "string", "enum": ["created", "updated"]},
                        "devices": {"type": "integer"}},
     },
     "StudyInput": {
         "type": "object", "additionalProperties": False, "required": ["name"],
         "properties": {"id": {"type": "string"}, "name": {"type": "string", "maxLength": 200},
-                       "timezone": {"type": "string"}, "contacts": {"type": "array", "items": {"type": "string", "format": "email"}}},
+                       "timezone": {"type": "string"}, "contacts": {"type": "array", "items": {"type": "string", "format": "email"}},
+                       "routes": {"type": "array", "maxItems": 10, "items": {"type": "string", "maxLength": 2000},
+                                  "description": "apprise URLs (slack://, json://, ...) replacing the study's routes; left out, they are kept"}},
     },
     "Enrolment": ENROLMENT,
     "EnrolmentInput": {

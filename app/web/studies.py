@@ -5,6 +5,7 @@ token sees only its own study, and another study answers as an unknown one does.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from app.errors import ValidationError
 from app.studies import Enrolment, Study, study_id
@@ -62,9 +63,7 @@ class StudyApiHandler(_StudyBase):
         study = Study.from_mapping(self.json_body(), sid)
         existing = await self.ctx.store.studies.get(sid)
         created_at = existing.created_at if existing is not None else time.time()
-        new = await self.ctx.store.studies.save(
-            Study(study.id, study.name, study.timezone, study.contacts, created_at)
-        )
+        new = await self.ctx.store.studies.save(replace(study, created_at=created_at), self.ctx.vault)
         self.send_json({**(await self.study(sid)).public(), "outcome": "created" if new else "updated"},
                        status=201 if new else 200)  # fmt: skip
 
