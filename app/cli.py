@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from app.commands import alerts, carts, ops, processes, sim, studies, tokens, users
+from app.commands import alerts, carts, erasure, ops, processes, sim, studies, tokens, users  # noqa: F401 (erasure adds to participants)
 
 # `rainforest --help` as a table of contents: the families, in the order a newcomer meets them.
 SECTIONS: list[tuple[str, list[click.Command]]] = [
@@ -13,7 +13,7 @@ SECTIONS: list[tuple[str, list[click.Command]]] = [
     ("Seeing how it runs",
      [ops.status, alerts.alerts, ops.logs_cmd, ops.completeness, ops.crawl_cmd, ops.rescue_cmd]),
     ("Devices and access", [users.users, tokens.tokens, processes.secret_key]),
-    ("Studies", [studies.studies, studies.participants]),
+    ("Studies", [studies.studies, studies.participants]),  # withdraw, erasure-report: app.commands.erasure
     ("Research data", [carts.carts, carts.compact]),
     ("Trying it out", [sim.sim]),
 ]  # fmt: skip

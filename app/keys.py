@@ -247,3 +247,19 @@ def study_participants(study_id: str) -> str:
 def enrolments_past(cloud_id: str) -> str:
     """List of a device's ended enrolments (JSON), newest first."""
     return f"{PREFIX}:device:{cloud_id}:enrolments"
+
+
+def erasure(study_id: str, participant_id: str) -> str:
+    """Hash: a withdrawn household's tombstone (pseudonymous: what was erased, where, by whom)."""
+    return f"{PREFIX}:erasure:{study_id}:{participant_id}"
+
+
+def erasures() -> str:
+    """Sorted set of every tombstone (`<study>/<participant_id>`), by when the erasure was asked."""
+    return f"{PREFIX}:erasures"
+
+
+def erased() -> str:
+    """Hash: keyed digest of an erased household's cloud_id → JSON {cutoff, tombstone}: what every
+    host, rotate, compaction and carts check so that its readings before the cutoff never return."""
+    return f"{PREFIX}:erased"

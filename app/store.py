@@ -15,6 +15,7 @@ from app.db.common import aw, translated
 from app.db.completeness import Completeness
 from app.db.crawls import Crawls
 from app.db.devices import Devices, PollUpdate, Registered
+from app.db.erasures import Erasures
 from app.db.fleet import FleetFigures
 from app.db.outbox import Outbox
 from app.db.processes import Heartbeats
@@ -40,6 +41,7 @@ class Store:
         self.alerts = AlertBook(redis)
         self.studies = Studies(redis)
         self.outbox = Outbox(redis)
+        self.erasures = Erasures(redis)
 
     @classmethod
     def from_url(cls, url: str, max_connections: int = 50) -> Store:

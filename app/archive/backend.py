@@ -3,7 +3,9 @@
 Rules a backend must keep:
 - `put_new` never replaces an object: it answers None when the key already exists.
 - `delete` exists for derived data only (superseded compacted days); the hourly objects, the
-  source of truth, are never deleted or replaced.
+  source of truth, are never deleted or replaced, with one exception: `erase`, which removes an
+  object and every version of it a versioned bucket keeps, for a household that withdrew
+  (`app.erasure`) and for nothing else.
 - `stat` reports what the archive holds, so rotate can confirm an upload before deleting.
 - Failures are ArchiveError with a `kind`, never a library's own exception.
 """
@@ -91,6 +93,23 @@ class Archive(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove a derived object (a superseded compacted file); never an hourly object."""
+
+    def erase(self, key: str) -> Erased:
+        """Remove `key` and every older version of it the archive keeps (erasure only)."""
+
+    def old_versions(self, prefix: str) -> Sequence[str]:
+        """Keys under `prefix` of which the archive keeps an older version or a deleted one (a
+        versioned bucket); an archive that keeps no versions has none."""
+
+
+@dataclass(frozen=True)
+class Erased:
+    """What erasing one key removed: versions (the current one included) and their bytes; `kept`
+    counts versions the archive would not let us remove (say so; never pretend)."""
+
+    versions: int = 0
+    bytes: int = 0
+    kept: int = 0
 
 
 def file_sha256(path: Path) -> str:

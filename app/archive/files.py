@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from app.archive.backend import StoredObject, Upload, file_sha256, gunzip_sha256, read_chunks
+from app.archive.backend import Erased, StoredObject, Upload, file_sha256, gunzip_sha256, read_chunks
 from app.archive.layout import ROOT
 from app.errors import ArchiveError
 
@@ -135,6 +135,24 @@ class FileArchive:
             raise ArchiveError(f"refusing to delete an hourly object: {key}", kind="error")
         with self._os_errors(f"delete {key}"):
             self._path(key).unlink(missing_ok=True)
+
+    def erase(self, key: str) -> Erased:
+        path = self._path(key)
+        with self._os_errors(f"erase {key}"):
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                return Erased()
+            path.unlink(missing_ok=True)
+            _fsync_dir(path.parent)
+            folder = path.parent
+            while folder != self.root and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()  # a household's emptied folders go too: their names hold its cloud_id
+                folder = folder.parent
+        return Erased(1, size)
+
+    def old_versions(self, prefix: str) -> Sequence[str]:
+        return []  # a folder keeps no versions
 
     def _os_errors(self, doing: str) -> _OSErrors:
         return _OSErrors(f"cannot {doing} in {self.root}")

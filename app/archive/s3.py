@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import base64
+import builtins
 import contextlib
 import hashlib
 import io
@@ -36,7 +37,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from app.archive.backend import StoredObject, Upload, gunzip_sha256
+from app.archive.backend import Erased, StoredObject, Upload, gunzip_sha256
 from app.archive.layout import ROOT
 from app.errors import ArchiveError
 from app.settings import Settings
@@ -242,6 +243,57 @@ class S3Archive:
             raise ArchiveError(f"refusing to delete an hourly object: {key}", kind="error")
         with self._translated(f"delete {key}"):
             self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+
+    def erase(self, key: str) -> Erased:
+        """Every version and delete marker of `key`; where the bucket's policy refuses to remove
+        a version (object lock, no s3:DeleteObjectVersion), the current one is still deleted and
+        the versions left are counted."""
+        versions, size, kept = 0, 0, 0
+        with self._translated(f"erase {key}"):
+            found = self._versions(self.prefix + key)
+            if not found:
+                return Erased()
+            for version_id, nbytes in found:
+                try:
+                    self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key, VersionId=version_id)
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") not in ("AccessDenied", "MethodNotAllowed"):
+                        raise
+                    kept += 1
+                    continue
+                versions, size = versions + 1, size + nbytes
+            if kept:
+                self.client.delete_object(Bucket=self.bucket, Key=self.prefix + key)
+        return Erased(versions, size, kept)
+
+    def old_versions(self, prefix: str) -> Sequence[str]:
+        current = {o.key for o in self.list(prefix)}
+        found = set()
+        with self._translated(f"list the versions under {prefix}"):
+            pages = self.client.get_paginator("list_object_versions").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix
+            )
+            for page in pages:
+                entries: builtins.list[Any] = [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+                for item in entries:
+                    if not item.get("IsLatest") or item["Key"][len(self.prefix) :] not in current:
+                        found.add(item["Key"][len(self.prefix) :])
+        return sorted(found)
+
+    def _versions(self, full_key: str) -> Sequence[tuple[str, int]]:
+        """(version id, bytes) of every version and delete marker of exactly this key."""
+        found: builtins.list[tuple[str, int]] = []
+        pages = self.client.get_paginator("list_object_versions").paginate(
+            Bucket=self.bucket, Prefix=full_key
+        )
+        for page in pages:
+            for item in page.get("Versions", []):
+                if item["Key"] == full_key:
+                    found.append((str(item.get("VersionId") or "null"), int(item.get("Size", 0))))
+            for marker in page.get("DeleteMarkers", []):
+                if marker["Key"] == full_key:
+                    found.append((str(marker.get("VersionId") or "null"), 0))
+        return found
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
         with self._translated(f"read {key}"):

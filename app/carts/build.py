@@ -165,6 +165,10 @@ class Builder:
         windows = {r.cloud_id: r.enrolment for r in records if r.enrolment}
         naming = pseudonyms.naming(records, settings.secret_key, request.pseudonymize)
         parts = [p for p in parts if _consented(windows.get(p.device_hour.cloud_id), p.device_hour.hour)]
+        marks = await self.store.erasures.marks(settings.secret_key)  # erased: never served again
+        parts = [
+            p for p in parts if not marks.erased(p.device_hour.cloud_id, Hour.parse(p.device_hour.hour).start)
+        ]
         compacted: dict[tuple[str, str], DayManifest] = {}
         if request.format != "jl":  # jl carts are the hourly files themselves, always
             compacted = await self._archive_call(lambda: _compacted(self.archive, parts))

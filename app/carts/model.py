@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import uuid
@@ -15,8 +16,13 @@ from app.devices import normalize_cloud_id
 from app.errors import ValidationError
 
 WAITING, STAGING, BUNDLING, READY, ERROR = "waiting", "staging", "bundling", "ready", "error"
+ERASED = "erased"  # it held a household whose readings were erased (app.erasure): gone with them
 BUILDING = frozenset({WAITING, STAGING, BUNDLING})
-STATES = (WAITING, STAGING, BUNDLING, READY, ERROR)
+STATES = (WAITING, STAGING, BUNDLING, READY, ERROR, ERASED)
+ERASED_MESSAGE = (
+    "This cart held the readings of a household that withdrew from its study; they were erased, "
+    "and the cart with them: ask for a new one."
+)
 # Why a cart failed; each comes with a one-sentence message.
 NO_SPACE, ARCHIVE_UNAVAILABLE, HASH_MISMATCH = "NO_SPACE", "ARCHIVE_UNAVAILABLE", "HASH_MISMATCH"
 CANCELLED, TIMEOUT, EMPTY, FAILED = "CANCELLED", "TIMEOUT", "EMPTY", "FAILED"
@@ -145,7 +151,16 @@ class CartRequest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CartRequest:
+        if data.get("devices") == []:  # an erased cart whose only household was erased
+            rest = cls.from_mapping({**data, "devices": "all"})
+            return cls((), rest.start, rest.end, rest.format, rest.pseudonymize, rest.study)
         return cls.from_mapping(data)
+
+    def without(self, cloud_id: str) -> CartRequest:
+        """The request, no longer naming an erased household."""
+        if self.devices is None:
+            return self
+        return dataclasses.replace(self, devices=tuple(d for d in self.devices if d != cloud_id))
 
 
 @dataclass

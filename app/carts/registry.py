@@ -12,10 +12,11 @@ from __future__ import annotations
 import time
 from typing import Any, cast
 
+import orjson
 import redis.asyncio as aioredis
 
 from app import keys
-from app.carts.model import ERROR, WAITING, Cart
+from app.carts.model import ERASED, ERASED_MESSAGE, ERROR, WAITING, Cart
 from app.store import aw, translated
 
 LEASE_S = 30.0  # a building cart's worker refreshes this; a stale lease means the worker died
@@ -159,6 +160,16 @@ class CartRegistry:
 
     async def fail(self, cart_id: str, worker: str, reason: str, message: str) -> bool:
         return await self.update(cart_id, worker, status=ERROR, reason=reason, message=message)
+
+    async def mark_erased(self, cart: Cart, cloud_id: str, at: float) -> None:
+        """The cart held an erased household: it stays listed, as erased, without naming it."""
+        request = orjson.dumps(cart.request.without(cloud_id).to_json()).decode()
+        fields = {"status": ERASED, "reason": "ERASED", "message": ERASED_MESSAGE, "request": request,
+                  "size": "0", "worker": "", "lease_until": "0", "updated_at": repr(at)}  # fmt: skip
+        async with translated("mark a cart erased"), self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.cart(cart.id), mapping=fields)
+            pipe.hdel(keys.carts_space(), cart.id)
+            await pipe.execute()
 
     async def delete(self, cart_id: str) -> None:
         async with translated("delete a cart"), self.redis.pipeline(transaction=True) as pipe:

@@ -8,7 +8,7 @@ import click
 import orjson
 
 from app import logs
-from app.commands.common import run_async, settings_from_env
+from app.commands.common import run_async, settings_from_env, with_store
 from app.errors import ArchiveError, ConfigError, ValidationError
 from app.settings import Settings
 
@@ -136,7 +136,8 @@ def compact(day: str, force: bool) -> None:
     logs.setup("rotate", settings)
     try:
         archive = open_archive(settings)
-        done = Compactor(settings, archive).compact(day, check=not force)
+        marks = with_store(lambda store, s: store.erasures.marks(s.secret_key))  # erased: never back
+        done = Compactor(settings, archive, marks=marks).compact(day, check=not force)
     except ValidationError as exc:
         raise click.ClickException(str(exc)) from None
     except (ArchiveError, ConfigError) as exc:

@@ -21,12 +21,13 @@ from app.studies import Enrolment, Study
 
 ENROLMENT_FIELDS = ("study", "participant_id", "tz", "enrolled_from", "enrolled_until", "enrol_state")
 
-# KEYS: the device's hash, the study's participants, the study's devices, the change channel.
-# ARGV: cloud_id, study, participant_id, then the enrolment's field/value pairs.
-# Returns 1, or an error word: unknown (no such device), elsewhere (in another study), taken
-# (the participant id names another device).
+# KEYS: the device's hash, the study's participants, the study's devices, the change channel, the
+# participant id's tombstone. ARGV: cloud_id, study, participant_id, then the enrolment's
+# field/value pairs. Returns 1, or an error word: unknown (no such device), elsewhere (in another
+# study), taken (the participant id names another device), erased (it named a household erased).
 _ENROL = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
+if redis.call('HGET', KEYS[5], 'erase') == '1' then return 'erased' end
 local current = redis.call('HGET', KEYS[1], 'study')
 if current and current ~= '' and current ~= ARGV[2] then return 'elsewhere' end
 local holder = redis.call('HGET', KEYS[2], ARGV[3])
@@ -44,6 +45,8 @@ _REFUSED = {
     "unknown": "no device {cid} is registered; register it first.",
     "elsewhere": "device {cid} is enrolled in another study; end that enrolment first.",
     "taken": "participant_id {pid} already names another household in this study.",
+    "erased": "participant_id {pid} named a household whose readings were erased; a new enrolment "
+    "takes a new participant_id.",
 }
 
 
@@ -94,6 +97,13 @@ class Studies:
                 found = await pipe.execute()
         return [Study.from_hash(h) for h in found if h]
 
+    async def participant(self, study_id: str, participant_id: str) -> str | None:
+        """The cloud_id a participant id names in a study, or None."""
+        async with translated(f"look up participant {participant_id} of {study_id}"):
+            return cast(
+                str | None, await aw(self.redis.hget(keys.study_participants(study_id), participant_id))
+            )
+
     async def device_ids(self, study_id: str) -> set[str]:
         async with translated(f"list the devices of study {study_id}"):
             return cast(set[str], await aw(self.redis.smembers(keys.study_devices(study_id))))
@@ -109,6 +119,7 @@ class Studies:
                     keys.study_participants(enrolment.study),
                     keys.study_devices(enrolment.study),
                     keys.devices_changed(),
+                    keys.erasure(enrolment.study, enrolment.participant_id),
                 ],
                 args=[cloud_id, enrolment.study, enrolment.participant_id, *flat],
             )

@@ -25,6 +25,7 @@ from app.devices import DeviceRecord
 from app.eagle.client import Clients, GatewayClient, new_session
 from app.eagle.gateway import Gateway, gateway_for
 from app.eagle.readings import Reading, Readings, plausible_time
+from app.erasure.local import LocalSweep
 from app.errors import DeviceBadReply, DeviceError
 from app.health import ACTIONS, Thresholds
 from app.heartbeat import Heartbeat, process_id
@@ -396,6 +397,8 @@ class Pinger:
             asyncio.create_task(self.feed.resync_every()),
             asyncio.create_task(self.heartbeat.run(self.lifetime.stopped)),
             asyncio.create_task(self.chores.crawls()),
+            # an erased household's files on this host are deleted here, within SWEEP_S
+            asyncio.create_task(LocalSweep(self.settings, self.store, self.clock).run(self.lifetime.stopped)),
         ]
         loaded, stopped = (
             asyncio.create_task(self.feed.loaded.wait()),

@@ -38,6 +38,7 @@ from app import lines
 from app.archive.backend import Archive, Upload, file_digests, gunzip_chunks
 from app.archive.layout import ROOT as HOURLY_ROOT
 from app.archive.layout import parse_key
+from app.erasure.marks import NONE, Marks
 from app.errors import ArchiveError, Interrupted, ValidationError
 from app.hours import Day, Hour
 from app.research.days import DayManifest, current, file_key, manifest_key, versions
@@ -191,8 +192,11 @@ class _KindFiles:
 
 
 class Compactor:
-    def __init__(self, settings: Settings, archive: Archive, clock: Any = time.time) -> None:
+    def __init__(
+        self, settings: Settings, archive: Archive, clock: Any = time.time, marks: Marks = NONE
+    ) -> None:
         self.settings, self.archive, self.clock = settings, archive, clock
+        self.marks = marks  # erased households: their hours before the erasure are never compacted
 
     def check_closed(self, day: str) -> None:
         """A day is compacted once it ended (plus ROTATE_GRACE_S) and this host shipped all of it."""
@@ -217,7 +221,9 @@ class Compactor:
             found = []
             for obj in self.archive.list(f"{HOURLY_ROOT}/{cid}/{y}/{m}/{d}/"):
                 parsed = parse_key(obj.key)
-                if parsed is not None and parsed[0].hour.startswith(day) and parsed[0].cloud_id == cid:
+                if parsed is None or not parsed[0].hour.startswith(day) or parsed[0].cloud_id != cid:
+                    continue
+                if not self.marks.erased(cid, Hour.parse(parsed[0].hour).start):
                     found.append((parsed[0].hour, parsed[1], obj.key, obj.size))
             return cid, [(key, size) for _, _, key, size in sorted(found)]
 
@@ -236,7 +242,7 @@ class Compactor:
         else:
             day_start(day)
         sources = self.sources(day)
-        digest = _sources_digest(sources)
+        digest = sources_digest(sources)
         existing = current(self.archive, day)
         if not sources:
             return Compacted(day, None, note="no hourly objects that day")
@@ -253,7 +259,7 @@ class Compactor:
         if should_stop():
             raise Interrupted(f"compaction of {day} stopped before publishing version {version}")
         manifest.seconds = round(time.monotonic() - started, 2)
-        self._publish(manifest)
+        self.publish(manifest)
         self._supersede(day, version)
         done = Compacted(day, version, devices=len(sources), rows=manifest.rows, files=len(manifest.files),
                          bytes=sum(f["bytes"] for f in manifest.files),
@@ -308,7 +314,7 @@ class Compactor:
         for kind_files in files.values():
             kind_files.close()
             for key, path, rows_written in kind_files.done:
-                entries.append(self._upload(key, path, kind_files.kind, rows_written))
+                entries.append(self.upload(key, path, kind_files.kind, rows_written))
         manifest = DayManifest(
             day=day, version=version, sources_sha256=digest,
             sources={cid: [[k, s] for k, s in objs] for cid, objs in sources.items()},
@@ -316,7 +322,7 @@ class Compactor:
             digests={k: f.digest.hexdigest() for k, f in files.items()},
             duplicates=duplicates, partial=partial, created_at=round(self.clock(), 3),
         )  # fmt: skip
-        self._verify(manifest)
+        self.verify(manifest)
         return manifest
 
     def _device_hours(
@@ -346,7 +352,7 @@ class Compactor:
         with self.archive.open_read(key) as f:
             return f.read()
 
-    def _upload(self, key: str, path: Path, kind: str, rows: int) -> dict[str, Any]:
+    def upload(self, key: str, path: Path, kind: str, rows: int) -> dict[str, Any]:
         sha, md5 = file_digests(path)  # a file can be 256 MB: streamed, never read whole
         size = path.stat().st_size
         upload = Upload(path, size, sha, md5, sha, size, rows, extra=(("rows", str(rows)), ("kind", kind)))
@@ -354,7 +360,7 @@ class Compactor:
             raise ArchiveError(f"{key} already exists; compacting again picks a new version.", kind="error")
         return {"key": key, "kind": kind, "rows": rows, "bytes": size, "sha256": sha}
 
-    def _verify(self, manifest: DayManifest) -> None:
+    def verify(self, manifest: DayManifest) -> None:
         """Read every file back from the archive: rows and digest must equal what was made."""
         for kind in KINDS:
             again = RowDigest(kind)
@@ -371,7 +377,7 @@ class Compactor:
                     kind="integrity",
                 )
 
-    def _publish(self, manifest: DayManifest) -> None:
+    def publish(self, manifest: DayManifest) -> None:
         key = manifest_key(manifest.day, manifest.version)
         body = manifest.to_json()
         with tempfile.NamedTemporaryFile(dir=self._tmp(), suffix=".json") as tmp:
@@ -418,7 +424,7 @@ def _parse(key: str, gz: bytes) -> tuple[list[dict[str, Any]], int]:
     return result.records, result.partial
 
 
-def _sources_digest(sources: dict[str, list[tuple[str, int]]]) -> str:
+def sources_digest(sources: dict[str, list[tuple[str, int]]]) -> str:
     h = hashlib.sha256()
     for cid in sorted(sources):
         for key, size in sources[cid]:

@@ -100,7 +100,7 @@ class DayReader:
         for entry in self.manifest.files:
             pf = self._open(entry["key"])
             groups = [
-                i for i in range(pf.metadata.num_row_groups) if _may_hold(pf.metadata.row_group(i), cloud_id)
+                i for i in range(pf.metadata.num_row_groups) if may_hold(pf.metadata.row_group(i), cloud_id)
             ]
             if not groups:
                 continue
@@ -126,7 +126,7 @@ class DayReader:
         return pf
 
 
-def _may_hold(group: pq.RowGroupMetaData, cloud_id: str) -> bool:
+def may_hold(group: pq.RowGroupMetaData, cloud_id: str) -> bool:
     stats = group.column(0).statistics  # cloud_id is the first column
     if stats is None or not stats.has_min_max or stats.min is None or stats.max is None:
         return True

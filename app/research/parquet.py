@@ -86,13 +86,18 @@ class KindWriter:
         if self._on_table is not None:
             self._on_table(table)
         if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            order = [pq.SortingColumn(table.schema.get_field_index(name)) for name in self._sorted_by]
-            self._writer = pq.ParquetWriter(
-                self.path, table.schema, compression=COMPRESSION, compression_level=ZSTD_LEVEL,
-                write_statistics=True, sorting_columns=order, **_encodings(table.schema),
-            )  # fmt: skip
+            self._writer = parquet_writer(self.path, table.schema, self._sorted_by)
         self._writer.write_table(table, row_group_size=self.row_group_rows)
+
+
+def parquet_writer(path: Path, schema: pa.Schema, sorted_by: tuple[str, ...]) -> pq.ParquetWriter:
+    """A Parquet file written the project's way: zstd, statistics, the encodings below."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    order = [pq.SortingColumn(schema.get_field_index(name)) for name in sorted_by]
+    return pq.ParquetWriter(
+        path, schema, compression=COMPRESSION, compression_level=ZSTD_LEVEL,
+        write_statistics=True, sorting_columns=order, **_encodings(schema),
+    )  # fmt: skip
 
 
 def _encodings(schema: pa.Schema) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from app.archive.backend import Archive
-from app.errors import ArchiveError, Interrupted, StoreError, ValidationError
+from app.errors import ArchiveError, ConfigError, Interrupted, StoreError, ValidationError
 from app.heartbeat import process_id
 from app.research.claims import CompactionBook
 from app.research.compact import Compactor
@@ -33,6 +33,7 @@ class DailyCompaction:
         self, settings: Settings, archive: Archive, store: Store, clock: Callable[[], float] = time.time
     ) -> None:
         self.compactor = Compactor(settings, archive, clock)
+        self.store, self.secret_key = store, settings.secret_key
         self.book = CompactionBook(store.redis)
         self.clock = clock
         self.enabled = settings.compact_archive
@@ -70,6 +71,14 @@ class DailyCompaction:
             log.warning(
                 "cannot claim a day to compact: Redis unreachable", extra={"day": day, "reason": str(exc)}
             )
+            return 0
+        try:  # erased households are never compacted back in
+            self.compactor.marks = await self.store.erasures.marks(self.secret_key)
+        except (StoreError, ConfigError) as exc:
+            log.warning(
+                "cannot read the erasure marks; compacted later", extra={"day": day, "reason": str(exc)}
+            )
+            await self.book.release(day, self.holder)
             return 0
         keeper = asyncio.create_task(self._keep_claim(day))
         try:

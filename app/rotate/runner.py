@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.archive.backend import Archive
-from app.errors import ArchiveError, StoreError
+from app.erasure.local import LocalSweep
+from app.erasure.run import Erasure
+from app.errors import ArchiveError, ConfigError, StoreError
 from app.heartbeat import Heartbeat
 from app.hours import Hour
 from app.lifecycle import serve_metrics
@@ -115,6 +117,9 @@ class Rotator:
     async def _pass_once(self, hour: str | None, pass_id: str) -> PassReport:
         report = PassReport(pass_id)
         started = time.monotonic()
+        if not await self._sweep_erased(report):
+            self._finish(report)
+            return report
         files = await asyncio.to_thread(self.plan, hour)
         report.files = len(files)
         if files:
@@ -134,6 +139,28 @@ class Rotator:
                 await self.store.archive.record_rotate_pass(summary)
         return report
 
+    async def _sweep_erased(self, report: PassReport) -> bool:
+        """Erased households' files are deleted, never shipped (app.erasure.local); False when
+        they cannot be told apart (marks but no SECRET_KEY): then nothing is shipped."""
+        if self.store is None:
+            return True
+        try:
+            await LocalSweep(self.settings, self.store, self.clock).once()
+        except ConfigError as exc:
+            report.error = ArchiveError(f"nothing shipped: {exc}", kind="error")
+            return False
+        except StoreError as exc:  # Redis away: ship as before (docs/studies.md says what this means)
+            log.warning("erasure marks not read: Redis unreachable", extra={"reason": str(exc)})
+        return True
+
+    async def _resume_erasures(self) -> None:
+        if self.store is None:
+            return
+        try:
+            await Erasure(self.settings, self.store, self.archive, self.clock).resume_pending()
+        except (StoreError, ArchiveError, ConfigError) as exc:
+            log.warning("an erasure could not go on; the next pass tries again", extra={"reason": str(exc)})
+
     async def run(self, every_s: float) -> None:
         """Pass after pass, `every_s` apart, until `request_stop` (in-flight files finish first)."""
         log.info("rotate started", extra={"archive": self.archive.url, "every_s": every_s})
@@ -141,6 +168,7 @@ class Rotator:
         while not self._stop.is_set():
             began = time.monotonic()
             await self.pass_once()
+            await self._resume_erasures()
             if daily is not None:
                 await daily.maybe_run(self._stop)
             with contextlib.suppress(TimeoutError):

@@ -59,10 +59,12 @@ from app.web.sessions import Sessions
 from app.web.static_files import StaticFiles
 from app.web.studies import (
     CompleteApiHandler,
+    ErasureApiHandler,
     ParticipantApiHandler,
     ParticipantsApiHandler,
     StudiesApiHandler,
     StudyApiHandler,
+    WithdrawApiHandler,
 )
 from app.web.studies_page import StudiesPageHandler, StudyPageHandler
 
@@ -150,6 +152,8 @@ def make_app(
         (r"/api/studies/([^/]{1,60})/participants/?", ParticipantsApiHandler),
         (rf"/api/studies/([^/]{{1,60}})/participants/{CLOUD_ID_SEGMENT}", ParticipantApiHandler),
         (rf"/api/studies/([^/]{{1,60}})/participants/{CLOUD_ID_SEGMENT}/complete", CompleteApiHandler),
+        (rf"/api/studies/([^/]{{1,60}})/participants/{CLOUD_ID_SEGMENT}/withdraw", WithdrawApiHandler),
+        (r"/api/studies/([^/]{1,60})/erasures/([^/]{1,60})", ErasureApiHandler),
         (r"/api/carts/?", CartsHandler),
         (r"/api/carts/([^/]+)", CartHandler),
         (rf"/api/push/{CLOUD_ID_SEGMENT}", PushHandler),

@@ -19,7 +19,17 @@ from urllib.parse import quote
 
 from app.carts import jobs
 from app.carts.build import tar_path
-from app.carts.model import BUILDING, ERROR, READY, Cart, CartRequest, cart_id, download_name, new_cart_id
+from app.carts.model import (
+    BUILDING,
+    ERASED,
+    ERROR,
+    READY,
+    Cart,
+    CartRequest,
+    cart_id,
+    download_name,
+    new_cart_id,
+)
 from app.carts.registry import DOWNLOAD_LEASE_S
 from app.carts.retention import remove_files
 from app.errors import ValidationError
@@ -207,6 +217,10 @@ class CartHandler(_CartBase):
         name = download_name(args.get("filename"), cart.created_at)
         if cart.status in BUILDING:
             self._status_json(cart, 202)
+            return
+        if cart.status == ERASED:
+            self._cart_headers(cart)
+            self.send_json({"error": "cart_erased", "reason": "ERASED", "message": cart.message}, 410)
             return
         if cart.status == ERROR:
             self._cart_headers(cart)

@@ -181,6 +181,17 @@ SCHEMAS: dict[str, Any] = {
                                   "description": "apprise URLs (slack://, json://, ...) replacing the study's routes; left out, they are kept"}},
     },
     "Enrolment": ENROLMENT,
+    "Tombstone": {
+        "type": "object", "additionalProperties": False,
+        "required": ["study", "participant_id", "state", "erase", "requested_at", "by", "erased", "left", "hosts"],
+        "properties": {"study": {"type": "string"}, "participant_id": {"type": "string"},
+                       "state": {"type": "string", "enum": ["withdrawn", "running", "done"]},
+                       "erase": {"type": "boolean"}, "requested_at": {"type": "string"}, "by": {"type": "string"},
+                       "finished_at": {"type": ["string", "null"]},
+                       "erased": {"type": "object", "description": "place → what was removed there (counts, bytes, versions)"},
+                       "left": {"type": "array", "items": {"type": "string"}},
+                       "hosts": {"type": "object", "description": "host:DATA_DIR → its local files removed"}},
+    },
     "EnrolmentInput": {
         "type": "object", "additionalProperties": False, "required": ["enrolled_from"],
         "properties": {
@@ -265,7 +276,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["id", "status", "message", "progress", "status_url"],
         "properties": {
             "id": {"type": "string", "format": "uuid"},
-            "status": {"type": "string", "enum": ["waiting", "staging", "bundling", "ready", "error"]},
+            "status": {"type": "string", "enum": ["waiting", "staging", "bundling", "ready", "error", "erased"]},
             "reason": {"type": "string", "nullable": True,
                        "enum": ["NO_SPACE", "ARCHIVE_UNAVAILABLE", "HASH_MISMATCH", "CANCELLED", "TIMEOUT",
                                 "EMPTY", "FAILED", None]},
@@ -416,6 +427,20 @@ def document() -> dict[str, Any]:
                 "parameters": [*STUDY_ID, *PATH_ID],
                 "responses": {"200": _json(_ref("Enrolment"), "Completed"), **_errors(400, 401, 403, 404, 503)},
             }},
+            "/api/studies/{id}/participants/{cloud_id}/withdraw": {"post": {
+                "summary": "The household withdraws: not polled, pushes refused, at once; with erase, its readings are erased everywhere by the rotate process",
+                "parameters": [*STUDY_ID, *PATH_ID],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False, "properties": {"erase": {"type": "boolean"}}}}}},
+                "responses": {"200": _json(_ref("Tombstone"), "Withdrawn (readings kept), or erased already"),
+                              "202": _json(_ref("Tombstone"), "Withdrawn; the erasure runs"),
+                              **_errors(400, 401, 403, 404, 503)},
+            }},
+            "/api/studies/{id}/erasures/{participant_id}": {"get": {
+                "summary": "A withdrawn participant's tombstone: what was erased where, by whom, what is left to do",
+                "parameters": [*STUDY_ID, {"name": "participant_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": _json(_ref("Tombstone"), "The tombstone"), **_errors(401, 404, 503)},
+            }},
             "/api/stats": {"get": {
                 "summary": "The fleet counted: by status, protocol, model, firmware; completeness distributions; demand; devices added",
                 "responses": {"200": _json({"type": "object"}, "The figures /stats draws"), **_errors(401, 503)},
@@ -482,6 +507,7 @@ def document() -> dict[str, Any]:
                             "schema": {"type": "string", "format": "binary"}}}},
                         "202": _json(_ref("Cart"), "Not ready yet"),
                         "409": _json(_ref("CartFailed"), "The cart failed (reason and message)"),
+                        "410": _json(_ref("CartFailed"), "The cart held a household whose readings were erased"),
                         "416": _json(_ref("Error"), "The Range is outside the tar"),
                         **_errors(400, 401, 403, 404, 429, 503),
                     },

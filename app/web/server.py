@@ -9,6 +9,7 @@ import tornado.httpserver
 import tornado.netutil
 
 from app.eagle.client import Clients, new_session
+from app.erasure.local import LocalSweep
 from app.heartbeat import Heartbeat
 from app.lifecycle import binding
 from app.pinger.ledger import Ledger
@@ -51,6 +52,7 @@ class ApiServer:
         )
         upkeep = PushUpkeep(store, push, self.settings.push_stale_s, self.settings.completeness_days * 86400)
         upkept = asyncio.create_task(upkeep.run(self._stop))
+        swept = asyncio.create_task(LocalSweep(self.settings, store).run(self._stop))  # pushed files, carts
         try:
             await self._stop.wait()
         finally:
@@ -58,6 +60,7 @@ class ApiServer:
             server.stop()  # no new uploads; then the held counters and files are flushed
             await asyncio.wait_for(server.close_all_connections(), 10)
             await upkept
+            await swept
             await app.settings["rf_context"].queue.disconnect()
             await store.close()
             await session.close()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+from app.erasure.run import begin_withdrawal
+from app.erasure.tombstone import RUNNING
 from app.errors import ValidationError
 from app.studies import Enrolment, Study, study_id
 from app.web.base import ApiError, BaseHandler
@@ -119,3 +121,41 @@ class CompleteApiHandler(_StudyBase):
         done = (await self.enrolled(cloud_id, study.id)).completed(time.time())
         await self.ctx.store.studies.enrol(cloud_id, done)
         self.send_json({**done.public(), "cloud_id": cloud_id})
+
+
+class WithdrawApiHandler(_StudyBase):
+    route = "/api/studies/{id}/participants/{cloud_id}/withdraw"
+
+    async def post(self, raw: str, raw_cid: str) -> None:
+        """The household withdraws: no longer polled, pushes refused, at once. With `"erase": true`
+        its readings are erased everywhere by the rotate process (202; the tombstone says how far)."""
+        study = await self.study(_sid(raw))
+        cloud_id = cloud_id_from_path(raw_cid)
+        self.query(set())
+        body = self.json_body()
+        if (
+            not isinstance(body, dict)
+            or set(body) - {"erase"}
+            or not isinstance(body.get("erase", False), bool)
+        ):
+            raise ApiError(400, "invalid_body", 'the body is {"erase": true} or {"erase": false}.')
+        enrolment = await self.enrolled(cloud_id, study.id)
+        assert self.token is not None
+        by, erase = f"token {self.token.name}", bool(body.get("erase"))
+        tomb = await begin_withdrawal(
+            self.ctx.settings, self.ctx.store, study.id, enrolment.participant_id, by, erase, time.time()
+        )
+        self.send_json(tomb.public(), status=202 if tomb.erase and tomb.state == RUNNING else 200)
+
+
+class ErasureApiHandler(_StudyBase):
+    route = "/api/studies/{id}/erasures/{participant_id}"
+
+    async def get(self, raw: str, raw_pid: str) -> None:
+        """The tombstone of a withdrawn participant: what was erased where, and what is left to do."""
+        study = await self.study(_sid(raw))
+        self.query(set())
+        tomb = await self.ctx.store.erasures.get(study.id, raw_pid[:40])
+        if tomb is None:
+            raise ApiError(404, "unknown_participant", f"no withdrawal of {raw_pid[:40]!r} is recorded.")
+        self.send_json(tomb.public())
