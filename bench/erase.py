@@ -90,21 +90,32 @@ def write_archive(settings: Settings, ids: list[str], target: str, days: list[in
         size = path.stat().st_size
         total += size
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
-        sources = {cid: [[f"rainforest-logs/{cid}/{day.replace('-', '/')}/x-{cid}-{day}-00.jl.gz", 1]] for cid in ids}
+        sources = {
+            cid: [[f"rainforest-logs/{cid}/{day.replace('-', '/')}/x-{cid}-{day}-00.jl.gz", 1]] for cid in ids
+        }
         for h in range(24):
             key = DeviceHour(f"{day}-{h:02d}", target, "iseif-rainforest").key()
             dest = archive_root / key
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(gzip.compress(b'{"cloud_id": "%s"}\n' % target.encode()))
         manifest = DayManifest(
-            day=day, version=1,
+            day=day,
+            version=1,
             sources_sha256=sources_digest({c: [(k, s) for k, s in v] for c, v in sources.items()}),
             sources=sources,
-            files=[{"key": file_key("demand", day, 1, 0), "kind": "demand", "rows": table.num_rows,
-                    "bytes": size, "sha256": sha}],
+            files=[
+                {
+                    "key": file_key("demand", day, 1, 0),
+                    "kind": "demand",
+                    "rows": table.num_rows,
+                    "bytes": size,
+                    "sha256": sha,
+                }
+            ],
             rows={"demand": table.num_rows, "summation": 0, "price": 0},
-            digests={}, created_at=time.time(),
-        )  # fmt: skip
+            digests={},
+            created_at=time.time(),
+        )
         mpath = archive_root / manifest_key(day, 1)
         mpath.parent.mkdir(parents=True, exist_ok=True)
         mpath.write_bytes(manifest.to_json())
@@ -128,7 +139,9 @@ def reference(settings: Settings, target: str, work: Path) -> tuple[float, int, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--step-s", type=int, default=60, help="seconds between a household's readings")
@@ -143,28 +156,41 @@ def main() -> None:
         made = time.perf_counter()
         parquet_bytes = write_archive(settings, ids, target, days, args.step_s)
         rows = args.devices * args.days * (86400 // args.step_s)
-        print(f"archive: {args.days} days × {args.devices} households, {rows:,} demand rows, "
-              f"{parquet_bytes / 1e6:.0f} MB of Parquet, written in {time.perf_counter() - made:.0f} s", flush=True)  # fmt: skip
+        print(
+            f"archive: {args.days} days × {args.devices} households, {rows:,} demand rows, "
+            f"{parquet_bytes / 1e6:.0f} MB of Parquet, written in {time.perf_counter() - made:.0f} s",
+            flush=True,
+        )
         (base / "ref").mkdir()
         ref_s, ref_read, ref_written = reference(settings, target, base / "ref")
-        print(f"reference (every file read whole, filtered, written again): {ref_s:.1f} s, "
-              f"read {ref_read / 1e6:.0f} MB, wrote {ref_written / 1e6:.0f} MB", flush=True)  # fmt: skip
+        print(
+            f"reference (every file read whole, filtered, written again): {ref_s:.1f} s, "
+            f"read {ref_read / 1e6:.0f} MB, wrote {ref_written / 1e6:.0f} MB",
+            flush=True,
+        )
         archive = open_archive(settings)
         started = time.perf_counter()
         hourly = erase_hourly(archive, target)
         eraser = DayEraser(Compactor(settings, archive), settings.data_dir / "tmp")
         days_done = eraser.erase(target)
         seconds = time.perf_counter() - started
-        print(f"erasure: {seconds:.1f} s; {hourly['objects']} hourly objects erased; {days_done['days']} days "
-              f"rewritten ({len(days_done['versions_rewritten'])} versions, {sum(days_done['rows'].values()):,} rows "
-              f"removed, {days_done['old_objects_erased']} old objects erased); read {eraser.read_bytes / 1e6:.0f} MB, "
-              f"wrote {eraser.written_bytes / 1e6:.0f} MB (and read it all back to verify)", flush=True)  # fmt: skip
+        removed = sum(days_done["rows"].values())
+        print(
+            f"erasure: {seconds:.1f} s; {hourly['objects']} hourly objects erased; {days_done['days']} days "
+            f"rewritten ({len(days_done['versions_rewritten'])} versions, {removed:,} rows removed, "
+            f"{days_done['old_objects_erased']} old objects erased); read {eraser.read_bytes / 1e6:.0f} MB, "
+            f"wrote {eraser.written_bytes / 1e6:.0f} MB (and read it all back to verify)",
+            flush=True,
+        )
         print(orjson.dumps(days_done["rows"]).decode())
         shutil.rmtree(base / "ref", ignore_errors=True)
-    print(f"devices={args.devices} days={args.days} step_s={args.step_s} rows={rows} erase_s={seconds:.2f} "
-          f"reference_s={ref_s:.2f} ratio={ref_s / seconds:.2f} days_rewritten={days_done['days']} "
-          f"hourly_objects={hourly['objects']} bytes_read={eraser.read_bytes} bytes_written={eraser.written_bytes} "
-          f"reference_bytes_read={ref_read} reference_bytes_written={ref_written}")  # fmt: skip
+    print(
+        f"devices={args.devices} days={args.days} step_s={args.step_s} rows={rows} erase_s={seconds:.2f} "
+        f"reference_s={ref_s:.2f} ratio={ref_s / seconds:.2f} days_rewritten={days_done['days']} "
+        f"hourly_objects={hourly['objects']} bytes_read={eraser.read_bytes} "
+        f"bytes_written={eraser.written_bytes} reference_bytes_read={ref_read} "
+        f"reference_bytes_written={ref_written}"
+    )
 
 
 if __name__ == "__main__":

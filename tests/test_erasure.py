@@ -23,6 +23,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import requests
 
 from app.archive.factory import open_archive
 from app.carts.build import Builder
@@ -40,6 +41,7 @@ from app.rotate.runner import Rotator
 from app.settings import Settings
 from app.store import PollUpdate, Store
 from app.studies import Enrolment, Study
+from app.tokens import Tokens
 from tests.conftest import S3_KEY_ID, S3_SECRET
 
 TARGET, PID = "0e0001", "wd-7"
@@ -334,3 +336,59 @@ def test_an_erasure_killed_half_way_is_finished_by_the_next_run(
     assert "  hourly " not in done.stdout and "  redis " in done.stdout, "it goes on where it stopped"
     receipt = rf(a, "participants", "erasure-report", STUDY.id, PID)
     assert receipt.returncode == 0 and orjson.loads(receipt.stdout)["erased"], receipt.stdout
+
+
+async def test_an_erasure_asked_through_the_api_is_carried_out_by_rotate(
+    make_settings: Callable[..., Settings], redis_url: str, tmp_path: Path, secret_key: str
+) -> None:
+    from tests.api_helpers import start_api
+
+    a = make_settings(redis_url, archive_url=f"file://{tmp_path / 'archive'}", rotate_grace_s=0.0)
+    store = Store.from_url(redis_url)
+    await store.studies.save(STUDY)
+    await store.devices.save_device(
+        DeviceInput.from_mapping({"cloud_id": TARGET, "user_email": "t@example.org", "user_pw": "pw"}),
+        Vault(secret_key),
+    )
+    await store.studies.enrol(
+        TARGET, Enrolment.from_mapping({"enrolled_from": 0, "participant_id": PID}, STUDY, TARGET)
+    )
+    write(a, TARGET, DAY1_START, 20)
+    assert (await Rotator(a, open_archive(a), None).pass_once()).stored == 1
+    lead = await Tokens(store).create("lead", study=STUDY.id)
+    server = start_api(redis_url, secret_key)
+    try:
+        url = f"{server.url}/api/studies/{STUDY.id}/participants/{TARGET}/withdraw"
+        h = {"Authorization": f"Bearer {lead}"}
+        refused = await asyncio.to_thread(requests.post, url, json={"erase": "yes"}, headers=h, timeout=10)
+        assert refused.status_code == 400 and "erase" in refused.json()["message"]
+        asked = await asyncio.to_thread(requests.post, url, json={"erase": True}, headers=h, timeout=10)
+        assert asked.status_code == 202 and asked.json()["left"] == [
+            "hourly",
+            "parquet",
+            "carts",
+            "redis",
+            "local",
+        ]
+        assert TARGET not in asked.text
+        record = await store.devices.get_device(TARGET)
+        assert record is not None and record.enrolment is not None and record.enrolment.state == "withdrawn"
+        rotator = Rotator(a, open_archive(a), store)
+        running = asyncio.create_task(rotator.run(every_s=0.2))
+        receipt = f"{server.url}/api/studies/{STUDY.id}/erasures/{PID}"
+
+        async def state() -> str:
+            got = await asyncio.to_thread(requests.get, receipt, headers=h, timeout=10)
+            return str(got.json()["state"])
+
+        deadline = time.monotonic() + 60
+        while await state() != "done" and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        rotator.request_stop()
+        await running
+        done = (await asyncio.to_thread(requests.get, receipt, headers=h, timeout=10)).json()
+        assert done["state"] == "done" and done["erased"]["hourly"]["objects"] == 1, done
+        assert not list((tmp_path / "archive").rglob(f"*{TARGET}*"))
+    finally:
+        server.stop()
+        await store.close()
