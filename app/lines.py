@@ -48,6 +48,15 @@ def identity(record: Record) -> Identity:
     return kind_of(record), t
 
 
+def time_of(record: Record) -> float:
+    """When a reading was: its device time, or, for one sent without a time, when it reached us."""
+    for name in ("device_time", "polled_at"):
+        t = record.get(name)
+        if isinstance(t, int | float) and not isinstance(t, bool):
+            return float(t)
+    return 0.0
+
+
 def encode(record: Record) -> bytes:
     """One reading as the bytes of its line."""
     return orjson.dumps(record) + b"\n"
@@ -214,13 +223,8 @@ def points(data: bytes, kind: str) -> dict[int, float]:
             out.setdefault(int(t), float(v))
         return out
     for r in parse(body).records:
-        when, value = r.get("device_time"), r.get(name)
-        if (
-            kind_of(r) == kind
-            and type(when) is int
-            and isinstance(value, int | float)
-            and type(value) is not bool
-        ):
+        when, value = int(time_of(r)), r.get(name)  # a reading without a time: when it came
+        if kind_of(r) == kind and when and isinstance(value, int | float) and type(value) is not bool:
             out.setdefault(when, float(value))
     return out
 

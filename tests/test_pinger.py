@@ -352,12 +352,13 @@ async def test_a_device_that_leaves_the_pinger_has_its_file_unlocked_at_once(
     assert released, "the pinger kept the file of a device it no longer polls"
 
 
-async def test_a_reading_whose_time_is_not_a_time_is_never_written(
+async def test_a_reading_without_a_time_has_a_null_one_and_a_time_ahead_is_never_written(
     start_sim: Callable[..., Sim], make_settings: Callable[..., Settings], redis_url: str
 ) -> None:
-    """A gateway that stamps its reading 0xffffffff ("no time") or ten days ahead answers, but
-    that reading is not written on any path: it would vanish from carts and charts, which select
-    by time. The same rule as pushed readings (app.eagle.readings.plausible_time)."""
+    """A gateway that stamps its reading 0xffffffff ("no time") answers a reading without a time:
+    written with `device_time` null, once per value, filed by when it came; one stamped ten days
+    ahead is not written on any path (it would vanish from carts and charts, which select by
+    time). The same rule as pushed readings (app.eagle.readings.plausible_time)."""
     sim = start_sim(9, "--protocols", "eagle100-cloud=34,eagle100-local=33,eagle200-local=33")
     settings = make_settings(redis_url, sim.url).replace(poll_interval_s=1.0, poll_timeout_s=0.9)
     ids = await register(sim, settings)
@@ -369,15 +370,23 @@ async def test_a_reading_whose_time_is_not_a_time_is_never_written(
     pinger = Pinger.create(settings)
     await run_for(pinger, 3.5)
     demand: set[Key] = set()
+    timeless: list[dict[str, object]] = []
     for path in settings.logs_dir.glob("????-??-??-??/*.jl"):
         for record in read_lines(path).records:
+            if record["device_time"] is None:
+                timeless.append(record)
+                continue
             assert abs(float(record["device_time"]) - time.time()) < 86400, record  # type: ignore[arg-type]
             if record["kind"] == "demand":
                 demand.add((str(record["cloud_id"]), int(record["device_time"]) - 946684800))  # type: ignore[call-overload]
-    assert {cid for cid, _ in demand} == set(ids[6:]), "only the healthy devices' readings are written"
+    assert {cid for cid, _ in demand} == set(ids[6:]), "only the healthy devices' timed readings"
     assert demand == served(sim).keys()
+    assert {str(r["cloud_id"]) for r in timeless if r["kind"] == "demand"} == set(no_time)
+    values = [(r["cloud_id"], r["demand_kw"]) for r in timeless if r["kind"] == "demand"]
+    assert len(values) == len(set(values)), "a reading without a time is written once per value"
+    assert all(isinstance(r["polled_at"], float) for r in timeless)
     store = Store.from_url(settings.redis_url)
-    for record in await store.devices.load_devices(no_time + future):
+    for record in await store.devices.load_devices(future):
         assert record.status == "ok" and not record.total_events_logged  # it answers; nothing written
     await store.close()
 

@@ -92,7 +92,11 @@ async def test_a_mixed_fleet_of_300_writes_every_served_reading_once(mixed: tupl
     for cid, records in prices.items():
         assert len(records) <= DURATION_S / 2.0 + 2, f"{cid}: price faster than its interval"
         assert all(isinstance(r["price"], float) and r["currency"] == "USD" for r in records)
-        assert all(r["tier"] in (1, 2) and r["rate_label"] in ("Peak", "Off-peak") for r in records)
+        timed = [r for r in records if r["device_time"] is not None]
+        assert all(r["tier"] in (1, 2) and r["rate_label"] in ("Peak", "Off-peak") for r in timed)
+        typed = [r for r in records if r["device_time"] is None]  # a price set in the app: no time
+        assert len(typed) <= 1 and all(r["rate_label"] == "Set by User" for r in typed), cid
+    assert any(r["device_time"] is None for rs in prices.values() for r in rs), "no user-set price seen"
 
 
 MIX_PROTOCOLS = ("eagle100-cloud", "eagle200-local", "eagle100-local")

@@ -84,6 +84,15 @@ def test_the_route_takes_each_dialect_and_refuses_what_it_must(
     info = requests.post(url, data=(FIXTURES / "push" / "eagle100_device_info.xml").read_bytes(),
                          auth=("00ce69", KEY), timeout=5)  # fmt: skip
     assert info.status_code == 200 and info.json()["count"] == 0
+    simple = (FIXTURES / "push" / "eagle200_xml_simple.xml").read_bytes()  # the uploader's XML:Simple
+    xml = {"Content-Type": "text/xml"}
+    taken = requests.post(url, data=simple, auth=("00ce69", KEY), headers=xml, timeout=5)
+    # the same meter's readings as the JSON batch above: only the price at :30 is new
+    assert taken.status_code == 200 and (taken.json()["count"], taken.json()["duplicates"]) == (1, 3)
+    no_time = (FIXTURES / "push" / "eagle100_price_no_time.xml").read_bytes()  # a price set in the app
+    for n in (1, 0):  # written once: the same values within the hour are the same reading
+        sent = requests.post(url, data=no_time, auth=("00ce69", KEY), headers=form, timeout=5)
+        assert sent.status_code == 200 and sent.json()["count"] == n, sent.json()
 
     refused = {
         "wrong key": (requests.post(url, data=demand, auth=("00ce69", "not-the-key-at-all"), timeout=5), 401),
@@ -118,7 +127,7 @@ def test_the_route_takes_each_dialect_and_refuses_what_it_must(
     assert 400 <= ten_mb.status_code < 500
 
     records = lines_in(server.log_dir)
-    assert Counter(r["kind"] for r in records) == {"demand": 3, "summation": 1, "price": 1}
+    assert Counter(r["kind"] for r in records) == {"demand": 3, "summation": 1, "price": 3}
     assert all(r["source"] == "push" and r["cloud_id"] == "00ce69" for r in records)
     store = asyncio.run(_record(redis_url, "00ce69"))
     assert store["push_rejected"] == "3" and b"Z109-EAGLE" in store["push_info"].encode()

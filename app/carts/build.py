@@ -513,7 +513,7 @@ def _within(staged: Staged, stage_dir: Path, window: Enrolment | None, hour: str
     if window is None or (window.covers(span.start) and window.covers(span.end - 0.001)):
         return staged
     path = stage_dir / staged.name
-    data, kept = lines.keep(path.read_bytes(), lambda r: window.covers(float(r.get("device_time", -1))))
+    data, kept = lines.keep(path.read_bytes(), lambda r: window.covers(lines.time_of(r)))
     path.write_bytes(data)
     return dataclasses.replace(
         staged, size=len(data), sha256=hashlib.sha256(data).hexdigest(), lines=kept, partial=0

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from app import lines
 from app.archive.backend import file_sha256
 from app.research.merge import DeviceLines, HourCount, read_identities, read_parts
 from app.research.parquet import KindWriter
@@ -154,12 +155,13 @@ class _CsvSink:
 
     def add(self, released: dict[str, list[dict[str, Any]]]) -> None:
         for r in released.get("demand", []):
-            device_time = r["device_time"]
+            at, device_time = lines.time_of(r), r.get("device_time")  # no device time: when it came
             self.out.writerow((
-                datetime.fromtimestamp(device_time, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                r.get("demand_kw"), self.cloud_id, int(device_time), r.get("polled_at"), r.get("TimeStamp"),
-                r.get("Demand"), r.get("Multiplier"), r.get("Divisor"),
-                datetime.fromtimestamp(device_time, self.zone).isoformat(timespec="seconds"),
+                datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                r.get("demand_kw"), self.cloud_id, "" if device_time is None else int(device_time),
+                r.get("polled_at"), r.get("TimeStamp"), r.get("Demand"), r.get("Multiplier"),
+                r.get("Divisor"),
+                datetime.fromtimestamp(at, self.zone).isoformat(timespec="seconds"),
             ))  # fmt: skip
             self.rows += 1
 
@@ -188,10 +190,8 @@ class _ParquetSink:
 
     def _row(self, record: dict[str, Any]) -> dict[str, Any]:
         """A line as the cart's columns take it: its local time, and its household's name."""
-        t = record.get("device_time")
-        local = None
-        if isinstance(t, int | float) and not isinstance(t, bool):
-            local = datetime.fromtimestamp(t, self.zone).isoformat(timespec="seconds")
+        t = lines.time_of(record)
+        local = datetime.fromtimestamp(t, self.zone).isoformat(timespec="seconds") if t else None
         return {**record, "local_time": local, self.column: self.cloud_id}
 
     def close(self) -> tuple[dict[str, int], list[Made]]:

@@ -15,10 +15,19 @@ from dataclasses import dataclass
 from xml.etree.ElementTree import Element
 
 from app.eagle.parse import MAX_REPLY_BYTES, raise_device_error, xml_root
-from app.eagle.readings import MeterDemand, MeterPrice, MeterSummation, Readings, currency_code, hex_int
+from app.eagle.readings import (
+    MeterDemand,
+    MeterPrice,
+    MeterSummation,
+    Readings,
+    currency_code,
+    hex_int,
+    unix_time,
+)
 from app.errors import DeviceBadReply, DeviceMeterOffline
 
 NEVER = 0  # LastContact 0: the meter was never heard from
+KINDS = ("demand", "summation", "price")
 UNJOINED_NETWORK_ADDRESS = 0xFFFF
 NO_TRAILING_DIGITS = 255
 # A negative demand some firmware sends as an unsigned 32-bit count of watts: 4294963.584 kW is
@@ -159,22 +168,31 @@ def parse_device_query(body: bytes, wanted: frozenset[str] = frozenset({"demand"
 
     A reply without a `<Device>` root is a bad reply (some firmware sends one under load)."""
     root, f = _device(body)
-    last_contact = _hex_or(f.get("lastcontact"), None)
-    if not last_contact:
+    contact = _hex_or(f.get("lastcontact"), None)
+    if not contact:
         raise DeviceBadReply("Device reply has no LastContact: the meter was never heard from")
+    last_contact = unix_time(contact)  # 0xffffffff: "no time" (the readings are kept, timeless)
     status = f.get("connectionstatus", "")
     if status and status.lower() != "connected":
         raise DeviceMeterOffline(f"the gateway's meter is {status}, not Connected")
     mac = _hex_or(f.get("hardwareaddress"), 0) or 0
-    variables = _variables(root)
+    return readings_in(root, last_contact, mac, wanted)
+
+
+def readings_in(
+    element: Element, at: int | None, mac: int, wanted: frozenset[str] = frozenset(KINDS)
+) -> Readings:
+    """The readings an element's `Variable`s hold (a device_query's components, an uploader's
+    XML:Simple report), timed `at`."""
+    variables = _variables(element)
     return Readings(
-        demand=_demand(variables, last_contact, mac) if "demand" in wanted else None,
-        summation=_summation(variables, last_contact, mac) if "summation" in wanted else None,
-        price=_price(variables, last_contact, mac) if "price" in wanted else None,
+        demand=_demand(variables, at, mac) if "demand" in wanted else None,
+        summation=_summation(variables, at, mac) if "summation" in wanted else None,
+        price=_price(variables, at, mac) if "price" in wanted else None,
     )
 
 
-def _demand(variables: dict[str, tuple[str, str]], at: int, mac: int) -> MeterDemand | None:
+def _demand(variables: dict[str, tuple[str, str]], at: int | None, mac: int) -> MeterDemand | None:
     kw = number(_first(variables, DEMAND) or "")
     if kw is None:
         return None
@@ -183,14 +201,14 @@ def _demand(variables: dict[str, tuple[str, str]], at: int, mac: int) -> MeterDe
     return MeterDemand(at, kw, mac)
 
 
-def _summation(variables: dict[str, tuple[str, str]], at: int, mac: int) -> MeterSummation | None:
+def _summation(variables: dict[str, tuple[str, str]], at: int | None, mac: int) -> MeterSummation | None:
     delivered = number(_first(variables, DELIVERED) or "")
     if delivered is None:
         return None
     return MeterSummation(at, delivered, number(_first(variables, RECEIVED) or ""), mac)
 
 
-def _price(variables: dict[str, tuple[str, str]], at: int, mac: int) -> MeterPrice | None:
+def _price(variables: dict[str, tuple[str, str]], at: int | None, mac: int) -> MeterPrice | None:
     raw = (_first(variables, PRICE) or "").strip()
     price = number(raw)
     digits = number(_first(variables, TRAILING) or "")

@@ -1,8 +1,11 @@
 """Small value types for what an EAGLE reports, the decoders for its fields, and the lines they
 become in the hourly files (DESIGN.md "Line kinds": demand, summation, price).
 
-Each reading has `kind`, `device_time` (Unix seconds, the reading's identity) and `record()`,
-the dict written as one line (what "changed" means is `app.pinger.capture.line_key`).
+Each reading has `kind`, `device_time` (Unix seconds, the reading's identity; None when the
+gateway sent "no time": a `TimeStamp` of 0xffffffff or 0x00000000, as on a price typed into the
+gateway's app) and `record()`, the dict written as one line (what "changed" means is
+`app.pinger.capture.line_key`). A line without a device time keeps `polled_at`, is filed by it, and
+is the same reading as another when its values are (`app.lines.identity`).
 """
 
 from __future__ import annotations
@@ -16,15 +19,26 @@ import pycountry
 # EAGLE-100 timestamps count seconds from 2000-01-01T00:00:00Z.
 Y2K_EPOCH = 946_684_800
 NO_PRICE = 0xFFFFFFFF
+NO_TIME = frozenset({0x00000000, 0xFFFFFFFF})  # an EAGLE's TimeStamp / StartTime meaning "no time"
 FUTURE_SLACK_S = 86400  # a gateway's clock may run ahead of ours by up to this much
 
 
-def plausible_time(device_time: int, now: float) -> bool:
+def plausible_time(device_time: int | None, now: float) -> bool:
     """The one rule, on every path (poll, push, refill), for believing a reading's own time:
-    after 2000-01-01 and at most a day past `now`. A `TimeStamp` of 0x00000000 (2000-01-01
-    exactly) or 0xffffffff (2136) means "no time" on an EAGLE; a reading outside is not written
-    (it would vanish from carts and charts, which select by time, and break their gaps)."""
-    return Y2K_EPOCH < device_time <= now + FUTURE_SLACK_S
+    after 2000-01-01 and at most a day past `now`; a reading outside is not written (it would
+    vanish from carts and charts, which select by time, and break their gaps). A reading with no
+    time at all (None) has nothing to disbelieve: it is written with `device_time` null."""
+    return device_time is None or Y2K_EPOCH < device_time <= now + FUTURE_SLACK_S
+
+
+def y2k_time(timestamp: int) -> int | None:
+    """Unix seconds of an EAGLE-100 Y2K timestamp; None for the "no time" values."""
+    return None if timestamp in NO_TIME else timestamp + Y2K_EPOCH
+
+
+def unix_time(seconds: int) -> int | None:
+    """Unix seconds as an EAGLE-200 sends them; None for its "no time" values."""
+    return None if seconds in NO_TIME else seconds
 
 
 def hex_int(value: str) -> int:
@@ -63,7 +77,9 @@ def currency_code(value: int | str) -> str:
     return found.alpha_3 if found is not None else ""
 
 
-def line_head(cloud_id: str, polled_at: float, device_time: int, kind: str, source: str) -> dict[str, Any]:
+def line_head(
+    cloud_id: str, polled_at: float, device_time: int | None, kind: str, source: str
+) -> dict[str, Any]:
     """The fields every line of an hourly file starts with (DESIGN.md "Line kinds")."""
     return {
         "cloud_id": cloud_id,
@@ -94,9 +110,9 @@ class DemandReading:
     suppress_leading_zero: str
 
     @property
-    def device_time(self) -> int:
-        """Unix seconds of the reading, by the device's clock."""
-        return self.timestamp + Y2K_EPOCH
+    def device_time(self) -> int | None:
+        """Unix seconds of the reading, by the device's clock (None: it sent no time)."""
+        return y2k_time(self.timestamp)
 
     @property
     def demand_kw(self) -> float:
@@ -134,8 +150,8 @@ class SummationReading:
     divisor: int
 
     @property
-    def device_time(self) -> int:
-        return self.timestamp + Y2K_EPOCH
+    def device_time(self) -> int | None:
+        return y2k_time(self.timestamp)
 
     kind: ClassVar[str] = "summation"
 
@@ -177,8 +193,8 @@ class PriceReading:
     kind: ClassVar[str] = "price"
 
     @property
-    def device_time(self) -> int:
-        return self.timestamp + Y2K_EPOCH
+    def device_time(self) -> int | None:
+        return y2k_time(self.timestamp)
 
     def record(self, cloud_id: str, polled_at: float, source: str = "eagle100-cloud") -> dict[str, Any]:
         return {
@@ -216,7 +232,7 @@ class NetworkInfo:
 class MeterDemand:
     """Instantaneous demand from an EAGLE-200 `device_query`; time is the meter's LastContact."""
 
-    device_time: int
+    device_time: int | None
     demand_kw: float
     meter_mac_id: int
 
@@ -234,7 +250,7 @@ class MeterDemand:
 class MeterSummation:
     """Meter totals from an EAGLE-200 (received is None when the meter does not report it)."""
 
-    device_time: int
+    device_time: int | None
     delivered_kwh: float
     received_kwh: float | None
     meter_mac_id: int
@@ -254,7 +270,7 @@ class MeterSummation:
 class MeterPrice:
     """The tariff from an EAGLE-200; only built when the meter has a price."""
 
-    device_time: int
+    device_time: int | None
     price: float
     currency: str  # ISO 4217 alphabetic, "" when not sent
     tier: int | None

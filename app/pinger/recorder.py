@@ -49,10 +49,12 @@ class Recorder:
             return False
         state.seen.add(ident, hour)
         previous = state.last_demand
-        newer = previous is None or device_time > previous
-        if newer:
+        # a reading without a time is written, but says nothing of whether the meter moved on
+        newer = device_time is not None and (previous is None or device_time > previous)
+        if newer and device_time is not None:
             state.last_demand, state.last_kw = device_time, reading.demand_kw
-        self.tally.reading(cid, polled_at, device_time - previous if previous is not None and newer else None)
+        gap = device_time - previous if newer and device_time is not None and previous is not None else None
+        self.tally.reading(cid, polled_at, gap)
         line = orjson.dumps(record)
         update = PollUpdate(
             cid,

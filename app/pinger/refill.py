@@ -127,32 +127,33 @@ class Refiller:
         self, cid: str, state: DeviceState, entries: list[SummationReading], start: int, end: int
     ) -> tuple[int, int]:
         now = self.clock()
-        fresh = sorted(
+        fresh = sorted(  # history needs a time: an entry without one is no history
             (
-                e
+                (t, e)
                 for e in entries
-                if start <= e.device_time <= end
-                and e.device_time > state.history_through
-                and plausible_time(e.device_time, now)
+                if (t := e.device_time) is not None
+                and start <= t <= end
+                and t > state.history_through
+                and plausible_time(t, now)
             ),
-            key=lambda e: e.device_time,
+            key=lambda te: te[0],
         )
         if not fresh:
             return 0, state.history_through
-        hours = {hour_key(e.device_time) for e in fresh}
+        hours = {hour_key(t) for t, _ in fresh}
         paths = [reading_path(self.settings.logs_dir, self.settings.file_prefix, cid, h) for h in hours]
         already = await asyncio.to_thread(summation_times, paths)
         polled_at = round(now, 3)
         written = 0
-        for entry in fresh:
-            if entry.device_time in already:
+        for t, entry in fresh:
+            if t in already:
                 continue
             record = entry.record(cid, polled_at, source="history")
             line = orjson.dumps(record) + b"\n"
             # filed under the hour the reading belongs to, not the hour it reached us
-            self.backlog.write(Unwritten(cid, float(entry.device_time), line, None))
+            self.backlog.write(Unwritten(cid, float(t), line, None))
             written += 1
-        return written, fresh[-1].device_time
+        return written, fresh[-1][0]
 
     async def close(self) -> None:
         for task in list(self.tasks):

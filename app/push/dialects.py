@@ -5,9 +5,14 @@
   CurrentSummationDelivered, PriceCluster; NetworkInfo, DeviceInfo, MessageCluster, TimeCluster
   and others are kept for the device's record, not written as readings).
 - EAGLE-200 RFA XML: the same envelope, with `CurrentSummation` and `ConnectionStatus`.
-- EAGLE-200 JSON: `{"timestamp", "deviceGuid", "body": [reports]}`, each report with a
-  `dataType` (InstantaneousDemand, CurrentSummation, Price, Message), times in Unix milliseconds
-  as strings, and `subdeviceGuid` the meter's MAC without `0x`.
+- EAGLE-200 JSON (the uploader's `RFA` format): `{"timestamp", "deviceGuid", "body": [reports]}`,
+  each report with a `dataType` (InstantaneousDemand, CurrentSummation, Price, Message), times in
+  Unix milliseconds as strings, and `subdeviceGuid` the meter's MAC without `0x`.
+- EAGLE-200 XML:Simple: `<XmlSimple>` holding a batch of `<Report>`s, each with `Timestamp`
+  (Unix seconds), `SubdeviceGuid` and `Variables` named as in the Local API's `device_query`
+  (`zigbee:InstantaneousDemand`, `zigbee:CurrentSummationDelivered`, `zigbee:Price`, ...). The
+  uploader specification describes the format (nested, Unix-second times, `Variables`), not
+  every element name: those here follow the Local API and the JSON format's names.
 
 The EAGLE-100 sends its XML as application/x-www-form-urlencoded, so the Content-Type is not
 trusted: the body's first byte decides. Readings whose time is not plausible (before 2000, or
@@ -19,22 +24,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Any
+from xml.etree.ElementTree import Element
 
 import orjson
 
 from app.eagle.parse import demand_from, price_from, summation_from, xml_root
-from app.eagle.parse200 import HALF_WRAP_KW, WRAP_KW
+from app.eagle.parse200 import HALF_WRAP_KW, WRAP_KW, readings_in
 from app.eagle.readings import (
     MeterDemand,
     MeterPrice,
     MeterSummation,
     Reading,
     currency_code,
+    hex_int,
     plausible_time,
+    unix_time,
 )
 from app.errors import DeviceError
 
-MAX_REPORTS = 1000  # reports in one JSON batch; more is refused as a whole
+MAX_REPORTS = 1000  # reports in one batch; more is refused as a whole
+XML_SIMPLE_DEPTH = 5  # XmlSimple > Report > Variables > Variable > Name: deeper is refused
 READING_FRAGMENTS = {"instantaneousdemand", "currentsummationdelivered", "currentsummation", "pricecluster"}
 
 
@@ -57,7 +66,7 @@ def parse_upload(body: bytes, now: float) -> Upload:
     if not text:
         raise BadUpload("the body is empty; an uploader sends RFA XML or EAGLE-200 JSON.")
     if text[:1] == b"<":
-        return _rfa_xml(text, now)
+        return _xml(text, now)
     if text[:1] == b"{":
         return _eagle200_json(text, now)
     raise BadUpload("the body is neither RFA XML nor EAGLE-200 JSON.")
@@ -70,11 +79,45 @@ def _plausible(upload: Upload, reading: Reading, now: float) -> None:
         upload.ignored.append(f"{reading.kind} at {reading.device_time} is not a plausible time")
 
 
-def _rfa_xml(text: bytes, now: float) -> Upload:
+def _xml(text: bytes, now: float) -> Upload:
     try:
         root = xml_root(text)
     except DeviceError as exc:  # the same hardened parser as gateways' replies
         raise BadUpload(f"the body is not acceptable XML: {exc}.") from None
+    if root.tag.lower() == "xmlsimple":
+        return _xml_simple(root, now)
+    return _rfa_xml(root, now)
+
+
+def _depth(element: Element) -> int:
+    return 1 + max((_depth(child) for child in element), default=0)
+
+
+def _xml_simple(root: Element, now: float) -> Upload:
+    if _depth(root) > XML_SIMPLE_DEPTH:
+        raise BadUpload(f"the XmlSimple body is nested deeper than {XML_SIMPLE_DEPTH} levels.")
+    reports = [child for child in root if child.tag.lower() == "report"] or [root]
+    if len(reports) > MAX_REPORTS:
+        raise BadUpload(f"a batch holds at most {MAX_REPORTS} reports, this one {len(reports)}.")
+    upload = Upload()
+    for n, report in enumerate(reports):
+        fields = {c.tag.lower(): (c.text or "").strip() for c in report if not len(c)}
+        try:
+            at = unix_time(int(fields.get("timestamp", ""), 0))
+            mac = hex_int(fields.get("subdeviceguid") or fields.get("metermacid") or "0")
+        except ValueError:
+            upload.ignored.append(f"report {n}: Timestamp is not Unix seconds or SubdeviceGuid is not hex")
+            continue
+        found = readings_in(report, at, mac)
+        readings = [r for r in (found.demand, found.summation, found.price) if r is not None]
+        if not readings:
+            upload.ignored.append(f"report {n} holds no reading (empty or unknown variables)")
+        for reading in readings:
+            _plausible(upload, reading, now)
+    return upload
+
+
+def _rfa_xml(root: Element, now: float) -> Upload:
     fragments = list(root) if root.tag.lower() == "rainforest" else [root]
     upload = Upload()
     for fragment in fragments:

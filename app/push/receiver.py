@@ -136,8 +136,8 @@ class PushReceiver:
             raise UploadRefused(401, "unauthorized", REFUSED)
 
     async def _write(
-        self, cid: str, lines: list[tuple[str, int, bytes]], now: float
-    ) -> tuple[list[tuple[str, int, bytes]], int]:
+        self, cid: str, lines: list[tuple[str, int | None, bytes]], now: float
+    ) -> tuple[list[tuple[str, int | None, bytes]], int]:
         """The writer's append, tried again (asleep, the loop free) while another process holds
         the file, for at most LOCK_WAIT_S; then FileBusy, which the route answers with a 503."""
         delay_s, deadline = 0.005, time.monotonic() + LOCK_WAIT_S
@@ -176,7 +176,7 @@ class PushReceiver:
             (r.kind, r.device_time, orjson.dumps(r.record(cid, now, "push")) + b"\n") for r in upload.readings
         ]
         written, duplicates = await self._write(cid, lines, now) if lines else ([], 0)
-        demands = sorted((t, line) for kind, t, line in written if kind == "demand")
+        demands = sorted((t, line) for kind, t, line in written if kind == "demand" and t is not None)
         self.tally.ok(cid, now)
         for t, _ in demands:
             previous = self._last_demand.get(cid)

@@ -76,8 +76,8 @@ class PushWriter:
         self._files: OrderedDict[Path, _File] = OrderedDict()
 
     def write(
-        self, cloud_id: str, readings: list[tuple[str, int, bytes]], now: float
-    ) -> tuple[list[tuple[str, int, bytes]], int]:
+        self, cloud_id: str, readings: list[tuple[str, int | None, bytes]], now: float
+    ) -> tuple[list[tuple[str, int | None, bytes]], int]:
         """Append the (kind, device_time, line) not yet in the file; returns those written and
         how many were duplicates.
 
@@ -95,7 +95,8 @@ class PushWriter:
                     write_all(entry.fd, data)
                     entry.seen_to += len(data)
                     for kind, t, _ in fresh:
-                        entry.kinds.setdefault(kind, _Kind()).add(t)
+                        if t is not None:
+                            entry.kinds.setdefault(kind, _Kind()).add(t)
             finally:
                 fcntl.flock(entry.fd, fcntl.LOCK_UN)
         except OSError as exc:  # FileBusy is no OSError: it reaches the caller as it is
@@ -104,12 +105,25 @@ class PushWriter:
         return fresh, duplicates
 
     def _fresh(
-        self, path: Path, earlier: Path, hour_start: int, entry: _File, readings: list[tuple[str, int, bytes]]
-    ) -> tuple[list[tuple[str, int, bytes]], int]:
-        fresh: list[tuple[str, int, bytes]] = []
-        batch: set[tuple[str, int]] = set()
+        self,
+        path: Path,
+        earlier: Path,
+        hour_start: int,
+        entry: _File,
+        readings: list[tuple[str, int | None, bytes]],
+    ) -> tuple[list[tuple[str, int | None, bytes]], int]:
+        fresh: list[tuple[str, int | None, bytes]] = []
+        batch: set[lines.Identity] = set()
         duplicates = 0
         for kind, t, line in readings:
+            if t is None:  # no device time: the same reading is the same values (app.lines)
+                ident = lines.identity(lines.parse(line).records[0])
+                if ident in batch or ident in _file_keys(path) or ident in _file_keys(earlier):
+                    duplicates += 1
+                else:
+                    batch.add(ident)
+                    fresh.append((kind, t, line))
+                continue
             known = entry.has(kind, t)
             if known is None:
                 known = (kind, t) in _file_keys(path)

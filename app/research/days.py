@@ -136,8 +136,8 @@ def may_hold(group: pq.RowGroupMetaData, cloud_id: str) -> bool:
 def as_line(row: dict[str, Any], kind: str) -> dict[str, Any]:
     """A compacted row back in the hourly files' form (Unix-second times, `kind`)."""
     line = {k: v for k, v in row.items() if v is not None and k not in ("time", "polled_at")}
-    at = row["time"].timestamp()
-    line["device_time"] = int(at) if at.is_integer() else at  # gateways' times are whole seconds
+    at = row["time"].timestamp() if row.get("time") is not None else None  # None: sent without a time
+    line["device_time"] = None if at is None else int(at) if at.is_integer() else at  # whole seconds
     line["polled_at"] = row["polled_at"].timestamp() if row.get("polled_at") is not None else None
     line["kind"] = kind
     return line

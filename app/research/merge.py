@@ -38,7 +38,7 @@ def _number(value: Any) -> float:
 
 
 def _time(record: Record) -> float:
-    return _number(record.get("device_time"))
+    return lines.time_of(record)
 
 
 def _order(record: Record) -> tuple[float, float]:
@@ -97,7 +97,8 @@ class DeviceLines:
             if self.kinds is None or kind in self.kinds:
                 fresh.setdefault(kind, []).append(record)
         self.duplicates += count.duplicates
-        self._count_demand(count, sorted(_time(r) for r in fresh.get("demand", [])))
+        timed = (r["device_time"] for r in fresh.get("demand", []) if r.get("device_time") is not None)
+        self._count_demand(count, sorted(_number(t) for t in timed))
         for rows in fresh.values():
             rows.sort(key=_order)
         released: dict[str, list[Record]] = {}

@@ -68,9 +68,16 @@ def summation_fields(device: SimDevice, reading: SimReading, energy: EnergyMeter
 
 
 def price_fields(device: SimDevice, reading: SimReading) -> dict[str, str]:
-    """PriceCluster; a meter without a price sends the 0xffffffff sentinel."""
+    """PriceCluster; a meter without a price sends the 0xffffffff sentinel; a price the user
+    typed into the app has TimeStamp and StartTime 0xffffffff ("no time")."""
     tariff = tariff_at(device, reading.timestamp + Y2K_EPOCH)
     price = round(tariff.price * 10**5) if device.has_price else 0xFFFFFFFF
+    if device.user_price:
+        return {
+            "DeviceMacId": f"0x{device.device_mac_id:016x}", "MeterMacId": f"0x{device.meter_mac_id:016x}",
+            "TimeStamp": "0xffffffff", "Price": "0x0000030c", "Currency": "0x0348", "TrailingDigits": "0x04",
+            "Tier": "0x00", "StartTime": "0xffffffff", "Duration": "0xffff", "RateLabel": "Set by User",
+        }  # fmt: skip
     return {
         "DeviceMacId": f"0x{device.device_mac_id:016x}",
         "MeterMacId": f"0x{device.meter_mac_id:016x}",

@@ -45,6 +45,16 @@ class SimDevice:
     )
 
     @property
+    def user_price(self) -> bool:
+        """A price typed into the gateway's app: sent with TimeStamp 0xffffffff ("no time"), on
+        about one polled EAGLE-100 with a price in seven (chosen by cloud_id, not the seed's draw)."""
+        return (
+            self.has_price
+            and self.protocol in ("eagle100-cloud", "eagle100-local")
+            and int(self.cloud_id, 16) % 7 == 3
+        )
+
+    @property
     def local(self) -> bool:
         """Polled on the household's network (not through the relay, and not a push device)."""
         return self.protocol in LOCAL_PROTOCOLS

@@ -218,8 +218,9 @@ class Simulator:
         reading = reading_at(device, self.seed, now, self.reading_interval_s)
         if time_fault:
             self.stats[time_fault] += 1
-        if time_fault == "no_time":
-            return replace(reading, timestamp=0xFFFFFFFF - Y2K_EPOCH)
+        if time_fault == "no_time":  # the wire's 0xffffffff: TimeStamp (Y2K) or LastContact (Unix)
+            wire = 0xFFFFFFFF - Y2K_EPOCH if device.protocol == "eagle200-local" else 0xFFFFFFFF
+            return replace(reading, timestamp=wire)
         if time_fault == "future_time":
             return replace(reading, timestamp=reading.timestamp + 10 * 86400)
         if time_fault == "replay":

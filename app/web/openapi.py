@@ -252,7 +252,7 @@ SCHEMAS: dict[str, Any] = {
     "Reading": {
         "type": "object", "required": ["cloud_id", "polled_at", "device_time", "demand_kw", "source"],
         "properties": {
-            "cloud_id": CLOUD_ID, "polled_at": {"type": "number"}, "device_time": {"type": "integer"},
+            "cloud_id": CLOUD_ID, "polled_at": {"type": "number"}, "device_time": {"type": ["integer", "null"]},
             "demand_kw": {"type": "number"}, "DeviceMacId": {"type": "integer"}, "MeterMacId": {"type": "integer"},
             "TimeStamp": {"type": "integer"}, "Demand": {"type": "integer"}, "Multiplier": {"type": "integer"},
             "Divisor": {"type": "integer"}, "DigitsRight": {"type": "integer"}, "DigitsLeft": {"type": "integer"},

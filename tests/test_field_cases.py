@@ -1,0 +1,74 @@
+"""What gateways in the field send that the manuals do not promise (eagle-protocols.md §7), on
+recorded payloads in tests/fixtures/ (each file says where its shape comes from): pure parsers,
+the push writer and the push route.
+
+- A price typed into the gateway's app carries TimeStamp and StartTime 0xffffffff ("no time"):
+  `price_user_set.xml` (the PriceCluster of the EAGLE-100 REST manual with the sentinel the
+  field notes describe) and `push/eagle100_price_no_time.xml` (the same in the uploader's RFA
+  envelope).
+- The EAGLE-200 uploader's XML:Simple format: `push/eagle200_xml_simple.xml`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from app.eagle.parse import parse_price
+from app.eagle.readings import plausible_time
+from app.lines import read as read_lines
+from app.push.dialects import BadUpload, parse_upload
+from app.push.writer import PushWriter
+from tests.conftest import FIXTURES
+
+NOW = 1_800_000_000.0
+
+
+def test_a_price_typed_into_the_app_has_no_time_and_keeps_when_it_came() -> None:
+    price = parse_price((FIXTURES / "price_user_set.xml").read_bytes())
+    assert price.device_time is None and price.price == 0.078 and plausible_time(price.device_time, NOW)
+    line = price.record("00ce69", NOW + 0.25)
+    assert (
+        line["device_time"] is None
+        and line["polled_at"] == NOW + 0.25
+        and line["rate_label"] == "Set by User"
+    )
+
+
+def test_a_pushed_reading_without_a_time_is_written_once_per_value_within_the_hour(tmp_path: Path) -> None:
+    upload = parse_upload((FIXTURES / "push" / "eagle100_price_no_time.xml").read_bytes(), NOW)
+    assert [(r.kind, r.device_time) for r in upload.readings] == [("price", None)] and not upload.ignored
+    writer = PushWriter(tmp_path, "iseif-rainforest")
+    for n in range(3):  # the uploader sends it again and again
+        at = NOW + 600 * n
+        line = orjson.dumps(upload.readings[0].record("00ce69", at, "push")) + b"\n"
+        written, duplicates = writer.write("00ce69", [("price", None, line)], at)
+        assert (len(written), duplicates) == ((1, 0) if n == 0 else (0, 1))
+    writer.close()
+    (path,) = tmp_path.glob("*/*.jl")
+    (record,) = read_lines(path).records
+    assert record["device_time"] is None and record["polled_at"] == NOW and record["price"] == 0.078
+
+
+def test_an_xml_simple_batch_becomes_readings_and_a_report_without_one_is_counted() -> None:
+    """`push/eagle200_xml_simple.xml`: the EAGLE-200 uploader's XML:Simple format as its
+    specification describes it (a nested body, Unix-second times, `Variables`), in a batch of
+    three reports (UploadSize 3); element names as the Local API's and the JSON format's."""
+    upload = parse_upload((FIXTURES / "push" / "eagle200_xml_simple.xml").read_bytes(), NOW)
+    got = [(r.kind, r.device_time, r.record("d8d5b9", NOW, "push")) for r in upload.readings]
+    assert [(kind, t) for kind, t, _ in got] == [
+        ("demand", 1539632322), ("summation", 1539632322), ("demand", 1539632330), ("price", 1539632330),
+    ]  # fmt: skip
+    assert got[0][2]["demand_kw"] == 0.472 and got[0][2]["MeterMacId"] == 0x000780E67E73
+    assert got[1][2]["delivered_kwh"] == 10563.42 and got[1][2]["received_kwh"] == 3.147
+    assert got[2][2]["demand_kw"] == -3.712, "an unsigned 32-bit count of watts, wrapped"
+    assert (got[3][2]["price"], got[3][2]["currency"], got[3][2]["tier"]) == (0.0884, "USD", 2)
+    assert upload.ignored == ["report 2 holds no reading (empty or unknown variables)"]
+
+
+def test_an_xml_simple_body_nested_too_deep_is_refused_with_one_sentence() -> None:
+    deep = b"<XmlSimple><Report><Variables><Variable><Name><b>x</b></Name></Variable></Variables></Report></XmlSimple>"
+    with pytest.raises(BadUpload, match="nested deeper than 5 levels"):
+        parse_upload(deep, NOW)
