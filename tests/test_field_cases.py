@@ -69,6 +69,9 @@ def test_an_xml_simple_batch_becomes_readings_and_a_report_without_one_is_counte
 
 
 def test_an_xml_simple_body_nested_too_deep_is_refused_with_one_sentence() -> None:
-    deep = b"<XmlSimple><Report><Variables><Variable><Name><b>x</b></Name></Variable></Variables></Report></XmlSimple>"
+    deep = (
+        b"<XmlSimple><Report><Variables><Variable><Name><b>x</b></Name></Variable></Variables>"
+        b"</Report></XmlSimple>"
+    )
     with pytest.raises(BadUpload, match="nested deeper than 5 levels"):
         parse_upload(deep, NOW)
