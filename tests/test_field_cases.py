@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.eagle.parse import parse_price
+from app.eagle.parse import parse_history, parse_price
 from app.eagle.readings import plausible_time
 from app.lines import read as read_lines
 from app.push.dialects import BadUpload, parse_upload
@@ -75,3 +75,15 @@ def test_an_xml_simple_body_nested_too_deep_is_refused_with_one_sentence() -> No
     )
     with pytest.raises(BadUpload, match="nested deeper than 5 levels"):
         parse_upload(deep, NOW)
+
+
+def test_history_data_holds_demand_and_summation_entries_on_both_paths() -> None:
+    """`history_mixed.xml`: an EAGLE-100's get_history_data answer with CurrentSummationDelivered
+    and InstantaneousDemand entries (the Uploader manual's HistoryData, eagle-protocols.md §7);
+    `push/eagle100_history.xml`: the same fragment pushed in the RFA envelope."""
+    entries = parse_history((FIXTURES / "history_mixed.xml").read_bytes())
+    assert [e.kind for e in entries] == ["summation", "demand", "summation", "demand", "summation"]
+    assert entries[1].record("00ce69", NOW)["demand_kw"] == 0.48
+    pushed = parse_upload((FIXTURES / "push" / "eagle100_history.xml").read_bytes(), NOW)
+    assert not pushed.readings and not pushed.ignored
+    assert [(e.kind, e.device_time) for e in pushed.history] == [(e.kind, e.device_time) for e in entries]

@@ -89,6 +89,10 @@ def test_the_route_takes_each_dialect_and_refuses_what_it_must(
     taken = requests.post(url, data=simple, auth=("00ce69", KEY), headers=xml, timeout=5)
     # the same meter's readings as the JSON batch above: only the price at :30 is new
     assert taken.status_code == 200 and (taken.json()["count"], taken.json()["duplicates"]) == (1, 3)
+    history = (FIXTURES / "push" / "eagle100_history.xml").read_bytes()  # get_history_data, pushed
+    for n in (5, 0):  # each entry once, into the hour of its own time, with source "history"
+        sent = requests.post(url, data=history, auth=("00ce69", KEY), headers=form, timeout=5)
+        assert sent.status_code == 200 and sent.json()["count"] == n, sent.json()
     no_time = (FIXTURES / "push" / "eagle100_price_no_time.xml").read_bytes()  # a price set in the app
     for n in (1, 0):  # written once: the same values within the hour are the same reading
         sent = requests.post(url, data=no_time, auth=("00ce69", KEY), headers=form, timeout=5)
@@ -127,8 +131,11 @@ def test_the_route_takes_each_dialect_and_refuses_what_it_must(
     assert 400 <= ten_mb.status_code < 500
 
     records = lines_in(server.log_dir)
-    assert Counter(r["kind"] for r in records) == {"demand": 3, "summation": 1, "price": 3}
-    assert all(r["source"] == "push" and r["cloud_id"] == "00ce69" for r in records)
+    assert Counter((r["kind"], r["source"]) for r in records) == {
+        ("demand", "push"): 3, ("summation", "push"): 1, ("price", "push"): 3,
+        ("demand", "history"): 2, ("summation", "history"): 3,
+    }  # fmt: skip
+    assert all(r["cloud_id"] == "00ce69" for r in records)
     store = asyncio.run(_record(redis_url, "00ce69"))
     assert store["push_rejected"] == "3" and b"Z109-EAGLE" in store["push_info"].encode()
     assert KEY not in server.logs() and KEY not in str(store)

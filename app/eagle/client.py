@@ -16,7 +16,7 @@ from app.eagle.eagle100 import Eagle100Client
 from app.eagle.eagle200 import Eagle200Client
 from app.eagle.gateway import Gateway
 from app.eagle.http import new_session
-from app.eagle.readings import Readings, SummationReading
+from app.eagle.readings import HistoryEntry, Readings
 
 __all__ = ["Clients", "GatewayClient", "new_session"]
 
@@ -37,9 +37,7 @@ class GatewayClient(Protocol):
         """What the gateway says of itself: model, firmware, meter, link (for crawls)."""
         ...
 
-    async def history(
-        self, gw: Gateway, start: int, end: int, frequency_s: int
-    ) -> list[SummationReading]: ...
+    async def history(self, gw: Gateway, start: int, end: int, frequency_s: int) -> list[HistoryEntry]: ...
 
 
 class Clients:

@@ -20,6 +20,7 @@ from app.eagle.http import Pacer, check_status, parsed, read_bounded, translated
 from app.eagle.readings import (
     Y2K_EPOCH,
     DemandReading,
+    HistoryEntry,
     NetworkInfo,
     PriceReading,
     Readings,
@@ -107,7 +108,7 @@ class Eagle100Client:
                   "manufacturer": info.fields.get("Manufacturer", "")}  # fmt: skip
         return {k: v for k, v in fields.items() if v}
 
-    async def history(self, gw: Gateway, start: int, end: int, frequency_s: int) -> list[SummationReading]:
+    async def history(self, gw: Gateway, start: int, end: int, frequency_s: int) -> list[HistoryEntry]:
         """Summations the gateway kept between two Unix times (get_history_data)."""
         if start < Y2K_EPOCH or end <= start:
             raise DeviceBadReply(f"history range {start}..{end} is not a range after 2000")

@@ -22,7 +22,7 @@ from app.eagle.parse200 import (
     parse_device_list,
     parse_device_query,
 )
-from app.eagle.readings import Readings, SummationReading
+from app.eagle.readings import HistoryEntry, Readings
 from app.errors import DeviceAuthError, DeviceError, DeviceReplyError
 
 T = TypeVar("T")
@@ -106,5 +106,5 @@ class Eagle200Client:
     async def extra(self, gw: Gateway, kind: str, timeout_s: float) -> Readings:
         return Readings()  # everything came with the device_query
 
-    async def history(self, gw: Gateway, start: int, end: int, frequency_s: int) -> list[SummationReading]:
+    async def history(self, gw: Gateway, start: int, end: int, frequency_s: int) -> list[HistoryEntry]:
         raise DeviceReplyError("the EAGLE-200 Local API keeps no history to ask for")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 from xml.etree.ElementTree import Element, ParseError
 
 import orjson
@@ -244,8 +244,9 @@ def parse_network_info(body: bytes) -> NetworkInfo:
     return _expect(root, f, "NetworkInfo", lambda: NetworkInfo(_hex(f, "DeviceMacId"), named))
 
 
-def parse_history(body: bytes) -> list[SummationReading]:
-    """HistoryData reply (a list of CurrentSummation, XML or brace-less JSON) → summations."""
+def parse_history(body: bytes) -> list[SummationReading | DemandReading]:
+    """HistoryData reply (CurrentSummation / CurrentSummationDelivered and InstantaneousDemand
+    entries, XML or brace-less JSON) → their readings, in the order sent."""
     if len(body) > MAX_HISTORY_BYTES:
         raise DeviceBadReply(f"history reply of {len(body)} bytes exceeds the {MAX_HISTORY_BYTES}-byte bound")
     text = body.strip()
@@ -256,13 +257,17 @@ def parse_history(body: bytes) -> list[SummationReading]:
     else:
         raise DeviceBadReply(f"history reply is neither XML nor JSON (starts {text[:20]!r})")
     if root == "error":
-        raise_device_error(entries[0] if entries else {})
+        raise_device_error(entries[0][1] if entries else {})
     if root != "historydata":
         raise DeviceBadReply(f"expected a HistoryData reply, got {root}")
-    return [
-        _expect("currentsummation", fields, "CurrentSummation", partial(_summation, fields))
-        for fields in entries
-    ]
+    return [history_entry(name, fields) for name, fields in entries]
+
+
+def history_entry(name: str, fields: dict[str, str]) -> SummationReading | DemandReading:
+    """One entry of a HistoryData fragment (its tag, lower-case, and its fields)."""
+    if name == "instantaneousdemand":
+        return demand_from(name, fields)
+    return _expect("currentsummation", fields, "CurrentSummation", partial(_summation, fields))
 
 
 def _summation(f: dict[str, str]) -> SummationReading:
@@ -277,27 +282,35 @@ def _summation(f: dict[str, str]) -> SummationReading:
     )
 
 
-def _history_xml(text: bytes) -> tuple[str, list[dict[str, str]]]:
+HISTORY_ENTRIES = ("currentsummation", "currentsummationdelivered", "instantaneousdemand")
+
+
+def _history_xml(text: bytes) -> tuple[str, list[tuple[str, dict[str, str]]]]:
     root = xml_root(text)
     if root.tag.lower() == "error":
-        return "error", [{c.tag.lower(): (c.text or "").strip() for c in root}]
+        return "error", [("error", {c.tag.lower(): (c.text or "").strip() for c in root})]
     entries = [
-        {c.tag.lower(): (c.text or "").strip() for c in child}
+        (child.tag.lower(), {c.tag.lower(): (c.text or "").strip() for c in child})
         for child in root
-        if child.tag.lower() in ("currentsummation", "currentsummationdelivered")
+        if child.tag.lower() in HISTORY_ENTRIES
     ]
     return root.tag.lower(), entries
 
 
-def _history_json(text: bytes) -> tuple[str, list[dict[str, str]]]:
+def _history_json(text: bytes) -> tuple[str, list[tuple[str, dict[str, str]]]]:
     name, body = json_root(text)
     if name.lower() == "error":
-        return "error", [{str(k).lower(): str(v) for k, v in body.items()}] if isinstance(body, dict) else []
+        fields = {str(k).lower(): str(v) for k, v in body.items()} if isinstance(body, dict) else {}
+        return "error", [("error", fields)]
     if not isinstance(body, dict):
         raise DeviceBadReply("HistoryData is not an object")
-    found: Any = next((v for k, v in body.items() if k.lower() == "currentsummation"), [])
-    items: list[object] = found if isinstance(found, list) else [found]
-    entries = [item for item in items if isinstance(item, dict)]
-    if len(entries) != len(items):
-        raise DeviceBadReply("HistoryData's CurrentSummation entries must be objects")
-    return name.lower(), [{str(k).lower(): str(v) for k, v in item.items()} for item in entries]
+    out: list[tuple[str, dict[str, str]]] = []
+    for key, found in body.items():
+        if key.lower() not in HISTORY_ENTRIES:
+            continue
+        items: list[object] = found if isinstance(found, list) else [found]
+        for item in items:
+            if not isinstance(item, dict):
+                raise DeviceBadReply(f"HistoryData's {key} entries must be objects")
+            out.append((key.lower(), {str(k).lower(): str(v) for k, v in item.items()}))
+    return name.lower(), out

@@ -294,6 +294,7 @@ Demand = DemandReading | MeterDemand
 Summation = SummationReading | MeterSummation
 Price = PriceReading | MeterPrice
 Reading = Demand | Summation | Price
+HistoryEntry = SummationReading | DemandReading  # what an EAGLE-100's HistoryData holds
 
 
 @dataclass(frozen=True, slots=True)

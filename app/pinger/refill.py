@@ -21,7 +21,7 @@ import orjson
 
 from app import lines
 from app.eagle.client import GatewayClient
-from app.eagle.readings import SummationReading, plausible_time
+from app.eagle.readings import HistoryEntry, plausible_time
 from app.errors import DeviceError, StoreError
 from app.hourly import reading_path
 from app.hours import hour_key
@@ -124,7 +124,7 @@ class Refiller:
             log.warning("could not record a history refill", extra={"cloud_id": cid, "reason": str(exc)})
 
     async def _write(
-        self, cid: str, state: DeviceState, entries: list[SummationReading], start: int, end: int
+        self, cid: str, state: DeviceState, entries: list[HistoryEntry], start: int, end: int
     ) -> tuple[int, int]:
         now = self.clock()
         fresh = sorted(  # history needs a time: an entry without one is no history
@@ -142,11 +142,11 @@ class Refiller:
             return 0, state.history_through
         hours = {hour_key(t) for t, _ in fresh}
         paths = [reading_path(self.settings.logs_dir, self.settings.file_prefix, cid, h) for h in hours]
-        already = await asyncio.to_thread(summation_times, paths)
+        already = await asyncio.to_thread(known_readings, paths)
         polled_at = round(now, 3)
         written = 0
         for t, entry in fresh:
-            if t in already:
+            if (entry.kind, t) in already:
                 continue
             record = entry.record(cid, polled_at, source="history")
             line = orjson.dumps(record) + b"\n"
@@ -161,14 +161,10 @@ class Refiller:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-def summation_times(paths: Iterable[Path]) -> set[int]:
-    """device_time of every summation line in these hourly files (those that exist)."""
-    times: set[int] = set()
+def known_readings(paths: Iterable[Path]) -> set[lines.Identity]:
+    """The identity (kind, device time) of every line in these hourly files (those that exist)."""
+    found: set[lines.Identity] = set()
     for path in paths:
-        if not path.exists():
-            continue
-        for record in lines.identities(path.read_bytes()).records:
-            kind, t = lines.identity(record)
-            if kind == "summation" and isinstance(t, int):
-                times.add(t)
-    return times
+        if path.exists():
+            found.update(lines.identity(r) for r in lines.identities(path.read_bytes()).records)
+    return found

@@ -28,7 +28,7 @@ from xml.etree.ElementTree import Element
 
 import orjson
 
-from app.eagle.parse import demand_from, price_from, summation_from, xml_root
+from app.eagle.parse import HISTORY_ENTRIES, demand_from, history_entry, price_from, summation_from, xml_root
 from app.eagle.parse200 import HALF_WRAP_KW, WRAP_KW, readings_in
 from app.eagle.readings import (
     MeterDemand,
@@ -56,6 +56,7 @@ class Upload:
     """What one body held: readings to write, and what was set aside (with why)."""
 
     readings: list[Reading] = field(default_factory=list)
+    history: list[Reading] = field(default_factory=list)  # a HistoryData fragment's entries
     kept: dict[str, dict[str, str]] = field(default_factory=dict)  # other fragments, for the record
     ignored: list[str] = field(default_factory=list)  # one reason per reading not written
 
@@ -122,6 +123,9 @@ def _rfa_xml(root: Element, now: float) -> Upload:
     upload = Upload()
     for fragment in fragments:
         name = fragment.tag.lower()
+        if name == "historydata":
+            _history(fragment, upload, now)
+            continue
         if len(fragment) and any(len(child) for child in fragment):
             raise BadUpload(f"the {fragment.tag} fragment is nested deeper than RFA XML goes.")
         fields = {c.tag.lower(): (c.text or "").strip() for c in fragment}
@@ -136,6 +140,32 @@ def _rfa_xml(root: Element, now: float) -> Upload:
         if reading is not None:
             _plausible(upload, reading, now)
     return upload
+
+
+def _history(fragment: Element, upload: Upload, now: float) -> None:
+    """An EAGLE-100's answer to get_history_data, pushed: a HistoryData fragment of summation and
+    demand entries, each a reading of its own time (one without a time is no history)."""
+    entries = list(fragment)
+    if len(entries) > MAX_REPORTS:
+        raise BadUpload(
+            f"a HistoryData fragment holds at most {MAX_REPORTS} entries, this one {len(entries)}."
+        )
+    for n, entry in enumerate(entries):
+        name = entry.tag.lower()
+        if any(len(child) for child in entry):
+            raise BadUpload(f"the {entry.tag} entry of HistoryData is nested deeper than RFA XML goes.")
+        if name not in HISTORY_ENTRIES:
+            upload.ignored.append(f"HistoryData entry {n} ({entry.tag[:40]}) is not a reading")
+            continue
+        try:
+            reading = history_entry(name, {c.tag.lower(): (c.text or "").strip() for c in entry})
+        except DeviceError as exc:
+            upload.ignored.append(f"HistoryData entry {n}: {exc}")
+            continue
+        if reading.device_time is None or not plausible_time(reading.device_time, now):
+            upload.ignored.append(f"HistoryData entry {n} has no plausible time")
+            continue
+        upload.history.append(reading)
 
 
 def _fragment(name: str, fields: dict[str, str]) -> Reading | None:

@@ -24,7 +24,9 @@ import orjson
 
 from app.completeness import Tally
 from app.devices import PUSH, push_key_digest
+from app.eagle.readings import Reading
 from app.errors import FileBusy, StoreError
+from app.hours import Hour
 from app.pinger.ledger import Ledger
 from app.push.dialects import BadUpload, parse_upload
 from app.push.writer import PushWriter
@@ -150,6 +152,22 @@ class PushReceiver:
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, 0.2)
 
+    async def _history(
+        self, cid: str, entries: list[Reading], now: float
+    ) -> tuple[list[tuple[str, int | None, bytes]], int]:
+        """History entries (`source: history`), each filed in the hour of its own time."""
+        by_hour: dict[int, list[tuple[str, int | None, bytes]]] = {}
+        for r in entries:
+            if r.device_time is not None:  # (the parser keeps only entries with a time)
+                line = orjson.dumps(r.record(cid, now, "history")) + b"\n"
+                by_hour.setdefault(Hour.at(r.device_time).start, []).append((r.kind, r.device_time, line))
+        written: list[tuple[str, int | None, bytes]] = []
+        duplicates = 0
+        for hour_start, group in sorted(by_hour.items()):
+            done, repeated = await self._write(cid, group, float(hour_start))
+            written, duplicates = written + done, duplicates + repeated
+        return written, duplicates
+
     async def _count_rejected(self, cid: str) -> None:
         try:
             await self.store.push.count_push_rejected(cid)
@@ -177,6 +195,9 @@ class PushReceiver:
         ]
         written, duplicates = await self._write(cid, lines, now) if lines else ([], 0)
         demands = sorted((t, line) for kind, t, line in written if kind == "demand" and t is not None)
+        if upload.history:  # a HistoryData upload: each entry into the hour it belongs to, once
+            more, repeated = await self._history(cid, upload.history, now)
+            written, duplicates = written + more, duplicates + repeated
         self.tally.ok(cid, now)
         for t, _ in demands:
             previous = self._last_demand.get(cid)
