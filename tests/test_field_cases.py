@@ -17,7 +17,9 @@ import orjson
 import pytest
 
 from app.eagle.parse import parse_history, parse_price
+from app.eagle.parse200 import parse_device_query
 from app.eagle.readings import plausible_time
+from app.errors import DeviceMeterOffline
 from app.lines import read as read_lines
 from app.push.dialects import BadUpload, parse_upload
 from app.push.writer import PushWriter
@@ -87,3 +89,20 @@ def test_history_data_holds_demand_and_summation_entries_on_both_paths() -> None
     pushed = parse_upload((FIXTURES / "push" / "eagle100_history.xml").read_bytes(), NOW)
     assert not pushed.readings and not pushed.ignored
     assert [(e.kind, e.device_time) for e in pushed.history] == [(e.kind, e.device_time) for e in entries]
+
+
+def test_what_varies_between_gateways_is_read_not_refused() -> None:
+    """`push/eagle200_xml_raw_mixed.xml`: an EAGLE-200's XML:Raw upload (root version 2.0) with
+    the migration notes' additions (UnitOfMeasure, Protocol, TimeCluster's UTCTimeString), a
+    MessageCluster, a nested ReadAttributesResponse (smart plugs), a DeviceInfo with two Port
+    elements, a price in euros with a decimal tier, and a demand whose multiplier is 0.
+    `eagle200/query_all_empty.xml`: a device_query whose every Value is empty."""
+    upload = parse_upload((FIXTURES / "push" / "eagle200_xml_raw_mixed.xml").read_bytes(), NOW)
+    price, demand = (r.record("00ce69", NOW, "push") for r in upload.readings)
+    assert (price["price"], price["currency"], price["tier"]) == (0.2121, "EUR", 10)
+    assert demand["demand_kw"] == 1.2, "a multiplier of 0 counts as 1"
+    assert set(upload.kept) == {"TimeCluster", "MessageCluster", "DeviceInfo"}
+    assert upload.kept["TimeCluster"]["UTCTimeString"] == "2015-03-10 14:20:09"
+    assert upload.ignored == ["ReadAttributesResponse is nested: not kept"]
+    with pytest.raises(DeviceMeterOffline, match="every value its meter reported is empty"):
+        parse_device_query((FIXTURES / "eagle200" / "query_all_empty.xml").read_bytes())

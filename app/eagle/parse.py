@@ -224,11 +224,20 @@ def price_from(root: str, f: dict[str, str]) -> PriceReading:
             timestamp=_hex(f, "TimeStamp"),
             price=None if unset else raw / 10**digits,
             currency=_hex(f, "Currency", "0x0"),
-            tier=_hex(f, "Tier", "0x0"),
+            tier=_tier(f.get("tier", "0x0")),
             rate_label=f.get("ratelabel", ""),
         )
 
     return _expect(root, f, "PriceCluster", build)
+
+
+def _tier(value: str) -> int:
+    """A price tier: hex as the manuals send it (0x01), or decimal as some gateways do (10)."""
+    text = value.strip()
+    try:
+        return int(text, 16) if text[:2] in ("0x", "0X") else int(text)
+    except ValueError:
+        raise ValueError(f"Tier={value!r}") from None
 
 
 _NETWORK_FIELDS = (

@@ -176,6 +176,10 @@ def parse_device_query(body: bytes, wanted: frozenset[str] = frozenset({"demand"
     if status and status.lower() != "connected":
         raise DeviceMeterOffline(f"the gateway's meter is {status}, not Connected")
     mac = _hex_or(f.get("hardwareaddress"), 0) or 0
+    variables = _variables(root)
+    if variables and not any(value.strip() for value, _ in variables.values()):
+        # the gateway answers, and its meter gave it nothing (home-assistant/core#149350)
+        raise DeviceMeterOffline("the gateway answered, but every value its meter reported is empty")
     return readings_in(root, last_contact, mac, wanted)
 
 

@@ -44,6 +44,7 @@ from app.errors import DeviceError
 
 MAX_REPORTS = 1000  # reports in one batch; more is refused as a whole
 XML_SIMPLE_DEPTH = 5  # XmlSimple > Report > Variables > Variable > Name: deeper is refused
+RFA_DEPTH = 5  # rainforest > a fragment (a smart plug's ReadAttributesResponse) > ... > a field
 READING_FRAGMENTS = {"instantaneousdemand", "currentsummationdelivered", "currentsummation", "pricecluster"}
 
 
@@ -85,18 +86,25 @@ def _xml(text: bytes, now: float) -> Upload:
         root = xml_root(text)
     except DeviceError as exc:  # the same hardened parser as gateways' replies
         raise BadUpload(f"the body is not acceptable XML: {exc}.") from None
-    if root.tag.lower() == "xmlsimple":
-        return _xml_simple(root, now)
-    return _rfa_xml(root, now)
+    simple = root.tag.lower() == "xmlsimple"
+    limit = XML_SIMPLE_DEPTH if simple else RFA_DEPTH
+    if _deeper(root, limit):
+        raise BadUpload(f"the {root.tag[:40]} body is nested deeper than {limit} levels.")
+    return _xml_simple(root, now) if simple else _rfa_xml(root, now)
 
 
-def _depth(element: Element) -> int:
-    return 1 + max((_depth(child) for child in element), default=0)
+def _deeper(root: Element, limit: int) -> bool:
+    """Whether any element lies more than `limit` levels down (walked without recursion)."""
+    stack = [(root, 1)]
+    while stack:
+        element, depth = stack.pop()
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in element)
+    return False
 
 
 def _xml_simple(root: Element, now: float) -> Upload:
-    if _depth(root) > XML_SIMPLE_DEPTH:
-        raise BadUpload(f"the XmlSimple body is nested deeper than {XML_SIMPLE_DEPTH} levels.")
     reports = [child for child in root if child.tag.lower() == "report"] or [root]
     if len(reports) > MAX_REPORTS:
         raise BadUpload(f"a batch holds at most {MAX_REPORTS} reports, this one {len(reports)}.")
@@ -126,8 +134,12 @@ def _rfa_xml(root: Element, now: float) -> Upload:
         if name == "historydata":
             _history(fragment, upload, now)
             continue
-        if len(fragment) and any(len(child) for child in fragment):
+        nested = len(fragment) and any(len(child) for child in fragment)
+        if nested and name in READING_FRAGMENTS:
             raise BadUpload(f"the {fragment.tag} fragment is nested deeper than RFA XML goes.")
+        if nested:  # a fragment we do not read (ReadAttributesResponse, ...): said, not refused
+            upload.ignored.append(f"{fragment.tag[:40]} is nested: not kept")
+            continue
         fields = {c.tag.lower(): (c.text or "").strip() for c in fragment}
         if name not in READING_FRAGMENTS:
             upload.kept[fragment.tag] = {c.tag: (c.text or "").strip()[:200] for c in fragment}
