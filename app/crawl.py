@@ -38,7 +38,9 @@ async def crawl(
         async with slots:
             at = clock()
             try:
-                fields = await asyncio.wait_for(clients.for_protocol(gw.protocol).describe(gw), TIMEOUT_S)
+                fields = await asyncio.wait_for(
+                    clients.for_protocol(gw.protocol, gw.api).describe(gw), TIMEOUT_S
+                )
                 entry: dict[str, object] = {"at": round(at, 3), "fields": fields}
                 counts["ok"] += 1
             except (DeviceError, TimeoutError) as exc:

@@ -35,7 +35,7 @@ DEFAULT_PROTOCOL = CLOUD
 INPUT_FIELDS = frozenset(
     {
         "cloud_id", "user_email", "user_pw", "protocol", "address", "install_code",
-        "tls_verify", "tls_fingerprint", "push_key", "active",
+        "tls_verify", "tls_fingerprint", "push_key", "active", "api",
     }
 )  # fmt: skip
 
@@ -81,12 +81,16 @@ def normalize_address(value: object) -> str:
     return text
 
 
-def gateway_url(address: str) -> str:
-    """Where to POST a local gateway's commands: `/cgi-bin/post_manager` unless a path is given."""
+LOCAL_APIS = ("", "post_manager", "cgi_manager")
+
+
+def gateway_url(address: str, api: str = "") -> str:
+    """Where to POST a local gateway's commands: `/cgi-bin/post_manager` (or `cgi_manager`, for
+    the EAGLE-100's LocalCommand API) unless a path is given."""
     url = address if "://" in address else f"http://{address}"
     parts = urlsplit(url)
     if parts.path in ("", "/"):
-        return f"{parts.scheme}://{parts.netloc}/cgi-bin/post_manager"
+        return f"{parts.scheme}://{parts.netloc}/cgi-bin/{api or 'post_manager'}"
     return url
 
 
@@ -125,6 +129,7 @@ class DeviceInput:
     tls_fingerprint: str = ""
     active: bool = True
     push_key: str = field(default="", repr=False)  # a push device's key; "" keeps the stored one
+    api: str = ""  # an eagle100-local gateway's local API: "" (post_manager) or "cgi_manager"
 
     @property
     def secret(self) -> str:
@@ -237,7 +242,15 @@ class DeviceInput:
                     field="tls_fingerprint",
                 )
         email = _email(data.get("user_email"), required=False)
-        return cls(cid, email, "", protocol, address, code.strip(), tls_verify, fingerprint, active)
+        api = data.get("api") or ""
+        if api not in LOCAL_APIS or (api and protocol != "eagle100-local"):
+            raise ValidationError(
+                'api is an eagle100-local gateway\'s local API: "post_manager" (the default, the REST '
+                'commands) or "cgi_manager" (the web page\'s LocalCommand API).',
+                field="api",
+            )
+        return cls(cid, email, "", protocol, address, code.strip(), tls_verify, fingerprint, active,
+                   api="" if api == "post_manager" else api)  # fmt: skip
 
     def stored_fields(self) -> dict[str, str]:
         """The plain (non-secret) fields as kept in the device hash."""
@@ -249,6 +262,7 @@ class DeviceInput:
             "tls_verify": "" if self.tls_verify is None else ("1" if self.tls_verify else "0"),
             "tls_fingerprint": self.tls_fingerprint,
             "active": "1" if self.active else "0",
+            "api": self.api,
         }
 
 
@@ -286,6 +300,7 @@ class DeviceRecord:
     created_at: float
     tls_verify: bool | None = None
     tls_fingerprint: str = ""
+    api: str = ""  # an eagle100-local gateway's local API: "" (post_manager) or "cgi_manager"
     total_events_logged: int = 0
     first_timestamp: float | None = None
     last_timestamp: float | None = None
@@ -351,6 +366,7 @@ class DeviceRecord:
             created_at=float(h.get("created_at", "0")),
             tls_verify=None if verify == "" else verify == "1",
             tls_fingerprint=h.get("tls_fingerprint", ""),
+            api=h.get("api", ""),
             total_events_logged=int(h.get("total_events_logged", "0")),
             first_timestamp=_opt_float(h.get("first_timestamp")),
             last_timestamp=_opt_float(h.get("last_timestamp")),
@@ -376,6 +392,7 @@ class DeviceRecord:
             "address": self.address,
             "tls_verify": self.tls_verify,
             "tls_fingerprint": self.tls_fingerprint or None,
+            "api": (self.api or "post_manager") if self.protocol == "eagle100-local" else None,
             "active": self.active,
             "created_at": self.created_at,
             "status": self.status,

@@ -20,7 +20,6 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from app.alerts.routes import understood, webhook_id
 from app.errors import ValidationError
 
 DEFAULT = "default"  # the study of every device enrolled in none
@@ -111,13 +110,13 @@ class Study:
             isinstance(c, str) and EMAIL_RE.match(c.strip()) for c in contacts
         ):
             raise ValidationError("contacts must be a list of e-mail addresses.", field="contacts")
-        routes = None if "routes" not in data else _routes(data["routes"])
+        routes, ids = (None, ()) if "routes" not in data else _routes(data["routes"])
         return cls(
             found,
             name.strip(),
             zone(data.get("timezone", "UTC")),
             tuple(c.strip() for c in contacts),
-            route_ids=tuple(webhook_id(u) for u in routes or ()),
+            route_ids=ids,
             routes=routes,
         )
 
@@ -156,8 +155,11 @@ class Study:
 MAX_ROUTES = 10
 
 
-def _routes(value: object) -> tuple[str, ...]:
-    """A study's notification routes: apprise URLs apprise understands (json://, slack://, ...)."""
+def _routes(value: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A study's notification routes: apprise URLs apprise understands (json://, slack://, ...),
+    and the names they go by (digests)."""
+    from app.alerts.routes import understood, webhook_id  # apprise: loaded only where routes are given
+
     if isinstance(value, str):
         value = value.split()
     if not isinstance(value, list) or len(value) > MAX_ROUTES or not all(isinstance(u, str) for u in value):
@@ -171,7 +173,8 @@ def _routes(value: object) -> tuple[str, ...]:
                 f"route {n} is not a notification URL apprise understands (json://, slack://, ntfy://, ...).",
                 field="routes",
             )
-    return tuple(dict.fromkeys(value))
+    urls = tuple(dict.fromkeys(value))
+    return urls, tuple(webhook_id(u) for u in urls)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # The relay, EAGLE-200s and EAGLE-100s on the local network, and gateways that push: the first
 # four devices are one of each.
-DEMO_MIX = "eagle100-cloud=35,eagle200-local=25,eagle100-local=20,push=20"
+DEMO_MIX = "eagle100-cloud=35,eagle200-local=25,eagle100-local=15,eagle100-cgi=5,push=20"
 KINDS = (
     ("demand", "eagle100-cloud"), ("demand", "eagle200-local"), ("demand", "eagle100-local"),
     ("demand", "push"), ("summation", None), ("price", None),

@@ -262,9 +262,16 @@ def _same(record: DeviceRecord, inp: DeviceInput, vault: Vault) -> bool:
             secret_same = vault.decrypt(record.encrypted_secret) == inp.secret
         except CredentialError:
             return False  # unreadable under the current key: rewrite it
-    mine = (record.user_email, record.address, record.tls_verify, record.tls_fingerprint, record.active)
+    mine = (
+        record.user_email,
+        record.address,
+        record.tls_verify,
+        record.tls_fingerprint,
+        record.active,
+        record.api,
+    )
     return secret_same and mine == (
-        inp.user_email, inp.address, inp.tls_verify, inp.tls_fingerprint, inp.active,
+        inp.user_email, inp.address, inp.tls_verify, inp.tls_fingerprint, inp.active, inp.api,
     )  # fmt: skip
 
 

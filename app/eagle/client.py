@@ -12,10 +12,11 @@ from typing import Protocol
 import aiohttp
 
 from app.devices import CLOUD
+from app.eagle.cgi100 import Eagle100CgiClient
 from app.eagle.eagle100 import Eagle100Client
 from app.eagle.eagle200 import Eagle200Client
 from app.eagle.gateway import Gateway
-from app.eagle.http import new_session
+from app.eagle.http import Pacer, new_session
 from app.eagle.readings import HistoryEntry, Readings
 
 __all__ = ["Clients", "GatewayClient", "new_session"]
@@ -44,11 +45,16 @@ class Clients:
     """One client per protocol over one pooled session; local gateways are paced."""
 
     def __init__(self, session: aiohttp.ClientSession, timeout_s: float, local_gap_s: float) -> None:
+        local100 = Pacer(local_gap_s)
         self._by_protocol: dict[str, GatewayClient] = {
             CLOUD: Eagle100Client(session, timeout_s),
-            "eagle100-local": Eagle100Client(session, timeout_s, gap_s=local_gap_s),
+            "eagle100-local": Eagle100Client(session, timeout_s, pacer=local100),
             "eagle200-local": Eagle200Client(session, timeout_s, gap_s=local_gap_s),
         }
+        self._cgi = Eagle100CgiClient(session, timeout_s, pacer=local100)  # either API: one turn
 
-    def for_protocol(self, protocol: str) -> GatewayClient:
+    def for_protocol(self, protocol: str, api: str = "") -> GatewayClient:
+        """The client of a protocol (and, for an EAGLE-100 on the household's network, its API)."""
+        if api == "cgi_manager" and protocol == "eagle100-local":
+            return self._cgi
         return self._by_protocol[protocol]

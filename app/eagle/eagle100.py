@@ -45,11 +45,13 @@ class Eagle100Client:
     separate_commands = True
     has_history = True
 
-    def __init__(self, session: aiohttp.ClientSession, timeout_s: float, gap_s: float = 0.0) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession, timeout_s: float, gap_s: float = 0.0, pacer: Pacer | None = None
+    ) -> None:
         self._session = session
         self._timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._pacer = Pacer(gap_s)
+        self._pacer = pacer or Pacer(gap_s)  # a pacer given is shared: one turn per gateway
 
     async def _request(
         self,

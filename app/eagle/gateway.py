@@ -24,6 +24,7 @@ class Gateway:
     url: str
     headers: dict[str, str] = field(repr=False, compare=True, hash=False)
     ssl: bool | aiohttp.Fingerprint = True
+    api: str = ""  # an EAGLE-100 on the household's network: "" (post_manager) or "cgi_manager"
 
     @property
     def local(self) -> bool:
@@ -52,18 +53,19 @@ def local_gateway(
     install_code: str,
     tls_verify: bool | None = None,
     tls_fingerprint: str = "",
+    api: str = "",
 ) -> Gateway:
     """A gateway on the household's network: HTTP Basic `cloud_id:install_code`.
 
     An EAGLE-3 serves HTTPS with a self-signed certificate, so an https:// address is not
     verified against the CA store unless asked (tls_verify) or pinned (tls_fingerprint)."""
-    url = gateway_url(address)
+    url = gateway_url(address, api)
     ssl: bool | aiohttp.Fingerprint = True
     if url.startswith("https://"):
         pinned = aiohttp.Fingerprint(bytes.fromhex(tls_fingerprint)) if tls_fingerprint else None
         ssl = pinned or bool(tls_verify)
     auth = aiohttp.encode_basic_auth(cloud_id, install_code)
-    return Gateway(cloud_id, protocol, url, {"Authorization": auth}, ssl)
+    return Gateway(cloud_id, protocol, url, {"Authorization": auth}, ssl, api)
 
 
 def gateway_for(record: DeviceRecord, secret: str, relay_url: str, relay_tls_verify: bool) -> Gateway:
@@ -72,5 +74,11 @@ def gateway_for(record: DeviceRecord, secret: str, relay_url: str, relay_tls_ver
         verify = relay_tls_verify if record.tls_verify is None else record.tls_verify
         return cloud_gateway(record.cloud_id, record.user_email, secret, relay_url, verify)
     return local_gateway(
-        record.cloud_id, record.protocol, record.address, secret, record.tls_verify, record.tls_fingerprint
+        record.cloud_id,
+        record.protocol,
+        record.address,
+        secret,
+        record.tls_verify,
+        record.tls_fingerprint,
+        record.api,
     )

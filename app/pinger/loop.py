@@ -216,7 +216,7 @@ class Pinger:
         began = loop.time()
         stats.lateness_s.append(max(0.0, began - target))
         gateway = state.gateway
-        client = self.clients.for_protocol(gateway.protocol)
+        client = self.clients.for_protocol(gateway.protocol, gateway.api)
         stats.protocols[gateway.protocol] += 1
         try:
             wanted = self.cadence.wanted(state, self.clock())

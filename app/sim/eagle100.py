@@ -159,3 +159,41 @@ def network_fields(device: SimDevice, at: float) -> dict[str, str]:
         "DateCode": "2013103023220630",
         "Status": "Connected",
     }
+
+
+# --- the LocalCommand API (/cgi-bin/cgi_manager): flat JSON of decimal strings, local times ----
+
+
+def cgi_device_list(device: SimDevice) -> dict[str, str]:
+    return {"num_devices": "1", "device_mac_id[0]": f"0x{device.meter_mac_id:016x}",
+            "device_name[0]": "Power Meter", "device_model_id[0]": "electric_meter",
+            "device_status[0]": "Connected"}  # fmt: skip
+
+
+def cgi_timezone(device: SimDevice, now: float) -> dict[str, str]:
+    """The gateway's local time and UTC (it keeps its household's zone)."""
+    local = int(now) + device.tz_offset_h * 3600
+    return {"timezone_localTime": str(local), "timezone_utcTime": str(int(now)),
+            "timezone_name": f"UTC{device.tz_offset_h:+d}"}  # fmt: skip
+
+
+def cgi_settings(device: SimDevice, now: float) -> dict[str, str]:
+    return {"model_id": "Z109-EAGLE", "fw_version": firmware(device, now), "hw_version": "1.2.3",
+            "device_mac_id": f"0x{device.device_mac_id:016x}"}  # fmt: skip
+
+
+def cgi_usage(
+    device: SimDevice, reading: SimReading, energy: EnergyMeter, meter_gone: bool
+) -> dict[str, str]:
+    """get_usage_data: demand in kW, its time in the gateway's local time, totals, price."""
+    delivered, received = energy.registers(device, reading.number)
+    tariff = tariff_at(device, reading.timestamp + Y2K_EPOCH)
+    local = reading.timestamp + Y2K_EPOCH + device.tz_offset_h * 3600
+    if reading.timestamp == 0xFFFFFFFF:  # no time
+        local = 0
+    return {
+        "demand": f"{reading.demand_w / 1000:.4f}", "demand_units": "kW", "demand_timestamp": str(local),
+        "summation_delivered": f"{delivered / 1000:.3f}", "summation_received": f"{received / 1000:.3f}",
+        "summation_units": "kWh", "meter_status": "Rejoining" if meter_gone else "Connected",
+        "price": f"{tariff.price:.4f}" if device.has_price else "-1.0000", "price_units": "840",
+    }  # fmt: skip

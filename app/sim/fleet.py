@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import random
@@ -10,6 +11,8 @@ from typing import Any
 
 from app.devices import CLOUD, LOCAL_PROTOCOLS, PROTOCOLS
 from app.errors import ValidationError
+
+CGI = "eagle100-cgi"  # in a mix: an eagle100-local gateway speaking only cgi_manager
 
 DEFAULT_MIX = {CLOUD: 100}
 
@@ -40,9 +43,8 @@ class SimDevice:
     wraps_negative: bool = False  # negative demand as an unsigned 32-bit count of watts
     renamed_variables: bool = False  # zigbee:Currency / RateLabel instead of PriceCurrency / PriceRateLabel
     push_key: str = field(default="", repr=False)  # a push device's key
-    push_dialect: str = (
-        "eagle100-xml"  # what a push device uploads: eagle100-xml, eagle200-json, eagle200-xml
-    )
+    push_dialect: str = "eagle100-xml"  # eagle100-xml, eagle200-json, eagle200-xml, eagle200-xml-simple
+    api: str = ""  # an eagle100-local gateway that speaks only cgi_manager (--protocols eagle100-cgi=N)
 
     @property
     def user_price(self) -> bool:
@@ -76,13 +78,14 @@ class SimDevice:
                 "user_pw": self.password,
                 "protocol": self.protocol,
             }
-        return {
+        line = {
             "cloud_id": self.cloud_id,
             "protocol": self.protocol,
             "address": address,
             "install_code": self.install_code,
             "user_email": self.user_email,
         }
+        return {**line, "api": self.api} if self.api else line
 
 
 def parse_mix(spec: str) -> dict[str, int]:
@@ -90,8 +93,8 @@ def parse_mix(spec: str) -> dict[str, int]:
     mix: dict[str, int] = {}
     for part in spec.split(","):
         name, _, share = part.strip().partition("=")
-        if name not in PROTOCOLS:
-            raise ValidationError(f"--protocols: {name!r} is not one of {', '.join(PROTOCOLS)}.")
+        if name not in (*PROTOCOLS, CGI):
+            raise ValidationError(f"--protocols: {name!r} is not one of {', '.join((*PROTOCOLS, CGI))}.")
         if not share.isdigit() or int(share) < 0:
             raise ValidationError(f"--protocols: the share of {name} must be a whole number, as {name}=30.")
         mix[name] = int(share)
@@ -125,7 +128,19 @@ def build_fleet(count: int, seed: int, mix: dict[str, int] | None = None) -> lis
     return [_device(i, ids[i], seed, rng, protocols[i]) for i in range(count)]
 
 
+def _dialect(number: int, drawn: str) -> str:
+    """What a push device uploads; about one in eleven uses the EAGLE-200's XML:Simple format
+    (chosen by cloud_id after the draw, so that the other devices keep theirs)."""
+    return "eagle200-xml-simple" if number % 11 == 5 else drawn
+
+
+def _cgi(device: SimDevice) -> SimDevice:
+    return dataclasses.replace(device, protocol="eagle100-local", api="cgi_manager")
+
+
 def _device(index: int, number: int, seed: int, rng: random.Random, protocol: str) -> SimDevice:
+    if protocol == CGI:
+        return _cgi(_device(index, number, seed, rng, "eagle100-local"))
     cloud_id = f"{number:06x}"
     secret = hmac.new(str(seed).encode(), cloud_id.encode(), hashlib.sha256).hexdigest()
     kind = rng.random()
@@ -153,5 +168,5 @@ def _device(index: int, number: int, seed: int, rng: random.Random, protocol: st
         wraps_negative=bool(solar_w) and quirks.random() < 0.6,
         renamed_variables=quirks.random() < 0.3,
         push_key=f"sim-{secret[32:64]}",
-        push_dialect=quirks.choice(("eagle100-xml", "eagle200-json", "eagle200-xml")),
+        push_dialect=_dialect(number, quirks.choice(("eagle100-xml", "eagle200-json", "eagle200-xml"))),
     )

@@ -170,6 +170,12 @@ class Simulator:
         if error and error not in TIME_FAULTS:
             return await self._fault_reply(request, error, device)
         agent = request.headers.get("User-Agent", "")
+        cgi = request.path.endswith("/cgi_manager")
+        if cgi != (device.api == "cgi_manager"):  # a gateway serves the API it speaks
+            self.stats["wrong_api"] += 1
+            return web.Response(status=404, text="Not Found", content_type=HTML)
+        if cgi:
+            return self._cgi(device, body, agent, error)
         if device.protocol == "eagle200-local":
             return self._eagle200(device, body, agent, error)
         return self._eagle100(device, body, agent, error)
@@ -261,6 +267,29 @@ class Simulator:
             return _error(f"Unknown command {command or '(none)'}")
         self.stats["ok"] += 1
         return web.Response(body=eagle100.render(root, fields, as_json), content_type=HTML)
+
+    def _cgi(self, device: SimDevice, body: bytes, agent: str, time_fault: str | None = None) -> web.Response:
+        """The EAGLE-100's LocalCommand API: flat JSON of decimal strings, local times."""
+        match = _NAME_RE.search(body)
+        command = match.group(1).decode().lower() if match else ""
+        reading = self._reading(device, time_fault)
+        now = self.clock()
+        if command == "get_device_list":
+            reply = eagle100.cgi_device_list(device)
+        elif command == "get_timezone":
+            reply = eagle100.cgi_timezone(device, now)
+        elif command == "get_setting_data":
+            reply = eagle100.cgi_settings(device, now)
+        elif command == "get_usage_data":
+            reply = eagle100.cgi_usage(device, reading, self.energy, time_fault == "meter_offline")
+            if self.recording and not time_fault:
+                self._record(device, reading)
+                self._polled(device, agent)
+        else:
+            self.stats["unknown_command"] += 1
+            return web.Response(status=400, text=f"Unknown command {command or '(none)'}", content_type=HTML)
+        self.stats["ok"] += 1
+        return web.Response(body=orjson.dumps(reply), content_type=HTML)
 
     def _eagle200(
         self, device: SimDevice, body: bytes, agent: str, time_fault: str | None = None
@@ -373,6 +402,7 @@ class Simulator:
 def make_app(sim: Simulator) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app.router.add_post("/cgi-bin/post_manager", sim.post_manager)
+    app.router.add_post("/cgi-bin/cgi_manager", sim.post_manager)  # Basic auth: a local EAGLE-100
     app.router.add_get("/control/faults", sim.get_faults)
     app.router.add_put("/control/faults", sim.put_faults)
     app.router.add_delete("/control/faults", sim.delete_faults)

@@ -155,6 +155,8 @@ class Uploaders:
             kinds.append("price")
         if device.push_dialect == "eagle200-json":
             return self._json(device, reading, at, kinds, made)
+        if device.push_dialect == "eagle200-xml-simple":
+            return _xml_simple(self._json(device, reading, at, kinds, made))
         # RFA XML: one fragment per POST; the extra kinds ride in the next uploads' place
         kind = kinds[-1] if len(kinds) > 1 and made % 2 else "demand"
         return self._xml(device, reading, at, kind)
@@ -218,3 +220,36 @@ class Uploaders:
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+
+
+_VARIABLES = {  # a JSON report's data → the XML:Simple variables of the same values
+    "InstantaneousDemand": (("demand", "zigbee:InstantaneousDemand"),),
+    "CurrentSummation": (("summationDelivered", "zigbee:CurrentSummationDelivered"),
+                         ("summationReceived", "zigbee:CurrentSummationReceived")),
+    "Price": (("price", "zigbee:Price"), ("PriceTier", "zigbee:PriceTier"),
+              ("PriceRateLabel", "zigbee:RateLabel")),
+    "Message": (("text", "zigbee:Message"),),
+}  # fmt: skip
+
+
+def _xml_simple(made: Body) -> Body:
+    """The same batch as the EAGLE-200's XML:Simple uploader format sends it (app.push.dialects)."""
+    doc = orjson.loads(made.data)
+    reports = []
+    for r in doc["body"]:
+        variables = "".join(
+            f"<Variable><Name>{name}</Name><Value>{r['data'][key]}</Value></Variable>"
+            for key, name in _VARIABLES.get(r["dataType"], ())
+            if key in r["data"]
+        )
+        if r["dataType"] == "Price":
+            variables += "<Variable><Name>zigbee:PriceCurrency</Name><Value>USD</Value></Variable>"
+        reports.append(
+            f"<Report><SubdeviceGuid>{r['subdeviceGuid']}</SubdeviceGuid><ComponentId>all</ComponentId>"
+            f"<Timestamp>{int(r['timestamp']) // 1000}</Timestamp><Variables>{variables}</Variables></Report>"
+        )
+    body = (
+        f'<?xml version="1.0"?><XmlSimple version="2.0"><DeviceGuid>{doc["deviceGuid"]}</DeviceGuid>'
+        f"<Timestamp>{int(doc['timestamp']) // 1000}</Timestamp>{''.join(reports)}</XmlSimple>"
+    )
+    return Body(body.encode(), "text/xml", made.readings)

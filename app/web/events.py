@@ -64,7 +64,7 @@ class EventHandler(BaseHandler):
             # requests overlap, so ask it half an interval away from the pinger's turn
             await asyncio.sleep(between_polls_s(cloud_id, settings.poll_interval_s, time.time()))
         try:
-            readings = await self.ctx.client.for_protocol(record.protocol).poll(
+            readings = await self.ctx.client.for_protocol(record.protocol, record.api).poll(
                 gateway, frozenset(["demand"])
             )
         except DeviceTimeout as exc:
