@@ -4,7 +4,7 @@ LocalCommand API) instead of the REST commands: `eagle100-local` with `api: "cgi
 One `get_usage_data` gives demand, summation and price at once. The meter's MAC (from
 `get_device_list`) and the gateway's UTC offset (from `get_timezone`: its times are local) are
 asked once and kept, the offset for an hour (clocks change). Same pacing and errors as the REST
-client: the request funnel is `Eagle100Client._request`.
+client, through the same request funnel (it is an `Eagle100Client`).
 """
 
 from __future__ import annotations
