@@ -144,3 +144,49 @@ def users_list(active: bool | None, status: str | None, as_json: bool) -> None:
             f"{r.total_events_logged:>8}  {r.consecutive_failures:>8}  {r.user_email:<32} {r.last_error}"
         )
     click.echo(f"{len(records)} devices")
+
+
+@users.command("check")
+@click.argument("cloud_id")
+@click.option("--json", "as_json", is_flag=True, help="What was found as JSON, beside the sentence.")
+def users_check(cloud_id: str, as_json: bool) -> None:
+    """Ask the gateway CLOUD_ID once with its stored credentials and say what came back: reachable,
+    credentials accepted, model and firmware, which API, the meter and its link, a reading.
+    Exits 1 when it could not be read.
+
+    Example: rainforest users check 00ce69
+    """
+    from app.check import check
+    from app.devices import normalize_cloud_id
+    from app.eagle.client import Clients, new_session
+    from app.store import Store
+
+    settings = settings_from_env()
+    vault = vault_for(settings)
+    try:
+        cid = normalize_cloud_id(cloud_id)
+    except ValidationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    async def go() -> Any:
+        store = Store.from_url(settings.redis_url)
+        session = new_session(4, settings.eagle_tls_verify)
+        try:
+            record = await store.devices.get_device(cid)
+            if record is None:
+                raise click.ClickException(
+                    f"no device {cid} is registered; `rainforest users list` shows them."
+                )
+            secret = vault.decrypt(record.encrypted_secret) if record.encrypted_secret else ""
+            clients = Clients(session, settings.poll_timeout_s * 3, settings.local_request_gap_s)
+            return await check(record, secret, clients, settings)
+        finally:
+            await session.close()
+            await store.close()
+
+    checked = run_async(go())
+    click.echo(checked.sentence)
+    if as_json:
+        click.echo(orjson.dumps(checked.public()).decode())
+    if not checked.ok:
+        raise SystemExit(1)

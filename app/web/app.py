@@ -38,7 +38,7 @@ from app.web.base import BaseHandler, NotFoundHandler
 from app.web.carts import CartHandler, CartsHandler
 from app.web.completeness import CompletenessHandler
 from app.web.context import Context, Metrics
-from app.web.devices import DeviceApiHandler, DeviceListApiHandler
+from app.web.devices import DeviceApiHandler, DeviceCheckApiHandler, DeviceListApiHandler
 from app.web.events import EventHandler
 from app.web.fleet_view import FleetRow, Snapshot, rows
 from app.web.health import HealthHandler, MetricsHandler
@@ -142,6 +142,7 @@ def make_app(
         (rf"/api/event/{CLOUD_ID_SEGMENT}", EventHandler),
         (r"/api/users/?", DeviceListApiHandler),
         (rf"/api/users/{CLOUD_ID_SEGMENT}", DeviceApiHandler),
+        (rf"/api/users/{CLOUD_ID_SEGMENT}/check", DeviceCheckApiHandler),
         (rf"/api/users/{CLOUD_ID_SEGMENT}/completeness", CompletenessHandler),
         (rf"/api/users/{CLOUD_ID_SEGMENT}/readings", ReadingsHandler),
         (r"/api/alerts/?", AlertsApiHandler),

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from app import health
+from app.check import check
 from app.devices import CLOUD, DeviceInput, normalize_cloud_id
 from app.devices import DeviceRecord as Record
 from app.eagle.reach import ReachPolicy
@@ -123,3 +124,18 @@ def _bool(raw: str) -> bool:
     if raw not in ("true", "false"):
         raise ApiError(400, "bad_parameter", "active must be true or false.")
     return raw == "true"
+
+
+class DeviceCheckApiHandler(BaseHandler):
+    route = "/api/users/{cloud_id}/check"
+
+    async def post(self, raw_id: str) -> None:
+        """Ask the gateway once with its stored credentials; what it said, in one sentence."""
+        cloud_id = cloud_id_from_path(raw_id)
+        self.query(set())
+        record = await self.device(cloud_id)
+        if record is None:
+            raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
+        secret = self.ctx.vault.decrypt(record.encrypted_secret) if record.encrypted_secret else ""
+        checked = await check(record, secret, self.ctx.client, self.ctx.settings)
+        self.send_json(checked.public())
