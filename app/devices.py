@@ -341,6 +341,21 @@ class DeviceRecord:
         return orjson.loads(self.crawl_json) if self.crawl_json else None
 
     @functools.cached_property
+    def clock_offset_s(self) -> float | None:
+        """How far the gateway's clock is behind ours (negative: ahead), by its last reading:
+        when it reached us less the time the gateway stamped on it. None without a timed one."""
+        if not self.last_reading:
+            return None
+        try:
+            line = orjson.loads(self.last_reading)
+        except orjson.JSONDecodeError:
+            return None
+        polled, stamped = line.get("polled_at"), line.get("device_time") if isinstance(line, dict) else None
+        if not isinstance(polled, int | float) or not isinstance(stamped, int | float):
+            return None
+        return round(float(polled) - float(stamped), 1)
+
+    @functools.cached_property
     def last_kw(self) -> float | None:
         """The last demand reading's kW (negative: exporting)."""
         return _last_kw(self.last_reading)
@@ -402,6 +417,7 @@ class DeviceRecord:
             "consecutive_failures": self.consecutive_failures,
             "last_error": self.last_error,
             "last_success_at": self.last_success_at,
+            "clock_offset_s": self.clock_offset_s,
             "archived_hours": self.archived_hours,
             "last_archived_hour": self.last_archived_hour,
             "last_backfill": self.last_backfill,

@@ -11,18 +11,28 @@ the push writer and the push route.
 
 from __future__ import annotations
 
+import dataclasses
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 
+from app.commands.ops import clock_words
+from app.credentials import Vault
+from app.devices import DeviceInput
 from app.eagle.parse import parse_history, parse_price
 from app.eagle.parse200 import parse_device_query
 from app.eagle.readings import plausible_time
 from app.errors import DeviceMeterOffline
 from app.lines import read as read_lines
+from app.pinger.loop import Pinger
 from app.push.dialects import BadUpload, parse_upload
 from app.push.writer import PushWriter
+from app.settings import Settings
+from app.store import PollUpdate, Store
+from tests.clocked_sim import clocked_sim
 from tests.conftest import FIXTURES
 
 NOW = 1_800_000_000.0
@@ -106,3 +116,91 @@ def test_what_varies_between_gateways_is_read_not_refused() -> None:
     assert upload.ignored == ["ReadAttributesResponse is nested: not kept"]
     with pytest.raises(DeviceMeterOffline, match="every value its meter reported is empty"):
         parse_device_query((FIXTURES / "eagle200" / "query_all_empty.xml").read_bytes())
+
+
+async def test_a_new_meter_is_an_event_and_its_lower_total_no_reset(
+    make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    """The simulator swaps a gateway's meter mid-run (as a utility does): the pinger keeps the
+    change in the device's crawl history and marks the first summation from the new meter
+    `meter_changed`, not a reset; a total that falls on the same meter is `meter_reset`."""
+    quick = {
+        "poll_interval_s": 6.0,
+        "poll_timeout_s": 2.0,
+        "local_request_gap_s": 0.0,
+        "summation_interval_s": 6.0,
+    }
+    async with clocked_sim(1, {"eagle100-cloud": 1}, start=time.time() - 600) as cs:
+        settings = make_settings(redis_url, cs.relay_url, **quick)
+        await cs.register(settings)
+        cid = cs.sim.fleet[0].cloud_id
+        pinger = Pinger.create(settings, clock=cs.clock, monotonic=cs.clock)
+        store = Store.from_url(redis_url)
+        try:
+            await pinger.fleet.resync()
+
+            async def polls(n: int) -> None:
+                for _ in range(n):
+                    await pinger.ownership.renew()
+                    await pinger.poll_once(spread=False)
+                    cs.clock.now += 6.0
+
+            await polls(3)
+            swapped = dataclasses.replace(cs.sim.fleet[0], meter_mac_id=0x0007810000ABCDEF)
+            cs.sim.fleet[0] = cs.sim.by_id[cid] = swapped
+            await polls(3)
+            await pinger.lifetime.drain()
+            history = await store.crawls.crawl_history(cid)
+        finally:
+            await pinger.close()
+            await store.close()
+    events = [h for h in history if h.get("event")]
+    assert (
+        len(events) == 1
+        and events[0]["event"].endswith("→ 0x0007810000abcdef")
+        and events[0]["changed"] == ["meter"]
+    )
+    sums = [
+        r
+        for p in sorted(settings.logs_dir.glob("*/*.jl"))
+        for r in read_lines(p).records
+        if r["kind"] == "summation"
+    ]
+    assert [r.get("meter_changed", False) for r in sums].count(True) == 1
+    assert not any(r.get("meter_reset") for r in sums)
+
+
+def test_a_total_that_falls_on_the_same_meter_is_a_reset_on_another_a_change() -> None:
+    from app.pinger.fleet import DeviceState
+    from app.pinger.recorder import mark_summation
+
+    state = DeviceState.__new__(DeviceState)
+    state.last_summation = None
+    lines = [{"MeterMacId": m, "delivered_kwh": kwh} for m, kwh in ((1, 50.0), (1, 51.0), (1, 0.4), (2, 0.1))]
+    for line in lines:
+        mark_summation(state, line)  # type: ignore[arg-type]
+    assert [(x.get("meter_reset", False), x.get("meter_changed", False)) for x in lines] == [
+        (False, False), (False, False), (True, False), (False, True),
+    ]  # fmt: skip
+
+
+async def test_a_gateway_clock_85_minutes_behind_is_kept_as_said_and_shown(
+    redis_url: str, secret_key: str
+) -> None:
+    """A reading stamped 85 minutes before it reached us (the field notes' skew) is written with
+    the gateway's own time, and the device's record says how far its clock is behind."""
+    upload = parse_upload((FIXTURES / "push" / "eagle100_price.xml").read_bytes(), NOW)
+    assert upload.readings and plausible_time(int(NOW) - 85 * 60, NOW)
+    store = Store.from_url(redis_url)
+    try:
+        line = {"cloud_id": "0c1f00", "polled_at": NOW, "device_time": int(NOW) - 85 * 60, "kind": "demand"}
+        await store.devices.save_device(
+            DeviceInput.from_mapping({"cloud_id": "0c1f00", "protocol": "push"}), Vault(secret_key)
+        )
+        await store.devices.record_polls([PollUpdate("0c1f00", last_reading=orjson.dumps(line).decode())])
+        record = await store.devices.get_device("0c1f00")
+    finally:
+        await store.close()
+    assert record is not None and record.clock_offset_s == 5100.0
+    assert record.public()["clock_offset_s"] == 5100.0
+    assert clock_words(record.clock_offset_s) == "  gateway clock 85 min behind" and clock_words(-30.0) == ""

@@ -156,18 +156,23 @@ def completeness(since: str, below: float | None, device: str | None, limit: int
     now = time.time()
     hours = [h.number for h in hours_between(now - age, Hour.at(now).end)]
 
-    async def go() -> list[dict[str, Any]]:
+    async def go() -> tuple[list[dict[str, Any]], dict[str, float | None]]:
         store = Store.from_url(settings.redis_url)
         try:
             rows = []
             for hour in hours:
                 ids = [only] if only else await store.completeness.completeness_devices(hour)
                 rows += await store.completeness.completeness(ids, [hour])
-            return rows
+            records = await store.devices.load_devices(sorted({r["cloud_id"] for r in rows}))
+            return rows, {r.cloud_id: r.clock_offset_s for r in records}
         finally:
             await store.close()
 
-    rows = [{"cloud_id": r["cloud_id"], **public_row(r)} for r in run_async(go())]
+    found, clocks = run_async(go())
+    rows = [
+        {"cloud_id": r["cloud_id"], **public_row(r), "clock_offset_s": clocks.get(r["cloud_id"])}
+        for r in found
+    ]
     if below is not None:
         rows = [r for r in rows if r["percent"] is not None and r["percent"] < below]
     rows.sort(key=lambda r: (r["percent"] if r["percent"] is not None else 101.0, r["readings"]))
@@ -180,6 +185,7 @@ def completeness(since: str, below: float | None, device: str | None, limit: int
             f"{row['hour']}  {row['cloud_id']}  {pct:>8}  ok {row['ok']:>4}/{row['scheduled']:<4}  "
             f"readings {row['readings']:>4}  longest gap {row['longest_gap_s']:>6.0f} s"
             + (f"  duplicates {row['duplicates']}" if row["duplicates"] else "")
+            + clock_words(row["clock_offset_s"])
         )
     if not as_json:
         click.echo(f"{min(len(rows), limit)} of {len(rows)} device-hours in the last {since}")
@@ -254,3 +260,10 @@ def rescue_cmd(files: tuple[Path, ...], keep: bool) -> None:
         )
         if not keep and not counts["unreadable"]:
             path.unlink()
+
+
+def clock_words(offset_s: float | None) -> str:
+    """A gateway clock a minute or more off ours, as the completeness table says it."""
+    if offset_s is None or abs(offset_s) < 60:
+        return ""
+    return f"  gateway clock {abs(offset_s) / 60:.0f} min {'behind' if offset_s > 0 else 'ahead'}"

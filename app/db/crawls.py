@@ -18,13 +18,17 @@ class Crawls:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
 
-    async def record_crawl(self, cloud_id: str, crawl: dict[str, Any], keep: int) -> list[str]:
-        """Keep a crawl (newest first, `keep` of them) and what changed since the last; returns that."""
+    async def record_crawl(
+        self, cloud_id: str, crawl: dict[str, Any], keep: int, changed: list[str] | None = None
+    ) -> list[str]:
+        """Keep a crawl (newest first, `keep` of them) and what changed since the last (or what the
+        caller knows changed); returns that."""
         async with translated(f"record a crawl of {cloud_id}"):
             previous = await aw(self.redis.hget(keys.device(cloud_id), "crawl"))
             before = orjson.loads(previous) if previous else {}
             fields = crawl.get("fields", {})
-            changed = sorted(k for k in fields if before and before.get(k) != fields[k])
+            if changed is None:
+                changed = sorted(k for k in fields if before and before.get(k) != fields[k])
             entry = {**crawl, "changed": changed}
             async with self.redis.pipeline(transaction=True) as pipe:
                 if fields:  # a failed crawl keeps the last good description on the record
@@ -33,6 +37,15 @@ class Crawls:
                 pipe.ltrim(keys.crawls(cloud_id), 0, keep - 1)
                 await pipe.execute()
         return changed
+
+    async def record_meter_change(self, cloud_id: str, at: float, old: str, new: str, keep: int) -> None:
+        """A gateway's readings came from another meter (a swap, a move): an event in its crawl
+        history, its description kept with the new meter."""
+        async with translated(f"record a meter change of {cloud_id}"):
+            previous = await aw(self.redis.hget(keys.device(cloud_id), "crawl"))
+        fields = {**(orjson.loads(previous) if previous else {}), "meter": new}
+        entry = {"at": round(at, 3), "fields": fields, "event": f"meter {old} → {new}"}
+        await self.record_crawl(cloud_id, entry, keep, changed=["meter"])
 
     async def want_crawl(self, cloud_id: str) -> None:
         async with translated(f"ask for a crawl of {cloud_id}"):

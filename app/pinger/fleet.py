@@ -39,6 +39,8 @@ class DeviceState:
     seen: Seen = field(default_factory=lambda: Seen(recent=PINGER_RECENT))  # the rule of app.lines
     last_kw: float | None = None  # its value (for the fleet's total demand)
     last_keys: dict[str, tuple[object, ...]] = field(default_factory=dict)  # summation/price: last line's key
+    meter: int | None = None  # the MeterMacId its readings came with, last time (a change is an event)
+    last_summation: tuple[int, float] | None = None  # (meter, delivered kWh) of the last summation line
     recovered: bool = False  # last readings checked against the files on disk
     last_error_kind: str = ""
     in_flight: bool = False

@@ -26,7 +26,7 @@ from app.eagle.client import Clients, GatewayClient, new_session
 from app.eagle.gateway import Gateway, gateway_for
 from app.eagle.readings import Reading, Readings, plausible_time
 from app.erasure.local import LocalSweep
-from app.errors import DeviceBadReply, DeviceError
+from app.errors import DeviceBadReply, DeviceError, StoreError
 from app.health import ACTIONS, Thresholds
 from app.heartbeat import Heartbeat, process_id
 from app.hourly import HourlyWriter
@@ -279,6 +279,7 @@ class Pinger:
         if state.enrolment is not None and not state.enrolment.covers(polled_at):
             return  # the answer came after the consent window closed: nothing of it is kept
         demand, summation, price = readings.demand, readings.summation, readings.price
+        self._meter(cid, state, demand or summation or price, polled_at)
         if demand is not None and not self._plausible(cid, demand, polled_at, stats):
             demand = None
         if summation is not None and not self._plausible(cid, summation, polled_at, stats):
@@ -308,6 +309,26 @@ class Pinger:
                     stats.summations += 1
                 else:
                     stats.prices += 1
+
+    def _meter(self, cid: str, state: DeviceState, reading: Reading | None, polled_at: float) -> None:
+        """A reading from another meter than the last (a swap, a move) is an event on the device:
+        said once, kept in its crawl history (and so on its page)."""
+        meter = getattr(reading, "meter_mac_id", 0) if reading is not None else 0
+        if not meter:
+            return
+        old, state.meter = state.meter, meter
+        if old is None or old == meter:
+            return
+        before, after = f"0x{old:016x}", f"0x{meter:016x}"
+        log.warning("the gateway's meter changed", extra={"cloud_id": cid, "from": before, "to": after})
+        keep = self.settings.crawl_history
+        self.lifetime.spawn(self._note_meter(cid, polled_at, before, after, keep))
+
+    async def _note_meter(self, cid: str, at: float, before: str, after: str, keep: int) -> None:
+        try:
+            await self.store.crawls.record_meter_change(cid, at, before, after, keep)
+        except StoreError as exc:
+            log.warning("a meter change not kept", extra={"cloud_id": cid, "reason": str(exc)})
 
     def _plausible(self, cid: str, reading: Reading, polled_at: float, stats: CycleStats) -> bool:
         """Is the reading's own time to be believed? When not, it is counted and said once."""

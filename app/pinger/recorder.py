@@ -70,6 +70,8 @@ class Recorder:
     def extra(self, cid: str, state: DeviceState, reading: Summation | Price, polled_at: float) -> bool:
         """A summation or price line, only when its time or value changed; True if written."""
         record = reading.record(cid, polled_at, state.gateway.protocol)
+        if reading.kind == "summation":
+            mark_summation(state, record)
         key = capture.line_key(record)
         if state.last_keys.get(reading.kind) == key:
             return False
@@ -113,3 +115,17 @@ class Recorder:
             if kind in found:
                 state.last_keys.setdefault(kind, capture.line_key(found[kind]))
         state.recovered = True
+
+
+def mark_summation(state: DeviceState, record: dict[str, object]) -> None:
+    """Registers only rise: a total lower than the last one from the same meter is a meter reset
+    (`meter_reset`), from another meter a change of meter (`meter_changed`), never a reset."""
+    meter, delivered = record.get("MeterMacId"), record.get("delivered_kwh")
+    if not isinstance(meter, int) or not isinstance(delivered, int | float):
+        return
+    last = state.last_summation
+    if last is not None and last[0] != meter:
+        record["meter_changed"] = True
+    elif last is not None and delivered < last[1]:
+        record["meter_reset"] = True
+    state.last_summation = (meter, float(delivered))

@@ -155,6 +155,7 @@ SCHEMAS: dict[str, Any] = {
             "total_events_logged": {"type": "integer"}, "first_timestamp": NULLABLE_NUMBER,
             "last_timestamp": NULLABLE_NUMBER, "consecutive_failures": {"type": "integer"},
             "last_error": {"type": "string"}, "last_success_at": NULLABLE_NUMBER,
+            "clock_offset_s": {**NULLABLE_NUMBER, "description": "how far the gateway's clock is behind ours (negative: ahead), by its last reading"},
             "archived_hours": {"type": "integer"}, "last_archived_hour": {"type": "string", "nullable": True},
             "outcome": {"type": "string", "enum": ["created", "updated", "unchanged"]},
             "owner": {"type": "object", "nullable": True, "additionalProperties": False,
