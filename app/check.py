@@ -9,6 +9,7 @@ pinger's files and counters are its own).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,19 @@ def _api(record: DeviceRecord) -> str:
 
 
 async def check(record: DeviceRecord, secret: str, clients: Clients, settings: Settings) -> Checked:
-    """Ask the gateway once; what it said, as one sentence and as fields."""
+    """Ask the gateway once; what it said, as one sentence and as fields. An EAGLE-100 on the
+    household's network whose API was not given, and that has no REST API (404), is asked through
+    cgi_manager: when that answers, `found["detected_api"]` says so (the caller keeps it)."""
+    checked = await _ask(record, secret, clients, settings)
+    if record.protocol == "eagle100-local" and not record.api and "HTTP 404" in checked.sentence:
+        other = await _ask(dataclasses.replace(record, api="cgi_manager"), secret, clients, settings)
+        if other.ok:
+            other.found["detected_api"] = "cgi_manager"
+            return other
+    return checked
+
+
+async def _ask(record: DeviceRecord, secret: str, clients: Clients, settings: Settings) -> Checked:
     cid = record.cloud_id
     if record.protocol == PUSH:
         return Checked(False, f"{cid} is a push device: it is not asked, it uploads (see its last upload).")

@@ -69,5 +69,13 @@ def test_a_check_says_what_the_gateway_is_or_why_not(
         h = {"Authorization": f"Bearer {token}"}
         got = requests.post(f"{server.url}/api/users/{cgi}/check", headers=h, timeout=60)
         assert got.status_code == 200 and got.json()["ok"] is True and got.json()["meter"].startswith("0x")
+        # registered without its API, with a check: found on cgi_manager, and kept
+        line = {k: v for k, v in users[cgi].items() if k not in ("api", "cloud_id")}
+        made = requests.post(
+            f"{server.url}/api/users/{cgi}", json={**line, "check": True}, headers=h, timeout=60
+        )
+        assert made.status_code == 200 and made.json()["check"]["detected_api"] == "cgi_manager", made.json()
+        again = requests.get(f"{server.url}/api/users/{cgi}", headers=h, timeout=10).json()
+        assert again["api"] == "cgi_manager"
     finally:
         server.stop()

@@ -179,7 +179,10 @@ def users_check(cloud_id: str, as_json: bool) -> None:
                 )
             secret = vault.decrypt(record.encrypted_secret) if record.encrypted_secret else ""
             clients = Clients(session, settings.poll_timeout_s * 3, settings.local_request_gap_s)
-            return await check(record, secret, clients, settings)
+            checked = await check(record, secret, clients, settings)
+            if checked.found.get("detected_api"):  # no REST API, and cgi_manager answered: kept
+                await store.devices.set_api(cid, checked.found["detected_api"])
+            return checked
         finally:
             await session.close()
             await store.close()

@@ -119,6 +119,13 @@ class Devices:
         created = await self.upsert_device(inp, vault)
         return Registered("created" if created else "updated", made_key)
 
+    async def set_api(self, cloud_id: str, api: str) -> None:
+        """An EAGLE-100's local API, as a check found it (pingers pick the change up at once)."""
+        async with translated(f"set the API of {cloud_id}"), self.redis.pipeline(transaction=True) as pipe:
+            pipe.eval(SET_IF_EXISTS, 1, keys.device(cloud_id), "api", api)
+            pipe.publish(keys.devices_changed(), cloud_id)
+            await pipe.execute()
+
     async def deactivate_device(self, cloud_id: str) -> bool:
         """Stop polling a device, keeping its record and data. False when it is unknown."""
         key = keys.device(cloud_id)

@@ -54,7 +54,9 @@ class DeviceApiHandler(BaseHandler):
     async def post(self, raw_id: str) -> None:
         cloud_id = cloud_id_from_path(raw_id)
         self.query(set())
-        inp = DeviceInput.from_mapping(self.json_body(), cloud_id=cloud_id)
+        body = self.json_body()
+        wants_check = isinstance(body, dict) and body.pop("check", False) is True
+        inp = DeviceInput.from_mapping(body, cloud_id=cloud_id)
         if self.token is not None and not self.token.deployment_wide and await self.device(cloud_id) is None:
             raise ApiError(
                 403,
@@ -67,6 +69,13 @@ class DeviceApiHandler(BaseHandler):
         answer = {**await self._answer(cloud_id), "outcome": saved.outcome}
         if saved.push_key:  # made for this device now: the only time it is shown
             answer["push_key"] = saved.push_key
+        if wants_check:  # asked for on create: the gateway asked once (app.check)
+            record = await self._record(cloud_id)
+            secret = self.ctx.vault.decrypt(record.encrypted_secret) if record.encrypted_secret else ""
+            checked = await check(record, secret, self.ctx.client, self.ctx.settings)
+            if checked.found.get("detected_api"):
+                await self.ctx.store.devices.set_api(cloud_id, checked.found["detected_api"])
+            answer["check"] = checked.public()
         self.send_json(answer, status=201 if saved.outcome == "created" else 200)
 
     async def delete(self, raw_id: str) -> None:
@@ -138,4 +147,6 @@ class DeviceCheckApiHandler(BaseHandler):
             raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
         secret = self.ctx.vault.decrypt(record.encrypted_secret) if record.encrypted_secret else ""
         checked = await check(record, secret, self.ctx.client, self.ctx.settings)
+        if checked.found.get("detected_api"):
+            await self.ctx.store.devices.set_api(cloud_id, checked.found["detected_api"])
         self.send_json(checked.public())
