@@ -24,6 +24,7 @@ class ImportReport:
     counts: Counter[str] = field(default_factory=Counter)
     problems: list[tuple[int, str]] = field(default_factory=list)
     push_keys: list[tuple[str, str]] = field(default_factory=list)  # (cloud_id, key) made now: shown once
+    saved: list[str] = field(default_factory=list)  # every cloud_id created, updated or unchanged
 
     @property
     def failed(self) -> int:
@@ -69,6 +70,7 @@ async def import_users(
                 continue
             saved = await store.devices.register(inp, vault)
             report.counts[saved.outcome] += 1
+            report.saved.append(inp.cloud_id)
             if saved.push_key:
                 report.push_keys.append((inp.cloud_id, saved.push_key))
             if study is not None:

@@ -9,7 +9,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
+import orjson
 import requests
 
 from app.credentials import Vault
@@ -21,7 +23,11 @@ from tests.test_pinger import register
 
 
 def test_a_check_says_what_the_gateway_is_or_why_not(
-    start_sim: Callable[..., Sim], redis_url: str, secret_key: str, make_settings: Callable[..., object]
+    start_sim: Callable[..., Sim],
+    redis_url: str,
+    secret_key: str,
+    make_settings: Callable[..., object],
+    tmp_path: Path,
 ) -> None:
     sim = start_sim(6, "--protocols", "eagle100-local=1,eagle100-cgi=1,eagle200-local=1")
     settings = make_settings(redis_url, sim.url)
@@ -59,6 +65,19 @@ def test_a_check_says_what_the_gateway_is_or_why_not(
     assert said[e200].returncode == 0 and "meter 0x" in said[e200].stdout, said[e200].stdout
     assert said[wrong].returncode == 1 and "refused the stored credentials" in said[wrong].stdout
     assert all(out.stdout.count("\n") == 1 for out in said.values()), "one sentence each"
+    # the import can check what it registers: the cgi_manager gateway, given without its api, is found
+    users_file = tmp_path / "fleet.jl"
+    users_file.write_bytes(orjson.dumps({k: v for k, v in users[cgi].items() if k != "api"}) + b"\n")
+    imported = subprocess.run(
+        [sys.executable, "-m", "app.cli", "users", "import", "--check", str(users_file)],
+        env={**env, "GATEWAY_ALLOW_NETWORKS": "127.0.0.0/8"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert imported.returncode == 0 and "through the local cgi_manager API" in imported.stdout, (
+        imported.stdout
+    )
     sim.set_faults({"devices": {rest: {"error": "offline"}}})
     off = rf(rest)
     assert off.returncode == 1 and "could not be reached through the local post_manager API" in off.stdout

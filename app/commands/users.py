@@ -23,7 +23,10 @@ def users() -> None:
 
 @users.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def users_import(file: Path) -> None:
+@click.option(
+    "--check", "then_check", is_flag=True, help="Then ask each polled gateway once (as `users check`)."
+)
+def users_import(file: Path, then_check: bool) -> None:
     """Create or update devices from FILE: one JSON object per line with cloud_id and either
     user_email and user_pw (eagle100-cloud, the default) or protocol, address and install_code
     (eagle100-local, eagle200-local); optional tls_verify, tls_fingerprint, active. Bad lines
@@ -41,7 +44,11 @@ def users_import(file: Path) -> None:
     async def go() -> Any:
         store = Store.from_url(settings.redis_url)
         try:
-            return await import_users(file, store, vault, ReachPolicy.from_settings(settings))
+            found = await import_users(file, store, vault, ReachPolicy.from_settings(settings))
+            if then_check:
+                for checked in await check_devices(store, settings, vault, found.saved):
+                    click.echo(checked.sentence)
+            return found
         finally:
             await store.close()
 
@@ -156,9 +163,7 @@ def users_check(cloud_id: str, as_json: bool) -> None:
 
     Example: rainforest users check 00ce69
     """
-    from app.check import check
     from app.devices import normalize_cloud_id
-    from app.eagle.client import Clients, new_session
     from app.store import Store
 
     settings = settings_from_env()
@@ -170,21 +175,14 @@ def users_check(cloud_id: str, as_json: bool) -> None:
 
     async def go() -> Any:
         store = Store.from_url(settings.redis_url)
-        session = new_session(4, settings.eagle_tls_verify)
         try:
-            record = await store.devices.get_device(cid)
-            if record is None:
+            if await store.devices.get_device(cid) is None:
                 raise click.ClickException(
                     f"no device {cid} is registered; `rainforest users list` shows them."
                 )
-            secret = vault.decrypt(record.encrypted_secret) if record.encrypted_secret else ""
-            clients = Clients(session, settings.poll_timeout_s * 3, settings.local_request_gap_s)
-            checked = await check(record, secret, clients, settings)
-            if checked.found.get("detected_api"):  # no REST API, and cgi_manager answered: kept
-                await store.devices.set_api(cid, checked.found["detected_api"])
+            (checked,) = await check_devices(store, settings, vault, [cid])
             return checked
         finally:
-            await session.close()
             await store.close()
 
     checked = run_async(go())
@@ -193,3 +191,32 @@ def users_check(cloud_id: str, as_json: bool) -> None:
         click.echo(orjson.dumps(checked.public()).decode())
     if not checked.ok:
         raise SystemExit(1)
+
+
+async def check_devices(store: Any, settings: Any, vault: Any, cloud_ids: list[str]) -> list[Any]:
+    """Each polled gateway asked once (app.check), eight at a time; an API a check found is kept."""
+    import asyncio
+
+    from app.check import check
+    from app.devices import PUSH
+    from app.eagle.client import Clients, new_session
+
+    records = [
+        r for r in await store.devices.load_devices(cloud_ids) if r.protocol != PUSH or len(cloud_ids) == 1
+    ]
+    session = new_session(16, settings.eagle_tls_verify)
+    clients = Clients(session, settings.poll_timeout_s * 3, settings.local_request_gap_s)
+    slots = asyncio.Semaphore(8)
+
+    async def one(record: Any) -> Any:
+        async with slots:
+            secret = vault.decrypt(record.encrypted_secret) if record.encrypted_secret else ""
+            checked = await check(record, secret, clients, settings)
+            if checked.found.get("detected_api"):  # no REST API, and cgi_manager answered: kept
+                await store.devices.set_api(record.cloud_id, checked.found["detected_api"])
+            return checked
+
+    try:
+        return list(await asyncio.gather(*(one(r) for r in records)))
+    finally:
+        await session.close()
