@@ -63,7 +63,7 @@ class Heartbeat:
 async def check(settings: Settings, kind: str, now: float | None = None) -> tuple[bool, str]:
     """Is a `kind` process on this host alive? (ok, one sentence)."""
     now = time.time() if now is None else now
-    store = Store.from_url(settings.redis_url, max_connections=2)
+    store = Store.for_settings(settings, max_connections=2)
     try:
         live = await store.processes.live_processes(kind, now - STALE_S)
     except StoreError as exc:

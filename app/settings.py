@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv import dotenv_values
@@ -30,7 +30,8 @@ GIB = 1024**3
 class Settings:
     """Typed, immutable configuration. Secrets are masked in `repr`."""
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)  # may hold an ACL password
+    redis_ca_file: str = ""  # PEM bundle of the CA that signed a rediss:// server's certificate
     data_dir: Path = Path("data")
     archive_url: str = ""
     s3_endpoint_url: str | None = None
@@ -119,8 +120,10 @@ class Settings:
     def _validate(self) -> None:
         if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(
-                f"REDIS_URL must start with redis://, rediss:// or unix://, got {self.redis_url!r}."
+                f"REDIS_URL must start with redis://, rediss:// or unix://, got {self.redis_where!r}."
             )
+        if self.redis_ca_file and not Path(self.redis_ca_file).is_file():
+            raise ConfigError(f"REDIS_CA_FILE names no file: {self.redis_ca_file!r}.")
         if urlsplit(self.eagle_cloud_url).scheme not in ("http", "https"):
             raise ConfigError(f"EAGLE_CLOUD_URL must be an http(s) URL, got {self.eagle_cloud_url!r}.")
         if urlsplit(self.archive_url).scheme not in ("file", "s3"):
@@ -223,6 +226,16 @@ class Settings:
     def logs_dir(self) -> Path:
         """DATA_DIR/logs: hourly `.jl` files in YYYY-MM-DD-HH/ folders, process logs in <process>/."""
         return self.data_dir / "logs"
+
+    @property
+    def redis_where(self) -> str:
+        """REDIS_URL without its password, for messages."""
+        parts = urlsplit(self.redis_url)
+        if parts.password is None:
+            return self.redis_url
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        netloc = user + (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests and subcommands' flags use this)."""

@@ -19,7 +19,7 @@ FORGET_S = 300.0  # a pinger whose lease lapsed this long ago, holding nothing, 
 async def gather(settings: Settings, now: float | None = None) -> dict[str, Any]:
     """Everything `status` shows, as data. `healthy` is False when a process kind has no live one."""
     now = time.time() if now is None else now
-    store = Store.from_url(settings.redis_url, max_connections=4)
+    store = Store.for_settings(settings, max_connections=4)
     try:
         processes = {
             kind: [

@@ -190,7 +190,7 @@ class AlertDaemon:
         self._stop.set()
 
     async def run(self) -> None:
-        store = Store.from_url(self.settings.redis_url, max_connections=8)
+        store = Store.for_settings(self.settings, max_connections=8)
         service = AlertService(store, self.settings)
         beat = Heartbeat(store, "alerts", lambda: {"routes": str(len(service.route_ids))})
         log.info("alerts running", extra={"every_s": self.settings.alert_eval_s, "routes": service.route_ids})

@@ -5,15 +5,18 @@ looks at it; the registry's claim makes it certain)."""
 from __future__ import annotations
 
 from saq import Queue
+from saq.queue.redis import RedisQueue
 
 from app import keys
 from app.settings import Settings
+from app.store import queue_client
 
 BUILD = "build_cart"
 
 
 def open_queue(settings: Settings) -> Queue:
-    return Queue.from_url(settings.redis_url, name=keys.cart_queue())
+    """The queue on the deployment's Redis (TLS and a private CA as the store has them)."""
+    return RedisQueue(queue_client(settings), name=keys.cart_queue())
 
 
 async def submit(queue: Queue, settings: Settings, cart_id: str, attempt: int) -> bool:

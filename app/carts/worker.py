@@ -56,7 +56,7 @@ class Cartd:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.store = Store.from_url(settings.redis_url, max_connections=20)
+        self.store = Store.for_settings(settings, max_connections=20)
         self.registry = CartRegistry(self.store.redis)
         self.queue = jobs.open_queue(settings)
         self.metrics = CartdMetrics()
@@ -146,7 +146,7 @@ class Cartd:
                 if down_since is None:
                     down_since = time.monotonic()
                     log.error(
-                        f"cannot reach Redis at {self.settings.redis_url}; cartd retries every "
+                        f"cannot reach Redis at {self.settings.redis_where}; cartd retries every "
                         f"{REDIS_RETRY_S:.0f} s",
                         extra={"reason": str(exc)},
                     )

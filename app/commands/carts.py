@@ -28,7 +28,7 @@ def _with_carts(action: Any) -> Any:
     settings = settings_from_env()
 
     async def go() -> Any:
-        store = Store.from_url(settings.redis_url, max_connections=4)
+        store = Store.for_settings(settings, max_connections=4)
         try:
             return await action(settings, CartRegistry(store.redis))
         finally:

@@ -68,7 +68,7 @@ def with_store(action: Callable[[Store, Settings], Awaitable[T]]) -> T:
     settings = settings_from_env()
 
     async def go() -> T:
-        store = Store.from_url(settings.redis_url)
+        store = Store.for_settings(settings)
         try:
             return await action(store, settings)
         finally:

@@ -157,7 +157,7 @@ def completeness(since: str, below: float | None, device: str | None, limit: int
     hours = [h.number for h in hours_between(now - age, Hour.at(now).end)]
 
     async def go() -> tuple[list[dict[str, Any]], dict[str, float | None]]:
-        store = Store.from_url(settings.redis_url)
+        store = Store.for_settings(settings)
         try:
             rows = []
             for hour in hours:
@@ -214,7 +214,7 @@ def crawl_cmd(devices: tuple[str, ...]) -> None:
         raise click.BadParameter(str(exc), param_hint="--device") from None
 
     async def go() -> dict[str, int]:
-        store = Store.from_url(settings.redis_url)
+        store = Store.for_settings(settings)
         session = new_session(50, settings.eagle_tls_verify)
         try:
             records = await store.devices.load_devices(

@@ -142,7 +142,7 @@ async def _rotate_once(settings: Settings, archive: Any, hour: str | None) -> An
     from app.rotate.runner import Rotator
     from app.store import Store
 
-    store = Store.from_url(settings.redis_url, max_connections=4)
+    store = Store.for_settings(settings, max_connections=4)
     try:
         return await Rotator(settings, archive, store, progress=sys.stderr.isatty()).pass_once(hour)
     finally:

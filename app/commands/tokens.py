@@ -26,7 +26,7 @@ def _with_tokens(action: Any) -> Any:
     settings = settings_from_env()
 
     async def go() -> Any:
-        store = Store.from_url(settings.redis_url)
+        store = Store.for_settings(settings)
         try:
             return await action(Tokens(store))
         finally:

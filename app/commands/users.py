@@ -42,7 +42,7 @@ def users_import(file: Path, then_check: bool) -> None:
     vault = vault_for(settings)
 
     async def go() -> Any:
-        store = Store.from_url(settings.redis_url)
+        store = Store.for_settings(settings)
         try:
             found = await import_users(file, store, vault, ReachPolicy.from_settings(settings))
             if then_check:
@@ -88,7 +88,7 @@ def users_push_url(cloud_id: str, base: str | None, new_key: bool) -> None:
         raise click.BadParameter(str(exc), param_hint="CLOUD_ID") from None
 
     async def go() -> str | None:
-        store = Store.from_url(settings.redis_url)
+        store = Store.for_settings(settings)
         try:
             record = await store.devices.get_device(cid)
             if record is None or record.protocol != PUSH:
@@ -126,7 +126,7 @@ def users_list(active: bool | None, status: str | None, as_json: bool) -> None:
     settings = settings_from_env()
 
     async def go() -> list[Any]:
-        store = Store.from_url(settings.redis_url)
+        store = Store.for_settings(settings)
         try:
             return await store.devices.all_devices()
         finally:
@@ -174,7 +174,7 @@ def users_check(cloud_id: str, as_json: bool) -> None:
         raise click.ClickException(str(exc)) from None
 
     async def go() -> Any:
-        store = Store.from_url(settings.redis_url)
+        store = Store.for_settings(settings)
         try:
             if await store.devices.get_device(cid) is None:
                 raise click.ClickException(

@@ -127,7 +127,7 @@ class Pinger:
         metrics = PingerMetrics()
         serve_metrics(settings, "pinger", metrics.registry)  # first: a busy port opens nothing
         vault = Vault(settings.secret_key)
-        store = Store.from_url(settings.redis_url)
+        store = Store.for_settings(settings)
         agent = f"rainforest-logger pinger/{process_id()}"
         session = new_session(settings.max_concurrency, settings.eagle_tls_verify, agent)
         return cls(settings, store, vault, session, clock=clock, monotonic=monotonic, metrics=metrics)

@@ -363,7 +363,7 @@ class RotateService:
 
     def __init__(self, settings: Settings, archive: Archive, every_s: float) -> None:
         self.settings, self.every_s = settings, every_s
-        self.store = Store.from_url(settings.redis_url, max_connections=4)
+        self.store = Store.for_settings(settings, max_connections=4)
         self.rotator = Rotator(settings, archive, self.store)
 
     async def run(self) -> None:

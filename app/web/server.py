@@ -37,7 +37,7 @@ class ApiServer:
     async def run(self) -> None:
         with binding(self.port, "the API server", "--port or SERVER_PORT"):  # before anything is opened
             sockets = tornado.netutil.bind_sockets(self.port, self.host)
-        store = Store.from_url(self.settings.redis_url, max_connections=100)
+        store = Store.for_settings(self.settings, max_connections=100)
         session = new_session(200, self.settings.eagle_tls_verify)
         client = Clients(session, self.settings.poll_timeout_s, self.settings.local_request_gap_s)
         writer = PushWriter(self.settings.logs_dir, self.settings.file_prefix)
