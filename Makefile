@@ -40,10 +40,10 @@ chromium:
 # which makes the TLS tests' CA) are Debian
 # packages, not Python ones: install them when missing (needs root).
 redis-server:
-	@command -v redis-server >/dev/null && command -v curl >/dev/null && command -v openssl >/dev/null || { \
-	  if [ "$$(id -u)" != 0 ]; then echo "redis-server or curl is missing: run 'sudo apt-get install redis-server curl' and try again."; exit 1; fi; \
+	@command -v redis-server >/dev/null && command -v redis-sentinel >/dev/null && command -v curl >/dev/null && command -v openssl >/dev/null || { \
+	  if [ "$$(id -u)" != 0 ]; then echo "redis-server, redis-sentinel, curl or openssl is missing: run 'sudo apt-get install redis-server redis-sentinel curl openssl' and try again."; exit 1; fi; \
 	  echo "installing redis-server and curl with apt-get..."; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server curl openssl >/dev/null) \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-sentinel curl openssl >/dev/null) \
 	    || { echo "apt-get could not install redis-server and curl: install them by hand and try again."; exit 1; }; }
 
 # Prometheus, promtool and Alertmanager (Debian's packages) for the alert-rule tests.

@@ -32,6 +32,8 @@ class Settings:
 
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)  # may hold an ACL password
     redis_ca_file: str = ""  # PEM bundle of the CA that signed a rediss:// server's certificate
+    redis_sentinels: str = ""  # host:port,... of Redis Sentinels: the primary is asked of them
+    redis_sentinel_service: str = "mymaster"  # the name the sentinels monitor the primary by
     data_dir: Path = Path("data")
     archive_url: str = ""
     s3_endpoint_url: str | None = None
@@ -122,6 +124,10 @@ class Settings:
             raise ConfigError(
                 f"REDIS_URL must start with redis://, rediss:// or unix://, got {self.redis_where!r}."
             )
+        for address in filter(None, (a.strip() for a in self.redis_sentinels.split(","))):
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"REDIS_SENTINELS is host:port,host:port..., got {address!r}.")
         if self.redis_ca_file and not Path(self.redis_ca_file).is_file():
             raise ConfigError(f"REDIS_CA_FILE names no file: {self.redis_ca_file!r}.")
         if urlsplit(self.eagle_cloud_url).scheme not in ("http", "https"):
@@ -236,6 +242,14 @@ class Settings:
         user = f"{parts.username}:***@" if parts.username else ":***@"
         netloc = user + (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
         return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+    @property
+    def sentinels(self) -> list[tuple[str, int]]:
+        found = []
+        for address in filter(None, (a.strip() for a in self.redis_sentinels.split(","))):
+            host, _, port = address.rpartition(":")
+            found.append((host.strip("[]"), int(port)))
+        return found
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests and subcommands' flags use this)."""

@@ -6,9 +6,13 @@ compaction book are domains of their own beside these, built on `store.redis`.""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisError
 
 from app.db.alerts import AlertBook
 from app.db.archive import ArchiveBook
@@ -28,6 +32,9 @@ from app.settings import Settings
 __all__ = ["PollUpdate", "Registered", "Store", "aw", "translated"]
 
 
+log = logging.getLogger(__name__)
+
+
 def tls_options(url: str, ca_file: str) -> dict[str, str]:
     """redis-py's TLS settings for a rediss:// URL: the certificate required, checked against
     `ca_file` when given (a plain redis:// connection takes none)."""
@@ -38,7 +45,55 @@ def tls_options(url: str, ca_file: str) -> dict[str, str]:
 
 def queue_client(settings: Settings) -> aioredis.Redis:
     """A plain client for the cart job queue (saq keeps its own keys), TLS as the store has it."""
+    if settings.sentinels:
+        return sentinel_client(settings, 20)
     return aioredis.from_url(settings.redis_url, **tls_options(settings.redis_url, settings.redis_ca_file))
+
+
+def sentinel_client(settings: Settings, max_connections: int) -> aioredis.Redis:
+    """A client of the primary the sentinels name; REDIS_URL gives the user, password and db."""
+    url = urlsplit(settings.redis_url)
+    auth = {"username": url.username, "password": url.password} if url.password else {}
+    tls = tls_options(settings.redis_url, settings.redis_ca_file)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        settings.sentinels,
+        sentinel_kwargs={"socket_connect_timeout": 2, "socket_timeout": 2, **tls},
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=30,
+        **auth,
+        **tls,
+    )
+    db = int(url.path.strip("/") or 0)
+    client: aioredis.Redis = sentinel.master_for(
+        settings.redis_sentinel_service, decode_responses=True, db=db, max_connections=max_connections * 4
+    )
+    return client
+
+
+async def follow_failovers(settings: Settings, stop: asyncio.Event) -> None:
+    """Say in one line when the sentinels move the primary (`+switch-master`), until `stop`."""
+    if not settings.sentinels:
+        return
+    while not stop.is_set():
+        for host, port in settings.sentinels:
+            client = aioredis.Redis(host=host, port=port, decode_responses=True, socket_connect_timeout=2)
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe("+switch-master")
+                    while not stop.is_set():
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                        if message is not None:
+                            name, old_host, old_port, new_host, new_port = str(message["data"]).split()[:5]
+                            log.warning("Redis failed over: the sentinels moved the primary",
+                                        extra={"service": name, "from": f"{old_host}:{old_port}",
+                                               "to": f"{new_host}:{new_port}"})  # fmt: skip
+            except (RedisError, OSError, ValueError):
+                await asyncio.sleep(1.0)  # that sentinel is away: the next one
+            finally:
+                await client.aclose()
+            if stop.is_set():
+                return
 
 
 class Store:
@@ -78,8 +133,13 @@ class Store:
 
     @classmethod
     def for_settings(cls, settings: Settings, max_connections: int = 50) -> Store:
-        """The deployment's Redis: REDIS_URL, with REDIS_CA_FILE for a TLS server's private CA."""
-        return cls.from_url(settings.redis_url, max_connections, settings.redis_ca_file)
+        """The deployment's Redis: REDIS_URL, with REDIS_CA_FILE for a TLS server's private CA; or,
+        with REDIS_SENTINELS, whichever server the sentinels say is the primary now (a failover
+        is followed on the next command: connections to the old primary are dropped and the new
+        one asked of the sentinels)."""
+        if not settings.sentinels:
+            return cls.from_url(settings.redis_url, max_connections, settings.redis_ca_file)
+        return cls(sentinel_client(settings, max_connections))
 
     async def close(self) -> None:
         await self.redis.aclose()

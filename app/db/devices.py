@@ -187,7 +187,7 @@ class Devices:
                     for cid in ids[start : start + CHUNK]:
                         pipe.hgetall(keys.device(cid))
                     hashes = await pipe.execute()
-                records.extend(DeviceRecord.from_hash(h) for h in hashes if h)
+                records.extend(DeviceRecord.from_hash(h) for h in hashes if h.get("cloud_id"))  # none partial
         return records
 
     async def all_devices(self) -> list[DeviceRecord]:
@@ -296,6 +296,7 @@ local devices = (#KEYS - 1) / 2
 for i = 0, devices - 1 do
   local b = 2 + i * 9
   local key, failures = KEYS[2 + i * 2], KEYS[3 + i * 2]
+  if redis.call('EXISTS', key) == 1 then  -- a record that is gone (erased, or lost) is not recreated
   redis.call('HSET', key, 'consecutive_failures', ARGV[b + 5])
   if ARGV[b + 6] ~= '' then redis.call('HSET', key, 'last_error', string.sub(ARGV[b + 6], 2)) end
   if ARGV[b + 4] ~= '' then redis.call('HSET', key, 'last_success_at', ARGV[b + 4]) end
@@ -311,6 +312,7 @@ for i = 0, devices - 1 do
     for name, value in pairs(cjson.decode(ARGV[b + 9])) do
       if value == '' then redis.call('HDEL', key, name) else redis.call('HSET', key, name, value) end
     end
+  end
   end
 end
 redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])

@@ -47,7 +47,7 @@ from app.pinger.refill import Refiller
 from app.pinger.schedule import next_cycle_start
 from app.pinger.stats import CycleStats
 from app.settings import Settings
-from app.store import PollUpdate, Store
+from app.store import PollUpdate, Store, follow_failovers
 
 log = logging.getLogger(__name__)
 # Devices due within this window are launched together: one loop wake-up per window instead
@@ -420,6 +420,7 @@ class Pinger:
             asyncio.create_task(self.chores.crawls()),
             # an erased household's files on this host are deleted here, within SWEEP_S
             asyncio.create_task(LocalSweep(self.settings, self.store, self.clock).run(self.lifetime.stopped)),
+            asyncio.create_task(follow_failovers(self.settings, self.lifetime.stopped)),  # said in one line
         ]
         loaded, stopped = (
             asyncio.create_task(self.feed.loaded.wait()),

@@ -17,7 +17,7 @@ from app.push.receiver import PushReceiver
 from app.push.upkeep import PushUpkeep
 from app.push.writer import PushWriter
 from app.settings import Settings
-from app.store import Store
+from app.store import Store, follow_failovers
 from app.web.app import make_app
 from app.web.base import SERVER_MAX_BODY_BYTES
 
@@ -53,6 +53,7 @@ class ApiServer:
         upkeep = PushUpkeep(store, push, self.settings.push_stale_s, self.settings.completeness_days * 86400)
         upkept = asyncio.create_task(upkeep.run(self._stop))
         swept = asyncio.create_task(LocalSweep(self.settings, store).run(self._stop))  # pushed files, carts
+        failovers = asyncio.create_task(follow_failovers(self.settings, self._stop))
         try:
             await self._stop.wait()
         finally:
@@ -61,6 +62,7 @@ class ApiServer:
             await asyncio.wait_for(server.close_all_connections(), 10)
             await upkept
             await swept
+            await failovers
             await app.settings["rf_context"].queue.disconnect()
             await store.close()
             await session.close()
