@@ -21,6 +21,7 @@ import pytest
 from app.lines import read as read_lines
 from tests.conftest import Sim, free_port, wait_until
 from tests.test_pinger import served
+from tests.test_redis_tls import rf
 
 
 @dataclass
@@ -80,11 +81,6 @@ def sentinel_group() -> Iterator[Group]:
         for proc in procs:
             proc.kill()
             proc.wait(10)
-
-
-def rf(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
 
 
 def test_a_pinger_follows_a_sentinel_failover_and_loses_no_reading(

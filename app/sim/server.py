@@ -268,6 +268,10 @@ class Simulator:
         self.stats["ok"] += 1
         return web.Response(body=eagle100.render(root, fields, as_json), content_type=HTML)
 
+    def _unknown(self, command: str) -> web.Response:
+        self.stats["unknown_command"] += 1
+        return web.Response(status=400, text=f"Unknown command {command or '(none)'}", content_type=HTML)
+
     def _cgi(self, device: SimDevice, body: bytes, agent: str, time_fault: str | None = None) -> web.Response:
         """The EAGLE-100's LocalCommand API: flat JSON of decimal strings, local times."""
         match = _NAME_RE.search(body)
@@ -286,8 +290,7 @@ class Simulator:
                 self._record(device, reading)
                 self._polled(device, agent)
         else:
-            self.stats["unknown_command"] += 1
-            return web.Response(status=400, text=f"Unknown command {command or '(none)'}", content_type=HTML)
+            return self._unknown(command)
         self.stats["ok"] += 1
         return web.Response(body=orjson.dumps(reply), content_type=HTML)
 
@@ -317,8 +320,7 @@ class Simulator:
                 self._record(device, reading)
                 self._polled(device, agent)
         else:
-            self.stats["unknown_command"] += 1
-            return web.Response(status=400, text=f"Unknown command {command or '(none)'}", content_type=HTML)
+            return self._unknown(command)
         self.stats["ok"] += 1
         return web.Response(body=reply, content_type=HTML)
 
