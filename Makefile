@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint chromium bench bench-pinger bench-api bench-rotate bench-cart bench-push bench-compact bench-alerts deps redis-server prometheus clean images test-containers
+.PHONY: demo test lint chromium bench bench-pinger bench-api bench-rotate bench-cart bench-push bench-compact bench-alerts bench-erase bench-scale deps redis-server prometheus clean images test-containers
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -73,6 +73,8 @@ bench: deps
 	$(BIN)/python bench/push.py
 	$(BIN)/python bench/compact.py
 	$(BIN)/python bench/alerts.py
+	$(BIN)/python bench/erase.py
+	$(BIN)/python bench/scale.py
 
 bench-alerts: deps
 	$(BIN)/python bench/alerts.py
@@ -94,6 +96,12 @@ bench-push: deps
 
 bench-compact: deps
 	$(BIN)/python bench/compact.py
+
+bench-erase: deps
+	$(BIN)/python bench/erase.py
+
+bench-scale: deps
+	$(BIN)/python bench/scale.py
 
 # The container images: rainforest/base (OS packages and every dependency, slow, rebuilt when
 # pyproject.toml changes) and rainforest/app on top (the code, seconds). docker-compose.yml
