@@ -246,6 +246,12 @@ def test_the_cli_makes_a_study_enrols_a_household_and_a_researcher_token(
     assert "from 2027-03-28T00:00:00+00:00 until open-ended (Europe/London)" in enrolled.stdout
     again = rf("participants", "enrol", "solar-2027", "0c0001", "--from", "nonsense")
     assert again.returncode == 1 and "enrolled_from must be a date" in again.stderr
+    typo = rf("participants", "complete", "solar-2027", "0c00zz")
+    assert (
+        typo.returncode == 2
+        and "cloud_id must be 6 hex digits" in typo.stderr
+        and "Traceback" not in typo.stderr
+    )
     assert "sh-01" in rf("participants", "list", "solar-2027").stdout
     token = rf("tokens", "create", "researcher", "--read-only", "--study", "solar-2027")
     assert token.returncode == 0 and token.stdout.startswith("rft_")

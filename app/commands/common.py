@@ -83,3 +83,21 @@ def vault_for(settings: Settings) -> Vault:
         return Vault(settings.secret_key)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+class CloudId(click.ParamType[str, str]):
+    """A CLOUD_ID argument: 6 hex digits, normalized; anything else is click's one-line usage error."""
+
+    name = "cloud_id"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from app.devices import normalize_cloud_id
+        from app.errors import ValidationError
+
+        try:
+            return normalize_cloud_id(value)
+        except ValidationError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+CLOUD_ID = CloudId()

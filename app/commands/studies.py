@@ -9,7 +9,7 @@ from typing import Any
 import click
 import orjson
 
-from app.commands.common import vault_for, with_store
+from app.commands.common import CLOUD_ID, vault_for, with_store
 from app.errors import ValidationError
 
 
@@ -119,7 +119,7 @@ def participants() -> None:
 
 @participants.command("enrol")
 @click.argument("study_id")
-@click.argument("cloud_id")
+@click.argument("cid", metavar="CLOUD_ID", type=CLOUD_ID)
 @click.option(
     "--from", "start", required=True, help="The window's start: a date (in the household's zone) or time."
 )
@@ -127,16 +127,14 @@ def participants() -> None:
 @click.option("--participant-id", help="Its pseudonym in the study (default: made, p-xxxxxxxx).")
 @click.option("--timezone", "tz", help="The household's IANA zone (default: the study's).")
 def participants_enrol(
-    study_id: str, cloud_id: str, start: str, end: str | None, participant_id: str | None, tz: str | None
+    study_id: str, cid: str, start: str, end: str | None, participant_id: str | None, tz: str | None
 ) -> None:
     """Enrol the device CLOUD_ID in STUDY_ID: polled, and its data served, only inside the window.
 
     Example: rainforest participants enrol heat-pump-2027 00ab12 --from 2027-01-15 --participant-id hp-001
     """
-    from app.devices import normalize_cloud_id
     from app.studies import Enrolment
 
-    cid = normalize_cloud_id(cloud_id)
     body: dict[str, Any] = {"enrolled_from": start, "enrolled_until": end}
     if participant_id:
         body["participant_id"] = participant_id
@@ -178,15 +176,12 @@ def participants_list(study_id: str) -> None:
 
 @participants.command("complete")
 @click.argument("study_id")
-@click.argument("cloud_id")
-def participants_complete(study_id: str, cloud_id: str) -> None:
+@click.argument("cid", metavar="CLOUD_ID", type=CLOUD_ID)
+def participants_complete(study_id: str, cid: str) -> None:
     """CLOUD_ID finished STUDY_ID: its window ends now (or when it was to end, if earlier).
 
     Example: rainforest participants complete heat-pump-2027 00ab12
     """
-    from app.devices import normalize_cloud_id
-
-    cid = normalize_cloud_id(cloud_id)
 
     async def go(store: Any) -> Any:
         done = (await _enrolled(store, cid, study_id)).completed(time.time())
@@ -199,15 +194,12 @@ def participants_complete(study_id: str, cloud_id: str) -> None:
 
 @participants.command("end")
 @click.argument("study_id")
-@click.argument("cloud_id")
-def participants_end(study_id: str, cloud_id: str) -> None:
+@click.argument("cid", metavar="CLOUD_ID", type=CLOUD_ID)
+def participants_end(study_id: str, cid: str) -> None:
     """End CLOUD_ID's enrolment in STUDY_ID (kept in its history), so it may join another study.
 
     Example: rainforest participants end heat-pump-2027 00ab12
     """
-    from app.devices import normalize_cloud_id
-
-    cid = normalize_cloud_id(cloud_id)
 
     async def go(store: Any) -> None:
         await store.studies.end(cid, await _enrolled(store, cid, study_id), time.time())

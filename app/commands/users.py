@@ -9,7 +9,7 @@ from typing import Any
 import click
 import orjson
 
-from app.commands.common import run_async, settings_from_env, vault_for
+from app.commands.common import CLOUD_ID, run_async, settings_from_env, vault_for
 from app.errors import ValidationError
 
 
@@ -154,24 +154,19 @@ def users_list(active: bool | None, status: str | None, as_json: bool) -> None:
 
 
 @users.command("check")
-@click.argument("cloud_id")
+@click.argument("cid", metavar="CLOUD_ID", type=CLOUD_ID)
 @click.option("--json", "as_json", is_flag=True, help="What was found as JSON, beside the sentence.")
-def users_check(cloud_id: str, as_json: bool) -> None:
+def users_check(cid: str, as_json: bool) -> None:
     """Ask the gateway CLOUD_ID once with its stored credentials and say what came back: reachable,
     credentials accepted, model and firmware, which API, the meter and its link, a reading.
     Exits 1 when it could not be read.
 
     Example: rainforest users check 00ce69
     """
-    from app.devices import normalize_cloud_id
     from app.store import Store
 
     settings = settings_from_env()
     vault = vault_for(settings)
-    try:
-        cid = normalize_cloud_id(cloud_id)
-    except ValidationError as exc:
-        raise click.ClickException(str(exc)) from None
 
     async def go() -> Any:
         store = Store.for_settings(settings)
