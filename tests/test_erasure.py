@@ -392,3 +392,29 @@ async def test_an_erasure_asked_through_the_api_is_carried_out_by_rotate(
     finally:
         server.stop()
         await store.close()
+
+
+async def test_a_host_sweeps_when_an_erasure_begins_or_ends_not_every_time(
+    make_settings: Callable[..., Settings], redis_url: str, tmp_path: Path
+) -> None:
+    """The pinger's and server's loop sweep their DATA_DIR once per change of the erasures (a new
+    mark, an erasure finished), not every 30 s over again; rotate sweeps before every pass."""
+    from app.erasure.marks import Mark, digests
+    from app.erasure.tombstone import Tombstone
+
+    a = make_settings(redis_url, archive_url=f"file://{tmp_path / 'archive'}")
+    store = Store.from_url(redis_url)
+    try:
+        tomb = Tombstone(STUDY.id, PID, time.time(), "test", True, digest=digests(a.secret_key, TARGET)[0])
+        await store.erasures.begin(tomb, Mark(time.time(), tomb.id))
+        sweep = LocalSweep(a, store)
+        write(a, TARGET, DAY1_START, 3)
+        assert sum((await sweep.once(changed_only=True)).values()) == 1
+        write(a, TARGET, DAY1_START + 3600, 3)
+        assert sum((await sweep.once(changed_only=True)).values()) == 0, "nothing changed: no sweep"
+        await store.erasures.finish(tomb, time.time())
+        assert sum((await sweep.once(changed_only=True)).values()) == 1, "the erasure ended: swept again"
+        write(a, TARGET, DAY1_START + 7200, 3)
+        assert sum((await sweep.once()).values()) == 1, "rotate's sweep is unconditional"
+    finally:
+        await store.close()

@@ -1,6 +1,7 @@
 """A host's own copies of an erased household, removed by the host itself: every process with a
-DATA_DIR (pinger, rotate, server) sweeps it every SWEEP_S and at start, so a host that was down
-during the erasure deletes, rather than ships, the household's files when it returns.
+DATA_DIR (pinger, rotate, server) sweeps it at start and whenever an erasure begins or ends (looked
+at every SWEEP_S), and rotate before every pass, so a host that was down during the erasure
+deletes, rather than ships, the household's files when it returns.
 
 It removes the household's hourly files from before the erasure, its lines in rescue files
 (`unwritten-*.jl`), and the folders of carts marked erased, then reports to the tombstone what it
@@ -25,6 +26,7 @@ from app.archive.layout import parse_local
 from app.carts.model import ERASED
 from app.carts.registry import CartRegistry
 from app.erasure.marks import Marks
+from app.erasure.tombstone import DONE
 from app.errors import RainforestError
 from app.hours import HOUR_RE, Hour
 from app.settings import Settings
@@ -92,12 +94,20 @@ class LocalSweep:
         self.settings, self.store, self.clock = settings, store, clock
         self.host = host_id(settings)
         self._reported: set[str] = set()
+        self._swept: frozenset[str] | None = None  # the marks (and finished erasures) last swept by
 
-    async def once(self) -> Counter[str]:
-        """One sweep; files removed by tombstone."""
+    async def once(self, changed_only: bool = False) -> Counter[str]:
+        """One sweep (with `changed_only`, only when the marks changed since the last); files
+        removed by tombstone."""
         marks = await self.store.erasures.marks(self.settings.secret_key)
         if not marks:
             return Counter()
+        # an erasure marks carts erased after its mark appears: its end is a change too
+        done = {f"done:{t.id}" for t in await self.store.erasures.all() if t.state == DONE}
+        seen = frozenset(marks.marks) | frozenset(done)
+        if changed_only and seen == self._swept:
+            return Counter()
+        self._swept = seen
         files, size = await asyncio.to_thread(sweep_files, self.settings, marks)
         carts = await self._carts()
         tombstones = {m.tombstone for m in marks.marks.values()}
@@ -127,10 +137,11 @@ class LocalSweep:
         return removed
 
     async def run(self, stop: asyncio.Event, every_s: float = SWEEP_S) -> None:
-        """Sweep at start and every `every_s` until `stop`; a failure costs one sweep."""
+        """Sweep at start, then whenever the marks change (looked at every `every_s`) until
+        `stop`; a failure costs one sweep. (Rotate sweeps before every pass: `once()`.)"""
         while not stop.is_set():
             try:
-                await self.once()
+                await self.once(changed_only=True)
             except RainforestError as exc:
                 log.warning("local erasure sweep skipped", extra={"reason": str(exc)})
             except OSError as exc:
