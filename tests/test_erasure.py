@@ -269,6 +269,10 @@ async def test_withdraw_and_erase_leaves_no_byte_of_the_household_anywhere(
         )
         assert len(report["tombstone"]["hosts"]) == 2, report["tombstone"]["hosts"]
         assert TARGET not in receipt.stdout and str(METER) not in receipt.stdout
+        await store.redis.hset("rf:planted", "note", f"a trace of {TARGET}")  # the receipt looks again
+        planted = rf(a, "participants", "erasure-report", STUDY.id, PID)
+        assert planted.returncode == 1 and orjson.loads(planted.stdout)["left"]["redis"] == 1
+        await store.redis.delete("rf:planted")
 
         # nothing comes back: a host's old file is deleted, not shipped; a re-enrolment is a new participant
         write(b, TARGET, DAY2_START + 7 * 3600, 5)

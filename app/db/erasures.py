@@ -11,6 +11,7 @@ six characters is left alone. The erasure's own tombstone and the marks are not 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -143,54 +144,74 @@ class Erasures:
     async def sweep(self, cloud_id: str, remove: bool) -> Traces:
         """Find (and with `remove`, delete) every trace of `cloud_id` in Redis (see the module)."""
         word = re.compile(r"(?<![0-9a-f])" + re.escape(cloud_id) + r"(?![0-9a-f])")
+        async with translated(f"sweep Redis for {cloud_id}"):
+            return await self._walk(word, remove)
+
+    async def cloud_ids(self) -> set[str]:
+        """Every word of six hex digits anywhere in Redis (the receipt looks for an erased
+        household among them by its keyed digest, the tombstone having forgotten its cloud_id)."""
+        found: set[str] = set()
+        async with translated("list the cloud_ids Redis names"):
+            await self._walk(re.compile(r"(?<![0-9a-f])[0-9a-f]{6}(?![0-9a-f])"), False, found)
+        return found
+
+    async def _walk(self, word: re.Pattern[str], remove: bool, collect: set[str] | None = None) -> Traces:
+        """Every key (but the erasures' own) whose name, or a field, member, element or value of
+        which, `word` finds; removed with `remove`; the words found gathered into `collect`."""
+
+        def hit(text: object) -> bool:
+            found = word.findall(str(text))
+            if collect is not None:
+                collect.update(found)
+            return bool(found)
+
         spared = {keys.erased(), keys.erasures()}
         spared_prefix = keys.erasure("", "")[:-2]
         traces = Traces()
         r = self.redis
-        async with translated(f"sweep Redis for {cloud_id}"):
-            async for raw in r.scan_iter(count=SCAN_COUNT):
-                key = str(raw)
-                if key in spared or key.startswith(spared_prefix):
-                    continue
-                if word.search(key):
-                    traces.keys += 1
-                    if remove:
-                        await aw(r.delete(key))
-                    continue
-                traces.fields += await self._sweep_key(key, word, remove)
+        async for raw in r.scan_iter(count=SCAN_COUNT):
+            key = str(raw)
+            if key in spared or key.startswith(spared_prefix):
+                continue
+            if hit(key):
+                traces.keys += 1
+                if remove:
+                    await aw(r.delete(key))
+                continue
+            traces.fields += await self._walk_key(key, hit, remove)
         return traces
 
-    async def _sweep_key(self, key: str, word: re.Pattern[str], remove: bool) -> int:
+    async def _walk_key(self, key: str, hit: Callable[[object], bool], remove: bool) -> int:
         r = self.redis
         kind = str(await aw(r.type(key)))
         found = 0
         if kind == "hash":
             async for f, v in r.hscan_iter(key, count=SCAN_COUNT):
-                if word.search(str(f)) or word.search(str(v)):
+                if hit(f) | hit(v):
                     found += 1
                     if remove:
                         await aw(r.hdel(key, f))
         elif kind == "set":
             async for m in r.sscan_iter(key, count=SCAN_COUNT):
-                if word.search(str(m)):
+                if hit(m):
                     found += 1
                     if remove:
                         await aw(r.srem(key, m))
         elif kind == "zset":
             async for m, _score in r.zscan_iter(key, count=SCAN_COUNT):
-                if word.search(str(m)):
+                if hit(m):
                     found += 1
                     if remove:
                         await aw(r.zrem(key, m))
         elif kind == "list":
             for item in cast(list[str], await aw(r.lrange(key, 0, -1))):
-                if word.search(item):
+                if hit(item):
                     found += 1
                     if remove:
                         await aw(r.lrem(key, 0, item))
         elif kind == "string":
             value = await aw(r.get(key))
-            if value is not None and word.search(str(value)):
+            if value is not None and hit(value):
                 found += 1
                 if remove:
                     await aw(r.delete(key))

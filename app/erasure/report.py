@@ -8,7 +8,6 @@ and every key, field and member in Redis.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from typing import Any
 
@@ -30,7 +29,6 @@ from app.research.days import current, versions
 from app.settings import Settings
 from app.store import Store
 
-HEX6 = re.compile(r"(?<![0-9a-f])[0-9a-f]{6}(?![0-9a-f])")
 LIVE_S = 120.0
 
 
@@ -116,19 +114,7 @@ class Recheck:
         return found
 
     async def _redis(self) -> int:
-        found: set[str] = set()
-        r = self.store.redis
-        async for key in r.scan_iter(count=1000):
-            words = set(HEX6.findall(str(key)))
-            kind = str(await r.type(key))
-            if kind == "hash":
-                async for f, v in r.hscan_iter(key, count=1000):
-                    words.update(HEX6.findall(f"{f} {v}"))
-            elif kind in ("set", "zset"):
-                scan = r.sscan_iter(key, count=1000) if kind == "set" else r.zscan_iter(key, count=1000)
-                async for m in scan:
-                    words.update(HEX6.findall(str(m)))
-            found.update(w for w in words if w not in found and self._is_it(w))
+        found = {w for w in await self.store.erasures.cloud_ids() if self._is_it(w)}
         total = 0
         for cloud_id in found:
             record = await self.store.devices.get_device(cloud_id)
