@@ -204,3 +204,15 @@ async def test_a_gateway_clock_85_minutes_behind_is_kept_as_said_and_shown(
     assert record is not None and record.clock_offset_s == 5100.0
     assert record.public()["clock_offset_s"] == 5100.0
     assert clock_words(record.clock_offset_s) == "  gateway clock 85 min behind" and clock_words(-30.0) == ""
+
+
+def test_a_history_upload_holds_at_most_a_thousand_entries() -> None:
+    entry = (
+        (FIXTURES / "history_mixed.xml")
+        .read_bytes()
+        .split(b"<HistoryData>")[1]
+        .split(b"</CurrentSummationDelivered>")[0]
+    )
+    body = b'<rainforest macId="0x1"><HistoryData>' + (entry + b"</CurrentSummationDelivered>") * 1001
+    with pytest.raises(BadUpload, match="at most 1000 entries"):
+        parse_upload(body + b"</HistoryData></rainforest>", NOW)

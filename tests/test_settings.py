@@ -30,7 +30,9 @@ def test_environment_overrides_dotenv(tmp_path: Path) -> None:
      ({"ARCHIVE_URL": "ftp://x"}, "ARCHIVE_URL"), ({"EAGLE_TLS_VERIFY": "maybe"}, "EAGLE_TLS_VERIFY"),
      ({"POLL_INTERVAL_S": "2", "POLL_TIMEOUT_S": "3"}, "POLL_TIMEOUT_S"),
      ({"SERVER_PORT": "0"}, "SERVER_PORT"), ({"PINGER_METRICS_PORT": "70000"}, "PINGER_METRICS_PORT"),
-     ({"CARTD_METRICS_PORT": "x"}, "CARTD_METRICS_PORT")],
+     ({"CARTD_METRICS_PORT": "x"}, "CARTD_METRICS_PORT"),
+     ({"REDIS_CA_FILE": "/no/such/ca.pem"}, "REDIS_CA_FILE"),
+     ({"REDIS_SENTINELS": "10.0.0.5"}, "REDIS_SENTINELS")],
 )  # fmt: skip
 def test_malformed_settings_stop_with_one_line_naming_them(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named) as info:
@@ -55,3 +57,13 @@ def test_vault_round_trip_rotation_and_clear_errors() -> None:
         Vault("")
     with pytest.raises(ConfigError, match="not a valid Fernet key"):
         Vault("plaintext123")
+
+
+def test_a_redis_password_is_in_no_message_and_no_repr() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"REDIS_URL": "http://rf-app:s3cret-pw@redis.example.org:6380/0"}, dotenv_path=None)
+    assert "s3cret-pw" not in str(info.value) and "rf-app:***@redis.example.org:6380" in str(info.value)
+    fine = Settings.from_env(
+        {"REDIS_URL": "rediss://rf-app:s3cret-pw@redis.example.org:6380/0"}, dotenv_path=None
+    )
+    assert "s3cret-pw" not in repr(fine)

@@ -407,3 +407,10 @@ async def test_a_refill_asks_the_gateway_for_nothing_before_the_window(
         if r.get("source") == "history"
     ]
     assert history and min(history) >= window_start, (min(history, default=None), window_start)
+
+
+def test_a_study_takes_at_most_ten_routes_each_one_apprise_understands() -> None:
+    hooks = [f"json://hooks.example/{n}" for n in range(11)]
+    assert len(Study.from_mapping({"routes": hooks[:10]}, "s").route_ids) == 10
+    with pytest.raises(ValidationError, match="at most 10 notification URLs"):
+        Study.from_mapping({"routes": hooks}, "s")
