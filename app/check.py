@@ -74,7 +74,7 @@ async def _ask(record: DeviceRecord, secret: str, clients: Clients, settings: Se
         return Checked(False, f"{cid} could not be reached through {found['api']}: {reason}.", found)
     demand = readings.demand
     if demand is not None:
-        found["demand_kw"], found["device_time"] = demand.record(cid, 0.0)["demand_kw"], demand.device_time
+        found["demand_kw"], found["device_time"] = demand.demand_kw, demand.device_time
     what = ", ".join(
         part
         for part in (

@@ -313,7 +313,7 @@ class Pinger:
     def _meter(self, cid: str, state: DeviceState, reading: Reading | None, polled_at: float) -> None:
         """A reading from another meter than the last (a swap, a move) is an event on the device:
         said once, kept in its crawl history (and so on its page)."""
-        meter = getattr(reading, "meter_mac_id", 0) if reading is not None else 0
+        meter = reading.meter_mac_id if reading is not None else 0
         if not meter:
             return
         old, state.meter = state.meter, meter
