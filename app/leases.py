@@ -19,7 +19,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from app import keys
-from app.store import aw, translated
+from app.store import aw, publish, translated
 
 # KEYS: pingers, owners, released, the caller's hash. ARGV: id, lease_s, settle_s, n_release,
 # then the releases, then the claims.
@@ -175,7 +175,7 @@ class Leases:
                 keys=self._keys(pinger_id), args=args
             )
             if release:
-                await aw(self.redis.publish(keys.ownership_changed(), pinger_id))
+                await aw(publish(self.redis, keys.ownership_changed(), pinger_id))
         pairs = cast(list[str], granted)
         scored = cast(list[str], members)
         expiries = {scored[i]: float(scored[i + 1]) for i in range(0, len(scored), 2)}
@@ -197,7 +197,7 @@ class Leases:
         """Release every device `pinger_id` holds and end its membership; returns how many."""
         async with translated("hand the pinger's devices over"):
             released = int(await self._leave(keys=self._keys(pinger_id), args=[pinger_id]))
-            await aw(self.redis.publish(keys.ownership_changed(), pinger_id))
+            await aw(publish(self.redis, keys.ownership_changed(), pinger_id))
         return released
 
     async def owner(self, cloud_id: str) -> dict[str, Any] | None:

@@ -34,6 +34,7 @@ class Settings:
     redis_ca_file: str = ""  # PEM bundle of the CA that signed a rediss:// server's certificate
     redis_sentinels: str = ""  # host:port,... of Redis Sentinels: the primary is asked of them
     redis_sentinel_service: str = "mymaster"  # the name the sentinels monitor the primary by
+    redis_cluster: bool = False  # REDIS_URL names a node of a Redis Cluster (or use redis+cluster://)
     data_dir: Path = Path("data")
     archive_url: str = ""
     s3_endpoint_url: str | None = None
@@ -120,10 +121,23 @@ class Settings:
         self._validate()
 
     def _validate(self) -> None:
-        if urlsplit(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+        if urlsplit(self.redis_url).scheme not in (
+            "redis",
+            "rediss",
+            "unix",
+            "redis+cluster",
+            "rediss+cluster",
+        ):
             raise ConfigError(
-                f"REDIS_URL must start with redis://, rediss:// or unix://, got {self.redis_where!r}."
+                "REDIS_URL must start with redis://, rediss://, unix:// or (a cluster) redis+cluster://, "
+                f"got {self.redis_where!r}."
             )
+        if self.clustered and self.redis_sentinels:
+            raise ConfigError(
+                "REDIS_SENTINELS and a Redis Cluster exclude each other: a cluster fails over by itself."
+            )
+        if self.clustered and urlsplit(self.redis_url).path.strip("/") not in ("", "0"):
+            raise ConfigError(f"a Redis Cluster has database 0 only, got {self.redis_where!r}.")
         for address in filter(None, (a.strip() for a in self.redis_sentinels.split(","))):
             host, _, port = address.rpartition(":")
             if not host or not port.isdigit():
@@ -242,6 +256,11 @@ class Settings:
         user = f"{parts.username}:***@" if parts.username else ":***@"
         netloc = user + (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
         return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+    @property
+    def clustered(self) -> bool:
+        """REDIS_CLUSTER set, or a redis+cluster:// URL."""
+        return self.redis_cluster or urlsplit(self.redis_url).scheme.endswith("+cluster")
 
     @property
     def sentinels(self) -> list[tuple[str, int]]:

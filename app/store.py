@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from urllib.parse import urlsplit
+from typing import cast
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
+from redis.cluster import RedisCluster as SyncCluster
 from redis.exceptions import RedisError
 
+from app import keys
 from app.db.alerts import AlertBook
 from app.db.archive import ArchiveBook
 from app.db.changes import ChangeFeed
-from app.db.common import aw, translated
+from app.db.common import aw, publish, translated
 from app.db.completeness import Completeness
 from app.db.crawls import Crawls
 from app.db.devices import Devices, PollUpdate, Registered
@@ -27,9 +31,10 @@ from app.db.outbox import Outbox
 from app.db.processes import Heartbeats
 from app.db.push import PushDevices
 from app.db.studies import Studies
+from app.errors import StoreError
 from app.settings import Settings
 
-__all__ = ["PollUpdate", "Registered", "Store", "aw", "translated"]
+__all__ = ["PollUpdate", "Registered", "Store", "aw", "publish", "translated"]
 
 
 log = logging.getLogger(__name__)
@@ -38,7 +43,7 @@ log = logging.getLogger(__name__)
 def tls_options(url: str, ca_file: str) -> dict[str, str]:
     """redis-py's TLS settings for a rediss:// URL: the certificate required, checked against
     `ca_file` when given (a plain redis:// connection takes none)."""
-    if urlsplit(url).scheme != "rediss":
+    if urlsplit(url).scheme not in ("rediss", "rediss+cluster"):
         return {}
     return {"ssl_cert_reqs": "required", **({"ssl_ca_certs": ca_file} if ca_file else {})}
 
@@ -47,7 +52,45 @@ def queue_client(settings: Settings) -> aioredis.Redis:
     """A plain client for the cart job queue (saq keeps its own keys), TLS as the store has it."""
     if settings.sentinels:
         return sentinel_client(settings, 20)
+    if settings.clustered:
+        return _queue_node(settings)
     return aioredis.from_url(settings.redis_url, **tls_options(settings.redis_url, settings.redis_ca_file))
+
+
+def _cluster_url(url: str) -> str:
+    """redis-py's URL for a cluster node: redis+cluster:// → redis://, rediss+cluster:// → rediss://."""
+    return url.replace("+cluster://", "://", 1)
+
+
+def cluster_client(url: str, ca_file: str, max_connections: int) -> aioredis.Redis:
+    """A Redis Cluster client (it learns the slots from the node named and follows MOVED and
+    failovers); typed as a plain client, whose commands it answers for one slot at a time."""
+    client = RedisCluster.from_url(
+        _cluster_url(url),
+        decode_responses=True,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        max_connections=max_connections * 4,
+        **tls_options(url, ca_file),
+    )
+    keys.configure(cluster=True)
+    return cast(aioredis.Redis, client)
+
+
+def _queue_node(settings: Settings) -> aioredis.Redis:
+    """saq speaks to one Redis (it subscribes, which a cluster client cannot): the primary that
+    serves the queue's slot (all its keys share the queue name's hash tag)."""
+    keys.configure(cluster=True)
+    url = _cluster_url(settings.redis_url)
+    tls = tls_options(settings.redis_url, settings.redis_ca_file)
+    with SyncCluster.from_url(url, socket_connect_timeout=2, **tls) as seed:
+        node = seed.get_node_from_key(keys.cart_queue())
+    if node is None:
+        raise StoreError(f"no Redis Cluster primary serves the cart queue's slot ({settings.redis_where}).")
+    parts = urlsplit(url)
+    user = parts.netloc.rpartition("@")[0]
+    netloc = f"{user}@{node.host}:{node.port}" if user else f"{node.host}:{node.port}"
+    return aioredis.from_url(urlunsplit(parts._replace(netloc=netloc)), **tls)
 
 
 def sentinel_client(settings: Settings, max_connections: int) -> aioredis.Redis:
@@ -118,7 +161,10 @@ class Store:
     def from_url(cls, url: str, max_connections: int = 50, ca_file: str = "") -> Store:
         """A client whose pool waits (up to 5 s) for a free connection instead of failing a burst.
         `rediss://user:password@host:port/0` speaks TLS and verifies the server's certificate
-        against `ca_file` (a private CA) or the system's CAs."""
+        against `ca_file` (a private CA) or the system's CAs; `redis+cluster://` (or
+        `rediss+cluster://`) names a node of a Redis Cluster."""
+        if urlsplit(url).scheme.endswith("+cluster"):
+            return cls(cluster_client(url, ca_file, max_connections))
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
@@ -137,13 +183,16 @@ class Store:
         with REDIS_SENTINELS, whichever server the sentinels say is the primary now (a failover
         is followed on the next command: connections to the old primary are dropped and the new
         one asked of the sentinels)."""
+        if settings.clustered:
+            return cls(cluster_client(settings.redis_url, settings.redis_ca_file, max_connections))
         if not settings.sentinels:
             return cls.from_url(settings.redis_url, max_connections, settings.redis_ca_file)
         return cls(sentinel_client(settings, max_connections))
 
     async def close(self) -> None:
         await self.redis.aclose()
-        await self.redis.connection_pool.disconnect()
+        if not keys.clustered():
+            await self.redis.connection_pool.disconnect()
 
     async def ping(self) -> bool:
         async with translated("ping"):

@@ -73,8 +73,8 @@ async def seed(store: Store, n: int, now: float) -> list[str]:
                         "last_error": "timeout: no reply",
                     }
                 pipe.hset(keys.device(cid), mapping=fields)  # type: ignore[arg-type]
-                pipe.sadd(keys.devices_all(), cid)
-                pipe.sadd(keys.devices_active(), cid)
+                pipe.sadd(keys.devices_all(keys.group(cid)), cid)
+                pipe.sadd(keys.devices_active(keys.group(cid)), cid)
             await pipe.execute()
     return ids
 

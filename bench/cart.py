@@ -198,7 +198,7 @@ def main() -> None:
         with syncredis.Redis(port=port) as r:
             for cid in [month_device, *day_devices]:
                 r.hset(keys.device(cid), mapping={"cloud_id": cid})
-                r.sadd(keys.devices_all(), cid)
+                r.sadd(keys.devices_all(keys.group(cid)), cid)
         report = asyncio.run(
             Rotator(settings.replace(rotate_concurrency=2), open_archive(settings), None).pass_once()
         )

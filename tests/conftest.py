@@ -20,7 +20,9 @@ import pytest
 import redis as syncredis
 from cryptography.fernet import Fernet
 
+from app import keys
 from app.settings import Settings
+from tests.redis_cluster import RedisClusterServer
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -84,25 +86,47 @@ class RedisServer:
             self.proc = None
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--redis-cluster", action="store_true",
+        help="run the Redis-touching tests against a three-primary Redis Cluster on loopback",
+    )  # fmt: skip
+
+
+CLUSTER = False  # set by --redis-cluster
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global CLUSTER
+    CLUSTER = bool(config.getoption("--redis-cluster"))
+    if CLUSTER:
+        keys.configure(cluster=True)  # the test's own look at keys names them as the processes do
+
+
+def make_redis(workdir: Path) -> RedisServer | RedisClusterServer:
+    """A private Redis (not started): one server, or with --redis-cluster a three-primary cluster."""
+    return RedisClusterServer(workdir) if CLUSTER else RedisServer(workdir)
+
+
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer | RedisClusterServer]:
+    server = make_redis(tmp_path_factory.mktemp("redis"))
     server.start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
+def redis_url(redis_server: RedisServer | RedisClusterServer) -> str:
     """The shared test Redis, emptied for each test."""
     redis_server.flushall()
     return redis_server.url
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+def own_redis(tmp_path: Path) -> Iterator[RedisServer | RedisClusterServer]:
     """A Redis of this test's own, for tests that stop and restart it."""
-    server = RedisServer(tmp_path / "redis")
+    server = make_redis(tmp_path / "redis")
     server.start()
     yield server
     server.stop()

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-import redis as syncredis
 import requests
 
 from app import keys
@@ -33,7 +32,8 @@ from app.rotate.runner import Rotator
 from app.settings import Settings
 from app.store import Store
 from tests.api_helpers import ApiServer, make_token, start_api
-from tests.conftest import S3_KEY_ID, S3_SECRET, RedisServer, S3Server, wait_until
+from tests.conftest import S3_KEY_ID, S3_SECRET, S3Server, make_redis, wait_until
+from tests.redis_cluster import sync_client
 
 NOW = time.time()
 BASE = int(NOW // 3600) * 3600 - 6 * 3600  # six hours ago, on the hour
@@ -116,10 +116,10 @@ class Stack:
 
 def seed(settings: Settings) -> dict[str, bytes]:
     """Three devices × three archived hours (one with a second, overlapping part) + local hours."""
-    with syncredis.Redis.from_url(settings.redis_url) as r:
+    with sync_client(settings.redis_url) as r:
         for cid in DEVICES:
             r.hset(keys.device(cid), mapping={"cloud_id": cid, "active": "1"})
-            r.sadd(keys.devices_all(), cid)
+            r.sadd(keys.devices_all(keys.group(cid)), cid)
     for cid in DEVICES:
         for h in range(3):
             write(settings, cid, BASE + h * 3600, range(0, 40))
@@ -134,7 +134,7 @@ def seed(settings: Settings) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server, secret_key: str) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("carts")
-    redis_server = RedisServer(work / "redis")
+    redis_server = make_redis(work / "redis")
     redis_server.start()
     bucket = s3_server.bucket()
     env = {
@@ -405,13 +405,13 @@ async def test_eviction_is_lru_and_spares_building_and_downloading_carts(stack: 
 
 
 def test_no_space_and_archive_down_fail_with_a_reason(stack: Stack, tmp_path: Path, secret_key: str) -> None:
-    redis_server = RedisServer(tmp_path / "redis")
+    redis_server = make_redis(tmp_path / "redis")
     redis_server.start()
     env = {**stack.env, "REDIS_URL": redis_server.url}
     settings = Settings.from_env(env, dotenv_path=None)
-    with syncredis.Redis.from_url(redis_server.url) as r:
+    with sync_client(redis_server.url) as r:
         r.hset(keys.device("0c0001"), mapping={"cloud_id": "0c0001"})
-        r.sadd(keys.devices_all(), "0c0001")
+        r.sadd(keys.devices_all(keys.group("0c0001")), "0c0001")
     api = start_api(redis_server.url, secret_key, **{k: v for k, v in env.items() if k not in os.environ})
     s = Stack(settings, env, api, admin=make_token(redis_server.url, "admin"))
     try:
@@ -481,9 +481,9 @@ def test_an_archived_object_that_does_not_match_its_digest_fails_the_cart(
     SHA-256 rotate recorded with it. Fetched twice, then HASH_MISMATCH in one sentence."""
     import gzip
 
-    with syncredis.Redis.from_url(stack.settings.redis_url) as r:
+    with sync_client(stack.settings.redis_url) as r:
         r.hset(keys.device("0c0009"), mapping={"cloud_id": "0c0009", "active": "1"})
-        r.sadd(keys.devices_all(), "0c0009")
+        r.sadd(keys.devices_all(keys.group("0c0009")), "0c0009")
     write(stack.settings, "0c0009", BASE, range(0, 40))
     assert asyncio.run(Rotator(stack.settings, open_archive(stack.settings), None).pass_once()).stored >= 1
     client = s3_server.client()

@@ -224,7 +224,7 @@ async def test_carts_read_compacted_days_and_equal_carts_of_hourly_objects(
     with syncredis.Redis.from_url(redis_url) as r:
         for cid in DEVICES:
             r.hset(keys.device(cid), mapping={"cloud_id": cid, "active": "1"})
-            r.sadd(keys.devices_all(), cid)
+            r.sadd(keys.devices_all(keys.group(cid)), cid)
     await ship_day(settings)
     store = Store.from_url(redis_url)
     start, end = DAY_START + 3 * 3600, DAY_START + 9 * 3600

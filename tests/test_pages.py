@@ -222,9 +222,9 @@ def test_login_goes_back_only_to_this_site_and_the_csv_never_runs_in_a_spreadshe
 
     # what an importer could put in a record; before the first read of /fleet (a fresh snapshot)
     with syncredis.Redis.from_url(redis_url, decode_responses=True) as r:
-        cid = sorted(r.smembers(keys.devices_active()))[0]
+        cid = sorted(r.smembers(keys.devices_active(0)))[0]
         r.hset(keys.device(cid), mapping={"user_email": '=HYPERLINK("http://x")'})
-        failing = sorted(r.smembers(keys.devices_active()))[-1]
+        failing = sorted(r.smembers(keys.devices_active(0)))[-1]
         dark = {"health": "unreachable", "health_since": "1.0", "last_error": "timeout: no reply"}
         r.hset(keys.device(failing), mapping=dark)
     s = requests.Session()

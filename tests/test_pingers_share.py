@@ -18,12 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-import redis as syncredis
 import requests
 
+from app import keys
 from app.settings import Settings
 from tests.api_helpers import start_api
 from tests.conftest import RedisServer, Sim, wait_until
+from tests.redis_cluster import sync_client
 from tests.test_pinger import served, written
 from tests.test_users_cli import rainforest
 
@@ -52,8 +53,8 @@ class Fleet:
 
     def owners(self) -> dict[str, str]:
         """cloud_id → agent of the pinger holding its lease."""
-        with syncredis.Redis(port=self.redis.port, decode_responses=True) as r:
-            return {cid: f"rainforest-logger pinger/{p}" for cid, p in r.hgetall("rf:owners").items()}
+        with sync_client(self.redis.url, decode_responses=True) as r:
+            return {cid: f"rainforest-logger pinger/{p}" for cid, p in r.hgetall(keys.owners()).items()}
 
     def pollers(self) -> dict[str, list[list[object]]]:
         return dict(orjson.loads(self.sim.get("/control/pollers")))

@@ -16,6 +16,7 @@ import orjson
 import pytest
 import requests
 
+from app import keys
 from app.credentials import Vault
 from app.devices import DeviceInput
 from app.lines import read as read_lines
@@ -24,7 +25,7 @@ from app.push.receiver import CREDENTIALS_TTL_S
 from app.settings import Settings
 from app.store import Store
 from tests.api_helpers import ApiServer, conforms, start_api
-from tests.conftest import FIXTURES, RedisServer, Sim, wait_until
+from tests.conftest import FIXTURES, RedisServer, Sim, make_redis, wait_until
 from tests.test_pinger import register
 
 KEY = "push-key-for-tests-0001"
@@ -150,7 +151,7 @@ async def _polled(redis_url: str, secret_key: str) -> None:
 async def _record(redis_url: str, cloud_id: str) -> dict[str, str]:
     store = Store.from_url(redis_url)
     try:
-        return await store.redis.hgetall(f"rf:device:{cloud_id}")  # type: ignore[no-any-return,misc]
+        return await store.redis.hgetall(keys.device(cloud_id))  # type: ignore[no-any-return,misc]
     finally:
         await store.close()
 
@@ -345,7 +346,7 @@ def test_known_push_devices_keep_uploading_while_redis_is_down(tmp_path: Path, s
     """Uploads go on through a Redis outage for devices the server has seen (their key digests
     are cached); a wrong key is still refused; a device never seen gets a 503, not a 401; the
     counters catch up once Redis is back."""
-    redis_server = RedisServer(tmp_path / "redis")
+    redis_server = make_redis(tmp_path / "redis")
     redis_server.start()
     api = start_api(redis_server.url, secret_key)
     try:

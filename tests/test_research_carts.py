@@ -153,7 +153,7 @@ def test_a_parquet_cart_of_2400_files_stays_within_a_fixed_memory_bound(
     with syncredis.Redis.from_url(redis_url) as r:
         for cid in devices:
             r.hset(keys.device(cid), mapping={"cloud_id": cid, "active": "1"})
-            r.sadd(keys.devices_all(), cid)
+            r.sadd(keys.devices_all(keys.group(cid)), cid)
     for cid in devices:
         for h in range(24):
             write(settings, cid, base + h * 3600, range(0, 100))

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import orjson
 import pytest
-import redis as syncredis
 
 from app import keys
 from app.archive.backend import Archive, StoredObject
@@ -33,6 +32,7 @@ from app.rotate.ship import place
 from app.settings import Settings
 from app.store import Store
 from tests.conftest import ROOT, S3Server
+from tests.redis_cluster import sync_client
 
 PAST = time.time() - 3 * 3600  # an hour that closed long ago
 HOUR = hour_key(PAST)
@@ -57,13 +57,13 @@ def write_hour(settings: Settings, cloud_id: str, at: float = PAST, lines: int =
 
 
 def register(settings: Settings, *cloud_ids: str) -> None:
-    with syncredis.Redis.from_url(settings.redis_url) as r:
+    with sync_client(settings.redis_url) as r:
         for cid in cloud_ids:
             r.hset(keys.device(cid), mapping={"cloud_id": cid, "active": "1"})
 
 
 def device_hash(settings: Settings, cloud_id: str) -> dict[str, str]:
-    with syncredis.Redis.from_url(settings.redis_url, decode_responses=True) as r:
+    with sync_client(settings.redis_url, decode_responses=True) as r:
         return r.hgetall(keys.device(cloud_id))  # type: ignore[return-value]
 
 

@@ -23,7 +23,7 @@ async def submit(queue: Queue, settings: Settings, cart_id: str, attempt: int) -
     """Queue the build of `attempt`; False when that attempt is already queued or done."""
     job = await queue.enqueue(
         BUILD,
-        key=f"{cart_id}:{attempt}",
+        key=keys.cart_job(f"{cart_id}:{attempt}"),
         timeout=int(settings.cart_deadline_s) + 120,  # the builder's own deadline fires first
         heartbeat=0,
         retries=1,

@@ -11,12 +11,14 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from redis.exceptions import RedisError
 from saq import CronJob, Worker
 
+from app import keys
 from app.archive.factory import open_archive
 from app.carts import jobs
 from app.carts.build import Builder
@@ -69,7 +71,7 @@ class Cartd:
             self.queue,
             functions=[(jobs.BUILD, self.build_cart)],
             concurrency=settings.cart_jobs,
-            cron_jobs=[CronJob(self.housekeeping, cron="* * * * *", timeout=55)],
+            cron_jobs=[CronJob(self._housekeeping_job(), cron="* * * * *", timeout=55)],
             startup=self.startup,
             shutdown_grace_period_s=0,  # a cart being built is handed back at once (Builder._stopped)
         )
@@ -94,6 +96,16 @@ class Cartd:
         serve_metrics(self.settings, "cartd", self.metrics.registry)
         log.info("cartd started", extra={"worker": self.worker_id, "archive": self.builder.archive.url})
         await self.housekeeping(ctx)
+
+    def _housekeeping_job(self) -> Callable[[Any], Awaitable[None]]:
+        """The housekeeping as saq's cron job: saq keys a cron job by its function's name, which
+        therefore carries the queue's hash tag on a cluster (`keys.cart_job`)."""
+
+        async def job(ctx: Any) -> None:
+            await self.housekeeping(ctx)
+
+        job.__qualname__ = job.__name__ = keys.cart_job("housekeeping")
+        return job
 
     async def housekeeping(self, ctx: Any) -> None:
         """Requeue carts whose worker died, queue waiting carts that lost their job, expire idle ones."""

@@ -4,13 +4,14 @@ recreates a record that is gone."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import orjson
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
+from app import keys
 from app.errors import StoreError
 
 T = TypeVar("T")
@@ -28,7 +29,7 @@ async def translated(action: str) -> AsyncIterator[None]:
     """Turn Redis and socket errors inside the block into StoreError naming the action."""
     try:
         yield
-    except RedisError as exc:
+    except (RedisError, RedisClusterException) as exc:  # the cluster client's own errors are apart
         raise StoreError(f"Redis failed while trying to {action}: {exc}") from exc
     except OSError as exc:
         raise StoreError(f"Redis is unreachable while trying to {action}: {exc}") from exc
@@ -43,3 +44,19 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
+
+
+def publish(client: Any, channel: str, message: str) -> Any:
+    """Publish on a channel, or queue it on a pipeline: sharded (SPUBLISH, delivered by the
+    channel's own shard, its slot that of the keys it reports on) on a cluster, plain on one
+    server."""
+    return client.execute_command("SPUBLISH" if keys.clustered() else "PUBLISH", channel, message)
+
+
+async def union(redis: Any, names: Iterable[str]) -> set[str]:
+    """The members of many sets (one per slot group) in one pipelined round trip per node."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.smembers(name)
+        found: list[set[str]] = await pipe.execute()
+    return set().union(*found)

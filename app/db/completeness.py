@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from app import keys
 from app.completeness import HourCounts, longest_gap_s
-from app.db.common import BATCH_TTL_S, CHUNK, aw, translated
+from app.db.common import BATCH_TTL_S, CHUNK, translated, union
 from app.hours import Hour
 
 
@@ -28,18 +28,25 @@ class Completeness:
     ) -> None:
         """Add counts to their device-hours (the longest gap kept as a maximum), one script per
         CHUNK device-hours, each applied whole and at most once per token (see record_polls)."""
-        items = list(counts.items())
+        by_group: dict[int, list[tuple[tuple[str, int], HourCounts]]] = {}
+        for item in counts.items():
+            by_group.setdefault(keys.group(item[0][0]), []).append(item)
         token = token or uuid.uuid4().hex
+        chunks = [
+            (g, items[s : s + CHUNK])
+            for g, items in sorted(by_group.items())
+            for s in range(0, len(items), CHUNK)
+        ]
         async with translated("record completeness"):
-            for n, start in enumerate(range(0, len(items), CHUNK)):
-                names: list[str] = [keys.applied_batch(f"{token}:{n}")]
+            for n, (g, chunk) in enumerate(chunks):
+                names: list[str] = [keys.applied_batch(g, f"c:{token}:{n}")]
                 args: list[str | int] = [BATCH_TTL_S, int(keep_s)]
-                for (cid, hour), c in items[start : start + CHUNK]:
+                for (cid, hour), c in chunk:
                     day = Hour(hour).day.key
                     names += [
                         keys.completeness(cid, hour),
-                        keys.completeness_hour(hour),
-                        keys.completeness_day(day),
+                        keys.completeness_hour(g, hour),
+                        keys.completeness_day(g, day),
                     ]
                     args += [cid, c.scheduled, c.ok, c.readings, repr(c.longest_gap_s)]
                 await self._add_completeness(keys=names, args=args)
@@ -50,8 +57,8 @@ class Completeness:
         async with translated("record duplicates"), self.redis.pipeline(transaction=False) as pipe:
             pipe.hincrby(keys.completeness(cloud_id, hour), "duplicates", duplicates)
             pipe.expire(keys.completeness(cloud_id, hour), ttl)
-            pipe.sadd(keys.completeness_hour(hour), cloud_id)
-            pipe.expire(keys.completeness_hour(hour), ttl)
+            pipe.sadd(keys.completeness_hour(keys.group(cloud_id), hour), cloud_id)
+            pipe.expire(keys.completeness_hour(keys.group(cloud_id), hour), ttl)
             await pipe.execute()
 
     async def completeness(self, cloud_ids: Sequence[str], hours: Sequence[int]) -> list[dict[str, Any]]:
@@ -77,11 +84,14 @@ class Completeness:
         return rows
 
     async def completeness_day(self, day: str) -> dict[str, tuple[int, int, int]]:
-        """cloud_id → (scheduled, ok, readings) for one UTC day (YYYY-MM-DD), in one command."""
-        async with translated("read a day's completeness"):
-            h = cast(dict[str, str], await aw(self.redis.hgetall(keys.completeness_day(day))))
+        """cloud_id → (scheduled, ok, readings) for one UTC day (YYYY-MM-DD), in one command per
+        slot group (pipelined)."""
+        async with translated("read a day's completeness"), self.redis.pipeline(transaction=False) as pipe:
+            for g in keys.groups():
+                pipe.hgetall(keys.completeness_day(g, day))
+            found = cast(list[dict[str, str]], await pipe.execute())
         out: dict[str, list[int]] = {}
-        for name, value in h.items():
+        for name, value in (item for h in found for item in h.items()):
             cid, _, which = name.partition(":")
             out.setdefault(cid, [0, 0, 0])["sor".index(which)] = int(value)
         return {cid: (v[0], v[1], v[2]) for cid, v in out.items()}
@@ -89,7 +99,7 @@ class Completeness:
     async def completeness_devices(self, hour: int) -> list[str]:
         """The cloud_ids with counts for an hour."""
         async with translated("list an hour's devices"):
-            return sorted(cast(set[str], await aw(self.redis.smembers(keys.completeness_hour(hour)))))
+            return sorted(await union(self.redis, (keys.completeness_hour(g, hour) for g in keys.groups())))
 
 
 # Completeness of many device-hours in one script: KEYS[1] the batch's token, then three keys

@@ -9,7 +9,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from app import keys
-from app.db.common import SET_IF_EXISTS, aw, to_json, translated
+from app.db.common import aw, to_json, translated
 
 
 class Crawls:
@@ -17,6 +17,7 @@ class Crawls:
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
+        self._record = redis.register_script(_RECORD)
 
     async def record_crawl(
         self, cloud_id: str, crawl: dict[str, Any], keep: int, changed: list[str] | None = None
@@ -30,12 +31,10 @@ class Crawls:
             if changed is None:
                 changed = sorted(k for k in fields if before and before.get(k) != fields[k])
             entry = {**crawl, "changed": changed}
-            async with self.redis.pipeline(transaction=True) as pipe:
-                if fields:  # a failed crawl keeps the last good description on the record
-                    pipe.eval(SET_IF_EXISTS, 1, keys.device(cloud_id), "crawl", to_json(fields))
-                pipe.lpush(keys.crawls(cloud_id), to_json(entry))
-                pipe.ltrim(keys.crawls(cloud_id), 0, keep - 1)
-                await pipe.execute()
+            # a failed crawl ('' fields) keeps the last good description on the record
+            description = to_json(fields) if fields else ""
+            names = [keys.device(cloud_id), keys.crawls(cloud_id)]
+            await self._record(keys=names, args=[description, to_json(entry), keep])
         return changed
 
     async def record_meter_change(self, cloud_id: str, at: float, old: str, new: str, keep: int) -> None:
@@ -66,3 +65,13 @@ class Crawls:
         async with translated(f"read the crawls of {cloud_id}"):
             found = cast(list[str], await aw(self.redis.lrange(keys.crawls(cloud_id), 0, limit - 1)))
         return [orjson.loads(item) for item in found]
+
+
+# KEYS: the device's hash, its crawls. ARGV: the description to keep on the record ('' for none),
+# the crawl's entry, how many entries to keep. A device that is gone is not recreated.
+_RECORD = """
+if ARGV[1] ~= '' and redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'crawl', ARGV[1]) end
+redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+return 1
+"""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from app import keys
 from app.credentials import Vault
-from app.db.common import BATCH_TTL_S, CHUNK, SET_IF_EXISTS, aw, to_json, translated
+from app.db.common import BATCH_TTL_S, CHUNK, SET_IF_EXISTS, aw, publish, to_json, translated, union
 from app.devices import PUSH, SECRET_FIELDS, DeviceInput, DeviceRecord, new_push_key, push_key_digest
 from app.errors import CredentialError
 
@@ -75,7 +75,7 @@ class Devices:
     async def upsert_device(self, inp: DeviceInput, vault: Vault, now: float | None = None) -> bool:
         """Create or update a device; counters are kept on update. True when it was new."""
         now = time.time() if now is None else now
-        key = keys.device(inp.cloud_id)
+        key, g = keys.device(inp.cloud_id), keys.group(inp.cloud_id)
         fields = inp.stored_fields()
         if inp.protocol != PUSH:
             fields[SECRET_FIELDS[inp.protocol]] = vault.encrypt(inp.secret)
@@ -89,15 +89,15 @@ class Devices:
             pipe.hset(key, mapping=cast(dict[Any, Any], fields))
             pipe.hdel(key, *stale)  # a device that changed protocol keeps no stale secret
             if inp.protocol == PUSH and inp.active:
-                pipe.sadd(keys.devices_push(), inp.cloud_id)
+                pipe.sadd(keys.devices_push(g), inp.cloud_id)
             else:
-                pipe.srem(keys.devices_push(), inp.cloud_id)
-            pipe.sadd(keys.devices_all(), inp.cloud_id)
+                pipe.srem(keys.devices_push(g), inp.cloud_id)
+            pipe.sadd(keys.devices_all(g), inp.cloud_id)
             if inp.active and inp.protocol != PUSH:  # push devices are never polled
-                pipe.sadd(keys.devices_active(), inp.cloud_id)
+                pipe.sadd(keys.devices_active(g), inp.cloud_id)
             else:
-                pipe.srem(keys.devices_active(), inp.cloud_id)
-            pipe.publish(keys.devices_changed(), inp.cloud_id)
+                pipe.srem(keys.devices_active(g), inp.cloud_id)
+            publish(pipe, keys.devices_changed(g), inp.cloud_id)
             created, *_ = await pipe.execute()
         return bool(created)
 
@@ -121,22 +121,21 @@ class Devices:
 
     async def set_api(self, cloud_id: str, api: str) -> None:
         """An EAGLE-100's local API, as a check found it (pingers pick the change up at once)."""
-        async with translated(f"set the API of {cloud_id}"), self.redis.pipeline(transaction=True) as pipe:
-            pipe.eval(SET_IF_EXISTS, 1, keys.device(cloud_id), "api", api)
-            pipe.publish(keys.devices_changed(), cloud_id)
-            await pipe.execute()
+        async with translated(f"set the API of {cloud_id}"):  # no script in a cluster's transaction
+            await aw(self.redis.eval(SET_IF_EXISTS, 1, keys.device(cloud_id), "api", api))
+            await aw(publish(self.redis, keys.devices_changed(keys.group(cloud_id)), cloud_id))
 
     async def deactivate_device(self, cloud_id: str) -> bool:
         """Stop polling a device, keeping its record and data. False when it is unknown."""
-        key = keys.device(cloud_id)
+        key, g = keys.device(cloud_id), keys.group(cloud_id)
         async with translated(f"deactivate device {cloud_id}"):
             if not await self.redis.exists(key):
                 return False
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(key, "active", "0")
-                pipe.srem(keys.devices_active(), cloud_id)
-                pipe.srem(keys.devices_push(), cloud_id)
-                pipe.publish(keys.devices_changed(), cloud_id)
+                pipe.srem(keys.devices_active(g), cloud_id)
+                pipe.srem(keys.devices_push(g), cloud_id)
+                publish(pipe, keys.devices_changed(g), cloud_id)
                 await pipe.execute()
         return True
 
@@ -145,12 +144,12 @@ class Devices:
         record = await self.get_device(cloud_id)
         if record is None:
             return False
-        key = keys.device(cloud_id)
+        key, g = keys.device(cloud_id), keys.group(cloud_id)
         async with translated(f"activate device {cloud_id}"), self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={"active": "1", "activated_at": repr(time.time())})
             pipe.hdel(key, "health", "health_since", "condition", "condition_since")  # judged afresh
-            pipe.sadd(keys.devices_push() if record.protocol == PUSH else keys.devices_active(), cloud_id)
-            pipe.publish(keys.devices_changed(), cloud_id)
+            pipe.sadd(keys.devices_push(g) if record.protocol == PUSH else keys.devices_active(g), cloud_id)
+            publish(pipe, keys.devices_changed(g), cloud_id)
             await pipe.execute()
         return True
 
@@ -161,21 +160,32 @@ class Devices:
 
     async def active_ids(self) -> set[str]:
         async with translated("list active devices"):
-            return cast(set[str], await aw(self.redis.smembers(keys.devices_active())))
+            return await union(self.redis, map(keys.devices_active, keys.groups()))
 
     async def unknown_ids(self, cloud_ids: Sequence[str]) -> list[str]:
         """Those of `cloud_ids` never registered, in the order given (one round trip)."""
-        async with translated("check devices"):
-            known = await aw(self.redis.smismember(keys.devices_all(), list(cloud_ids)))
-        return [cid for cid, ok in zip(cloud_ids, known, strict=True) if not ok]
+        by_group = keys.grouped(cloud_ids)
+        async with translated("check devices"), self.redis.pipeline(transaction=False) as pipe:
+            for g, ids in by_group.items():
+                pipe.smismember(keys.devices_all(g), ids)
+            found = await pipe.execute()
+        known = {
+            cid
+            for ids, oks in zip(by_group.values(), found, strict=True)
+            for cid, ok in zip(ids, oks, strict=True)
+            if ok
+        }
+        return [cid for cid in cloud_ids if cid not in known]
 
     async def device_count(self) -> int:
-        async with translated("count devices"):
-            return int(await aw(self.redis.scard(keys.devices_all())))
+        async with translated("count devices"), self.redis.pipeline(transaction=False) as pipe:
+            for g in keys.groups():
+                pipe.scard(keys.devices_all(g))
+            return sum(await pipe.execute())
 
     async def all_ids(self) -> list[str]:
         async with translated("list devices"):
-            return sorted(cast(set[str], await aw(self.redis.smembers(keys.devices_all()))))
+            return sorted(await union(self.redis, map(keys.devices_all, keys.groups())))
 
     async def load_devices(self, cloud_ids: Iterable[str]) -> list[DeviceRecord]:
         """Records for many devices, fetched in pipelined chunks; unknown ids are skipped."""
@@ -250,13 +260,26 @@ class Devices:
         counts readings twice."""
         token = token or uuid.uuid4().hex
         async with translated("record poll results"):
-            for n, start in enumerate(range(0, len(updates), CHUNK)):
-                chunk = updates[start : start + CHUNK]
-                names = [keys.applied_batch(f"{token}:{n}")]
+            for n, g, chunk in _chunks(updates):
+                names = [keys.applied_batch(g, f"{token}:{n}")]
                 for u in chunk:
                     names += [keys.device(u.cloud_id), keys.failures(u.cloud_id)]
                 args = [BATCH_TTL_S, FAILURES_KEPT, *(value for u in chunk for value in _poll_args(u))]
                 await self._record_polls(keys=names, args=args)
+
+
+def _chunks(updates: Sequence[PollUpdate]) -> Iterator[tuple[int, int, Sequence[PollUpdate]]]:
+    """Updates in chunks of at most CHUNK devices of one slot group each, numbered the same way
+    each time for the same updates (a retry's token names the same chunks)."""
+    by_group: dict[int, list[PollUpdate]] = {}
+    for u in updates:
+        by_group.setdefault(keys.group(u.cloud_id), []).append(u)
+    n = 0
+    for g in sorted(by_group):
+        ups = by_group[g]
+        for start in range(0, len(ups), CHUNK):
+            yield n, g, ups[start : start + CHUNK]
+            n += 1
 
 
 def _same(record: DeviceRecord, inp: DeviceInput, vault: Vault) -> bool:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 import orjson
 import redis.asyncio as aioredis
 
 from app import keys
-from app.db.common import SET_IF_EXISTS, aw, to_json, translated
+from app.db.common import SET_IF_EXISTS, aw, to_json, translated, union
 from app.db.studies import ENROLMENT_FIELDS
 from app.studies import Enrolment
 
@@ -56,4 +54,4 @@ class PushDevices:
 
     async def push_device_ids(self) -> list[str]:
         async with translated("list push devices"):
-            return sorted(cast(set[str], await aw(self.redis.smembers(keys.devices_push()))))
+            return sorted(await union(self.redis, map(keys.devices_push, keys.groups())))

@@ -1,43 +1,63 @@
 """Studies and enrolments in Redis: each study's record, its devices and participants, and the
 enrolment kept on each device's record (so every reader of a record knows its study and window).
 
-Enrolling is one script: the participant id must be free in the study and the device in no other
-study (moving a device is an end, then a new enrolment), and the change is published so pingers
-pick up the new window at once.
+Enrolling is a script on the study's keys, then one on the device's (two hash slots on a
+cluster): the participant id must be free in the study and the device in no other study (moving a
+device is an end, then a new enrolment), and the change is published so pingers pick up the new
+window at once.
 """
 
 from __future__ import annotations
 
-from typing import cast
+from typing import NoReturn, cast
 
 import orjson
 import redis.asyncio as aioredis
 
 from app import keys
 from app.credentials import Vault
-from app.db.common import aw, translated
+from app.db.common import aw, publish, translated
 from app.errors import ConfigError, ValidationError
 from app.studies import Enrolment, Study
 
 ENROLMENT_FIELDS = ("study", "participant_id", "tz", "enrolled_from", "enrolled_until", "enrol_state")
 
-# KEYS: the device's hash, the study's participants, the study's devices, the change channel, the
-# participant id's tombstone. ARGV: cloud_id, study, participant_id, then the enrolment's
-# field/value pairs. Returns 1, or an error word: unknown (no such device), elsewhere (in another
-# study), taken (the participant id names another device), erased (it named a household erased).
-_ENROL = """
+# Enrolling touches two hash slots on a cluster (the study's, the device's), so it is two scripts,
+# the study's first: it reserves the participant id, and the device's then takes the enrolment
+# (undone when the device has gone or joined another study meanwhile).
+#
+# The study's. KEYS: the study's participants, its devices, the participant id's tombstone. ARGV:
+# cloud_id, participant_id, the device's old participant id in this study (or ''), a holder found
+# stale (its record no longer says it holds the id; or ''). Returns 1, 'taken' or 'erased'.
+_RESERVE = """
+if redis.call('HGET', KEYS[3], 'erase') == '1' then return 'erased' end
+local holder = redis.call('HGET', KEYS[1], ARGV[2])
+if holder and holder ~= ARGV[1] and holder ~= ARGV[4] then return 'taken' end
+if ARGV[3] ~= '' and ARGV[3] ~= ARGV[2] and redis.call('HGET', KEYS[1], ARGV[3]) == ARGV[1] then
+  redis.call('HDEL', KEYS[1], ARGV[3])
+end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
+# The device's. KEYS: its hash. ARGV: study, then the enrolment's field/value pairs. Returns 1,
+# 'unknown' (no such device) or 'elsewhere' (in another study).
+_TAKE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
-if redis.call('HGET', KEYS[5], 'erase') == '1' then return 'erased' end
 local current = redis.call('HGET', KEYS[1], 'study')
-if current and current ~= '' and current ~= ARGV[2] then return 'elsewhere' end
-local holder = redis.call('HGET', KEYS[2], ARGV[3])
-if holder and holder ~= ARGV[1] then return 'taken' end
-local old = redis.call('HGET', KEYS[1], 'participant_id')
-if old and old ~= ARGV[3] and current == ARGV[2] then redis.call('HDEL', KEYS[2], old) end
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 4, #ARGV))
-redis.call('PUBLISH', KEYS[4], ARGV[1])
+if current and current ~= '' and current ~= ARGV[1] then return 'elsewhere' end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2, #ARGV))
+return 1
+"""
+
+# Undo a reservation the device did not take. KEYS: the study's participants, its devices. ARGV:
+# cloud_id, participant_id.
+_UNRESERVE = """
+if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[1], ARGV[2]) end
+local left = false
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do if v == ARGV[1] then left = true end end
+if not left then redis.call('SREM', KEYS[2], ARGV[1]) end
 return 1
 """
 
@@ -50,12 +70,19 @@ _REFUSED = {
 }
 
 
+def _refuse(outcome: object, cloud_id: str, pid: str) -> NoReturn:
+    word = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+    raise ValidationError(_REFUSED[word].format(cid=cloud_id, pid=pid))
+
+
 class Studies:
     """Studies, and who is enrolled in each."""
 
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
-        self._enrol = redis.register_script(_ENROL)
+        self._reserve = redis.register_script(_RESERVE)
+        self._take = redis.register_script(_TAKE)
+        self._unreserve = redis.register_script(_UNRESERVE)
 
     async def save(self, study: Study, vault: Vault | None = None) -> bool:
         """Create or update a study (its creation time kept; its routes kept unless given, then
@@ -112,34 +139,50 @@ class Studies:
         """Enrol a device (or change its enrolment in the same study); ValidationError when it is
         unknown, in another study, or the participant id is another household's."""
         flat = [v for pair in enrolment.fields().items() for v in pair]
+        study, pid = enrolment.study, enrolment.participant_id
+        index = [keys.study_participants(study), keys.study_devices(study)]
         async with translated(f"enrol {cloud_id}"):
-            outcome = await self._enrol(
-                keys=[
-                    keys.device(cloud_id),
-                    keys.study_participants(enrolment.study),
-                    keys.study_devices(enrolment.study),
-                    keys.devices_changed(),
-                    keys.erasure(enrolment.study, enrolment.participant_id),
-                ],
-                args=[cloud_id, enrolment.study, enrolment.participant_id, *flat],
+            device = await self._enrolment_of(cloud_id)
+            if device is None or device[0] not in ("", study):
+                _refuse("unknown" if device is None else "elsewhere", cloud_id, pid)
+            old = device[1] if device and device[0] == study else ""
+            holder = await aw(self.redis.hget(keys.study_participants(study), pid))
+            stale = "" if holder in (None, cloud_id) else await self._stale(str(holder), study, pid)
+            outcome = await self._reserve(
+                keys=[*index, keys.erasure(study, pid)], args=[cloud_id, pid, old, stale]
             )
+            if outcome == 1:
+                outcome = await self._take(keys=[keys.device(cloud_id)], args=[study, *flat])
+                if outcome != 1:
+                    await self._unreserve(keys=index, args=[cloud_id, pid])
+            if outcome == 1:
+                await aw(publish(self.redis, keys.devices_changed(keys.group(cloud_id)), cloud_id))
         if outcome != 1:
-            word = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
-            raise ValidationError(_REFUSED[word].format(cid=cloud_id, pid=enrolment.participant_id))
+            _refuse(outcome, cloud_id, pid)
+
+    async def _enrolment_of(self, cloud_id: str) -> tuple[str, str] | None:
+        """(study, participant_id) on a device's record ('' when not enrolled), None when unknown."""
+        found = await aw(self.redis.hmget(keys.device(cloud_id), ["cloud_id", "study", "participant_id"]))
+        return None if found[0] is None else (found[1] or "", found[2] or "")
+
+    async def _stale(self, holder: str, study: str, pid: str) -> str:
+        """`holder` when its record no longer holds `pid` in `study` (an enrolment cut short
+        between its two steps), else ''."""
+        return "" if await self._enrolment_of(holder) == (study, pid) else holder
 
     async def end(self, cloud_id: str, enrolment: Enrolment, at: float) -> None:
         """End a device's enrolment (it may then join another study); its past is kept."""
         past = {**enrolment.public(), "ended_at": at}
-        async with (
-            translated(f"end the enrolment of {cloud_id}"),
-            self.redis.pipeline(transaction=True) as pipe,
-        ):
-            pipe.lpush(keys.enrolments_past(cloud_id), orjson.dumps(past))
-            pipe.hdel(keys.device(cloud_id), *ENROLMENT_FIELDS)
-            pipe.hdel(keys.study_participants(enrolment.study), enrolment.participant_id)
-            pipe.srem(keys.study_devices(enrolment.study), cloud_id)
-            pipe.publish(keys.devices_changed(), cloud_id)
-            await pipe.execute()
+        async with translated(f"end the enrolment of {cloud_id}"):
+            async with self.redis.pipeline(transaction=True) as pipe:  # the device's slot, then the study's
+                pipe.lpush(keys.enrolments_past(cloud_id), orjson.dumps(past))
+                pipe.hdel(keys.device(cloud_id), *ENROLMENT_FIELDS)
+                publish(pipe, keys.devices_changed(keys.group(cloud_id)), cloud_id)
+                await pipe.execute()
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(keys.study_participants(enrolment.study), enrolment.participant_id)
+                pipe.srem(keys.study_devices(enrolment.study), cloud_id)
+                await pipe.execute()
 
     async def past(self, cloud_id: str) -> list[dict[str, object]]:
         async with translated(f"read the past enrolments of {cloud_id}"):
