@@ -57,8 +57,13 @@ prometheus:
 demo: deps
 	@$(BIN)/python scripts/demo.py
 
+# The suite on one redis-server, then the Redis-heavy tests again on a three-primary Redis Cluster.
+CLUSTER_TESTS := tests/test_pingers_share.py tests/test_api.py tests/test_push.py tests/test_carts.py \
+	tests/test_rotate.py tests/test_store.py tests/test_studies.py tests/test_completeness.py tests/test_ownership.py
+
 test: deps chromium prometheus
 	$(BIN)/pytest -q
+	$(BIN)/pytest -q --redis-cluster $(CLUSTER_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check app tests bench scripts

@@ -90,7 +90,7 @@ def _queue_node(settings: Settings) -> aioredis.Redis:
     parts = urlsplit(url)
     user = parts.netloc.rpartition("@")[0]
     netloc = f"{user}@{node.host}:{node.port}" if user else f"{node.host}:{node.port}"
-    return aioredis.from_url(urlunsplit(parts._replace(netloc=netloc)), **tls)
+    return aioredis.from_url(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")), **tls)
 
 
 def sentinel_client(settings: Settings, max_connections: int) -> aioredis.Redis:

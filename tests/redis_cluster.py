@@ -110,3 +110,21 @@ def _info(port: int) -> dict[str, str]:
     except syncredis.RedisError:
         return {}
     return dict(line.split(":", 1) for line in text.split() if ":" in line)
+
+
+def async_client(url: str, **kw: Any) -> Any:
+    """An asyncio client for a test's own look at Redis: a cluster client for a cluster's URL."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
+
+    if "+cluster://" in url:
+        return RedisCluster.from_url(url.replace("+cluster://", "://"), **kw)
+    return aioredis.Redis.from_url(url, **kw)
+
+
+def node_urls(url: str) -> list[str]:
+    """Every primary's own URL (a cluster's), or the URL itself (one server's)."""
+    if "+cluster://" not in url:
+        return [url]
+    with sync_client(url) as client:
+        return [f"redis://{n.host}:{n.port}/0" for n in client.get_primaries()]

@@ -20,7 +20,6 @@ import orjson
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-import redis as syncredis
 
 from app import keys
 from app.archive.backend import Archive
@@ -33,6 +32,7 @@ from app.rotate.runner import Rotator
 from app.settings import Settings
 from app.store import Store
 from tests.conftest import S3_KEY_ID, S3_SECRET, S3Server
+from tests.redis_cluster import sync_client
 from tests.test_rotate import write_hour
 
 DAY_START = int(time.time() // 86400 - 2) * 86400  # the day before yesterday, long closed
@@ -186,7 +186,7 @@ async def test_the_rotate_loop_compacts_the_days_it_shipped(
         write_hour(settings, DEVICES[0], at=DAY_START + h * 3600 + 5, lines=50)
     archive = open_archive(settings)
     await Rotator(settings, archive, store).pass_once()  # notes the day
-    with syncredis.Redis.from_url(redis_url, decode_responses=True) as r:
+    with sync_client(redis_url, decode_responses=True) as r:
         assert r.smembers(keys.compaction_due()) == {DAY}
     daily = DailyCompaction(settings, archive, store)
     assert await daily.maybe_run(asyncio.Event()) == 1
@@ -221,7 +221,7 @@ async def test_carts_read_compacted_days_and_equal_carts_of_hourly_objects(
     make_settings: Callable[..., Settings], redis_url: str, tmp_path: Path
 ) -> None:
     settings = make_settings(redis_url, archive_url=f"file://{tmp_path / 'archive'}", rotate_grace_s=0.0)
-    with syncredis.Redis.from_url(redis_url) as r:
+    with sync_client(redis_url) as r:
         for cid in DEVICES:
             r.hset(keys.device(cid), mapping={"cloud_id": cid, "active": "1"})
             r.sadd(keys.devices_all(keys.group(cid)), cid)

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-import redis as syncredis
 
 from tests.conftest import Sim
+from tests.redis_cluster import sync_client
 from tests.test_users_cli import rainforest
 
 
@@ -28,7 +28,7 @@ def test_crawl_keeps_each_answer_and_marks_what_changed(
         first.stdout + first.stderr
     )  # push devices: never
 
-    r = syncredis.Redis.from_url(redis_url, decode_responses=True)
+    r = sync_client(redis_url, decode_responses=True)
     by_protocol = {str(u["cloud_id"]): str(u["protocol"]) for u in sim.users()}
     for cid, protocol in by_protocol.items():
         crawls = [orjson.loads(c) for c in r.lrange(f"rf:crawls:{cid}", 0, -1)]

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-import redis as syncredis
 import requests
 
 from app.devices import DeviceInput
 from app.errors import ValidationError
 from tests.api_helpers import ApiServer, make_token, start_api
 from tests.conftest import RedisServer, Sim
+from tests.redis_cluster import sync_client
 from tests.test_users_cli import rainforest
 
 CODE = "1A2B3C4D5E6F7A8B"
@@ -108,13 +108,13 @@ def test_a_local_device_is_stored_with_its_code_encrypted_and_never_shown(
     assert admin("POST", "/api/users/00ce69", json=body).json()["outcome"] == "unchanged"
     for text in (created.text, admin("GET", "/api/users/00ce69").text, admin("GET", "/api/users/").text):
         assert CODE not in text and "install_code" not in text
-    with syncredis.Redis.from_url(redis_url) as r:
+    with sync_client(redis_url) as r:
         stored = r.hgetall("rf:device:00ce69")
     assert CODE.encode() not in b"".join(stored.values()) and b"install_code_enc" in stored
     # switching to the relay drops the install code: no stale secret stays behind
     switched = admin("POST", "/api/users/00ce69", json={"user_email": "a@example.com", "user_pw": "pw-1"})
     assert switched.json()["protocol"] == "eagle100-cloud"
-    with syncredis.Redis.from_url(redis_url) as r:
+    with sync_client(redis_url) as r:
         assert r.hget("rf:device:00ce69", "install_code_enc") is None
 
 

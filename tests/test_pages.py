@@ -19,6 +19,7 @@ from tests.api_helpers import ApiServer, start_api
 from tests.api_helpers import make_token as _make_token
 from tests.api_helpers import revoke_token as _revoke_token
 from tests.conftest import Sim, wait_until
+from tests.redis_cluster import sync_client
 from tests.test_pinger_process import fleet_env, start_pinger
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -198,7 +199,6 @@ def test_sessions_end_with_their_token_and_forms_need_their_xsrf_token(
 def test_login_goes_back_only_to_this_site_and_the_csv_never_runs_in_a_spreadsheet(
     site: tuple[ApiServer, Path, Sim], redis_url: str
 ) -> None:
-    import redis as syncredis
 
     from app import keys
 
@@ -221,7 +221,7 @@ def test_login_goes_back_only_to_this_site_and_the_csv_never_runs_in_a_spreadshe
     assert login_to("/fleet?status=failing") == "/fleet?status=failing"
 
     # what an importer could put in a record; before the first read of /fleet (a fresh snapshot)
-    with syncredis.Redis.from_url(redis_url, decode_responses=True) as r:
+    with sync_client(redis_url, decode_responses=True) as r:
         cid = sorted(r.smembers(keys.devices_active(0)))[0]
         r.hset(keys.device(cid), mapping={"user_email": '=HYPERLINK("http://x")'})
         failing = sorted(r.smembers(keys.devices_active(0)))[-1]

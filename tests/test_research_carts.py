@@ -20,7 +20,6 @@ from pathlib import Path
 import duckdb
 import orjson
 import pyarrow.parquet as pq
-import redis as syncredis
 import requests
 
 from app import keys
@@ -28,6 +27,7 @@ from app.archive.factory import open_archive
 from app.rotate.runner import Rotator
 from app.settings import Settings
 from tests.api_helpers import make_token, start_api
+from tests.redis_cluster import sync_client
 from tests.test_carts import BASE, DEVICES, Stack, write
 from tests.test_carts import stack as stack  # the carts stack, a module-scoped fixture
 
@@ -150,7 +150,7 @@ def test_a_parquet_cart_of_2400_files_stays_within_a_fixed_memory_bound(
            "ARCHIVE_URL": f"file://{tmp_path / 'archive'}"}  # fmt: skip
     settings = Settings.from_env(env, dotenv_path=None)
     devices = [f"0e{n:04x}" for n in range(100)]
-    with syncredis.Redis.from_url(redis_url) as r:
+    with sync_client(redis_url) as r:
         for cid in devices:
             r.hset(keys.device(cid), mapping={"cloud_id": cid, "active": "1"})
             r.sadd(keys.devices_all(keys.group(cid)), cid)

@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis as syncredis
-import redis.asyncio as aioredis
 
 from app import keys
 from app.credentials import Vault
 from app.devices import DeviceInput
 from app.errors import StoreError, ValidationError
 from app.store import PollUpdate, Store
+from tests.redis_cluster import async_client, node_urls, sync_client
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def device(cid: str = "002738", **kw: object) -> DeviceInput:
 
 async def test_password_is_encrypted_at_rest(store: Store, vault: Vault, redis_url: str) -> None:
     assert await store.devices.save_device(device(), vault) == "created"
-    with syncredis.Redis.from_url(redis_url, decode_responses=True) as client:
+    with sync_client(redis_url, decode_responses=True) as client:
         raw = client.hgetall(keys.device("002738"))
     assert "plaintext123" not in str(raw)
     record = await store.devices.get_device("002738")
@@ -120,6 +120,7 @@ def test_cloud_id_keeps_leading_zeros_and_lowercases() -> None:
     assert "secretpw" not in repr(device(user_pw="secretpw"))
 
 
+BUSY_S = 3.0  # longer than a cluster client's own retries of a timed-out command (~1.5 s)
 _BUSY = """
 local s = redis.call('TIME')
 repeat local n = redis.call('TIME') until (n[1] - s[1]) * 1000000 + (n[2] - s[2]) > tonumber(ARGV[1])
@@ -131,14 +132,16 @@ async def _redis_busy_while(redis_url: str, seconds: float, write: Callable[[], 
     """Run `write` while Redis is held busy by another client: the write is queued behind the
     busy script, the writer's short read timeout fires, and Redis applies the write after all:
     a reply lost, as when a connection drops after Redis took a command."""
-    blocker = syncredis.Redis.from_url(redis_url)
-    busy = threading.Thread(target=lambda: blocker.eval(_BUSY, 0, int(seconds * 1e6)))
-    busy.start()
-    time.sleep(0.1)  # the busy script is running
+    blockers = [syncredis.Redis.from_url(url) for url in node_urls(redis_url)]  # every primary of a cluster
+    busy = [threading.Thread(target=lambda b=b: b.eval(_BUSY, 0, int(seconds * 1e6))) for b in blockers]
+    for thread in busy:
+        thread.start()
+    time.sleep(0.1)  # the busy scripts are running
     with pytest.raises(StoreError):
         await write()
-    busy.join(30)
-    blocker.close()
+    for thread, blocker in zip(busy, blockers, strict=True):
+        thread.join(30)
+        blocker.close()
 
 
 async def test_counters_sent_again_after_a_lost_reply_are_counted_once(redis_url: str) -> None:
@@ -147,12 +150,12 @@ async def test_counters_sent_again_after_a_lost_reply_are_counted_once(redis_url
     from app.completeness import Tally
     from app.pinger.ledger import Ledger, flush_tally
 
-    store = Store(aioredis.Redis.from_url(redis_url, socket_timeout=0.3, decode_responses=True))
+    store = Store(async_client(redis_url, socket_timeout=0.3, decode_responses=True))
     try:
         await store.redis.hset(keys.device("0f0001"), mapping={"cloud_id": "0f0001", "active": "1"})
         ledger = Ledger(store)
         ledger.add(PollUpdate("0f0001", events=5, first_timestamp=10.0, last_timestamp=20.0))
-        await _redis_busy_while(redis_url, 1.0, lambda: _must_fail(ledger.flush(100.0)))
+        await _redis_busy_while(redis_url, BUSY_S, lambda: _must_fail(ledger.flush(100.0)))
         ledger.add(PollUpdate("0f0001", events=2, last_timestamp=30.0))
         assert await ledger.flush(101.0)
         (record,) = await store.devices.load_devices(["0f0001"])
@@ -161,7 +164,7 @@ async def test_counters_sent_again_after_a_lost_reply_are_counted_once(redis_url
         tally = Tally()
         for _ in range(3):
             tally.ok("0f0001", 3600 * 500)
-        await _redis_busy_while(redis_url, 1.0, lambda: flush_tally(store, tally, 3600))
+        await _redis_busy_while(redis_url, BUSY_S, lambda: flush_tally(store, tally, 3600))
         tally.ok("0f0001", 3600 * 500)
         await flush_tally(store, tally, 3600)
         (row,) = await store.completeness.completeness(["0f0001"], [500])

@@ -316,6 +316,11 @@ def _same(record: DeviceRecord, inp: DeviceInput, vault: Vault) -> bool:
 _RECORD_POLLS = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local devices = (#KEYS - 1) / 2
+for i = 0, devices - 1 do  -- refuse before writing anything: a script is not rolled back
+  local key = KEYS[2 + i * 2]
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'hash' and kind ~= 'none' then return redis.error_reply('WRONGTYPE ' .. key .. ' is not a hash') end
+end
 for i = 0, devices - 1 do
   local b = 2 + i * 9
   local key, failures = KEYS[2 + i * 2], KEYS[3 + i * 2]
