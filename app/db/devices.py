@@ -319,7 +319,7 @@ local devices = (#KEYS - 1) / 2
 for i = 0, devices - 1 do  -- refuse before writing anything: a script is not rolled back
   local key = KEYS[2 + i * 2]
   local kind = redis.call('TYPE', key)['ok']
-  if kind ~= 'hash' and kind ~= 'none' then return redis.error_reply('WRONGTYPE ' .. key .. ' is not a hash') end
+  if kind ~= 'hash' and kind ~= 'none' then return redis.error_reply('WRONGTYPE ' .. key .. ': no hash') end
 end
 for i = 0, devices - 1 do
   local b = 2 + i * 9
