@@ -14,7 +14,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 from zoneinfo import ZoneInfo
 
 from app.errors import ValidationError
@@ -24,6 +24,11 @@ DAY_S = 86400
 DAY_FORMAT = "%Y-%m-%d"
 HOUR_PATTERN = r"\d{4}-\d{2}-\d{2}-\d{2}"  # an hour's key inside a file name or a key
 HOUR_RE = re.compile(rf"^{HOUR_PATTERN}$")
+
+
+def hour_numbers_ms(unix_ms: Any) -> Any:
+    """The hour (`Hour.number`) of each of many instants at once: a numpy array of Unix ms."""
+    return unix_ms // (HOUR_S * 1000)
 
 
 @dataclass(frozen=True, order=True, slots=True)

@@ -1,7 +1,9 @@
 """A device's readings over a time range, for charts: from the hourly files and the archive.
 
 An hour is read from its local file (still there until rotate ships it) and from every part
-of it in the archive; lines of one kind are deduplicated on device time. Closed hours are kept
+of it in the archive; lines of one kind are deduplicated on device time. A closed day that the
+compacted archive holds exactly (`app.research.points`) is read from its Parquet instead, one
+read per day. Closed hours are kept
 in a small in-process cache, so a month's chart reads each hour once. Series are downsampled to
 min/max/mean per bucket, and a gap stays a gap: an empty bucket is null, never zero.
 """
@@ -13,19 +15,24 @@ import itertools
 import tempfile
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from app import lines
 from app.archive.backend import Archive
 from app.archive.layout import DeviceHour
 from app.hourly import reading_path
 from app.hours import Hour
+from app.research.points import CompactedPoints
 from app.settings import Settings
 
 VALUE = lines.VALUE
 CACHE_HOURS = 20_000  # device-hours of points kept (about 450 points each)
+DAY_THREADS = 8  # compacted days read at once (pyarrow decodes without the GIL)
 
 
 @dataclass
@@ -51,11 +58,13 @@ class SeriesSource:
         self.settings = settings
         self.archive = archive
         self.cache = HourCache()
+        self.compacted = CompactedPoints(settings, archive) if archive is not None else None
 
     def points(self, cloud_id: str, kind: str, start: float, end: float) -> list[tuple[int, float]]:
         out: list[tuple[int, float]] = []
         now = time.time()
         first, last = Hour.at(start).number, Hour.at(end).number + 1
+        self._from_compacted(cloud_id, kind, first, last, now)
         # a line is filed under the hour it arrived; look one hour past the range for late ones
         for hour in range(first, last + 1):
             closed = Hour(hour).end + self.settings.rotate_grace_s < now
@@ -72,6 +81,20 @@ class SeriesSource:
         # hours are in order and each is sorted, so this sort is nearly free; dict() drops a
         # reading filed twice (a late part); the rare late line outside the range is dropped too
         return [p for p in sorted(dict(out).items()) if start <= p[0] < end]
+
+    def _from_compacted(self, cloud_id: str, kind: str, first: int, last: int, now: float) -> None:
+        """Put the closed days of the range that the compacted archive holds exactly in the cache,
+        one read per day (several days at once), so their hours are not read one by one."""
+        if self.compacted is None:
+            return
+        days = sorted({Hour(h).day for h in range(first, last + 1)})
+        wanted = [d for d in days if d.end + self.settings.rotate_grace_s < now and any(
+            self.cache.get((cloud_id, h.number, kind)) is None for h in d.hours())]  # fmt: skip
+        reader = self.compacted
+        with ThreadPoolExecutor(DAY_THREADS) as pool:
+            for found in pool.map(lambda d: reader.day(cloud_id, kind, d), wanted):
+                for hour, points in (found or {}).items():
+                    self.cache.put((cloud_id, hour, kind), points)
 
     def _hour(self, cloud_id: str, hour: int, kind: str) -> list[tuple[int, float]]:
         label = Hour(hour).key
@@ -104,24 +127,29 @@ def downsample(
 ) -> dict[str, list[Any]]:
     """min/max/mean per bucket of `bucket_s`; an empty bucket is null in all three (a gap)."""
     count = max(1, int((end - start + bucket_s - 1) // bucket_s))
-    sums = [0.0] * count
-    ns = [0] * count
-    lows: list[float | None] = [None] * count
-    highs: list[float | None] = [None] * count
-    for t, v in points:
-        i = int((t - start) // bucket_s)
-        if 0 <= i < count:
-            sums[i] += v
-            ns[i] += 1
-            low, high = lows[i], highs[i]
-            lows[i] = v if low is None or v < low else low
-            highs[i] = v if high is None or v > high else high
+    t = np.fromiter((p[0] for p in points), dtype=np.float64, count=len(points))
+    v = np.fromiter((p[1] for p in points), dtype=np.float64, count=len(points))
+    i = np.floor_divide(t - start, bucket_s).astype(np.int64)
+    inside = (i >= 0) & (i < count)
+    i, v = i[inside], v[inside]
+    n = np.bincount(i, minlength=count)
+    sums = np.bincount(i, weights=v, minlength=count)
+    lows = np.full(count, np.inf)
+    highs = np.full(count, -np.inf)
+    np.minimum.at(lows, i, v)
+    np.maximum.at(highs, i, v)
+    empty = n == 0
+    means = [None if k == 0 else round(s / k, 6) for s, k in zip(sums.tolist(), n.tolist(), strict=True)]
     return {
-        "t": [int(start) + i * bucket_s for i in range(count)],
-        "min": lows,
-        "max": highs,
-        "mean": [round(sums[i] / ns[i], 6) if ns[i] else None for i in range(count)],
+        "t": [int(start) + k * bucket_s for k in range(count)],
+        "min": _or_null(lows, empty),
+        "max": _or_null(highs, empty),
+        "mean": means,
     }
+
+
+def _or_null(values: Any, empty: Any) -> list[float | None]:
+    return [None if gap else x for x, gap in zip(values.tolist(), empty.tolist(), strict=True)]
 
 
 def with_gaps(points: list[tuple[int, float]], min_gap_s: float) -> dict[str, list[Any]]:

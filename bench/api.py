@@ -8,12 +8,15 @@ with bench/load.py from its own process:
     and filtered differently, with a session cookie) and the bare handler;
   - p50/p99 latency at a fixed 1,000 req/s (open loop; the /fleet page at 20 req/s);
   - a 30-day readings request (GET /api/users/{id}/readings) for a device with 30 days of
-    8-second readings in its hourly files: first (cold) and again (closed hours cached).
+    8-second readings shipped to the archive: cold from its hourly objects; then, the closed days
+    compacted, cold for the other device of the month (each compacted day holds those two
+    households), and again (closed hours cached).
 
     .venv/bin/python bench/api.py [--devices 10000] [--seconds 5]
 
 The last line is key=value: rps_users, rps_latest, rps_bare, ratio, p99_ms_at_1000,
-rps_fleet, p99_ms_fleet, readings_30d_cold_ms, readings_30d_warm_ms, rps_list, rps_list_study,
+rps_fleet, p99_ms_fleet, readings_30d_cold_ms, readings_30d_compacted_cold_ms, readings_30d_warm_ms,
+rps_list, rps_list_study,
 rps_fleet_study, ratio_list_study, ratio_fleet_study (the fleet spread over 20 studies: a page of
 GET /api/users/ and of /fleet for a study's read-only token, against the same for the fleet's).
 """
@@ -76,9 +79,10 @@ async def studies(redis_url: str, ids: list[str], count: int = 20) -> str:
     return token
 
 
-def month_of_readings(env: dict[str, str], work: Path) -> str:
-    """30 days of 8-second readings for one simulated device, in its hourly files; its cloud_id."""
-    sim = [sys.executable, "-m", "app.cli", "sim", "--devices", "1", "--seed", "5"]
+def month_of_readings(env: dict[str, str], work: Path) -> list[str]:
+    """30 days of 8-second readings for two simulated devices, in their hourly files, then shipped
+    to the archive (a folder under DATA_DIR) by rotate; their cloud_ids."""
+    sim = [sys.executable, "-m", "app.cli", "sim", "--devices", "2", "--seed", "5"]
     subprocess.run(
         [*sim, "--backfill-hours", str(30 * 24)], check=True, env=env, cwd=work, capture_output=True
     )
@@ -86,7 +90,29 @@ def month_of_readings(env: dict[str, str], work: Path) -> str:
     subprocess.run([*sim, "--export-users", str(users)], check=True, env=env, cwd=work, capture_output=True)
     subprocess.run([sys.executable, "-m", "app.cli", "users", "import", str(users)], check=True, env=env,
                    cwd=work, capture_output=True)  # fmt: skip
-    return str(orjson.loads(users.read_bytes().splitlines()[0])["cloud_id"])
+    subprocess.run([sys.executable, "-m", "app.cli", "rotate"], check=True, env=env, cwd=work,
+                   capture_output=True)  # fmt: skip
+    return [str(orjson.loads(line)["cloud_id"]) for line in users.read_bytes().splitlines()]
+
+
+def compact_month(work: Path) -> int:
+    """Compact every closed day of the month (in this process, as `rainforest compact` does);
+    how many days were compacted."""
+    from app.archive.factory import open_archive
+    from app.errors import ValidationError
+    from app.research.compact import Compactor
+    from app.settings import Settings
+
+    settings = Settings(data_dir=work)
+    compactor = Compactor(settings, open_archive(settings))
+    done = 0
+    for n in range(32):
+        day = time.strftime("%Y-%m-%d", time.gmtime(time.time() - n * 86400))
+        try:
+            done += compactor.compact(day).version is not None
+        except ValidationError:
+            continue  # not over and shipped yet (today's)
+    return done
 
 
 def session_cookie(api: str, token: str) -> str:
@@ -140,7 +166,7 @@ def main() -> None:
             wait_for(lambda: port_open(redis_port), "redis")
             ids, token = asyncio.run(seed(redis_url, args.devices, secret))
             scoped = asyncio.run(studies(redis_url, ids))
-            month_device = month_of_readings(env, work)
+            month_devices = month_of_readings(env, work)
             procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "app.cli", "server", "--port", str(api_port)], **quiet
@@ -184,10 +210,14 @@ def main() -> None:
                 results[name] = (top, paced)
                 print(f"{name:<8} {top['rps']:>9.0f} {top['errors'] + paced['errors']:>7.0f} "
                       f"{paced['p50_ms']:>15.2f} {paced['p99_ms']:>15.2f}", flush=True)  # fmt: skip
-            month = f"{api}/api/users/{month_device}/readings?start={time.time() - 30 * 86400}"
-            cold, warm = timed_get(month, token), timed_get(month, token)
+            month = f"{api}/api/users/{{}}/readings?start={time.time() - 30 * 86400}"
+            cold = timed_get(month.format(month_devices[0]), token)  # hourly objects
+            days = compact_month(work)
+            compacted = timed_get(month.format(month_devices[1]), token)  # never asked before: cold
+            warm = timed_get(month.format(month_devices[1]), token)
             print(
-                f"30-day readings request: {cold:.0f} ms cold, {warm:.0f} ms with closed hours cached",
+                f"30-day readings request: {cold:.0f} ms cold from hourly objects, {compacted:.0f} ms cold "
+                f"with {days} days compacted, {warm:.0f} ms with closed hours cached",
                 flush=True,
             )
         finally:
@@ -208,6 +238,7 @@ def main() -> None:
     print(f"rps_users={users[0]['rps']:.0f} rps_latest={latest[0]['rps']:.0f} rps_bare={bare[0]['rps']:.0f} "
           f"ratio={ratio:.2f} p99_ms_at_1000={p99:.2f} rps_fleet={fleet[0]['rps']:.0f} "
           f"p99_ms_fleet={fleet[1]['p99_ms']:.2f} readings_30d_cold_ms={cold:.0f} "
+          f"readings_30d_compacted_cold_ms={compacted:.0f} "
           f"readings_30d_warm_ms={warm:.0f} rps_list={listed[0]['rps']:.0f} "
           f"rps_list_study={listed_study[0]['rps']:.0f} rps_fleet_study={fleet_study[0]['rps']:.0f} "
           f"ratio_list_study={list_ratio:.2f} ratio_fleet_study={fleet_ratio:.2f}")  # fmt: skip
