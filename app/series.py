@@ -15,6 +15,7 @@ import itertools
 import tempfile
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,21 +32,22 @@ from app.research.points import CompactedPoints
 from app.settings import Settings
 
 VALUE = lines.VALUE
+Series = tuple[Any, Any]  # numpy arrays of the same length: Unix seconds (int64), values (float64)
 CACHE_HOURS = 20_000  # device-hours of points kept (about 450 points each)
-DAY_THREADS = 8  # compacted days read at once (pyarrow decodes without the GIL)
+DAY_THREADS = 4  # compacted days read at once (pyarrow decodes without the GIL)
 
 
 @dataclass
 class HourCache:
-    entries: OrderedDict[tuple[str, int, str], list[tuple[int, float]]] = field(default_factory=OrderedDict)
+    entries: OrderedDict[tuple[str, int, str], Series] = field(default_factory=OrderedDict)
 
-    def get(self, key: tuple[str, int, str]) -> list[tuple[int, float]] | None:
+    def get(self, key: tuple[str, int, str]) -> Series | None:
         found = self.entries.get(key)
         if found is not None:
             self.entries.move_to_end(key)
         return found
 
-    def put(self, key: tuple[str, int, str], points: list[tuple[int, float]]) -> None:
+    def put(self, key: tuple[str, int, str], points: Series) -> None:
         self.entries[key] = points
         while len(self.entries) > CACHE_HOURS:
             self.entries.popitem(last=False)
@@ -61,7 +63,14 @@ class SeriesSource:
         self.compacted = CompactedPoints(settings, archive) if archive is not None else None
 
     def points(self, cloud_id: str, kind: str, start: float, end: float) -> list[tuple[int, float]]:
-        out: list[tuple[int, float]] = []
+        """The points as (time, value) pairs, in time order."""
+        t, v = self.series(cloud_id, kind, start, end)
+        return list(zip(t.tolist(), v.tolist(), strict=True))
+
+    def series(self, cloud_id: str, kind: str, start: float, end: float) -> Series:
+        """The points in [start, end) as arrays of Unix seconds and values, in time order."""
+        times: list[Any] = []
+        values: list[Any] = []
         now = time.time()
         first, last = Hour.at(start).number, Hour.at(end).number + 1
         self._from_compacted(cloud_id, kind, first, last, now)
@@ -74,13 +83,18 @@ class SeriesSource:
                 found = self._hour(cloud_id, hour, kind)
                 if closed:
                     self.cache.put(key, found)
-            if first < hour < last - 1:  # wholly inside the range (but for a late line or two)
-                out += found
-            else:
-                out += [p for p in found if start <= p[0] < end]
-        # hours are in order and each is sorted, so this sort is nearly free; dict() drops a
-        # reading filed twice (a late part); the rare late line outside the range is dropped too
-        return [p for p in sorted(dict(out).items()) if start <= p[0] < end]
+            times.append(found[0])
+            values.append(found[1])
+        t, v = np.concatenate(times), np.concatenate(values)
+        if len(t) > 1 and not bool(np.all(t[1:] > t[:-1])):
+            # a reading filed twice (a late part) or out of order: the last one kept, as dict() would
+            order = np.argsort(t, kind="stable")
+            t, v = t[order], v[order]
+            last_of_run = np.ones(len(t), dtype=bool)
+            last_of_run[:-1] = t[1:] != t[:-1]
+            t, v = t[last_of_run], v[last_of_run]
+        inside = (t >= start) & (t < end)
+        return t[inside], v[inside]
 
     def _from_compacted(self, cloud_id: str, kind: str, first: int, last: int, now: float) -> None:
         """Put the closed days of the range that the compacted archive holds exactly in the cache,
@@ -96,7 +110,7 @@ class SeriesSource:
                 for hour, points in (found or {}).items():
                     self.cache.put((cloud_id, hour, kind), points)
 
-    def _hour(self, cloud_id: str, hour: int, kind: str) -> list[tuple[int, float]]:
+    def _hour(self, cloud_id: str, hour: int, kind: str) -> Series:
         label = Hour(hour).key
         blobs: list[bytes] = []
         path = reading_path(self.settings.logs_dir, self.settings.file_prefix, cloud_id, label)
@@ -108,7 +122,7 @@ class SeriesSource:
         for data in blobs:  # the first line of a reading kept, whichever part it is in
             for t, v in lines.points(data, kind).items():
                 points.setdefault(t, v)
-        return sorted(points.items())
+        return as_series(sorted(points.items()))
 
     def _archived(self, dh: DeviceHour) -> list[bytes]:
         """The content of every part of a device-hour in the archive."""
@@ -122,13 +136,28 @@ class SeriesSource:
         return blobs
 
 
+def within(series: Series, window: tuple[float, float] | None) -> Series:
+    """The points in [window): a household's consent window (None: no point at all)."""
+    t, v = series
+    if window is None:
+        return t[:0], v[:0]
+    inside = (t >= window[0]) & (t < window[1])
+    return t[inside], v[inside]
+
+
+def as_series(points: Sequence[tuple[int, float]]) -> Series:
+    """(time, value) pairs as the two arrays of a Series."""
+    t = np.fromiter((p[0] for p in points), dtype=np.int64, count=len(points))
+    v = np.fromiter((p[1] for p in points), dtype=np.float64, count=len(points))
+    return t, v
+
+
 def downsample(
-    points: list[tuple[int, float]], start: float, end: float, bucket_s: int
+    points: Series | Sequence[tuple[int, float]], start: float, end: float, bucket_s: int
 ) -> dict[str, list[Any]]:
     """min/max/mean per bucket of `bucket_s`; an empty bucket is null in all three (a gap)."""
     count = max(1, int((end - start + bucket_s - 1) // bucket_s))
-    t = np.fromiter((p[0] for p in points), dtype=np.float64, count=len(points))
-    v = np.fromiter((p[1] for p in points), dtype=np.float64, count=len(points))
+    t, v = points if isinstance(points, tuple) else as_series(points)
     i = np.floor_divide(t - start, bucket_s).astype(np.int64)
     inside = (i >= 0) & (i < count)
     i, v = i[inside], v[inside]

@@ -1,7 +1,8 @@
 """Chart points of closed days come from the compacted Parquet when it holds exactly the device-day,
 and equal the points of the hourly objects: repeats across parts, a late reading filed in the next
 hour (and one in the next day), a refilled history line filed by its own time, a reading sent
-without a time, a cut last line. A late part not yet compacted again sends that device-day back to its hourly objects."""
+without a time, a cut last line. A late part not yet compacted again sends that device-day back
+to its hourly objects."""
 
 from __future__ import annotations
 
@@ -50,8 +51,8 @@ def fill(settings: Settings) -> None:
             )
     cid, late = DEVICES[0], DAY_START + 7 * 3600
     write_hour(settings, cid, at=DAY_START - 3600 + 5, lines=300)  # the day before's last hour
-    yesterday = {"cloud_id": cid, "polled_at": DAY_START + 5.5, "device_time": DAY_START - 1, "kind": "demand",
-                 "demand_kw": 3.5}  # fmt: skip
+    yesterday = {"cloud_id": cid, "polled_at": DAY_START + 5.5, "device_time": DAY_START - 1,
+                 "kind": "demand", "demand_kw": 3.5}  # fmt: skip
     append(settings, cid, DAY_START, yesterday)  # in this day's file, timed in the day before
     timed_before = {"cloud_id": cid, "polled_at": late + 3605.5, "device_time": late + 3599, "kind": "demand",
                     "demand_kw": 9.5}  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from app.series import downsample, with_gaps
+from app.series import as_series, downsample, with_gaps, within
 
 
 def test_downsample_keeps_min_max_mean_and_an_empty_bucket_is_a_gap() -> None:
@@ -52,3 +52,10 @@ def test_downsample_answers_exactly_what_bucket_by_bucket_arithmetic_does() -> N
         }
         points = sorted(found.items())
         assert downsample(points, start, end, bucket) == _reference(points, start, end, bucket)
+
+
+def test_within_keeps_the_points_of_a_window_start_included_end_not_and_none_without_one() -> None:
+    series = as_series([(t, float(t)) for t in range(0, 100, 10)])
+    t, v = within(series, (20.0, 50.0))
+    assert t.tolist() == [20, 30, 40] and v.tolist() == [20.0, 30.0, 40.0]
+    assert within(series, None)[0].tolist() == []

@@ -27,7 +27,8 @@ from app.lines import VALUE
 from app.research.days import DayManifest, current, may_hold
 from app.settings import Settings
 
-Points = list[tuple[int, float]]
+Series = tuple[Any, Any]  # as app.series has it: arrays of Unix seconds (int64) and values (float64)
+_EMPTY: Series = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
 
 
 class CompactedPoints:
@@ -39,7 +40,7 @@ class CompactedPoints:
         self._lock = threading.Lock()  # days are read in threads
         warm_up()
 
-    def day(self, cloud_id: str, kind: str, day: Day) -> dict[int, Points] | None:
+    def day(self, cloud_id: str, kind: str, day: Day) -> dict[int, Series] | None:
         """Hour number → its points (every hour of the day, empty where there were none), or None
         when the compacted archive does not hold exactly this device-day."""
         manifest = current(self.archive, day.key)
@@ -52,14 +53,11 @@ class CompactedPoints:
                     found.append(_read(pq.ParquetFile(handle), cloud_id, kind))
         with self._lock:
             self.days_read += 1
-        by_hour: dict[int, Points] = {hour.number: [] for hour in day.hours()}
-        if len(found) == 1:  # a household's day sits in one file but at a file's roll
-            by_hour.update(found[0])
-            return by_hour
-        for points in found:
-            for hour, more in points.items():
-                by_hour.setdefault(hour, []).extend(more)
-        return {hour: sorted(dict(reversed(points)).items()) for hour, points in by_hour.items()}
+        by_hour: dict[int, Series] = {hour.number: _EMPTY for hour in day.hours()}
+        for hour in {h for points in found for h in points}:  # a household's day in two files at a roll
+            parts = [points[hour] for points in found if hour in points]
+            by_hour[hour] = parts[0] if len(parts) == 1 else _first_of_each(parts)
+        return by_hour
 
     def _exact(self, manifest: DayManifest, cloud_id: str, day: Day) -> bool:
         """The manifest's sources of the device are the hourly objects there now, and nothing of
@@ -75,7 +73,17 @@ class CompactedPoints:
         return now == {(key, size) for key, size in manifest.sources.get(cloud_id, [])}
 
 
-def _read(pf: pq.ParquetFile, cloud_id: str, kind: str) -> dict[int, Points]:
+def _first_of_each(parts: list[Series]) -> Series:
+    """Several files' points of one hour as one, in time order, the first of a reading kept."""
+    t, v = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    order = np.argsort(t, kind="stable")
+    t, v = t[order], v[order]
+    first = np.ones(len(t), dtype=bool)
+    first[1:] = t[1:] != t[:-1]
+    return t[first], v[first]
+
+
+def _read(pf: pq.ParquetFile, cloud_id: str, kind: str) -> dict[int, Series]:
     """The device's points in one file, by file hour: the row groups that may hold it, the
     columns a point needs, worked out column by column (no Python object per row but the
     points themselves)."""
@@ -107,11 +115,7 @@ def _read(pf: pq.ParquetFile, cloud_id: str, kind: str) -> dict[int, Points]:
     first[1:] = (hours[1:] != hours[:-1]) | (seconds[1:] != seconds[:-1])
     seconds, hours, values = seconds[first], hours[first], values[first]
     cuts = [0, *(np.flatnonzero(np.diff(hours)) + 1).tolist(), len(hours)]
-    return {
-        int(hours[a]): list(zip(seconds[a:b].tolist(), values[a:b].tolist(), strict=True))
-        for a, b in itertools.pairwise(cuts)
-        if b > a
-    }
+    return {int(hours[a]): (seconds[a:b], values[a:b]) for a, b in itertools.pairwise(cuts) if b > a}
 
 
 def warm_up() -> None:

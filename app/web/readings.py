@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from app.series import VALUE, downsample, with_gaps
+from app.series import VALUE, downsample, with_gaps, within
 from app.web.base import ApiError, BaseHandler
 from app.web.completeness import unix_seconds
 from app.web.devices import cloud_id_from_path
@@ -39,12 +39,15 @@ class ReadingsHandler(BaseHandler):
         if record is None:
             raise ApiError(404, "unknown_device", f"no device {cloud_id} is registered.")
         async with self.heavy_slot():
-            points = await self.ctx.heavy.run(self.ctx.series.points, cloud_id, kind, start, end)
+            t, v = await self.ctx.heavy.run(self.ctx.series.series, cloud_id, kind, start, end)
         if record.enrolment is not None:  # nothing from outside the household's consent window
-            points = [p for p in points if record.enrolment.covers(p[0])]
-        if resolution == 0 and len(points) > MAX_POINTS:
+            t, v = within((t, v), record.enrolment.clamp(start, end))
+        if resolution == 0 and len(t) > MAX_POINTS:
             raise ApiError(400, "bad_parameter", f"over {MAX_POINTS} readings: ask with a resolution.")
         min_gap_s = 2 * self.ctx.settings.poll_interval_s
-        body = with_gaps(points, min_gap_s) if resolution == 0 else downsample(points, start, end, resolution)
+        if resolution == 0:
+            body = with_gaps(list(zip(t.tolist(), v.tolist(), strict=True)), min_gap_s)
+        else:
+            body = downsample((t, v), start, end, resolution)
         self.send_json({"cloud_id": cloud_id, "kind": kind, "start": start, "end": end,
-                        "resolution": resolution, "count": len(points), **body})  # fmt: skip
+                        "resolution": resolution, "count": len(t), **body})  # fmt: skip
