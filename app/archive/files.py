@@ -107,11 +107,19 @@ class FileArchive:
         if not base.is_dir():
             return []
         found = []
-        for path in base.rglob("*"):
-            if path.is_file() and self.incoming not in path.parents:
-                key = path.relative_to(self.root).as_posix()
+        root, incoming = str(self.root), str(self.incoming)
+        for folder_path, folders, names in os.walk(base):  # os.walk: no Path object per file
+            if folder_path == incoming or folder_path.startswith(incoming + os.sep):
+                folders[:] = []  # uploads in flight are not objects yet
+                continue
+            for name in names:
+                full = os.path.join(folder_path, name)
+                key = full[len(root) + 1 :].replace(os.sep, "/")
                 if key.startswith(prefix):
-                    found.append(StoredObject(key, path.stat().st_size))
+                    try:
+                        found.append(StoredObject(key, os.stat(full).st_size))
+                    except FileNotFoundError:
+                        continue  # removed meanwhile (a superseded compacted file)
         return sorted(found, key=lambda o: o.key)
 
     def fetch(self, key: str, dest: Path) -> None:

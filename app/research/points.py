@@ -10,6 +10,7 @@ the two paths answer the same points."""
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from typing import Any
 
@@ -62,8 +63,10 @@ class CompactedPoints:
     def _exact(self, manifest: DayManifest, cloud_id: str, day: Day) -> bool:
         """The manifest's sources of the device are the hourly objects there now, and nothing of
         that device-day waits on this host to be shipped."""
-        for hour in day.hours():
-            if reading_path(self.settings.logs_dir, self.settings.file_prefix, cloud_id, hour.key).exists():
+        logs = self.settings.logs_dir
+        hours = [name for name in (os.listdir(logs) if logs.is_dir() else []) if name.startswith(day.key)]
+        for hour in hours:  # the day's hour folders still here (rotate removes them once shipped)
+            if reading_path(logs, self.settings.file_prefix, cloud_id, hour).exists():
                 return False
         now = set()
         for obj in self.archive.list(f"{HOURLY_ROOT}/{cloud_id}/{day.path}/"):
