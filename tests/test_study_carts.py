@@ -215,8 +215,14 @@ def test_a_whole_studys_cart_by_local_dates_counts_its_local_days(stack: Stack) 
     assert {(r["cloud_id"], r["local_day"], r["timezone"]) for r in days} == {
         (DEVICES[1], day.isoformat(), "America/Chicago")
     }
-    assert sum(int(r["readings"]) for r in days) == sum(
-        1 for _ in csv.DictReader(io.StringIO(files[f"{DEVICES[1]}.csv"].decode()))
-    )
+    # an hour counts towards the local day its start falls on (the readings its file holds), while
+    # the readings' rows are the day's by their own time: a reading that reached us just after
+    # local midnight but was timed just before it is counted in the day and is not one of its rows
+    hourly = csv.DictReader(io.StringIO(files["COMPLETENESS.csv"].decode()))
+    chicago_zone = ZoneInfo("America/Chicago")
+    in_day = sum(int(r["readings"]) for r in hourly
+                 if datetime.fromisoformat(r["hour_utc"]).astimezone(chicago_zone).date() == day)  # fmt: skip
+    rows = sum(1 for _ in csv.DictReader(io.StringIO(files[f"{DEVICES[1]}.csv"].decode())))
+    assert sum(int(r["readings"]) for r in days) == in_day > 0 and in_day - 1 <= rows <= in_day
     unknown = stack.post({"study": "nope", "start": "2026-01-01", "end": "2026-01-02"})
     assert unknown.status_code == 400 and unknown.json()["error"] == "unknown_study"

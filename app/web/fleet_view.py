@@ -8,7 +8,9 @@ server keeps one snapshot of the registry and its rows for a few seconds, so pag
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +35,7 @@ COLUMNS = (
     "firmware",
     "pinger",
 )
+log = logging.getLogger(__name__)
 PER_PAGE = 50
 SNAPSHOT_TTL_S = 5.0
 
@@ -119,6 +122,20 @@ class View:
         return matching[start : start + PER_PAGE], len(matching)
 
     def matching(self, everything: list[FleetRow]) -> list[FleetRow]:
+        """The rows this view shows, in its order: worked out once per list of rows (a snapshot's)
+        and view, then reused while that snapshot lasts."""
+        key = (id(everything), self.status, self.study, self.protocol, self.q, self.sort, self.desc)
+        held = _MATCHED.get(key)
+        if held is not None and held[0] is everything:  # (the list is held, so its id is not reused)
+            _MATCHED.move_to_end(key)
+            return held[1]
+        found = self._match(everything)
+        _MATCHED[key] = (everything, found)
+        while len(_MATCHED) > MATCHED_KEPT:
+            _MATCHED.popitem(last=False)
+        return found
+
+    def _match(self, everything: list[FleetRow]) -> list[FleetRow]:
         q = self.q.strip().lower()
         found = [
             row
@@ -135,9 +152,14 @@ class View:
         return found
 
 
+MATCHED_KEPT = 64  # views of the fleet table kept sorted (each a list of the rows it shows)
+_MATCHED: OrderedDict[tuple[Any, ...], tuple[list[FleetRow], list[FleetRow]]] = OrderedDict()
+
+
 class Snapshot:
-    """The registry, today's counts and the table's rows, re-read when older than
-    SNAPSHOT_TTL_S by one request while the others keep using the last one."""
+    """The registry, today's counts and the table's rows, re-read in the background once older
+    than SNAPSHOT_TTL_S: every request is answered from the last snapshot at once (only the
+    first waits for one), so no request waits for a refresh."""
 
     def __init__(
         self, load: Callable[[], Coroutine[Any, Any, Any]], clock: Callable[[], float] = time.monotonic
@@ -148,17 +170,24 @@ class Snapshot:
         self._loading: asyncio.Task[Any] | None = None
 
     async def get(self) -> Any:
-        if self.clock() - self._at <= SNAPSHOT_TTL_S and self._value is not None:
-            return self._value
-        if self._loading is None:
-            self._loading = asyncio.create_task(self.load())
-        loading = self._loading
-        if self._value is not None and not loading.done():
-            return self._value  # someone is refreshing it: this request uses the last one
-        try:
-            self._value = await loading
-            self._at = self.clock()
-        finally:
-            if self._loading is loading:
-                self._loading = None
+        stale = self.clock() - self._at > SNAPSHOT_TTL_S
+        if (stale or self._value is None) and self._loading is None:
+            self._loading = asyncio.create_task(self._refresh())
+            self._loading.add_done_callback(_retrieved)
+        if self._value is None:
+            assert self._loading is not None
+            await asyncio.shield(self._loading)  # the first snapshot (its error reaches this request)
         return self._value
+
+    async def _refresh(self) -> None:
+        try:
+            value = await self.load()
+            self._value, self._at = value, self.clock()
+        finally:
+            self._loading = None
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """A refresh that failed (Redis away) leaves the last snapshot in use; say why once."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("the fleet table was not refreshed", extra={"reason": str(task.exception())})
