@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from app.web.fleet_view import SNAPSHOT_TTL_S, FleetRow, Snapshot, View
+from app.web.fleet_view import SNAPSHOT_TTL_S, FleetRow, Snapshot, Table, View
 
 
 class Clock:
@@ -55,11 +55,12 @@ def row(cid: str, status: str) -> FleetRow:
 
 
 def test_a_views_rows_are_sorted_once_per_snapshot_and_anew_for_the_next() -> None:
-    everything = [row(f"00aa{n:02x}", "ok" if n % 3 else "frozen") for n in range(40)]
+    everything = Table(row(f"00aa{n:02x}", "ok" if n % 3 else "frozen") for n in range(40))
     view = View(sort="status")
     first = view.matching(everything)
     assert [r.status for r in first[:14]] == ["frozen"] * 14 and first[14].status == "ok"
     assert view.matching(everything) is first, "the same snapshot and view: the same sorted rows"
     assert View(sort="cloud_id").matching(everything) is not first
-    changed = [row(r.cloud_id, "ok") for r in everything]  # the next snapshot
+    changed = Table(row(r.cloud_id, "ok") for r in everything)  # the next snapshot
     assert all(r.status == "ok" for r in view.matching(changed))
+    assert view.matching(list(everything)) is not view.matching(list(everything)), "a plain list: each time"

@@ -1,5 +1,5 @@
 """A device's chart points of a closed day from the compacted archive: one read per day (the row
-groups whose cloud_id statistics may hold it, four columns) instead of a GET per hourly object.
+groups whose cloud_id statistics may hold it, five columns) instead of a GET per hourly object.
 
 A day is read from Parquet only when its current compacted version was made from exactly the
 device's hourly objects there now (a late part not yet compacted again, or a day not compacted,

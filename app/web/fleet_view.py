@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +76,14 @@ class FleetRow:
                 self.readings_today, self.error, self.model, self.firmware, self.pinger]  # fmt: skip
 
 
+class Table(list[FleetRow]):
+    """A snapshot's rows, and the views sorted out of them (kept as long as the rows are)."""
+
+    def __init__(self, rows: Iterable[FleetRow] = ()) -> None:
+        super().__init__(rows)
+        self.views: dict[tuple[Any, ...], list[FleetRow]] = {}
+
+
 def rows(
     records: Iterable[DeviceRecord],
     today: dict[str, tuple[int, int, int]],
@@ -84,8 +91,8 @@ def rows(
     thresholds: health.Thresholds,
     held: dict[str, float] | None = None,
     owners: dict[str, str] | None = None,
-) -> list[FleetRow]:
-    out = []
+) -> Table:
+    out = Table()
     for r in records:
         state = health.view(r, now, thresholds, held)
         scheduled, ok, readings = today.get(r.cloud_id, (0, 0, 0))
@@ -122,17 +129,14 @@ class View:
         return matching[start : start + PER_PAGE], len(matching)
 
     def matching(self, everything: list[FleetRow]) -> list[FleetRow]:
-        """The rows this view shows, in its order: worked out once per list of rows (a snapshot's)
-        and view, then reused while that snapshot lasts."""
-        key = (id(everything), self.status, self.study, self.protocol, self.q, self.sort, self.desc)
-        held = _MATCHED.get(key)
-        if held is not None and held[0] is everything:  # (the list is held, so its id is not reused)
-            _MATCHED.move_to_end(key)
-            return held[1]
-        found = self._match(everything)
-        _MATCHED[key] = (everything, found)
-        while len(_MATCHED) > MATCHED_KEPT:
-            _MATCHED.popitem(last=False)
+        """The rows this view shows, in its order: of a snapshot's Table, worked out once per view
+        and kept with the Table (a study's rows, a plain list, are sorted each time)."""
+        if not isinstance(everything, Table):
+            return self._match(everything)
+        key = (self.status, self.study, self.protocol, self.q, self.sort, self.desc)
+        found = everything.views.get(key)
+        if found is None:
+            found = everything.views[key] = self._match(everything)
         return found
 
     def _match(self, everything: list[FleetRow]) -> list[FleetRow]:
@@ -150,10 +154,6 @@ class View:
         if self.desc:  # empty values last, whichever the direction
             found.sort(key=lambda row: row.sort_key(self.sort)[0])
         return found
-
-
-MATCHED_KEPT = 64  # views of the fleet table kept sorted (each a list of the rows it shows)
-_MATCHED: OrderedDict[tuple[Any, ...], tuple[list[FleetRow], list[FleetRow]]] = OrderedDict()
 
 
 class Snapshot:
