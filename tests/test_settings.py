@@ -32,7 +32,10 @@ def test_environment_overrides_dotenv(tmp_path: Path) -> None:
      ({"SERVER_PORT": "0"}, "SERVER_PORT"), ({"PINGER_METRICS_PORT": "70000"}, "PINGER_METRICS_PORT"),
      ({"CARTD_METRICS_PORT": "x"}, "CARTD_METRICS_PORT"),
      ({"REDIS_CA_FILE": "/no/such/ca.pem"}, "REDIS_CA_FILE"),
-     ({"REDIS_SENTINELS": "10.0.0.5"}, "REDIS_SENTINELS")],
+     ({"REDIS_SENTINELS": "10.0.0.5"}, "REDIS_SENTINELS"),
+     ({"REDIS_URL": "redis+cluster://10.0.0.5:7000", "REDIS_SENTINELS": "10.0.0.6:26379"}, "REDIS_SENTINELS"),
+     ({"REDIS_CLUSTER": "1", "REDIS_URL": "redis://10.0.0.5:7000/2"}, "database 0"),
+     ({"REDIS_CLUSTER": "perhaps"}, "REDIS_CLUSTER")],
 )  # fmt: skip
 def test_malformed_settings_stop_with_one_line_naming_them(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named) as info:
@@ -67,3 +70,12 @@ def test_a_redis_password_is_in_no_message_and_no_repr() -> None:
         {"REDIS_URL": "rediss://rf-app:s3cret-pw@redis.example.org:6380/0"}, dotenv_path=None
     )
     assert "s3cret-pw" not in repr(fine)
+
+
+def test_a_cluster_is_named_by_its_url_or_by_redis_cluster() -> None:
+    def clustered(env: dict[str, str]) -> bool:
+        return Settings.from_env(env, dotenv_path=None).clustered
+
+    assert clustered({"REDIS_URL": "rediss+cluster://u:pw@10.0.0.5:7000/0"})
+    assert clustered({"REDIS_URL": "redis://10.0.0.5:7000", "REDIS_CLUSTER": "1"})
+    assert not clustered({"REDIS_URL": "redis://10.0.0.5:7000/0"})
