@@ -58,6 +58,7 @@ async def _sharded(cluster: RedisCluster, channels: dict[str, str]) -> AsyncIter
     """The cluster's feed: one subscriber connection per primary, read together."""
     inbox: asyncio.Queue[tuple[str, str] | BaseException] = asyncio.Queue()
     clients: list[aioredis.Redis] = []
+    subscriptions: list[Any] = []
     readers: list[asyncio.Task[None]] = []
     try:
         async with translated("subscribe to device changes"):
@@ -72,6 +73,7 @@ async def _sharded(cluster: RedisCluster, channels: dict[str, str]) -> AsyncIter
                 client = aioredis.Redis(**{**node.connection_kwargs, "socket_timeout": None})
                 clients.append(client)
                 pubsub = client.pubsub()
+                subscriptions.append(pubsub)
                 for name in names:  # one slot a command; each confirmed before the snapshot is taken
                     await pubsub.execute_command("SSUBSCRIBE", name)
                     await pubsub.parse_response(block=True)
@@ -85,6 +87,10 @@ async def _sharded(cluster: RedisCluster, channels: dict[str, str]) -> AsyncIter
     finally:
         for task in readers:
             task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        for pubsub in subscriptions:  # a subscription holds a connection of its own
+            with suppress(RedisError, OSError):
+                await pubsub.aclose()
         for client in clients:
             with suppress(RedisError, OSError):
                 await client.aclose()
