@@ -61,8 +61,8 @@ def start_api(
     def up() -> bool:
         assert proc.poll() is None, f"server exited: {(workdir / 'stderr.log').read_text()}"
         try:
-            return requests.get(server.url + "/healthz", timeout=1).status_code in (200, 503)
-        except requests.ConnectionError:
+            return requests.get(server.url + "/healthz", timeout=10).status_code in (200, 503)
+        except (requests.ConnectionError, requests.Timeout):  # still starting (a loaded machine)
             return False
 
     wait_until(up, what="the API server")
