@@ -3,8 +3,11 @@
 1. Writes one UTC day of 6-second demand readings for DEVICES devices (default 1,000: 14.4 M
    readings, the pinger's line format, values from the simulator's household model) and ships it
    to a file:// archive with rotate, as the running system would.
-2. Runs `rainforest compact --day` on it as a process: seconds, peak RSS, rows, and the Parquet's
-   size against the hourly .jl and .jl.gz.
+2. Runs `rainforest compact --day` on it as a process: seconds, MB of lines per second, peak RSS,
+   rows, and the Parquet's size against the hourly .jl and .jl.gz. Beside it, on the same hourly
+   objects: DuckDB's own `read_json` of them `COPY`ed to one zstd Parquet file (what a user would
+   run instead: its types guessed, no repeats dropped, no order, no check), and `gzip -dc` of them
+   to /dev/null (the floor: every byte must be inflated).
 3. A week for one household: DuckDB over the compacted archive (`kind=demand/date=*/`) against
    reading that household's 168 hourly objects through the archive (list, fetch, gunzip, parse,
    aggregate): the same answer (readings and mean demand per day), each the best of three. The
@@ -14,7 +17,9 @@
    S3 server (moto's, over HTTP; DuckDB through pyarrow's S3 filesystem, which reads only the
    footers and row groups it needs).
 
-Targets (issue 14): the one-device week query at least 20× faster than reading the hourly objects.
+Targets: compaction at least 0.5 of DuckDB's MB of lines per second, and a day of 1,000 households
+in under 20 s (issue 25); the one-device week query at least 20× faster than reading the hourly
+objects (issue 14).
 
     .venv/bin/python bench/compact.py                    # 1,000 devices
     .venv/bin/python bench/compact.py --devices 100      # quicker
@@ -177,6 +182,23 @@ def on_s3(work: Path, household: str, days: list[str]) -> tuple[float, float, bo
         moto.wait(10)
 
 
+def references(work: Path) -> tuple[float, float]:
+    """Seconds for DuckDB's read_json → Parquet COPY of the day's hourly objects, and for gzip -dc."""
+    objects = sorted((work / "archive" / "rainforest-logs").rglob("*.jl.gz"))
+    out = work / "duckdb.parquet"
+    began = time.perf_counter()
+    duckdb.sql(
+        f"COPY (SELECT * FROM read_json('{work}/archive/rainforest-logs/*/*/*/*/*.jl.gz', "
+        f"format = 'newline_delimited')) TO '{out}' (FORMAT parquet, COMPRESSION zstd)"
+    )
+    duck_s = time.perf_counter() - began
+    out.unlink()
+    names = b"\0".join(str(p).encode() for p in objects)
+    began = time.perf_counter()
+    subprocess.run(["xargs", "-0", "gzip", "-dc"], input=names, stdout=subprocess.DEVNULL, check=True)
+    return duck_s, time.perf_counter() - began
+
+
 def best_of(n: int, fn: object) -> tuple[float, object]:
     best, result = float("inf"), None
     for _ in range(n):
@@ -222,6 +244,11 @@ def main() -> None:
               f"{jl_bytes / parquet_bytes:.0f}× smaller than the .jl, "
               f"{gz_bytes / parquet_bytes:.1f}× smaller than the .jl.gz", flush=True)  # fmt: skip
         print(f"  {done.stdout.strip()}", flush=True)
+        duck_s, gunzip_s = references(work)
+        rate, duck_rate, floor = jl_bytes / 1e6 / seconds, jl_bytes / 1e6 / duck_s, jl_bytes / 1e6 / gunzip_s
+        print(f"MB of lines/s: compact {rate:.0f}, DuckDB read_json → COPY {duck_rate:.0f} ({duck_s:.1f} s), "
+              f"gzip -dc {floor:.0f} ({gunzip_s:.1f} s): {rate / duck_rate:.2f} of DuckDB, "
+              f"{rate / floor:.2f} of the floor", flush=True)  # fmt: skip
 
         household = ids[len(ids) // 2]
         for n in range(1, 7):  # six more days of the household's own readings
@@ -257,7 +284,9 @@ def main() -> None:
               f"compact_peak_rss_mb={peak_mb:.0f} "
               f"parquet_mb={parquet_bytes / 1e6:.0f} size_ratio_vs_jl_gz={gz_bytes / parquet_bytes:.1f} "
               f"file_query_speedup={hourly_s / duck_s:.1f} s3_query_ms={s3_duck * 1000:.0f} "
-              f"s3_hourly_ms={s3_hourly * 1000:.0f} s3_query_speedup={s3_hourly / s3_duck:.1f}")  # fmt: skip
+              f"s3_hourly_ms={s3_hourly * 1000:.0f} s3_query_speedup={s3_hourly / s3_duck:.1f} "
+              f"compact_mb_per_s={rate:.0f} duckdb_mb_per_s={duck_rate:.0f} gunzip_mb_per_s={floor:.0f} "
+              f"ratio_vs_duckdb={rate / duck_rate:.2f}")  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -1,7 +1,9 @@
 """`rainforest compact --day YYYY-MM-DD`: a closed, shipped UTC day as Parquet beside its hourly objects.
 
 For every device with hourly objects that day (in cloud_id order): every part merged, repeats
-dropped (`app.research.merge`), rows in time order, into one file set per kind, each file rolled
+dropped and rows in time order by the rule of `app.research.merge`, read by Arrow's JSON reader
+into columns (`app.research.frames`; a device with lines not as this version writes them is read
+line by line), into one file set per kind, each file rolled
 at about FILE_BYTES (64–256 MB for a fleet; a small day is one small file), sorted by cloud_id
 then time so a query for one household reads few row groups. The hourly `.jl.gz` objects stay the
 source of truth and are never touched.
@@ -10,9 +12,11 @@ Never overwriting, idempotent, verified:
 - a day's files and manifest carry a version; a new version takes the next unused number;
 - the manifest records the source objects (key and size): compacting again with the same sources
   does nothing; a late part (a further part of an hour of that day) makes a new version;
-- every file is read back from the archive, and the digest of every column and the row count
-  must equal those worked out from the source lines before the manifest is written; only then
-  are the older versions' files removed (they are derived data).
+- every file is read back from the archive: the digest of every column and the row count must
+  equal those of the rows made, and the rows of a sample of devices (the first, and one in
+  SAMPLE_EVERY) must equal those their lines make when read line by line (`frames.by_lines`, a
+  second reading of the line-kind contract), before the manifest is written; only then are the
+  older versions' files removed (they are derived data).
 """
 
 from __future__ import annotations
@@ -24,25 +28,27 @@ import re
 import shutil
 import tempfile
 import time
+import zlib
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from app import lines
 from app.archive.backend import Archive, Upload, file_digests, gunzip_chunks
 from app.archive.layout import ROOT as HOURLY_ROOT
 from app.archive.layout import parse_key
 from app.erasure.marks import NONE, Marks
 from app.errors import ArchiveError, Interrupted, ValidationError
 from app.hours import Day, Hour
+from app.research import frames
 from app.research.days import DayManifest, current, file_key, manifest_key, versions
-from app.research.merge import DeviceLines
 from app.research.parquet import KindWriter
 from app.research.schema import KINDS, SCHEMAS
 from app.settings import Settings
@@ -53,7 +59,8 @@ FILE_BYTES = 128 * 2**20
 # for one household over a week of 1,000 households: 12 ms in DuckDB, against 110 ms with groups of
 # one household-day), small enough that one is buffered in memory while written (~60 MB).
 ROW_GROUP_ROWS = 512 * 1024
-FETCH_THREADS = 8
+FETCH_THREADS = 8  # devices fetched and read at once (Arrow and zlib work outside the GIL)
+SAMPLE_EVERY = 256  # one device in this many is also read line by line, to check the columnar reader
 
 
 @dataclass
@@ -86,23 +93,13 @@ def day_start(day: str) -> int:
 
 class RowDigest:
     """A digest of every column of a kind's rows, one stream per column, that does not depend on
-    how the rows are cut into batches, row groups or files.
-
-    `lines` digests what each column must hold, worked out from the merged source lines themselves
-    (the line-kind contract restated here on purpose: a mistake in the writer's conversion, a
-    column filled from the wrong field or dropped, then shows as a mismatch); `table` digests what
-    a Parquet file read back does hold. A missing or mistyped value is null."""
+    how the rows are cut into batches, row groups or files: of the rows as made, and of the files
+    read back."""
 
     def __init__(self, kind: str) -> None:
         self.schema = SCHEMAS[kind]
         self.rows = 0
         self._h = {(f.name, part): hashlib.sha256() for f in self.schema for part in ("null", "size", "data")}
-        self._expect = [(f, _LINE_FIELD.get(f.name, f.name), _expected(f.type)) for f in self.schema]
-
-    def lines(self, records: list[dict[str, Any]]) -> None:
-        self.rows += len(records)
-        for f, field_name, expect in self._expect:
-            self._array(f, pa.array([expect(r.get(field_name)) for r in records], type=f.type))
 
     def table(self, table: pa.Table) -> None:
         self.rows += table.num_rows
@@ -112,37 +109,61 @@ class RowDigest:
 
     def _array(self, f: pa.Field[Any], array: pa.Array[Any]) -> None:
         """Which values are null, their lengths (text) and their bytes (fixed width: the machine
-        form), each its own stream, so that the digest does not depend on how rows are chunked."""
-        self._h[f.name, "null"].update(_data(cast("pa.Array[Any]", pc.is_null(array)).cast(pa.uint8()), 1))
+        form), each its own stream, so that the digest does not depend on how rows are chunked.
+        An array without nulls (most are) is digested from its buffers as they are."""
+        whole = array.null_count == 0
+        if whole:
+            self._h[f.name, "null"].update(bytes(len(array)))
+        else:
+            nulls = cast("pa.Array[Any]", pc.is_null(array)).cast(pa.uint8())
+            self._h[f.name, "null"].update(_data(nulls, 1))
         h = self._h[f.name, "data"]
         if pa.types.is_string(f.type):
-            lengths = cast("pa.Array[Any]", pc.fill_null(pc.binary_length(array), 0)).cast(pa.int64())  # type: ignore[call-overload]
-            self._h[f.name, "size"].update(_data(lengths, 8))
             offsets = array.buffers()[1]
+            if whole and offsets is not None and len(array):
+                bounds = np.frombuffer(memoryview(offsets), np.int32, len(array) + 1, array.offset * 4)
+                self._h[f.name, "size"].update(np.diff(bounds).astype(np.int64).data)
+            else:
+                lengths = cast("pa.Array[Any]", pc.fill_null(pc.binary_length(array), 0)).cast(pa.int64())  # type: ignore[call-overload]
+                self._h[f.name, "size"].update(_data(lengths, 8))
             data = array.buffers()[2]
             if offsets is not None and data is not None and len(array):
                 ends = memoryview(offsets).cast("i")
                 h.update(memoryview(data)[ends[array.offset] : ends[array.offset + len(array)]])
         else:
             width = f.type.bit_width // 8
-            h.update(_data(cast("pa.Array[Any]", pc.fill_null(array, pa.scalar(0, f.type))), width))
+            filled = array if whole else cast("pa.Array[Any]", pc.fill_null(array, pa.scalar(0, f.type)))
+            h.update(_data(filled, width))
 
     def hexdigest(self) -> str:
         return hashlib.sha256("".join(h.hexdigest() for h in self._h.values()).encode()).hexdigest()
 
 
-def _data(array: pa.Array[Any], width: int) -> memoryview:
-    """The slice of a fixed-width array's value buffer that holds its values."""
-    data = array.buffers()[1]
-    assert data is not None
-    return memoryview(data)[array.offset * width : (array.offset + len(array)) * width]
+class Restated:
+    """A kind's columns from lines by the line-kind contract (DESIGN "Line kinds", schema.py)
+    restated here on purpose, not `schema.Columns`: a sampled device's rows made so check both
+    the columnar reader's conversion and `Columns`'s (a column filled from the wrong field, a
+    time a millisecond off, a value dropped). A missing or mistyped value is null."""
+
+    def __init__(self, kind: str) -> None:
+        self.schema = SCHEMAS[kind]
+        self._expect = [(_LINE_FIELD.get(f.name, f.name), _expected(f.type)) for f in self.schema]
+        self._data: list[list[Any]] = [[] for _ in self.schema]
+
+    def add(self, record: dict[str, Any]) -> None:
+        for column, (name, expect) in zip(self._data, self._expect, strict=True):
+            column.append(expect(record.get(name)))
+
+    def table(self) -> pa.Table:
+        arrays = [pa.array(column, type=f.type) for column, f in zip(self._data, self.schema, strict=True)]
+        return pa.Table.from_arrays(arrays, schema=self.schema)
 
 
 _LINE_FIELD = {"time": "device_time"}  # a column → the line's field it comes from, where they differ
 
 
 def _expected(kind: pa.DataType) -> Callable[[Any], Any]:
-    """What a column of this type must hold for a line's value (DESIGN "Line kinds", schema.py)."""
+    """What a column of this type must hold for a line's value."""
     if pa.types.is_timestamp(kind):
         return lambda v: round(v * 1000) if type(v) in (int, float) else None
     if pa.types.is_floating(kind):
@@ -150,6 +171,13 @@ def _expected(kind: pa.DataType) -> Callable[[Any], Any]:
     if pa.types.is_integer(kind):
         return lambda v: v if type(v) is int else None
     return lambda v: None if v is None else str(v)
+
+
+def _data(array: pa.Array[Any], width: int) -> memoryview:
+    """The slice of a fixed-width array's value buffer that holds its values."""
+    data = array.buffers()[1]
+    assert data is not None
+    return memoryview(data)[array.offset * width : (array.offset + len(array)) * width]
 
 
 class _KindFiles:
@@ -161,10 +189,14 @@ class _KindFiles:
         self.done: list[tuple[str, Path, int]] = []  # (key, path, rows)
         self._writer: KindWriter | None = None
 
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        self.digest.lines(rows)
+    def add(self, merged: frames.Merged) -> None:
+        """A device's rows of this kind, digested whole and written release by release (a file
+        rolls only between two releases, as it always has)."""
+        self.digest.table(merged.tables[self.kind])
+        for rows in merged.units(self.kind):
+            self._write(rows)
+
+    def _write(self, rows: pa.Table) -> None:
         if self._writer is None:
             n = len(self.done)
             path = self.work / f"{self.kind}-{n:03d}.parquet"
@@ -174,7 +206,7 @@ class _KindFiles:
                 ("cloud_id", "time"),
                 row_group_rows=ROW_GROUP_ROWS,
             )
-        self._writer.add(rows)
+        self._writer.add_table(rows)
         if self._writer.size() >= FILE_BYTES:
             self._roll()
 
@@ -294,22 +326,18 @@ class Compactor:
         files = {kind: _KindFiles(kind, day, version, work) for kind in KINDS}
         duplicates: dict[str, dict[str, int]] = {}
         partial: dict[str, dict[str, int]] = {}
-        for cid, hours in self._device_hours(sources, work):
+        samples: list[Sample] = []
+        for cid, merged, reference in self._devices(day, sources):
             if should_stop():
                 raise Interrupted(f"compaction of {day} stopped part-way (before {cid})")
-            merged = DeviceLines()
-            for hour, (records, bad) in hours:
-                count, released = merged.add_hour(hour, records, bad)
-                if count.duplicates:
-                    duplicates.setdefault(cid, {})[str(hour)] = count.duplicates
-                if bad:
-                    partial.setdefault(cid, {})[str(hour)] = bad
-                for kind, rows in released.items():
-                    if kind in files:
-                        files[kind].add(rows)
-            for kind, rows in merged.finish().items():
-                if kind in files:
-                    files[kind].add(rows)
+            if merged.duplicates:
+                duplicates[cid] = {str(hour): n for hour, n in merged.duplicates.items()}
+            if merged.partial:
+                partial[cid] = {str(hour): n for hour, n in merged.partial.items()}
+            if reference is not None:
+                samples.append(Sample(cid, reference, {kind: files[kind].digest.rows for kind in KINDS}))
+            for kind_files in files.values():
+                kind_files.add(merged)
         entries: list[dict[str, Any]] = []
         for kind_files in files.values():
             kind_files.close()
@@ -322,31 +350,36 @@ class Compactor:
             digests={k: f.digest.hexdigest() for k, f in files.items()},
             duplicates=duplicates, partial=partial, created_at=round(self.clock(), 3),
         )  # fmt: skip
-        self.verify(manifest)
+        self.verify(manifest, samples)
         return manifest
 
-    def _device_hours(
-        self, sources: dict[str, list[tuple[str, int]]], work: Path
-    ) -> Iterator[tuple[str, list[tuple[int, tuple[list[dict[str, Any]], int]]]]]:
-        """Each device's hours (records of all parts, unreadable lines), in cloud_id order. The next
-        device's objects are fetched (compressed) while this one is parsed: memory holds one
-        device-day of lines, whatever the fleet."""
+    def _devices(
+        self, day: str, sources: dict[str, list[tuple[str, int]]]
+    ) -> Iterator[tuple[str, frames.Merged, frames.Merged | None]]:
+        """Each device's merged rows, in cloud_id order, with its rows read line by line when it is
+        one of the sample. Devices are fetched and read FETCH_THREADS at a time, at most twice
+        that many ahead of the one being written: memory holds a few device-days, whatever the fleet."""
         ids = sorted(sources)
+        sampled = {ids[0], *(c for c in ids if zlib.crc32(f"{day}/{c}".encode()) % SAMPLE_EVERY == 0)}
         with ThreadPoolExecutor(FETCH_THREADS) as pool:
-            coming = [pool.submit(self._fetch, key) for key, _ in sources[ids[0]]] if ids else []
+            coming: deque[Future[tuple[frames.Merged, frames.Merged | None]]] = deque()
             for n, cid in enumerate(ids):
-                fetched = coming
-                if n + 1 < len(ids):
-                    coming = [pool.submit(self._fetch, key) for key, _ in sources[ids[n + 1]]]
-                by_hour: dict[int, tuple[list[dict[str, Any]], int]] = {}
-                for (key, _), future in zip(sources[cid], fetched, strict=True):
-                    parsed = parse_key(key)
-                    assert parsed is not None
-                    hour = Hour.parse(parsed[0].hour).start
-                    records, bad = by_hour.get(hour, ([], 0))
-                    more, more_bad = _parse(key, future.result())
-                    by_hour[hour] = (records + more, bad + more_bad)
-                yield cid, sorted(by_hour.items())
+                while len(coming) < 2 * FETCH_THREADS and n + len(coming) < len(ids):
+                    ahead = ids[n + len(coming)]
+                    coming.append(pool.submit(self._read_device, ahead, sources[ahead], ahead in sampled))
+                merged, reference = coming.popleft().result()
+                yield cid, merged, reference
+
+    def _read_device(
+        self, cid: str, objects: list[tuple[str, int]], sampled: bool
+    ) -> tuple[frames.Merged, frames.Merged | None]:
+        data = [(_hour_of(key), _gunzip(key, self._fetch(key))) for key, _ in objects]
+        reference = frames.by_lines(data, Restated) if sampled else None
+        try:
+            return frames.merge(frames.parse(data)), reference
+        except frames.Unusual as why:
+            log.info("read a device's day line by line", extra={"cloud_id": cid, "reason": str(why)})
+            return frames.by_lines(data), reference
 
     def _fetch(self, key: str) -> bytes:
         with self.archive.open_read(key) as f:
@@ -360,15 +393,20 @@ class Compactor:
             raise ArchiveError(f"{key} already exists; compacting again picks a new version.", kind="error")
         return {"key": key, "kind": kind, "rows": rows, "bytes": size, "sha256": sha}
 
-    def verify(self, manifest: DayManifest) -> None:
-        """Read every file back from the archive: rows and digest must equal what was made."""
+    def verify(self, manifest: DayManifest, samples: list[Sample] = ()) -> None:  # type: ignore[assignment]
+        """Read every file back from the archive: rows and digest must equal what was made, and
+        each sampled device's rows those its lines make when read line by line."""
         for kind in KINDS:
             again = RowDigest(kind)
+            found: dict[str, list[pa.Table]] = {s.cloud_id: [] for s in samples}
             for entry in (f for f in manifest.files if f["kind"] == kind):
                 with self.archive.open_read(entry["key"]) as f:
                     pf = pq.ParquetFile(f)
                     for i in range(pf.metadata.num_row_groups):
-                        again.table(pf.read_row_group(i))
+                        group, first = pf.read_row_group(i), again.rows
+                        again.table(group)
+                        for s in samples:
+                            found[s.cloud_id].append(s.rows_in(kind, group, first))
             if again.rows != manifest.rows[kind] or again.hexdigest() != manifest.digests[kind]:
                 raise ArchiveError(
                     f"the compacted {kind} files of {manifest.day} read back as {again.rows} rows with "
@@ -376,6 +414,15 @@ class Compactor:
                     "nothing was replaced.",
                     kind="integrity",
                 )
+            for s in samples:
+                got, want = _joined(found[s.cloud_id], kind), s.reference.tables[kind]
+                if not got.equals(want):
+                    raise ArchiveError(
+                        f"the compacted {kind} files of {manifest.day} read back as {got.num_rows} rows of "
+                        f"{s.cloud_id} unlike the {want.num_rows} rows its hourly objects' lines make when "
+                        "read line by line; nothing was replaced.",
+                        kind="integrity",
+                    )
 
     def publish(self, manifest: DayManifest) -> None:
         key = manifest_key(manifest.day, manifest.version)
@@ -414,14 +461,38 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _parse(key: str, gz: bytes) -> tuple[list[dict[str, Any]], int]:
-    """The lines of one hourly object, and how many could not be read (a crash's cut last line)."""
+@dataclass
+class Sample:
+    """A device whose rows are checked against its lines read line by line: where its rows start
+    in each kind's files, and what they must be."""
+
+    cloud_id: str
+    reference: frames.Merged
+    first: dict[str, int]  # kind → the device's first row among the kind's rows of the day
+
+    def rows_in(self, kind: str, group: pa.Table, first: int) -> pa.Table:
+        """The device's rows in a row group that starts at row `first` of the kind's rows."""
+        start = self.first[kind]
+        end = start + self.reference.tables[kind].num_rows
+        lo, hi = max(start, first), min(end, first + group.num_rows)
+        return group.slice(lo - first, max(0, hi - lo))
+
+
+def _joined(tables: list[pa.Table], kind: str) -> pa.Table:
+    return pa.concat_tables(tables) if tables else SCHEMAS[kind].empty_table()
+
+
+def _hour_of(key: str) -> int:
+    parsed = parse_key(key)
+    assert parsed is not None  # `sources` lists only keys that parse
+    return Hour.parse(parsed[0].hour).start
+
+
+def _gunzip(key: str, gz: bytes) -> bytes:
     try:
-        data = b"".join(gunzip_chunks([gz]))
+        return b"".join(gunzip_chunks([gz]))
     except Exception as exc:  # zlib.error: not gzip
         raise ArchiveError(f"{key} is not a readable gzip object: {exc}", kind="integrity") from exc
-    result = lines.parse(data)
-    return result.records, result.partial
 
 
 def sources_digest(sources: dict[str, list[tuple[str, int]]]) -> str:

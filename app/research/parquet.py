@@ -8,7 +8,7 @@ per open file, however large the cart or the day.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,7 +31,6 @@ class KindWriter:
         path: Path,
         kind: str,
         sorted_by: tuple[str, ...] = ("time",),
-        on_table: Callable[[pa.Table], None] | None = None,
         row_group_rows: int = ROW_GROUP_ROWS,
         schema: pa.Schema | None = None,
     ) -> None:
@@ -40,7 +39,6 @@ class KindWriter:
         self.columns = Columns(kind, schema)
         self.rows = 0
         self._sorted_by = sorted_by
-        self._on_table = on_table  # sees each row group as it is written (compaction digests them)
         self._writer: pq.ParquetWriter | None = None
         self._batches: list[pa.Table] = []  # Arrow batches of the row group being gathered
         self._batched = 0
@@ -52,11 +50,20 @@ class KindWriter:
             if len(self.columns) >= min(BATCH_ROWS, self.row_group_rows):
                 self._batch()
 
+    def add_table(self, table: pa.Table) -> None:
+        """Rows already in this kind's columns (compaction's columnar reader makes them so)."""
+        self._batch()
+        self._batches.append(table)
+        self._batched += table.num_rows
+        self.rows += table.num_rows
+        if self._batched >= self.row_group_rows:
+            self._flush()
+
     def close(self) -> int:
         """Write what is left and close the file; returns the rows written."""
         self._batch()
         if self._batches:
-            self._flush()
+            self._flush(final=True)
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -80,14 +87,15 @@ class KindWriter:
         if self._batched >= self.row_group_rows:
             self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self, final: bool = False) -> None:
+        """Whole row groups of what is gathered (and the rest too when `final`)."""
         table = pa.concat_tables(self._batches)
-        self._batches, self._batched = [], 0
-        if self._on_table is not None:
-            self._on_table(table)
+        whole = table.num_rows if final else table.num_rows - table.num_rows % self.row_group_rows
+        rest = table.slice(whole)
+        self._batches, self._batched = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
         if self._writer is None:
             self._writer = parquet_writer(self.path, table.schema, self._sorted_by)
-        self._writer.write_table(table, row_group_size=self.row_group_rows)
+        self._writer.write_table(table.slice(0, whole), row_group_size=self.row_group_rows)
 
 
 def parquet_writer(path: Path, schema: pa.Schema, sorted_by: tuple[str, ...]) -> pq.ParquetWriter:
