@@ -215,9 +215,13 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1000)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rf-bench-compact-"))
+    port = free_port()  # compaction reads the erasure marks from Redis: a private, empty one
+    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+                             stdout=subprocess.DEVNULL)  # fmt: skip
     try:
+        wait_for(lambda: port_open(port), "redis-server")
         env = {**os.environ, "DATA_DIR": str(work / "data"), "ARCHIVE_URL": f"file://{work / 'archive'}",
-               "ROTATE_GRACE_S": "0", "REDIS_URL": "redis://127.0.0.1:9/0"}  # fmt: skip
+               "ROTATE_GRACE_S": "0", "REDIS_URL": f"redis://127.0.0.1:{port}/0"}  # fmt: skip
         settings = Settings.from_env(env, dotenv_path=None)
         first = (int(time.time()) // 86400 - 9) * 86400  # the week: whole past days, UTC
         days = [time.strftime("%Y-%m-%d", time.gmtime(first + n * 86400)) for n in range(7)]
@@ -288,6 +292,8 @@ def main() -> None:
               f"compact_mb_per_s={rate:.0f} duckdb_mb_per_s={duck_rate:.0f} gunzip_mb_per_s={floor:.0f} "
               f"ratio_vs_duckdb={rate / duck_rate:.2f}")  # fmt: skip
     finally:
+        redis.terminate()
+        redis.wait(10)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -116,7 +116,8 @@ def test_a_conversion_fault_in_either_reader_is_caught_before_publishing(
 
         def late(lines: pa.Table, kind: str) -> pa.Table:
             table = real(lines, kind)
-            shifted = pa.compute.add(table.column("time").cast(pa.int64()), 1).cast(table.schema.field("time").type)
+            millis = pa.compute.add(table.column("time").cast(pa.int64()), 1)
+            shifted = millis.cast(table.schema.field("time").type)
             return table.set_column(table.schema.get_field_index("time"), "time", shifted)
 
         monkeypatch.setattr(frames, "_columns", late)
@@ -131,7 +132,8 @@ def test_a_conversion_fault_in_either_reader_is_caught_before_publishing(
         monkeypatch.setattr(schema.Columns, "add", drops)
         monkeypatch.setattr(compact, "SAMPLE_EVERY", 1)  # 0c0004, read line by line, is sampled
     settings = make_settings(redis_url, archive_url=f"file://{root}")
-    with pytest.raises(ArchiveError, match=f"compacted demand files of {DAY} read back as 45 rows of") as caught:
+    message = f"compacted demand files of {DAY} read back as 45 rows of"
+    with pytest.raises(ArchiveError, match=message) as caught:
         Compactor(settings, open_archive(settings)).compact(DAY)
     assert caught.value.kind == "integrity" and "read line by line; nothing was replaced" in str(caught.value)
     assert current(open_archive(settings), DAY) is None

@@ -72,7 +72,7 @@ def corpus() -> list[tuple[int, bytes]]:
     second += demand(h1 + 6, h2 + 5.0)  # a repeat of the hour before: dropped
     second += demand(h1 - 7200, h2 + 7.0, source="history")  # refilled history: late
     second += demand(h2 + 100, h2 + 101.0) + demand(h2 + 100, h2 + 101.0)  # twice in one hour
-    second += demand(h2 + 200, h2 + 300.0) + demand(h2 + 200, h2 + 250.0)  # polled twice: the first read is kept
+    second += demand(h2 + 200, h2 + 300.0) + demand(h2 + 200, h2 + 250.0)  # polled twice: the first is kept
     fourth = demand(h1 + 6, h4 + 1.0)  # three hours later: not a repeat (the window is an hour)
     fourth += demand(h2 + 100, h4 + 2.0)  # the hour read before was h2: still a repeat
     fourth += demand(h4 + 3595, h4 + 3599.0) + demand(h4 + 3590, h4 + 3599.5)

@@ -406,7 +406,9 @@ class Compactor:
                         group, first = pf.read_row_group(i), again.rows
                         again.table(group)
                         for s in samples:
-                            found[s.cloud_id].append(s.rows_in(kind, group, first))
+                            mine = s.rows_in(kind, group, first)
+                            if mine is not None:
+                                found[s.cloud_id].append(mine)
             if again.rows != manifest.rows[kind] or again.hexdigest() != manifest.digests[kind]:
                 raise ArchiveError(
                     f"the compacted {kind} files of {manifest.day} read back as {again.rows} rows with "
@@ -470,12 +472,13 @@ class Sample:
     reference: frames.Merged
     first: dict[str, int]  # kind → the device's first row among the kind's rows of the day
 
-    def rows_in(self, kind: str, group: pa.Table, first: int) -> pa.Table:
-        """The device's rows in a row group that starts at row `first` of the kind's rows."""
+    def rows_in(self, kind: str, group: pa.Table, first: int) -> pa.Table | None:
+        """The device's rows in a row group that starts at row `first` of the kind's rows (a copy:
+        a slice would keep the whole group in memory), or None when it holds none."""
         start = self.first[kind]
         end = start + self.reference.tables[kind].num_rows
         lo, hi = max(start, first), min(end, first + group.num_rows)
-        return group.slice(lo - first, max(0, hi - lo))
+        return group.take(np.arange(lo - first, hi - first)) if hi > lo else None
 
 
 def _joined(tables: list[pa.Table], kind: str) -> pa.Table:
