@@ -83,10 +83,9 @@ def parse(objects: list[tuple[int, bytes]]) -> Parsed:
     counts: list[int] = []
     partial: dict[int, int] = {}
     for hour, data in objects:
-        cut = data.rfind(b"\n") + 1
-        if cut < len(data):  # a last line cut by a crash
+        body = jl.whole(data)
+        if len(body) < len(data):  # a last line cut by a crash
             partial[hour] = partial.get(hour, 0) + 1
-        body = data[:cut]
         if body.startswith(b"\n") or b"\n\n" in body:
             raise Unusual("a blank line")
         bodies.append(body)
