@@ -28,11 +28,10 @@ from app.archive.backend import Archive
 from app.archive.layout import DeviceHour
 from app.hourly import reading_path
 from app.hours import Hour
-from app.research.points import CompactedPoints
+from app.research.points import CompactedPoints, Series
 from app.settings import Settings
 
 VALUE = lines.VALUE
-Series = tuple[Any, Any]  # numpy arrays of the same length: Unix seconds (int64), values (float64)
 CACHE_HOURS = 20_000  # device-hours of points kept (about 450 points each)
 DAY_THREADS = 4  # compacted days read at once (pyarrow decodes without the GIL)
 
@@ -104,6 +103,8 @@ class SeriesSource:
         days = sorted({Hour(h).day for h in range(first, last + 1)})
         wanted = [d for d in days if d.end + self.settings.rotate_grace_s < now and any(
             self.cache.get((cloud_id, h.number, kind)) is None for h in d.hours())]  # fmt: skip
+        if not wanted:
+            return
         reader = self.compacted
         with ThreadPoolExecutor(DAY_THREADS) as pool:
             for found in pool.map(lambda d: reader.day(cloud_id, kind, d), wanted):

@@ -30,7 +30,7 @@ import tempfile
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -393,7 +393,7 @@ class Compactor:
             raise ArchiveError(f"{key} already exists; compacting again picks a new version.", kind="error")
         return {"key": key, "kind": kind, "rows": rows, "bytes": size, "sha256": sha}
 
-    def verify(self, manifest: DayManifest, samples: list[Sample] = ()) -> None:  # type: ignore[assignment]
+    def verify(self, manifest: DayManifest, samples: Sequence[Sample] = ()) -> None:
         """Read every file back from the archive: rows and digest must equal what was made, and
         each sampled device's rows those its lines make when read line by line."""
         for kind in KINDS:

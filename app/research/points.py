@@ -28,7 +28,7 @@ from app.lines import VALUE
 from app.research.days import DayManifest, current, may_hold
 from app.settings import Settings
 
-Series = tuple[Any, Any]  # as app.series has it: arrays of Unix seconds (int64) and values (float64)
+Series = tuple[Any, Any]  # numpy arrays of the same length: Unix seconds (int64), values (float64)
 _EMPTY: Series = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
 
 
