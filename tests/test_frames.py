@@ -171,3 +171,18 @@ def test_a_kind_spelled_with_a_space_still_fills_its_columns() -> None:
     got = frames.merge(frames.parse(objects))
     assert_same(got, frames.by_lines(objects))
     assert got.tables["summation"].column("delivered_kwh").to_pylist() == [7.5]
+
+
+def test_a_field_typed_two_ways_across_kinds_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One column per line field: schema.py must give a field one type in every kind."""
+    import pyarrow as pa
+
+    from app.research.schema import SCHEMAS
+
+    clash = dict(SCHEMAS)
+    clash["price"] = SCHEMAS["price"].set(
+        SCHEMAS["price"].get_field_index("TimeStamp"), pa.field("TimeStamp", pa.string())
+    )
+    monkeypatch.setattr(frames, "SCHEMAS", clash)
+    with pytest.raises(TypeError, match="TimeStamp has two types across line kinds"):
+        frames._line_fields()
