@@ -39,7 +39,7 @@ class HourlyWriter:
     def __init__(self, logs_dir: Path, prefix: str, max_open: int) -> None:
         self.logs_dir = logs_dir
         self.prefix = prefix
-        self.max_open = max(1, min(max_open, _fd_budget()))
+        self.max_open = max(1, min(max_open, fd_budget()))
         self._fds: OrderedDict[Path, int] = OrderedDict()
         self._by_device: dict[str, set[Path]] = {}  # cloud_id → its files with a descriptor open
         self._checked: set[Path] = set()  # files whose tail was verified by this process
@@ -218,11 +218,12 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _fd_budget() -> int:
-    """Leave room under RLIMIT_NOFILE for sockets (the HTTP pool) and everything else, after
-    raising the soft limit to the hard one: with a file per device open, 10,000 devices need
-    more than the usual soft 1024, and re-opening a file for every line costs more CPU than
-    the request that brought the reading."""
+def fd_budget() -> int:
+    """How many hourly files a process may hold open: half of RLIMIT_NOFILE, less a margin, for
+    sockets (the HTTP pool, uploads in flight) and everything else, after raising the soft limit
+    to the hard one. With a file per device open, 10,000 devices need more than the usual soft
+    1024, and re-opening a file for every line costs more CPU than the request that brought the
+    reading."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

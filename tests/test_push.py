@@ -19,6 +19,7 @@ import requests
 from app import keys
 from app.credentials import Vault
 from app.devices import DeviceInput
+from app.hours import hour_key
 from app.lines import read as read_lines
 from app.pinger import Pinger
 from app.push.receiver import CREDENTIALS_TTL_S
@@ -380,3 +381,46 @@ def test_known_push_devices_keep_uploading_while_redis_is_down(tmp_path: Path, s
     finally:
         api.stop()
         redis_server.stop()
+
+
+def test_a_server_keeps_each_pushing_devices_file_open_for_the_hour(redis_url: str, secret_key: str) -> None:
+    """More gateways than the writer once kept files for (256): each device's file of the hour is
+    opened once and stays open, not reopened (and its tail read again) for every upload."""
+    devices = [f"{0x400000 + i:06x}" for i in range(300)]
+
+    async def register_all() -> None:
+        store, vault = Store.from_url(redis_url), Vault(secret_key)
+        try:
+            await asyncio.gather(*(
+                store.devices.upsert_device(DeviceInput(cid, protocol="push", push_key=KEY), vault)
+                for cid in devices
+            ))  # fmt: skip
+        finally:
+            await store.close()
+
+    def open_files() -> dict[str, str]:  # descriptor → the hourly file it holds
+        fds = Path(f"/proc/{api.proc.pid}/fd")
+        held = {fd.name: os.readlink(fd) for fd in fds.iterdir() if fd.name.isdigit()}
+        return {fd: path for fd, path in held.items() if path.endswith(".jl")}
+
+    asyncio.run(register_all())
+    api = start_api(redis_url, secret_key)
+    try:
+        base = int(time.time() * 1000)
+        with requests.Session() as http:
+            for attempt in range(2):  # both rounds within one hour (the next opens new files)
+                hour = hour_key(time.time())
+                for round_ in range(2):
+                    for cid in devices:
+                        body = JSON_DEMAND % (base + (2 * attempt + round_) * 1000, "1.5")
+                        answer = http.post(
+                            f"{api.url}/api/push/{cid}", data=body, auth=(cid, KEY), timeout=10
+                        )
+                        assert answer.json()["written"] == 1, answer.text
+                    if round_ == 0:
+                        first = open_files()
+                if hour_key(time.time()) == hour:
+                    break
+        assert len(first) == len(devices) and open_files() == first  # the same descriptors: none reopened
+    finally:
+        api.stop()

@@ -72,3 +72,16 @@ def test_descriptors_stay_bounded_and_a_removed_file_is_recreated(tmp_path: Path
     written, _ = w.write(f"{29:06x}", [line("demand", 9)], HOUR)
     assert written and path.exists() and len(read_lines(path).records) == 1
     assert len(w.close()) <= 4
+
+
+def test_a_write_into_an_hour_whose_folder_rotate_removed_makes_it_again(tmp_path: Path) -> None:
+    w = PushWriter(tmp_path, "p")
+    w.write("00ce69", [line("demand", HOUR - 7200)], HOUR - 7200)  # folder made, file kept open
+    (path,) = tmp_path.glob("*/*.jl")
+    w.close()
+    path.unlink()
+    path.parent.rmdir()  # rotate shipped the hour: its file and folder are gone
+    written, _ = w.write("00ce6a", [line("demand", HOUR - 7100)], HOUR - 7100)  # a late history entry
+    assert len(written) == 1 and [p.name for p in tmp_path.glob("*/*.jl")] == [
+        "p-00ce6a-" + path.parent.name + ".jl"
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import orjson
 import redis.asyncio as aioredis
 
@@ -10,6 +12,16 @@ from app.db.common import SET_IF_EXISTS, aw, to_json, translated, union
 from app.db.studies import ENROLMENT_FIELDS
 from app.studies import Enrolment
 
+Credentials = tuple[str, bool, str, Enrolment | None]
+
+
+def _credentials(row: list[str | None]) -> Credentials | None:
+    protocol, active, digest, *enrolled = row
+    if protocol is None:
+        return None
+    window = Enrolment.from_hash({k: v for k, v in zip(ENROLMENT_FIELDS, enrolled, strict=True) if v})
+    return str(protocol), active == "1", str(digest or ""), window
+
 
 class PushDevices:
     """Push devices: their key digests, what they said about themselves, refused uploads."""
@@ -17,16 +29,18 @@ class PushDevices:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.redis = redis
 
-    async def push_credentials(self, cloud_id: str) -> tuple[str, bool, str, Enrolment | None] | None:
-        """(protocol, active, push key digest, its consent window) of a device, or None when it
-        is unknown."""
+    async def push_credentials(self, cloud_ids: Sequence[str]) -> dict[str, Credentials | None]:
+        """Each device's (protocol, active, push key digest, its consent window), None for one
+        that is unknown: one round trip however many devices are asked."""
         names = ["protocol", "active", "push_key_sha256", *ENROLMENT_FIELDS]
-        async with translated(f"read the push key of {cloud_id}"):
-            protocol, active, digest, *enrolled = await aw(self.redis.hmget(keys.device(cloud_id), names))
-        if protocol is None:
-            return None
-        window = Enrolment.from_hash({k: v for k, v in zip(ENROLMENT_FIELDS, enrolled, strict=True) if v})
-        return str(protocol), active == "1", str(digest or ""), window
+        what = f"read the push key of {cloud_ids[0]}" + (
+            f" and {len(cloud_ids) - 1} more" if cloud_ids[1:] else ""
+        )
+        async with translated(what), self.redis.pipeline(transaction=False) as pipe:
+            for cloud_id in cloud_ids:
+                pipe.hmget(keys.device(cloud_id), names)
+            rows = await pipe.execute()
+        return {cloud_id: _credentials(row) for cloud_id, row in zip(cloud_ids, rows, strict=True)}
 
     async def count_push_rejected(self, cloud_id: str) -> None:
         """One more upload from this push device that could not be taken (too large, unreadable)."""

@@ -6,6 +6,8 @@ comparison), so an upload cannot tell whether a cloud_id is registered. Nothing 
 
 What Redis says of a device is kept for CREDENTIALS_TTL_S, so a gateway uploading every 8 s
 costs one Redis read a few times a minute and a new key takes effect within that time. The
+look-ups of uploads arriving together share one round trip: while one is in flight, the devices
+asked meanwhile wait for the next, all read in one pipeline. The
 digests stay in a bounded local cache after that: while Redis is unreachable, a device this
 process has seen keeps being authenticated with its last known digest (its readings are
 written, the counters catch up when Redis is back); a device never seen gets a 503.
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from app.completeness import Tally
+from app.db.push import Credentials
 from app.devices import PUSH, push_key_digest
 from app.eagle.readings import Reading
 from app.errors import FileBusy, StoreError
@@ -83,6 +86,32 @@ class PushReceiver:
         self._last_demand: dict[str, int] = {}  # the newest demand time written, per device
         self._redis_down_since: float | None = None
         self._windows: dict[str, Enrolment | None] = {}  # each known device's consent window
+        self._asked: dict[str, asyncio.Future[Credentials | None]] = {}  # for the next round trip
+        self._reading: asyncio.Task[None] | None = None  # the round trip in flight, if any
+
+    async def _look_up(self, cloud_id: str) -> Credentials | None:
+        """What Redis holds of a device's key, read together with what other uploads ask now."""
+        asked = self._asked.get(cloud_id)
+        if asked is None:
+            asked = self._asked[cloud_id] = asyncio.get_running_loop().create_future()
+            if self._reading is None:
+                self._reading = asyncio.create_task(self._read_asked())
+        return await asyncio.shield(asked)  # one upload given up does not cancel the others' answer
+
+    async def _read_asked(self) -> None:
+        try:
+            while self._asked:
+                asked, self._asked = self._asked, {}
+                try:
+                    found = await self.store.push.push_credentials(list(asked))
+                except Exception as exc:  # every upload waiting is told (StoreError: Redis away)
+                    for future in asked.values():
+                        future.set_exception(exc)
+                else:
+                    for cloud_id, future in asked.items():
+                        future.set_result(found[cloud_id])
+        finally:
+            self._reading = None
 
     async def _digest(self, cloud_id: str) -> str | None:
         now = time.monotonic()
@@ -90,7 +119,7 @@ class PushReceiver:
         if cached is not None and cached[0] > now:
             return cached[1]
         try:
-            found = await self.store.push.push_credentials(cloud_id)
+            found = await self._look_up(cloud_id)
         except StoreError as exc:
             if cached is None:
                 raise

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from app import lines
 from app.errors import FileBusy, WriteError
-from app.hourly import reading_path, write_all
+from app.hourly import fd_budget, reading_path, write_all
 from app.hours import Hour, hour_key
 
 RECENT = 64  # device times remembered per kind and file
@@ -72,7 +72,7 @@ class PushWriter:
     def __init__(self, logs_dir: Path, prefix: str, max_open: int = 256) -> None:
         self.logs_dir = logs_dir
         self.prefix = prefix
-        self.max_open = max_open
+        self.max_open = max(1, min(max_open, fd_budget()))
         self._files: OrderedDict[Path, _File] = OrderedDict()
 
     def write(
@@ -144,8 +144,12 @@ class PushWriter:
         while len(self._files) >= self.max_open:
             _, old = self._files.popitem(last=False)
             os.close(old.fd)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:  # the hour's first file (rotate removes an hour's folder once shipped)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, flags, 0o644)
         st = os.fstat(fd)
         start = max(0, st.st_size - TAIL_BYTES)
         entry = _File(fd, st.st_ino, start, complete=start == 0, mid_line=start > 0)

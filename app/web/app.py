@@ -124,7 +124,10 @@ def make_app(
     settings: Settings, store: Store, client: Clients, push: PushReceiver | None = None
 ) -> tornado.web.Application:
     push = push or PushReceiver(
-        store, PushWriter(settings.logs_dir, settings.file_prefix), Ledger(store), settings.max_push_bytes
+        store,
+        PushWriter(settings.logs_dir, settings.file_prefix, settings.max_open_files),
+        Ledger(store),
+        settings.max_push_bytes,
     )
     tokens = Tokens(store, settings.api_tokens)
     ctx = Context(
@@ -135,6 +138,9 @@ def make_app(
         Thresholds.from_settings(settings), [r.id for r in routes_from(settings)],
     )  # fmt: skip
     routes = [
+        # Tornado tries routes in order: uploads first (every gateway, every few seconds), then
+        # the API, then the pages
+        (rf"/api/push/{CLOUD_ID_SEGMENT}", PushHandler),
         (r"/api/stats", StatsHandler),
         (r"/healthz", HealthHandler),
         (r"/metrics", MetricsHandler),
@@ -157,8 +163,6 @@ def make_app(
         (r"/api/studies/([^/]{1,60})/erasures/([^/]{1,60})", ErasureApiHandler),
         (r"/api/carts/?", CartsHandler),
         (r"/api/carts/([^/]+)", CartHandler),
-        (rf"/api/push/{CLOUD_ID_SEGMENT}", PushHandler),
-        # the pages after the API: Tornado tries routes in order, and the API is the busier
         (r"/login", LoginHandler),
         (r"/logout", LogoutHandler),
         (r"/fleet", FleetHandler),

@@ -40,7 +40,7 @@ class ApiServer:
         store = Store.for_settings(self.settings, max_connections=100)
         session = new_session(200, self.settings.eagle_tls_verify)
         client = Clients(session, self.settings.poll_timeout_s, self.settings.local_request_gap_s)
-        writer = PushWriter(self.settings.logs_dir, self.settings.file_prefix)
+        writer = PushWriter(self.settings.logs_dir, self.settings.file_prefix, self.settings.max_open_files)
         ledger = Ledger(store)
         push = PushReceiver(store, writer, ledger, self.settings.max_push_bytes)
         app = make_app(self.settings, store, client, push)
