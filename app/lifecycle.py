@@ -5,6 +5,7 @@ cannot listen on stops it at start with one sentence naming the setting that cho
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,6 +43,15 @@ def run(build: Callable[[], Service]) -> None:
         factory = asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(main())
+
+
+def settle() -> None:
+    """Called once a service has started: what it made while starting (modules, classes, its
+    app, pools, caches) lives as long as the process, so collect once and freeze it out of the
+    cyclic collector's scans. A full collection then walks only what was made since; without
+    this, under a 10,000-device fleet page, each one paused every request about 55 ms."""
+    gc.collect()
+    gc.freeze()
 
 
 @contextmanager

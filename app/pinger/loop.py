@@ -31,7 +31,7 @@ from app.health import ACTIONS, Thresholds
 from app.heartbeat import Heartbeat, process_id
 from app.hourly import HourlyWriter
 from app.leases import Leases
-from app.lifecycle import serve_metrics
+from app.lifecycle import serve_metrics, settle
 from app.logs import action
 from app.pinger.backoff import Backoff
 from app.pinger.chores import Chores
@@ -446,6 +446,7 @@ class Pinger:
         """Tick cycles until `request_stop`, then drain and close."""
         try:
             await self.start()
+            settle()
             # cycles start at wall-clock multiples of the interval, then keep time on the
             # monotonic clock: a wall clock stepped back (NTP, a VM resumed) stalls nothing
             wall = self.clock()

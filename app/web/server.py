@@ -11,7 +11,7 @@ import tornado.netutil
 from app.eagle.client import Clients, new_session
 from app.erasure.local import LocalSweep
 from app.heartbeat import Heartbeat
-from app.lifecycle import binding
+from app.lifecycle import binding, settle
 from app.pinger.ledger import Ledger
 from app.push.receiver import PushReceiver
 from app.push.upkeep import PushUpkeep
@@ -46,6 +46,7 @@ class ApiServer:
         app = make_app(self.settings, store, client, push)
         server = tornado.httpserver.HTTPServer(app, xheaders=True, max_body_size=SERVER_MAX_BODY_BYTES)
         server.add_sockets(sockets)
+        settle()
         log.info("server listening", extra={"host": self.host, "port": self.port})
         heartbeat = asyncio.create_task(
             Heartbeat(store, "server", lambda: {"port": str(self.port)}).run(self._stop)
