@@ -14,6 +14,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, ClassVar, Self
 from zoneinfo import ZoneInfo
 
@@ -68,7 +69,7 @@ class _Span:
 
     @property
     def key(self) -> str:
-        return time.strftime(self.FORMAT, time.gmtime(self.start))
+        return _formatted(self.FORMAT, self.start)
 
     def __add__(self, n: int) -> Self:
         return type(self)(self.number + n)
@@ -141,3 +142,9 @@ def _parse(key: str, fmt: str, what: str, spelled: str) -> int:
         return calendar.timegm(time.strptime(key, fmt))
     except ValueError:
         raise ValidationError(f"{key!r} is not a real {what.split()[-1]} ({spelled}, UTC).") from None
+
+
+@lru_cache(maxsize=4096)
+def _formatted(fmt: str, start: int) -> str:
+    """A span's key, formatted once: every upload and every line names its hour."""
+    return time.strftime(fmt, time.gmtime(start))

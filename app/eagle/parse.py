@@ -82,6 +82,45 @@ def _parse_flat(text: bytes) -> tuple[str, dict[str, str]] | None:
     return doc.group(1).decode().lower(), fields
 
 
+# An uploader's usual body: an optional XML declaration, an optional envelope element with plain
+# attributes (`<rainforest macId="0x…" timestamp="…s">`), and one flat fragment. Anything the
+# full parser would read otherwise (a control character, a carriage return it would normalise,
+# `]]>`, a duplicate attribute, text that is not UTF-8) is left to it.
+_FLAT_UPLOAD = re.compile(
+    rb'(?:<\?xml version="1\.0"(?: encoding="[Uu][Tt][Ff]-8")?\?>)?\s*'
+    rb"(?:<([A-Za-z][A-Za-z0-9_]*)((?:\s+[A-Za-z][A-Za-z0-9_]*=\"[^\"<&]*\")*)\s*>\s*)?"
+    rb"<([A-Za-z][A-Za-z0-9_]*)>((?:\s*<[A-Za-z][A-Za-z0-9_]*>[^<&]*</[A-Za-z][A-Za-z0-9_]*>)*)\s*</\3>"
+    rb"\s*(?:</([A-Za-z][A-Za-z0-9_]*)>)?"
+)
+_ATTRIBUTE_NAME = re.compile(rb"([A-Za-z][A-Za-z0-9_]*)=")
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def flat_fragment(text: bytes) -> tuple[str | None, str, list[tuple[str, str]]] | None:
+    """(envelope name or None, fragment name, its children's (name, stripped text) in order) of a
+    body of exactly that shape, names as sent; None for anything else, for xml_root to read."""
+    doc = _FLAT_UPLOAD.fullmatch(text)
+    if doc is None or b"\r" in text or b"]]>" in text or _CONTROL.search(text) is not None:
+        return None
+    try:
+        text.decode()  # all of it UTF-8, attributes too
+    except UnicodeDecodeError:
+        return None
+    envelope, attributes, fragment, children, closing = doc.groups()
+    if envelope != closing:  # an envelope opened and closed alike, or neither
+        return None
+    if attributes:
+        names = _ATTRIBUTE_NAME.findall(attributes)
+        if len(set(names)) != len(names):
+            return None
+    found: list[tuple[str, str]] = []
+    for name, value, end in _FLAT_CHILD.findall(children):
+        if name != end:
+            return None
+        found.append((name.decode(), value.decode().strip()))
+    return (envelope.decode() if envelope else None), fragment.decode(), found
+
+
 def _parse_xml(text: bytes) -> tuple[str, dict[str, str]]:
     flat = _parse_flat(text)
     if flat is not None:

@@ -28,7 +28,15 @@ from xml.etree.ElementTree import Element
 
 import orjson
 
-from app.eagle.parse import HISTORY_ENTRIES, demand_from, history_entry, price_from, summation_from, xml_root
+from app.eagle.parse import (
+    HISTORY_ENTRIES,
+    demand_from,
+    flat_fragment,
+    history_entry,
+    price_from,
+    summation_from,
+    xml_root,
+)
 from app.eagle.parse200 import HALF_WRAP_KW, WRAP_KW, readings_in
 from app.eagle.readings import (
     MeterDemand,
@@ -82,6 +90,27 @@ def _plausible(upload: Upload, reading: Reading, now: float) -> None:
 
 
 def _xml(text: bytes, now: float) -> Upload:
+    return flat_upload(text, now) or xml_upload(text, now)
+
+
+def flat_upload(text: bytes, now: float) -> Upload | None:
+    """The usual RFA body (one flat fragment, or none but the envelope) read without building a
+    tree; None for any other body. Gives what xml_upload gives for the same body."""
+    flat = flat_fragment(text)
+    if flat is None:
+        return None
+    envelope, tag, children = flat
+    if tag.lower() in ("historydata", "xmlsimple") or (
+        envelope is not None and envelope.lower() != "rainforest"
+    ):
+        return None  # read as a tree: HistoryData's entries, XmlSimple's reports, another envelope
+    upload = Upload()
+    _rfa_fragment(upload, tag, children, now)
+    return upload
+
+
+def xml_upload(text: bytes, now: float) -> Upload:
+    """Any XML body, through the hardened parser."""
     try:
         root = xml_root(text)
     except DeviceError as exc:  # the same hardened parser as gateways' replies
@@ -140,18 +169,23 @@ def _rfa_xml(root: Element, now: float) -> Upload:
         if nested:  # a fragment we do not read (ReadAttributesResponse, ...): said, not refused
             upload.ignored.append(f"{fragment.tag[:40]} is nested: not kept")
             continue
-        fields = {c.tag.lower(): (c.text or "").strip() for c in fragment}
-        if name not in READING_FRAGMENTS:
-            upload.kept[fragment.tag] = {c.tag: (c.text or "").strip()[:200] for c in fragment}
-            continue
-        try:
-            reading = _fragment(name, fields)
-        except DeviceError as exc:  # a fragment that lacks a field or has one that is not hex
-            upload.ignored.append(f"{fragment.tag}: {exc}")
-            continue
-        if reading is not None:
-            _plausible(upload, reading, now)
+        _rfa_fragment(upload, fragment.tag, [(c.tag, (c.text or "").strip()) for c in fragment], now)
     return upload
+
+
+def _rfa_fragment(upload: Upload, tag: str, children: list[tuple[str, str]], now: float) -> None:
+    """One flat fragment: a reading, or kept for the device's record."""
+    name = tag.lower()
+    if name not in READING_FRAGMENTS:
+        upload.kept[tag] = {child: text[:200] for child, text in children}
+        return
+    try:
+        reading = _fragment(name, {child.lower(): text for child, text in children})
+    except DeviceError as exc:  # a fragment that lacks a field or has one that is not hex
+        upload.ignored.append(f"{tag}: {exc}")
+        return
+    if reading is not None:
+        _plausible(upload, reading, now)
 
 
 def _history(fragment: Element, upload: Upload, now: float) -> None:
