@@ -22,7 +22,7 @@ from app.devices import DeviceInput
 from app.hours import hour_key
 from app.lines import read as read_lines
 from app.pinger import Pinger
-from app.push.receiver import CREDENTIALS_TTL_S
+from app.push.keycache import CREDENTIALS_TTL_S
 from app.settings import Settings
 from app.store import Store
 from tests.api_helpers import ApiServer, conforms, start_api

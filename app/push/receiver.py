@@ -4,13 +4,9 @@ Authentication answers the same 401 whether the device is unknown, not a push de
 with another key, after the same work (one digest look-up, one digest, one constant-time
 comparison), so an upload cannot tell whether a cloud_id is registered. Nothing is written.
 
-What Redis says of a device is kept for CREDENTIALS_TTL_S, so a gateway uploading every 8 s
-costs one Redis read a few times a minute and a new key takes effect within that time. The
-look-ups of uploads arriving together share one round trip: while one is in flight, the devices
-asked meanwhile wait for the next, all read in one pipeline. The
-digests stay in a bounded local cache after that: while Redis is unreachable, a device this
-process has seen keeps being authenticated with its last known digest (its readings are
-written, the counters catch up when Redis is back); a device never seen gets a 503.
+What Redis says of a device's key is kept by app.push.keycache (a change to the device takes
+effect at once); while Redis is unreachable, a device this process has seen keeps uploading (its
+readings are written, the counters catch up when Redis is back); a device never seen gets a 503.
 """
 
 from __future__ import annotations
@@ -19,28 +15,24 @@ import asyncio
 import hmac
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import orjson
 
 from app.completeness import Tally
-from app.db.push import Credentials
-from app.devices import PUSH, push_key_digest
+from app.devices import push_key_digest
 from app.eagle.readings import Reading
 from app.errors import FileBusy, StoreError
 from app.hours import Hour
 from app.pinger.ledger import Ledger
 from app.push.dialects import BadUpload, parse_upload
+from app.push.keycache import KeyCache
 from app.push.writer import PushWriter
 from app.store import PollUpdate, Store
-from app.studies import Enrolment
 
 log = logging.getLogger(__name__)
 ACCEPTED = {"push_refused_since": "", "push_refused": ""}  # an accepted upload ends a run of refusals
 _NO_DEVICE = push_key_digest("no device has this key")
-CREDENTIALS_TTL_S = 2.0
-KNOWN_MAX = 200_000  # digests kept per server process (about 150 bytes each)
 LOCK_WAIT_S = 2.0  # how long an upload waits, asleep, for a file another process holds
 OUTSIDE = "this household's consent window (its study enrolment) does not cover now: nothing was written."
 REFUSED = "send this device's push key (HTTP Basic cloud_id:key); no push device takes this key."
@@ -80,81 +72,14 @@ class PushReceiver:
         self.writer = writer
         self.ledger = ledger
         self.max_bytes = max_bytes
-        # cloud_id → (fresh until, digest; None: not an active push device), least recent first
-        self._known: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+        self.keys = KeyCache(store)
         self.tally = Tally()  # completeness, sent to Redis by PushUpkeep
         self._last_demand: dict[str, int] = {}  # the newest demand time written, per device
-        self._redis_down_since: float | None = None
-        self._windows: dict[str, Enrolment | None] = {}  # each known device's consent window
-        self._asked: dict[str, asyncio.Future[Credentials | None]] = {}  # for the next round trip
-        self._reading: asyncio.Task[None] | None = None  # the round trip in flight, if any
-
-    async def _look_up(self, cloud_id: str) -> Credentials | None:
-        """What Redis holds of a device's key, read together with what other uploads ask now."""
-        asked = self._asked.get(cloud_id)
-        if asked is None:
-            asked = self._asked[cloud_id] = asyncio.get_running_loop().create_future()
-            if self._reading is None:
-                self._reading = asyncio.create_task(self._read_asked())
-        return await asyncio.shield(asked)  # one upload given up does not cancel the others' answer
-
-    async def _read_asked(self) -> None:
-        try:
-            while self._asked:
-                asked, self._asked = self._asked, {}
-                try:
-                    found = await self.store.push.push_credentials(list(asked))
-                except Exception as exc:  # every upload waiting is told (StoreError: Redis away)
-                    for future in asked.values():
-                        future.set_exception(exc)
-                else:
-                    for cloud_id, future in asked.items():
-                        future.set_result(found[cloud_id])
-        finally:
-            self._reading = None
-
-    async def _digest(self, cloud_id: str) -> str | None:
-        now = time.monotonic()
-        cached = self._known.get(cloud_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        try:
-            found = await self._look_up(cloud_id)
-        except StoreError as exc:
-            if cached is None:
-                raise
-            self._note_outage(exc)
-            return cached[1]  # Redis is away: the last digest we had still stands
-        self._note_back()
-        digest = found[2] if found is not None and found[0] == PUSH and found[1] else None
-        self._windows[cloud_id] = found[3] if found is not None else None
-        self._known[cloud_id] = (now + CREDENTIALS_TTL_S, digest)
-        self._known.move_to_end(cloud_id)
-        while len(self._known) > KNOWN_MAX:
-            gone, _ = self._known.popitem(last=False)
-            self._windows.pop(gone, None)
-        return digest
-
-    def _note_outage(self, exc: StoreError) -> None:
-        if self._redis_down_since is None:
-            self._redis_down_since = time.monotonic()
-            log.warning(
-                "Redis unreachable: authenticating push devices with their last known key digests",
-                extra={"devices_known": len(self._known), "reason": str(exc)},
-            )
-
-    def _note_back(self) -> None:
-        if self._redis_down_since is not None:
-            log.info(
-                "Redis reachable again: push key digests are read from it",
-                extra={"down_s": round(time.monotonic() - self._redis_down_since, 1)},
-            )
-            self._redis_down_since = None
 
     async def authenticate(self, cloud_id: str, key: str | None) -> None:
         """Pass for an active push device's own key; UploadRefused (401) otherwise, the same
         answer for an unknown device as for a wrong key."""
-        expected = await self._digest(cloud_id)
+        expected = await self.keys.digest(cloud_id)
         matches = hmac.compare_digest(push_key_digest(key or ""), expected or _NO_DEVICE)
         if expected is None or not key or not matches:
             if expected is not None:  # a push device of ours sending a wrong key: its health says so
@@ -206,7 +131,7 @@ class PushReceiver:
     async def receive(self, cid: str, body: bytes, now: float | None = None) -> Received:
         """Write what the body holds; UploadRefused when it cannot be taken."""
         now = time.time() if now is None else now
-        window = self._windows.get(cid)
+        window = self.keys.window(cid)
         if window is not None and not window.covers(now):
             raise UploadRefused(403, "outside_window", OUTSIDE)
         if len(body) > self.max_bytes:

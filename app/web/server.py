@@ -55,6 +55,7 @@ class ApiServer:
         upkept = asyncio.create_task(upkeep.run(self._stop))
         swept = asyncio.create_task(LocalSweep(self.settings, store).run(self._stop))  # pushed files, carts
         failovers = asyncio.create_task(follow_failovers(self.settings, self._stop))
+        key_changes = asyncio.create_task(push.keys.follow(self._stop))  # a new push key takes effect at once
         try:
             await self._stop.wait()
         finally:
@@ -64,6 +65,7 @@ class ApiServer:
             await upkept
             await swept
             await failovers
+            await key_changes
             await app.settings["rf_context"].queue.disconnect()
             await store.close()
             await session.close()
