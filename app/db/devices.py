@@ -23,7 +23,6 @@ from app.devices import PUSH, SECRET_FIELDS, DeviceInput, DeviceRecord, new_push
 from app.errors import CredentialError
 
 FAILURES_KEPT = 20  # recent failures kept per device (each change of kind)
-RECORDS_CHUNK = 250  # records read per round trip: each reply is parsed on the event loop, ~6 ms a chunk
 
 
 @dataclass
@@ -193,9 +192,9 @@ class Devices:
         ids = list(cloud_ids)
         records: list[DeviceRecord] = []
         async with translated("load device records"):
-            for start in range(0, len(ids), RECORDS_CHUNK):
+            for start in range(0, len(ids), CHUNK):
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for cid in ids[start : start + RECORDS_CHUNK]:
+                    for cid in ids[start : start + CHUNK]:
                         pipe.hgetall(keys.device(cid))
                     hashes = await pipe.execute()
                 records.extend(DeviceRecord.from_hash(h) for h in hashes if h.get("cloud_id"))  # none partial

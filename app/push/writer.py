@@ -74,6 +74,23 @@ class PushWriter:
         self.prefix = prefix
         self.max_open = max(1, min(max_open, fd_budget()))
         self._files: OrderedDict[Path, _File] = OrderedDict()
+        self._named: tuple[int, dict[str, tuple[Path, Path]]] = (-1, {})  # this hour's file names
+
+    def _paths(self, cloud_id: str, hour: Hour) -> tuple[Path, Path]:
+        """The device's file of `hour` and of the hour before, named once an hour (an upload of
+        the current hour reuses them; a history entry's older hour is named afresh)."""
+        current, named = self._named
+        if hour.number == current and (paths := named.get(cloud_id)) is not None:
+            return paths
+        paths = (
+            reading_path(self.logs_dir, self.prefix, cloud_id, hour.key),
+            reading_path(self.logs_dir, self.prefix, cloud_id, (hour - 1).key),
+        )
+        if hour.number > current:
+            self._named = current, named = hour.number, {}
+        if hour.number == current and len(named) < self.max_open:
+            named[cloud_id] = paths
+        return paths
 
     def write(
         self, cloud_id: str, readings: list[tuple[str, int | None, bytes]], now: float
@@ -83,8 +100,7 @@ class PushWriter:
 
         Raises WriteError when the file cannot be written (nothing is then written)."""
         hour = Hour.at(now)
-        path = reading_path(self.logs_dir, self.prefix, cloud_id, hour.key)
-        earlier = reading_path(self.logs_dir, self.prefix, cloud_id, (hour - 1).key)
+        path, earlier = self._paths(cloud_id, hour)
         try:
             entry = self._locked(path)
             try:
