@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import ipaddress
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -78,7 +79,23 @@ def normalize_address(value: object) -> str:
             f"xn-- form), without credentials; got {text[:60]!r}.",
             field="address",
         )
+    if not _host_name(parts.hostname):
+        raise ValidationError(
+            "address's host must be an IP address or a name of dot-separated parts of 1 to 63 "
+            f"characters each (253 in all); got {parts.hostname[:60]!r}.",
+            field="address",
+        )
     return text
+
+
+def _host_name(host: str) -> bool:
+    """An IP address, or a name whose labels the resolver can encode (1 to 63 characters each)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        name = host.removesuffix(".")
+        return 0 < len(name) <= 253 and all(0 < len(label) < 64 for label in name.split("."))
 
 
 LOCAL_APIS = ("", "post_manager", "cgi_manager")

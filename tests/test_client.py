@@ -146,6 +146,15 @@ async def test_an_address_that_does_not_resolve_is_unavailable_with_a_reason(cli
     assert "resolve" in str(info.value) or "eagle-00ce69.invalid" in str(info.value)
 
 
+async def test_a_stored_address_no_resolver_can_encode_is_unavailable_with_a_reason(clients: Clients) -> None:
+    """A record from before addresses' host names were checked: its poll fails as the device's, not
+    as the process's (the resolver raises UnicodeError for an empty label)."""
+    gw = local_gateway("00ce69", "eagle200-local", "eagle..lan", "0123456789ABCDEF")
+    with pytest.raises(DeviceUnavailable) as info:
+        await clients.for_protocol("eagle200-local").poll(gw, DEMAND)
+    assert "no host name that can be looked up" in str(info.value)
+
+
 async def test_a_certificate_that_fails_verification_names_the_settings(sim: Sim, clients: Clients) -> None:
     """An EAGLE-3 behind HTTPS with a self-signed certificate: verified → tls (naming the
     settings); not verified, or pinned by its fingerprint → reads."""

@@ -34,6 +34,9 @@ BAD = [
     ({**LOCAL, "address": "Í×\x94]\x98\x01d\U000244c8"}, "address", "ASCII"),  # schemathesis found a 500 here
     ({**LOCAL, "address": "[::1"}, "address", "host:port"),
     ({**LOCAL, "address": "gateway\x00.local"}, "address", "ASCII"),
+    ({**LOCAL, "address": "gateway..local"}, "address", "1 to 63"),  # schemathesis found a 500 here
+    ({**LOCAL, "address": "http://" + "g" * 64 + ".local:80"}, "address", "1 to 63"),
+    ({**LOCAL, "address": "."}, "address", "1 to 63"),
     ({**LOCAL, "install_code": "12345"}, "install_code", "16 hex digits"),
     ({**LOCAL, "install_code": "1A2B3C4D5E6F7A8Z"}, "install_code", "16 hex digits"),
     ({**LOCAL, "install_code": 1234567890123456}, "install_code", "16 hex digits"),

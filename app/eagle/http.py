@@ -85,6 +85,10 @@ class translated:
         if isinstance(exc, aiohttp.ClientError):
             reason = str(exc) or type(exc).__name__
             raise DeviceUnavailable(reason, cloud_id=cloud_id) from exc
+        if isinstance(exc, UnicodeError):  # a host name the resolver cannot encode (an empty label)
+            raise DeviceUnavailable(
+                "the gateway's address is no host name that can be looked up", cloud_id=cloud_id
+            ) from exc
 
 
 def parsed(gw: Gateway, parser: Callable[[bytes], T], reply: bytes) -> T:
