@@ -22,7 +22,6 @@ from app.devices import DeviceInput
 from app.hours import hour_key
 from app.lines import read as read_lines
 from app.pinger import Pinger
-from app.push.keycache import CREDENTIALS_TTL_S
 from app.settings import Settings
 from app.store import Store
 from tests.api_helpers import ApiServer, conforms, start_api
@@ -361,7 +360,8 @@ def test_known_push_devices_keep_uploading_while_redis_is_down(tmp_path: Path, s
 
         assert push(0).status_code == 200
         redis_server.stop()
-        time.sleep(CREDENTIALS_TTL_S)  # past the freshness of what Redis said: now it must be asked
+        # the server notices its change feed is gone: from then on what Redis said is asked again
+        wait_until(lambda: "push key changes not followed" in api.logs(), 30, "the change feed to be lost")
         written = [push(i) for i in range(1, 6)]
         assert [r.status_code for r in written] == [200] * 5, [r.text for r in written]
         assert push(6, key="not-the-right-key-at-all").status_code == 401
