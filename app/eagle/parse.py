@@ -64,10 +64,10 @@ def parse_document(body: bytes) -> tuple[str, dict[str, str]]:
 # The relay's replies are one flat element of simple children. Bodies that match this strict
 # shape exactly (no declarations, no attributes, no entities, no nesting) are read with two
 # regular expressions; anything else, hostile or merely unusual, goes through defusedxml.
-_FLAT_DOC = re.compile(
-    rb"<([A-Za-z][A-Za-z0-9_]*)>((?:\s*<[A-Za-z][A-Za-z0-9_]*>[^<&]*</[A-Za-z][A-Za-z0-9_]*>)*)\s*</\1>"
-)
-_FLAT_CHILD = re.compile(rb"<([A-Za-z][A-Za-z0-9_]*)>([^<&]*)</([A-Za-z][A-Za-z0-9_]*)>")
+_NAME = rb"[A-Za-z][A-Za-z0-9_]*"
+_CHILDREN = rb"(?:\s*<" + _NAME + rb">[^<&]*</" + _NAME + rb">)*"  # simple children, text only
+_FLAT_DOC = re.compile(rb"<(" + _NAME + rb")>(" + _CHILDREN + rb")\s*</\1>")
+_FLAT_CHILD = re.compile(rb"<(" + _NAME + rb")>([^<&]*)</(" + _NAME + rb")>")
 
 
 def _parse_flat(text: bytes) -> tuple[str, dict[str, str]] | None:
@@ -88,11 +88,11 @@ def _parse_flat(text: bytes) -> tuple[str, dict[str, str]] | None:
 # `]]>`, a duplicate attribute, text that is not UTF-8) is left to it.
 _FLAT_UPLOAD = re.compile(
     rb'(?:<\?xml version="1\.0"(?: encoding="[Uu][Tt][Ff]-8")?\?>)?\s*'
-    rb"(?:<([A-Za-z][A-Za-z0-9_]*)((?:\s+[A-Za-z][A-Za-z0-9_]*=\"[^\"<&]*\")*)\s*>\s*)?"
-    rb"<([A-Za-z][A-Za-z0-9_]*)>((?:\s*<[A-Za-z][A-Za-z0-9_]*>[^<&]*</[A-Za-z][A-Za-z0-9_]*>)*)\s*</\3>"
-    rb"\s*(?:</([A-Za-z][A-Za-z0-9_]*)>)?"
+    rb"(?:<(" + _NAME + rb")((?:\s+" + _NAME + rb'="[^"<&]*")*)\s*>\s*)?'
+    rb"<(" + _NAME + rb")>(" + _CHILDREN + rb")\s*</\3>"
+    rb"\s*(?:</(" + _NAME + rb")>)?"
 )
-_ATTRIBUTE_NAME = re.compile(rb"([A-Za-z][A-Za-z0-9_]*)=")
+_ATTRIBUTE_NAME = re.compile(rb"(" + _NAME + rb")=")
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 

@@ -100,7 +100,7 @@ class KeyCache:
             except StoreError as exc:
                 if self.following.is_set():
                     log.warning(
-                        "push key changes not followed: keys are read again every 2 s",
+                        f"push key changes not followed: keys are read again every {CREDENTIALS_TTL_S:g} s",
                         extra={"reason": str(exc)},
                     )
                 self.following.clear()

@@ -74,22 +74,23 @@ class PushWriter:
         self.prefix = prefix
         self.max_open = max(1, min(max_open, fd_budget()))
         self._files: OrderedDict[Path, _File] = OrderedDict()
-        self._named: tuple[int, dict[str, tuple[Path, Path]]] = (-1, {})  # this hour's file names
+        self._hour = -1  # the newest hour written: its devices' file names are kept in `_named`
+        self._named: dict[str, tuple[Path, Path]] = {}
 
     def _paths(self, cloud_id: str, hour: Hour) -> tuple[Path, Path]:
         """The device's file of `hour` and of the hour before, named once an hour (an upload of
-        the current hour reuses them; a history entry's older hour is named afresh)."""
-        current, named = self._named
-        if hour.number == current and (paths := named.get(cloud_id)) is not None:
+        the newest hour reuses them; a history entry's older hour is named afresh). Only
+        authenticated devices write, so the names kept are bounded by the fleet."""
+        if hour.number > self._hour:
+            self._hour, self._named = hour.number, {}
+        if hour.number == self._hour and (paths := self._named.get(cloud_id)) is not None:
             return paths
         paths = (
             reading_path(self.logs_dir, self.prefix, cloud_id, hour.key),
             reading_path(self.logs_dir, self.prefix, cloud_id, (hour - 1).key),
         )
-        if hour.number > current:
-            self._named = current, named = hour.number, {}
-        if hour.number == current and len(named) < self.max_open:
-            named[cloud_id] = paths
+        if hour.number == self._hour:
+            self._named[cloud_id] = paths
         return paths
 
     def write(
