@@ -146,6 +146,8 @@ def test_the_usual_rfa_body_read_without_a_tree_gives_what_the_parser_gives() ->
         demand.replace(b"0x3e8", b"0x3\r\ne8"),
         demand.replace(b"0x3e8", b"&#x33;e8"),
         demand.replace(b"0x3e8", b"<![CDATA[0x3e8]]>"),
+        demand.replace(b"rainforest", b"gateway"),  # another envelope: its fragment is nested, not read
+        b"<XmlSimple><Timestamp>1539632334</Timestamp></XmlSimple>",  # read as XmlSimple's report
     ):
         assert flat_upload(other, NOW) is None  # read by the parser: it refuses or reads otherwise
     rng = random.Random(25)
