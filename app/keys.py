@@ -129,7 +129,7 @@ def carts_space() -> str:
 
 
 def cart_queue() -> str:
-    """The arq queue cart jobs go through."""
+    """The saq queue cart jobs go through."""
     return f"{PREFIX}:{{cartjobs}}" if _cluster else f"{PREFIX}:cartjobs"
 
 

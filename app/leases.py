@@ -228,7 +228,9 @@ class Leases:
     async def pingers(self, now: float) -> list[PingerLease]:
         """Every pinger seen in the last day with its lease and how many devices it holds."""
         async with translated("read the pingers' leases"):
-            members = await aw(self.redis.zrange(keys.pingers(), 0, -1, withscores=True))
+            members = cast(
+                list[tuple[str, float]], await aw(self.redis.zrange(keys.pingers(), 0, -1, withscores=True))
+            )
             owners = await self.owners()
             renewed = []
             for pinger_id, _ in members:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -21,7 +21,7 @@ from app import keys
 from app.db.alerts import AlertBook
 from app.db.archive import ArchiveBook
 from app.db.changes import ChangeFeed
-from app.db.common import aw, publish, translated
+from app.db.common import aw, hash_fields, publish, translated
 from app.db.completeness import Completeness
 from app.db.crawls import Crawls
 from app.db.devices import Devices, PollUpdate, Registered
@@ -34,7 +34,7 @@ from app.db.studies import Studies
 from app.errors import StoreError
 from app.settings import Settings
 
-__all__ = ["PollUpdate", "Registered", "Store", "aw", "publish", "translated"]
+__all__ = ["PollUpdate", "Registered", "Store", "aw", "hash_fields", "publish", "translated"]
 
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,15 @@ def tls_options(url: str, ca_file: str) -> dict[str, str]:
 
 
 def queue_client(settings: Settings) -> aioredis.Redis:
-    """A plain client for the cart job queue (saq keeps its own keys), TLS as the store has it."""
+    """A plain client for the cart job queue (saq keeps its own keys), TLS as the store has it.
+    No read timeout: saq's workers wait on BLMOVE and on pub/sub for as long as no job comes
+    (redis-py's default would cut each wait after 5 s)."""
     if settings.sentinels:
-        return sentinel_client(settings, 20)
+        return sentinel_client(settings, 20, socket_timeout=None)
     if settings.clustered:
         return _queue_node(settings)
-    return aioredis.from_url(settings.redis_url, **tls_options(settings.redis_url, settings.redis_ca_file))
+    tls = tls_options(settings.redis_url, settings.redis_ca_file)
+    return aioredis.from_url(settings.redis_url, socket_timeout=None, **tls)
 
 
 def _cluster_url(url: str) -> str:
@@ -90,19 +93,23 @@ def _queue_node(settings: Settings) -> aioredis.Redis:
     parts = urlsplit(url)
     user = parts.netloc.rpartition("@")[0]
     netloc = f"{user}@{node.host}:{node.port}" if user else f"{node.host}:{node.port}"
-    return aioredis.from_url(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")), **tls)
+    return aioredis.from_url(
+        urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")), socket_timeout=None, **tls
+    )
 
 
-def sentinel_client(settings: Settings, max_connections: int) -> aioredis.Redis:
+def sentinel_client(
+    settings: Settings, max_connections: int, socket_timeout: float | None = 5
+) -> aioredis.Redis:
     """A client of the primary the sentinels name; REDIS_URL gives the user, password and db."""
     url = urlsplit(settings.redis_url)
-    auth = {"username": url.username, "password": url.password} if url.password else {}
-    tls = tls_options(settings.redis_url, settings.redis_ca_file)
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    auth: dict[str, Any] = {"username": url.username, "password": url.password} if url.password else {}
+    tls: dict[str, Any] = dict(tls_options(settings.redis_url, settings.redis_ca_file))
+    sentinel = Sentinel(
         settings.sentinels,
         sentinel_kwargs={"socket_connect_timeout": 2, "socket_timeout": 2, **tls},
         socket_connect_timeout=2,
-        socket_timeout=5,
+        socket_timeout=socket_timeout,
         health_check_interval=30,
         **auth,
         **tls,

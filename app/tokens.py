@@ -125,6 +125,8 @@ class Tokens:
         (what `GET /api/users/{id}` answers); the owner as `app.leases.owner_view` takes it."""
         d = digest(presented)
         async with translated("check a token"):
+            token_h: dict[Any, Any]
+            device_h: dict[Any, Any]
             if keys.clustered():  # three hash slots: three commands at once
                 token_h, device_h, owner = await asyncio.gather(
                     aw(self.redis.hgetall(keys.token(d))),

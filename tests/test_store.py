@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from urllib.parse import urlsplit
 
 import pytest
 import redis as syncredis
@@ -13,7 +17,8 @@ from app import keys
 from app.credentials import Vault
 from app.devices import DeviceInput
 from app.errors import StoreError, ValidationError
-from app.store import PollUpdate, Store
+from app.settings import Settings
+from app.store import PollUpdate, Store, queue_client
 from tests.redis_cluster import async_client, node_urls, sync_client
 
 
@@ -171,6 +176,47 @@ async def test_counters_sent_again_after_a_lost_reply_are_counted_once(redis_url
         assert row["ok"] == 4, "completeness whose reply was lost was added twice"
     finally:
         await store.close()
+
+
+async def test_a_store_closed_after_a_timeout_leaves_no_connection_open(redis_url: str) -> None:
+    """A command that timed out makes a cluster client learn the slots again; closing the store
+    must still close every connection it opened after that. (redis-py before 8.0 routed through
+    fresh node objects after a refresh and closed only the old ones: a socket left open each time.)"""
+    ports = {urlsplit(url).port for url in node_urls(redis_url)}
+    store = Store(async_client(redis_url, socket_timeout=0.3, decode_responses=True))
+    ids = [f"{n:06x}" for n in range(0x0E0000, 0x0E0000 + 64)]  # keys on every primary
+    try:
+        await store.devices.load_devices(ids)
+        await _redis_busy_while(redis_url, BUSY_S, lambda: store.devices.load_devices(ids))
+        for cid in ids:  # one at a time: each primary is asked again after the refresh
+            await store.devices.load_devices([cid])
+    finally:
+        await store.close()
+    await asyncio.sleep(0.1)  # a closed transport lets its socket go on the loop's next turn
+    gc.collect()
+    sockets = [o for o in gc.get_objects() if isinstance(o, socket.socket) and o.fileno() != -1]
+    left = [s for s in sockets if _peer(s) in ports]
+    assert not left, f"{len(left)} connection(s) to Redis left open by a closed store: {left}"
+
+
+async def test_the_cart_queue_waits_on_redis_longer_than_a_read_timeout(
+    make_settings: Callable[..., Settings], redis_url: str
+) -> None:
+    """saq's workers wait on BLMOVE (and on pub/sub) for as long as no job comes: the queue's
+    client must not cut a wait at redis-py's default read timeout (5 s since redis-py 8)."""
+    client = queue_client(make_settings(redis_url))
+    try:
+        waited = await client.blmove(f"{keys.cart_queue()}:none", f"{keys.cart_queue()}:taken", 6.0)
+        assert waited is None  # nothing came in 6 s, and the wait was not cut short
+    finally:
+        await client.aclose()
+
+
+def _peer(sock: socket.socket) -> int | None:
+    try:
+        return int(sock.getpeername()[1])
+    except (OSError, IndexError, TypeError):
+        return None
 
 
 async def _must_fail(flushed: Awaitable[bool]) -> None:

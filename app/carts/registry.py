@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from app import keys
 from app.carts.model import ERASED, ERASED_MESSAGE, ERROR, WAITING, Cart
-from app.store import aw, translated
+from app.store import aw, hash_fields, translated
 
 LEASE_S = 30.0  # a building cart's worker refreshes this; a stale lease means the worker died
 DOWNLOAD_LEASE_S = 120.0
@@ -167,7 +167,7 @@ class CartRegistry:
         fields = {"status": ERASED, "reason": "ERASED", "message": ERASED_MESSAGE, "request": request,
                   "size": "0", "worker": "", "lease_until": "0", "updated_at": repr(at)}  # fmt: skip
         async with translated("mark a cart erased"), self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.cart(cart.id), mapping=fields)
+            pipe.hset(keys.cart(cart.id), mapping=hash_fields(fields))
             pipe.hdel(keys.carts_space(), cart.id)
             await pipe.execute()
 

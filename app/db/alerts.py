@@ -17,7 +17,7 @@ from typing import cast
 import redis.asyncio as aioredis
 
 from app import keys
-from app.db.common import aw, translated
+from app.db.common import aw, hash_fields, translated
 
 # KEYS: the guard hash, the record hash, the index, the message hash, then one outbox per route.
 # ARGV: mode (open | close | update), the guard field, the id, the time, the message id ("" for
@@ -149,7 +149,7 @@ class AlertBook:
             if not await self.redis.exists(keys.alert(aid)):
                 return False
             fields = {"ack_by": by, "ack_at": repr(at), "ack_note": note}
-            await aw(self.redis.hset(keys.alert(aid), mapping=fields))
+            await aw(self.redis.hset(keys.alert(aid), mapping=hash_fields(fields)))
         return True
 
     async def snooze(self, cloud_id: str, until: float) -> None:

@@ -51,7 +51,7 @@ class ChangeFeed:
                         yield channels[str(message["channel"])], str(message["data"])
         finally:
             with suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
 
 async def _sharded(cluster: RedisCluster, channels: dict[str, str]) -> AsyncIterator[tuple[str, str] | None]:
@@ -70,7 +70,10 @@ async def _sharded(cluster: RedisCluster, channels: dict[str, str]) -> AsyncIter
                     raise StoreError(f"no Redis Cluster primary serves the slot of {channel}.")
                 by_node.setdefault(node.name, (node, []))[1].append(channel)
             for node, names in by_node.values():
-                client = aioredis.Redis(**{**node.connection_kwargs, "socket_timeout": None})
+                pool = aioredis.ConnectionPool(  # the node's own settings (TLS, ACL user), no read timeout
+                    connection_class=node.connection_class, **{**node.connection_kwargs, "socket_timeout": None}
+                )
+                client = aioredis.Redis.from_pool(pool)
                 clients.append(client)
                 pubsub = client.pubsub()
                 subscriptions.append(pubsub)

@@ -4,12 +4,13 @@ recreates a record that is gone."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 import orjson
 from redis.exceptions import RedisClusterException, RedisError
+from redis.typing import EncodableT, FieldT
 
 from app import keys
 from app.errors import StoreError
@@ -22,9 +23,20 @@ CHUNK = 200
 BATCH_TTL_S = 86400  # how long an applied counter batch's token is remembered
 
 
-def aw(value: Awaitable[T] | T) -> Awaitable[T]:
-    """redis-py's asyncio methods are typed as returning `Awaitable[T] | T`; they always await."""
-    return cast(Awaitable[T], value)
+@overload
+def aw(value: Awaitable[T]) -> Awaitable[T]: ...
+@overload
+def aw(value: T) -> Awaitable[T]: ...
+def aw(value: Any) -> Any:
+    """Some of redis-py's asyncio methods are typed as returning `Awaitable[T] | T` (the sync and
+    asyncio clients share them); on the asyncio client they always await."""
+    return value
+
+
+def hash_fields(fields: Mapping[str, str]) -> Mapping[FieldT, EncodableT]:
+    """A hash's fields as redis-py's `hset` takes them: its mapping's key type is a union, and a
+    mapping is invariant in its key, so a `dict[str, str]` is refused by the type checker alone."""
+    return cast(Mapping[FieldT, EncodableT], fields)
 
 
 @asynccontextmanager

@@ -15,7 +15,7 @@ from typing import cast
 import redis.asyncio as aioredis
 
 from app import keys
-from app.db.common import aw, translated
+from app.db.common import aw, hash_fields, translated
 
 # KEYS[1] a route's queue; ARGV now, the claim's lease, how many. Due messages move a lease on.
 _CLAIM = """
@@ -35,7 +35,7 @@ class Outbox:
     async def put(self, message_id: str, fields: dict[str, str], routes: list[str], at: float) -> None:
         """Queue a message of its own (a digest, a test) for these routes."""
         async with translated("queue a notification"), self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.message(message_id), mapping=fields)
+            pipe.hset(keys.message(message_id), mapping=hash_fields(fields))
             for route in routes:
                 pipe.zadd(keys.outbox(route), {message_id: at})
             await pipe.execute()

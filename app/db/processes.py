@@ -37,7 +37,7 @@ class Heartbeats:
                 self.redis.zrevrangebyscore(keys.processes(kind), "+inf", since, withscores=True)
             )
             out = []
-            for process_id, beat in found:
+            for process_id, beat in cast(list[tuple[str, float]], found):
                 info = await aw(self.redis.hgetall(keys.process(kind, process_id)))
                 out.append((str(process_id), float(beat), cast(dict[str, str], info)))
         return out

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from app import keys
 from app.credentials import Vault
-from app.db.common import aw, publish, translated
+from app.db.common import aw, hash_fields, publish, translated
 from app.errors import ConfigError, ValidationError
 from app.studies import Enrolment, Study
 
@@ -99,7 +99,7 @@ class Studies:
                 fields["routes_secret"] = vault.encrypt(orjson.dumps(list(study.routes)).decode())
             else:
                 pipe.hdel(keys.study(study.id), "routes_secret")
-            pipe.hset(keys.study(study.id), mapping=fields)
+            pipe.hset(keys.study(study.id), mapping=hash_fields(fields))
             pipe.sadd(keys.studies(), study.id)
             new, *_ = await pipe.execute()
         return bool(new)
@@ -162,7 +162,10 @@ class Studies:
 
     async def _enrolment_of(self, cloud_id: str) -> tuple[str, str] | None:
         """(study, participant_id) on a device's record ('' when not enrolled), None when unknown."""
-        found = await aw(self.redis.hmget(keys.device(cloud_id), ["cloud_id", "study", "participant_id"]))
+        found = cast(
+            list[str | None],
+            await aw(self.redis.hmget(keys.device(cloud_id), ["cloud_id", "study", "participant_id"])),
+        )
         return None if found[0] is None else (found[1] or "", found[2] or "")
 
     async def _stale(self, holder: str, study: str, pid: str) -> str:
