@@ -8,10 +8,13 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import redis as syncredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from app import keys
 from app.credentials import Vault
@@ -19,6 +22,7 @@ from app.devices import DeviceInput
 from app.errors import StoreError, ValidationError
 from app.settings import Settings
 from app.store import PollUpdate, Store, queue_client
+from tests.conftest import wait_until
 from tests.redis_cluster import async_client, node_urls, sync_client
 
 
@@ -125,7 +129,16 @@ def test_cloud_id_keeps_leading_zeros_and_lowercases() -> None:
     assert "secretpw" not in repr(device(user_pw="secretpw"))
 
 
-BUSY_S = 3.0  # longer than a cluster client's own retries of a timed-out command (~1.5 s)
+BUSY_S = 4.0  # well beyond an impatient client's own retries of a timed-out command (under 2 s)
+
+
+def _impatient(redis_url: str) -> Any:
+    """A client whose read times out after 0.3 s, retried twice at once: a command gives up in
+    about a second while Redis is held (redis-py's default backoff with jitter can take longer
+    than the hold itself, and the command then lands as if nothing had happened)."""
+    return async_client(redis_url, socket_timeout=0.3, decode_responses=True, retry=Retry(NoBackoff(), 2))
+
+
 _BUSY = """
 local s = redis.call('TIME')
 repeat local n = redis.call('TIME') until (n[1] - s[1]) * 1000000 + (n[2] - s[2]) > tonumber(ARGV[1])
@@ -137,16 +150,27 @@ async def _redis_busy_while(redis_url: str, seconds: float, write: Callable[[], 
     """Run `write` while Redis is held busy by another client: the write is queued behind the
     busy script, the writer's short read timeout fires, and Redis applies the write after all:
     a reply lost, as when a connection drops after Redis took a command."""
-    blockers = [syncredis.Redis.from_url(url) for url in node_urls(redis_url)]  # every primary of a cluster
+    urls = node_urls(redis_url)  # every primary of a cluster
+    blockers = [syncredis.Redis.from_url(url) for url in urls]
     busy = [threading.Thread(target=lambda b=b: b.eval(_BUSY, 0, int(seconds * 1e6))) for b in blockers]
     for thread in busy:
         thread.start()
-    time.sleep(0.1)  # the busy scripts are running
+    wait_until(lambda: all(_held(url) for url in urls), timeout_s=seconds / 2, what="Redis to be held busy")
     with pytest.raises(StoreError):
         await write()
     for thread, blocker in zip(busy, blockers, strict=True):
         thread.join(30)
         blocker.close()
+
+
+def _held(url: str) -> bool:
+    """Whether a busy script holds this Redis: a PING goes unanswered for 50 ms."""
+    with syncredis.Redis.from_url(url, socket_timeout=0.05) as probe:
+        try:
+            probe.ping()
+        except syncredis.TimeoutError:
+            return True
+    return False
 
 
 async def test_counters_sent_again_after_a_lost_reply_are_counted_once(redis_url: str) -> None:
@@ -155,7 +179,7 @@ async def test_counters_sent_again_after_a_lost_reply_are_counted_once(redis_url
     from app.completeness import Tally
     from app.pinger.ledger import Ledger, flush_tally
 
-    store = Store(async_client(redis_url, socket_timeout=0.3, decode_responses=True))
+    store = Store(_impatient(redis_url))
     try:
         await store.redis.hset(keys.device("0f0001"), mapping={"cloud_id": "0f0001", "active": "1"})
         ledger = Ledger(store)
@@ -183,7 +207,7 @@ async def test_a_store_closed_after_a_timeout_leaves_no_connection_open(redis_ur
     must still close every connection it opened after that. (redis-py before 8.0 routed through
     fresh node objects after a refresh and closed only the old ones: a socket left open each time.)"""
     ports = {urlsplit(url).port for url in node_urls(redis_url)}
-    store = Store(async_client(redis_url, socket_timeout=0.3, decode_responses=True))
+    store = Store(_impatient(redis_url))
     ids = [f"{n:06x}" for n in range(0x0E0000, 0x0E0000 + 64)]  # keys on every primary
     try:
         await store.devices.load_devices(ids)

@@ -70,9 +70,8 @@ async def _sharded(cluster: RedisCluster, channels: dict[str, str]) -> AsyncIter
                     raise StoreError(f"no Redis Cluster primary serves the slot of {channel}.")
                 by_node.setdefault(node.name, (node, []))[1].append(channel)
             for node, names in by_node.values():
-                pool = aioredis.ConnectionPool(  # the node's own settings (TLS, ACL user), no read timeout
-                    connection_class=node.connection_class, **{**node.connection_kwargs, "socket_timeout": None}
-                )
+                settings = {**node.connection_kwargs, "socket_timeout": None}  # the node's TLS and ACL user
+                pool = aioredis.ConnectionPool(connection_class=node.connection_class, **settings)
                 client = aioredis.Redis.from_pool(pool)
                 clients.append(client)
                 pubsub = client.pubsub()
