@@ -180,7 +180,7 @@ def parse_device_query(body: bytes, wanted: frozenset[str] = frozenset({"demand"
     if variables and not any(value.strip() for value, _ in variables.values()):
         # the gateway answers, and its meter gave it nothing (home-assistant/core#149350)
         raise DeviceMeterOffline("the gateway answered, but every value its meter reported is empty")
-    return readings_in(root, last_contact, mac, wanted)
+    return _readings(variables, last_contact, mac, wanted)
 
 
 def readings_in(
@@ -188,7 +188,12 @@ def readings_in(
 ) -> Readings:
     """The readings an element's `Variable`s hold (a device_query's components, an uploader's
     XML:Simple report), timed `at`."""
-    variables = _variables(element)
+    return _readings(_variables(element), at, mac, wanted)
+
+
+def _readings(
+    variables: dict[str, tuple[str, str]], at: int | None, mac: int, wanted: frozenset[str]
+) -> Readings:
     return Readings(
         demand=_demand(variables, at, mac) if "demand" in wanted else None,
         summation=_summation(variables, at, mac) if "summation" in wanted else None,
