@@ -39,9 +39,8 @@ class KeyCache:
 
     def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
         self.store, self.clock = store, clock
-        # cloud_id → (fresh until, digest), least recently read first
-        self._known: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
-        self._windows: dict[str, Enrolment | None] = {}
+        # cloud_id → (fresh until, digest, consent window), least recently read first
+        self._known: OrderedDict[str, tuple[float, str | None, Enrolment | None]] = OrderedDict()
         self._asked: dict[str, asyncio.Future[Credentials | None]] = {}  # for the next round trip
         self._reading: asyncio.Task[None] | None = None  # the round trip in flight, if any
         self.following = asyncio.Event()  # the change feed is up: entries keep until their device changes
@@ -50,7 +49,8 @@ class KeyCache:
 
     def window(self, cloud_id: str) -> Enrolment | None:
         """The consent window last read with the device's digest (None: not enrolled, or unknown)."""
-        return self._windows.get(cloud_id)
+        known = self._known.get(cloud_id)
+        return known[2] if known is not None else None
 
     async def digest(self, cloud_id: str) -> str | None:
         """The device's key digest, None when it is no active push device; StoreError when Redis
@@ -70,12 +70,11 @@ class KeyCache:
         self._note_back()
         digest = found[2] if found is not None and found[0] == PUSH and found[1] else None
         steady = self.following.is_set() and changes == self.changes_seen
-        self._windows[cloud_id] = found[3] if found is not None else None
-        self._known[cloud_id] = (now + (FOLLOWED_TTL_S if steady else CREDENTIALS_TTL_S), digest)
+        until = now + (FOLLOWED_TTL_S if steady else CREDENTIALS_TTL_S)
+        self._known[cloud_id] = (until, digest, found[3] if found is not None else None)
         self._known.move_to_end(cloud_id)
         while len(self._known) > KNOWN_MAX:
-            gone, _ = self._known.popitem(last=False)
-            self._windows.pop(gone, None)
+            self._known.popitem(last=False)
         return digest
 
     async def follow(self, stop: asyncio.Event) -> None:
@@ -112,12 +111,12 @@ class KeyCache:
         self.changes_seen += 1
         cached = self._known.get(cloud_id)
         if cached is not None:
-            self._known[cloud_id] = (0.0, cached[1])
+            self._known[cloud_id] = (0.0, cached[1], cached[2])
 
     def _expire_all(self) -> None:
         self.changes_seen += 1
-        for cloud_id, (_, digest) in self._known.items():
-            self._known[cloud_id] = (0.0, digest)
+        for cloud_id, (_, digest, window) in self._known.items():
+            self._known[cloud_id] = (0.0, digest, window)
 
     async def _look_up(self, cloud_id: str) -> Credentials | None:
         """What Redis holds of a device's key, read together with what other uploads ask now."""
