@@ -10,7 +10,6 @@ min/max/mean per bucket, and a gap stays a gap: an empty bucket is null, never z
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import tempfile
 import time
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from app import lines
-from app.archive.backend import Archive
+from app.archive.backend import Archive, gunzip_chunks
 from app.archive.layout import DeviceHour
 from app.hourly import reading_path
 from app.hours import Hour
@@ -133,7 +132,7 @@ class SeriesSource:
             with tempfile.TemporaryDirectory(prefix="rf-series-") as tmp:
                 dest = Path(tmp) / "part.jl.gz"
                 self.archive.fetch(obj.key, dest)
-                blobs.append(gzip.decompress(dest.read_bytes()))
+                blobs.append(b"".join(gunzip_chunks([dest.read_bytes()])))
         return blobs
 
 

@@ -438,3 +438,26 @@ def test_a_column_the_writer_converts_wrongly_is_never_published(
         Compactor(settings, open_archive(settings)).compact(DAY)
     assert caught.value.kind == "integrity"
     assert current(open_archive(settings), DAY) is None
+
+
+def test_an_hourly_object_that_is_not_gzip_is_named_and_nothing_is_published(
+    make_settings: Callable[..., Settings], redis_url: str, tmp_path: Path
+) -> None:
+    """An object damaged in the archive (or put there by another tool) stops the day with one
+    sentence naming it; the day is compacted once the object is whole again."""
+    from app.errors import ArchiveError
+
+    root = tmp_path / "archive"
+    settings = make_settings(redis_url, archive_url=f"file://{root}", rotate_grace_s=0.0)
+    fill_day(settings)
+    archive = open_archive(settings)
+    y, m, d = DAY.split("-")
+    victim = archive.list(f"rainforest-logs/{DEVICES[1]}/{y}/{m}/{d}/")[5].key
+    whole = (root / victim).read_bytes()
+    (root / victim).write_bytes(b"not gzip: a stray text file\n" * 10)
+    with pytest.raises(ArchiveError, match=f"^{victim} is not a readable gzip object: ") as caught:
+        Compactor(settings, archive).compact(DAY)
+    assert caught.value.kind == "integrity" and "\n" not in str(caught.value)
+    assert current(archive, DAY) is None
+    (root / victim).write_bytes(whole)
+    assert Compactor(settings, archive).compact(DAY).rows["demand"] == 3 * 24 * 300

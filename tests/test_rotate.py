@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import orjson
 import pytest
 
 from app import keys
-from app.archive.backend import Archive, StoredObject
+from app.archive.backend import Archive, StoredObject, gunzip_chunks
 from app.archive.factory import open_archive
 from app.archive.layout import DeviceHour
 from app.errors import WriteError
@@ -492,3 +493,17 @@ async def test_an_object_that_reads_back_otherwise_is_never_deleted_locally(
     assert report.error is not None and report.error.kind == "integrity", report.fields()
     assert "does not match what was sent" in str(report.error)
     assert path.exists(), "a file whose copy did not verify must stay"
+
+
+def test_gzip_streams_inflate_whole_however_they_are_cut_and_anything_else_is_refused() -> None:
+    """Every member of a stream (a further part appended to an object is a second member), cut at
+    any byte, and zlib.error, as the archive's readers expect, for bytes that are not gzip."""
+    plain = [b"".join(b'{"device_time":%d}\n' % (t + 1000 * m) for t in range(200)) for m in range(3)]
+    stream = b"".join(gzip.compress(p) for p in plain)
+    for cut in (1, 7, 10, 64, len(stream) // 2, len(stream) - 1):
+        chunks = [stream[i : i + cut] for i in range(0, len(stream), cut)]
+        assert b"".join(gunzip_chunks(chunks)) == b"".join(plain), cut
+    with pytest.raises(zlib.error, match="gzip"):
+        b"".join(gunzip_chunks([b"this is not gzip at all\n"]))
+    with pytest.raises(zlib.error):
+        b"".join(gunzip_chunks([stream[:40] + bytes(40) + stream[80:]]))  # damaged inside a member

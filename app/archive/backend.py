@@ -13,10 +13,13 @@ Rules a backend must keep:
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+from isal import isal_zlib
 
 CHUNK = 1024 * 1024
 
@@ -131,22 +134,26 @@ def file_digests(path: Path) -> tuple[str, bytes]:
 
 
 def gunzip_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """The decompressed bytes of a stream of gzip bytes, every member of it (zlib.error if not gzip)."""
-    import zlib
+    """The decompressed bytes of a stream of gzip bytes, every member of it (zlib.error if not gzip).
 
-    inflater = zlib.decompressobj(wbits=31)
-    for chunk in chunks:
-        data = chunk
-        while data:
-            plain = inflater.decompress(data)
-            if plain:
-                yield plain
-            if inflater.eof:  # a further gzip member may follow
-                data = inflater.unused_data
-                inflater = zlib.decompressobj(wbits=31)
-            else:
-                data = b""
-    tail = inflater.flush()
+    Inflated by ISA-L (`isal`): the same deflate, five to six times quicker than zlib's, which
+    compaction, carts and the readings route pay on every hourly object they read."""
+    inflater = isal_zlib.decompressobj(wbits=31)
+    try:
+        for chunk in chunks:
+            data = chunk
+            while data:
+                plain = inflater.decompress(data)
+                if plain:
+                    yield plain
+                if inflater.eof:  # a further gzip member may follow
+                    data = inflater.unused_data
+                    inflater = isal_zlib.decompressobj(wbits=31)
+                else:
+                    data = b""
+        tail = inflater.flush()
+    except isal_zlib.error as exc:
+        raise zlib.error(str(exc)) from None
     if tail:
         yield tail
 
