@@ -17,9 +17,11 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
 from isal import isal_zlib
+
+_INFLATE_ERROR = cast("type[Exception]", isal_zlib.error)  # isal's stubs call it an instance
 
 CHUNK = 1024 * 1024
 
@@ -152,7 +154,7 @@ def gunzip_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
                 else:
                     data = b""
         tail = inflater.flush()
-    except isal_zlib.error as exc:
+    except _INFLATE_ERROR as exc:
         raise zlib.error(str(exc)) from None
     if tail:
         yield tail
