@@ -109,6 +109,8 @@ def test_user_lifecycle(admin: Callable[..., requests.Response]) -> None:
     one = admin("GET", "/api/users/002738")
     conforms(one, "/api/users/{cloud_id}", "GET")
     assert one.json()["user_email"] == "new@example.com" and one.json()["status"] == "never"
+    # a device's record is never cached, so it carries nothing to revalidate a cached copy with
+    assert one.headers["Cache-Control"] == "no-store" and "ETag" not in one.headers
     gone = admin("DELETE", "/api/users/002738")
     conforms(gone, "/api/users/{cloud_id}", "DELETE")
     assert gone.json()["active"] is False
