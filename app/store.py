@@ -116,9 +116,21 @@ def sentinel_client(
     )
     db = int(url.path.strip("/") or 0)
     client: aioredis.Redis = sentinel.master_for(
-        settings.redis_sentinel_service, decode_responses=True, db=db, max_connections=max_connections * 4
-    )
+        settings.redis_sentinel_service, redis_class=_SentinelRedis, decode_responses=True, db=db,
+        max_connections=max_connections * 4,
+    )  # fmt: skip
     return client
+
+
+class _SentinelRedis(aioredis.Redis):
+    """A client of the primary the sentinels name that, closed, also closes its connections to
+    the sentinels it asked (redis-py leaves those open until they are collected)."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        for asked in manager.sentinels if isinstance(manager, Sentinel) else ():
+            await asked.aclose()
 
 
 async def follow_failovers(settings: Settings, stop: asyncio.Event) -> None:

@@ -5,8 +5,11 @@ itself, says so in one log line, and every served reading is in the hourly files
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +25,7 @@ from app.lines import read as read_lines
 from tests.conftest import Sim, free_port, wait_until
 from tests.test_pinger import served
 from tests.test_redis_tls import rf
+from tests.test_store import _peer
 
 
 @dataclass
@@ -131,3 +135,54 @@ def test_a_pinger_follows_a_sentinel_failover_and_loses_no_reading(
     log = [orjson.loads(x) for x in (tmp_path / "logs" / "pinger" / "pinger.log").read_bytes().splitlines()]
     said = [x for x in log if x.get("msg", x.get("message", "")).startswith("Redis failed over")]
     assert len(said) == 1 and said[0]["to"] == f"127.0.0.1:{g.replica_port}", said
+
+
+@pytest.fixture
+def one_sentinel() -> Iterator[tuple[str, int]]:
+    """A primary and one sentinel watching it (quorum 1): enough to be handed the primary."""
+    folder = Path(tempfile.mkdtemp(prefix="rf-sentinel-one-"))
+    primary_port, sentinel_port = free_port(), free_port()
+    conf = folder / "sentinel.conf"
+    conf.write_text(
+        f"port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {primary_port} 1\n"
+    )
+    procs = [
+        subprocess.Popen(["redis-server", "--port", str(primary_port), "--save", "", "--bind", "127.0.0.1"],
+                         cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(["redis-sentinel", str(conf)], cwd=folder, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL),
+    ]  # fmt: skip
+    try:
+        up = lambda: _ping(primary_port) and _ping(sentinel_port)  # noqa: E731
+        wait_until(up, timeout_s=30, what="the primary and the sentinel")
+        yield f"127.0.0.1:{sentinel_port}", primary_port
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(10)
+
+
+async def test_the_cart_queue_behind_sentinels_waits_longer_than_a_read_timeout(
+    one_sentinel: tuple[str, int], tmp_path: Path
+) -> None:
+    """saq's workers wait on BLMOVE for as long as no job comes; through the sentinels too, the
+    queue's client must not cut a wait at redis-py's default read timeout (5 s). Closed, it
+    leaves no connection open, to the primary or to the sentinel it asked for it."""
+    from app import keys
+    from app.settings import Settings
+    from app.store import queue_client
+
+    sentinel, primary = one_sentinel
+    env = {"REDIS_URL": "redis://127.0.0.1:1/0", "REDIS_SENTINELS": sentinel, "DATA_DIR": str(tmp_path)}
+    client = queue_client(Settings.from_env(env, dotenv_path=None))
+    try:
+        waited = await client.blmove(f"{keys.cart_queue()}:none", f"{keys.cart_queue()}:taken", 6.0)
+        assert waited is None  # nothing came in 6 s, and the wait was not cut short
+    finally:
+        await client.aclose()
+    await asyncio.sleep(0.1)  # a closed transport lets its socket go on the loop's next turn
+    gc.collect()
+    ports = {int(sentinel.rsplit(":", 1)[1]), primary}
+    sockets = [o for o in gc.get_objects() if isinstance(o, socket.socket) and o.fileno() != -1]
+    left = [s for s in sockets if _peer(s) in ports]
+    assert not left, f"{len(left)} connection(s) left open by a closed client: {left}"
