@@ -90,8 +90,9 @@ def assert_same(got: frames.Merged, want: frames.Merged) -> None:
             want.tables[kind].to_pylist()[:5],
         )
         assert np.array_equal(got.steps[kind], want.steps[kind]), kind
-    assert (got.hours, got.duplicates, got.partial, got.lines, got.late) == (
-        want.hours, want.duplicates, want.partial, want.lines, want.late,
+        assert np.array_equal(got.times[kind], want.times[kind]), kind
+    assert (got.hours, got.duplicates, got.partial, got.lines, got.late, got.gaps) == (
+        want.hours, want.duplicates, want.partial, want.lines, want.late, want.gaps,
     )  # fmt: skip
 
 
@@ -105,12 +106,18 @@ def test_the_columnar_reader_equals_reading_line_by_line() -> None:
     assert want.partial == {H0: 1, H0 + 4 * 3600: 1} and want.late >= 2
     assert {k: t.num_rows for k, t in want.tables.items()} == {"demand": 45, "summation": 2, "price": 2}
     assert want.lines[H0]["weather"] == 1 and len(set(want.steps["demand"].tolist())) == 4
+    assert want.gaps == {H0: 3487.0, H0 + 3600: 100.0, H0 + 3 * 3600: 10590.0, H0 + 4 * 3600: 6.0}
     units = got.units("demand")
     assert sum(u.num_rows for u in units) == 45 and len(units) == 4
 
 
 @pytest.mark.parametrize("seed", range(150))
 def test_random_hours_read_alike(seed: int) -> None:
+    objects = random_objects(seed)
+    assert_same(frames.merge(frames.parse(objects)), frames.by_lines(objects))
+
+
+def random_objects(seed: int) -> list[tuple[int, bytes]]:
     """Hours (some missing) of parts with repeats near and far, times on and off the hour,
     fractional times and polls, no poll time, lines without a kind or of an unknown one, cut lines."""
     rng = random.Random(seed)
@@ -136,7 +143,7 @@ def test_random_hours_read_alike(seed: int) -> None:
             if rng.random() < 0.2:
                 data += b'{"cloud_id": "0c0001", "device_ti'
             objects.append((start, data))
-    assert_same(frames.merge(frames.parse(objects)), frames.by_lines(objects))
+    return objects
 
 
 @pytest.mark.parametrize(

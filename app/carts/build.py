@@ -28,6 +28,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from app import lines
 from app.archive.backend import Archive, file_sha256
 from app.carts import bundle, datapackage, pseudonyms
+from app.carts.columnar import build_parquet_device
 from app.carts.model import (
     ARCHIVE_UNAVAILABLE,
     BUNDLING,
@@ -368,7 +369,11 @@ class Builder:
                 start, end = span or (request.start, request.start)  # no consent at all: no rows
                 label = (naming.id_column, naming.of(cloud_id))
                 zone = window.timezone if window else "UTC"
-                made = build_device(request.format, cloud_id, hours, start, end, folder, label, zone)
+                if request.format == "parquet" and not days:  # all of it in hourly files: by columns
+                    made = build_parquet_device(cloud_id, by_device.get(cloud_id, {}), start, end, folder,
+                                                label, zone)  # fmt: skip
+                else:
+                    made = build_device(request.format, cloud_id, hours, start, end, folder, label, zone)
                 per_device[cloud_id] = made
                 members.extend(bundle.Member(m.name, m.path, m.size, m.sha256) for m in made.files)
         finally:

@@ -135,7 +135,7 @@ class _Sink(Protocol):
     def abort(self) -> None: ...
 
 
-def _made(name: str, path: Path) -> Made:
+def file_made(name: str, path: Path) -> Made:
     return Made(name, path, path.stat().st_size, file_sha256(path))
 
 
@@ -168,7 +168,7 @@ class _CsvSink:
     def close(self) -> tuple[dict[str, int], list[Made]]:
         self.file.close()
         os.replace(self.tmp, self.dest)
-        return {"demand": self.rows}, [_made(self.name, self.dest)]
+        return {"demand": self.rows}, [file_made(self.name, self.dest)]
 
     def abort(self) -> None:
         self.file.close()
@@ -200,7 +200,7 @@ class _ParquetSink:
         for kind, writer in self.writers.items():
             rows[kind] = writer.close()
             if rows[kind]:  # a kind the device never sent has no file
-                made.append(_made(f"{self.cloud_id}/{kind}.parquet", writer.path))
+                made.append(file_made(f"{self.cloud_id}/{kind}.parquet", writer.path))
         return rows, made
 
     def abort(self) -> None:

@@ -140,6 +140,8 @@ class Merged:
     partial: dict[int, int] = field(default_factory=dict)  # hour → unreadable lines
     lines: dict[int, dict[str, int]] = field(default_factory=dict)  # hour → distinct lines by kind
     late: int = 0
+    times: dict[str, np.ndarray] = field(default_factory=dict)  # per row: its time (`lines.time_of`), s
+    gaps: dict[int, float] = field(default_factory=dict)  # hour → longest wait for a demand reading, > 0
 
     def units(self, kind: str) -> list[pa.Table]:
         """The kind's rows cut where `DeviceLines` releases them: one table per release."""
@@ -174,14 +176,18 @@ def merge(parsed: Parsed) -> Merged:
         by = np.lexsort((rows, polled[rows], t[rows], step))  # ties: the order the lines were read
         order = rows[by]
         merged.late += _late(t[order], step[by])  # of every kind, as DeviceLines counts them
+        if name == "demand":
+            merged.gaps = _gaps(rank[rows], t[rows], hour_list)
         if name not in SCHEMAS:
             continue
         merged.steps[name] = step[by]
+        merged.times[name] = t[order]
         merged.tables[name] = _columns(table.take(order), name)
     for name in KINDS:
         if name not in merged.tables:
             merged.tables[name] = SCHEMAS[name].empty_table()
             merged.steps[name] = np.zeros(0, dtype=np.int64)
+            merged.times[name] = np.zeros(0, dtype=np.float64)
     return merged
 
 
@@ -205,6 +211,7 @@ def by_lines(objects: list[tuple[int, bytes]], columns: Callable[[str], Gathers]
     device = DeviceLines()
     gathered = {kind: columns(kind) for kind in KINDS}
     steps: dict[str, list[int]] = {kind: [] for kind in KINDS}
+    times: dict[str, list[float]] = {kind: [] for kind in KINDS}
 
     def take(step: int, released: dict[str, list[dict[str, Any]]]) -> None:
         for kind, rows in released.items():
@@ -212,6 +219,7 @@ def by_lines(objects: list[tuple[int, bytes]], columns: Callable[[str], Gathers]
                 for row in rows:
                     gathered[kind].add(row)
                 steps[kind] += [step] * len(rows)
+                times[kind] += [jl.time_of(row) for row in rows]
 
     for step, hour in enumerate(hours):
         records, bad = by_hour[hour]
@@ -222,12 +230,15 @@ def by_lines(objects: list[tuple[int, bytes]], columns: Callable[[str], Gathers]
             merged.partial[hour] = bad
         if count.lines:
             merged.lines[hour] = count.lines
+        if count.longest_gap_s:
+            merged.gaps[hour] = count.longest_gap_s
         take(step, released)
     take(len(hours), device.finish())
     merged.late = device.late
     for kind in KINDS:
         merged.tables[kind] = gathered[kind].table()
         merged.steps[kind] = np.array(steps[kind], dtype=np.int64)
+        merged.times[kind] = np.array(times[kind], dtype=np.float64)
     return merged
 
 
@@ -256,6 +267,26 @@ def _repeats(kinds: np.ndarray, t: np.ndarray, rank: np.ndarray) -> np.ndarray:
             last_kept = r
         previous = j
     return dup
+
+
+def _gaps(rank: np.ndarray, t: np.ndarray, hours: list[int]) -> dict[int, float]:
+    """The longest wait for a demand reading ending in each hour (`DeviceLines`' count): the hour's
+    kept readings in time order, each against the latest one before it, of this hour or an earlier
+    one read. Only the hours with a wait."""
+    order = np.lexsort((t, rank))
+    rank, t = rank[order], t[order]
+    bounds = np.flatnonzero(np.diff(rank)) + 1
+    gaps: dict[int, float] = {}
+    previous: float | None = None
+    for hour, seg in zip(np.split(rank, bounds), np.split(t, bounds), strict=True):
+        if not len(seg):
+            continue
+        latest = np.maximum.accumulate(seg if previous is None else np.concatenate(([previous], seg)))
+        waits = seg[1:] - latest[:-1] if previous is None else seg - latest[:-1]
+        if (waits > 0).any():
+            gaps[hours[int(hour[0])]] = float(waits.max())
+        previous = float(latest[-1])
+    return gaps
 
 
 def _late(t: np.ndarray, steps: np.ndarray) -> int:

@@ -1,0 +1,148 @@
+"""A Parquet cart's device read through Arrow's JSON reader (`app.research.frames`), not line by line.
+
+The same files, rows and counts as `tables.build_device` makes from the same hourly files (the
+columnar reader merges them by the rule `DeviceLines` keeps: repeats, release order, late rows,
+cut lines, waits between readings); tests/test_cart_columns.py holds the two side by side. A device
+is read this way when all its hours in the cart are hourly files (none from a compacted day) of
+at most COLUMNAR_BYTES together, which are read at once; any other device, or one with lines the
+columnar reader does not take (`frames.Unusual`), is read line by line as before, an hour at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from app.carts.tables import DeviceTables, build_device, file_made, staged_hours
+from app.research import frames
+from app.research.merge import HourCount
+from app.research.parquet import KindWriter
+from app.research.schema import KINDS, cart_schema
+
+log = logging.getLogger(__name__)
+COLUMNAR_BYTES = 256 * 2**20  # a device's hourly files read at once: about 55 days of 6-second readings
+
+
+def build_parquet_device(
+    cloud_id: str,
+    hours: dict[int, list[Path]],
+    start: float,
+    end: float,
+    out_dir: Path,
+    label: tuple[str, str] = ("cloud_id", ""),
+    zone: str = "UTC",
+) -> DeviceTables:
+    """`tables.build_device("parquet", ...)` of a device's staged hourly parts (hour → its parts
+    in order), read through the columnar reader when it can."""
+    size = sum(path.stat().st_size for parts in hours.values() for path in parts)
+    if size <= COLUMNAR_BYTES:
+        objects = [(hour, path.read_bytes()) for hour in sorted(hours) for path in hours[hour]]
+        try:
+            merged = frames.merge(frames.parse(objects))
+        except frames.Unusual as why:
+            log.info(
+                "read a device's cart hours line by line", extra={"cloud_id": cloud_id, "reason": str(why)}
+            )
+        else:
+            return _tables(cloud_id, merged, start, end, out_dir, label, ZoneInfo(zone))
+    return build_device("parquet", cloud_id, staged_hours(hours), start, end, out_dir, label, zone)
+
+
+def _tables(
+    cloud_id: str,
+    merged: frames.Merged,
+    start: float,
+    end: float,
+    out_dir: Path,
+    label: tuple[str, str],
+    zone: ZoneInfo,
+) -> DeviceTables:
+    column, name = label[0], label[1] or cloud_id
+    result = DeviceTables(cloud_id, late=merged.late)
+    for hour in merged.hours:
+        held = dict(merged.lines.get(hour, {}))
+        result.hours.append(HourCount(
+            hour, readings=held.get("demand", 0), lines=held, longest_gap_s=merged.gaps.get(hour, 0.0),
+            duplicates=merged.duplicates.get(hour, 0), partial=merged.partial.get(hour, 0),
+        ))  # fmt: skip
+    result.duplicates = sum(merged.duplicates.values())
+    result.partial = sum(merged.partial.values())
+    writers: list[KindWriter] = []
+    try:
+        for kind in KINDS:
+            schema = cart_schema(kind, pseudonymous=column != "cloud_id")
+            writer = KindWriter(out_dir / name / f"{kind}.parquet", kind, schema=schema)
+            writers.append(writer)
+            times = merged.times[kind]
+            inside = (times >= start) & (times < end)  # the cart's range, clamped to the consent window
+            rows = merged.tables[kind].filter(pa.array(inside)) if not inside.all() else merged.tables[kind]
+            if rows.num_rows:
+                writer.add_table(_cart_columns(rows, times[inside], schema, column, name, zone))
+            result.rows[kind] = writer.close()
+            if result.rows[kind]:  # a kind the device never sent has no file
+                result.files.append(file_made(f"{name}/{kind}.parquet", writer.path))
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+    return result
+
+
+def _cart_columns(
+    rows: pa.Table, times: np.ndarray, schema: pa.Schema, column: str, name: str, zone: ZoneInfo
+) -> pa.Table:
+    """A kind's rows as the cart's columns: the household named by `column`, its local time."""
+    arrays: list[Any] = []
+    for f in schema:
+        if f.name == column:
+            arrays.append(pa.array([name] * rows.num_rows, pa.string()))
+        elif f.name == "local_time":
+            arrays.append(local_times(times, zone))
+        else:
+            arrays.append(rows.column(f.name))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def local_times(times: np.ndarray, zone: ZoneInfo) -> pa.Array[Any]:
+    """`datetime.fromtimestamp(t, zone).isoformat(timespec="seconds")` of each time (null for 0,
+    as a cart's row without a time has none), worked out once per UTC hour: an hour whose offset is
+    the same at its first and last second takes it for all its rows; any other, row by row."""
+    whole, fraction = np.divmod(times, 1.0)
+    micros = np.round(fraction * 1e6)  # as fromtimestamp rounds: half to even, to the microsecond
+    seconds = whole.astype(np.int64) + (micros >= 1e6)
+    offsets = np.zeros(len(times), dtype=np.int64)
+    odd: list[str | None] = [None] * len(times)  # rows of an hour with a clock change, as Python writes them
+    hours = seconds // 3600
+    for hour in np.unique(hours).tolist():
+        first, last = _offset(hour * 3600, zone), _offset(hour * 3600 + 3599, zone)
+        if first == last and first % 60 == 0:
+            offsets[hours == hour] = first
+            continue
+        for i in np.flatnonzero(hours == hour).tolist():
+            odd[i] = datetime.fromtimestamp(float(times[i]), zone).isoformat(timespec="seconds")
+    written = np.datetime_as_string((seconds + offsets).astype("datetime64[s]"), unit="s")
+    local = pa.array(written.tolist(), pa.string())
+    kinds, which = np.unique(offsets, return_inverse=True)
+    suffix = pa.array([_written(o) for o in kinds.tolist()], pa.string()).take(which.astype(np.int64))
+    made: Any = pc.binary_join_element_wise(local, suffix, "")  # type: ignore[call-overload]  # (stubs: no str separator)
+    if any(t is not None for t in odd):
+        made = pc.if_else(pc.is_null(pa.array(odd, pa.string())), made, pa.array(odd, pa.string()))
+    return cast("pa.Array[Any]", pc.if_else(pa.array(times == 0), pa.nulls(len(times), pa.string()), made))
+
+
+def _offset(at: int, zone: ZoneInfo) -> int:
+    offset = datetime.fromtimestamp(at, zone).utcoffset()
+    return int(offset.total_seconds()) if offset is not None else 0
+
+
+def _written(offset_s: int) -> str:
+    """A whole-minute UTC offset as isoformat writes it: +01:00, -03:30."""
+    sign, minutes = ("-" if offset_s < 0 else "+"), abs(offset_s) // 60
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"

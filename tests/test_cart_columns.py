@@ -1,0 +1,134 @@
+"""Parquet carts read through the columnar reader (`app.carts.columnar`) against reading line by
+line (`tables.build_device`, what every Parquet cart did before): the same files, rows, row groups
+and counts for every window, naming and time zone, on the corpus of every line kind and on seeded
+random ones; lines the columnar reader does not take are read line by line, with the same result."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from app.carts import columnar
+from app.carts.tables import DeviceTables, build_device, staged_hours
+from tests.test_frames import H0, corpus, demand, random_objects
+
+ZONES = ("UTC", "Europe/Berlin", "America/St_Johns", "Australia/Lord_Howe")
+SPRING = 1_774_746_000  # 2026-03-29 01:00 UTC: Berlin's clocks go from 02:00 to 03:00
+ST_JOHNS = 1_772_947_800  # 2026-03-08 05:30 UTC: St John's goes from -03:30 to -02:30
+LORD_HOWE = 1_791_041_400  # 2026-10-03 15:30 UTC: Lord Howe Island goes from +10:30 to +11:00
+
+
+def staged(objects: list[tuple[int, bytes]], folder: Path) -> dict[int, list[Path]]:
+    """Objects as a cart stages them: an hour's parts as files, in order."""
+    hours: dict[int, list[Path]] = {}
+    folder.mkdir(parents=True)
+    for n, (hour, data) in enumerate(objects):
+        path = folder / f"{hour}-{n}.jl"
+        path.write_bytes(data)
+        hours.setdefault(hour, []).append(path)
+    return hours
+
+
+def both(
+    objects: list[tuple[int, bytes]], tmp: Path, span: tuple[float, float], label: tuple[str, str], zone: str
+) -> tuple[DeviceTables, DeviceTables]:
+    hours = staged(objects, tmp / "staged")
+    by_lines = build_device("parquet", "0c0001", staged_hours(hours), *span, tmp / "lines", label, zone)
+    by_columns = columnar.build_parquet_device("0c0001", hours, *span, tmp / "columns", label, zone)
+    return by_columns, by_lines
+
+
+def assert_same_cart(got: DeviceTables, want: DeviceTables) -> None:
+    assert (got.hours, got.rows, got.duplicates, got.late, got.partial) == (
+        want.hours, want.rows, want.duplicates, want.late, want.partial,
+    )  # fmt: skip
+    assert [f.name for f in got.files] == [f.name for f in want.files]
+    for mine, theirs in zip(got.files, want.files, strict=True):
+        a, b = pq.ParquetFile(mine.path), pq.ParquetFile(theirs.path)
+        assert a.schema_arrow == b.schema_arrow, mine.name
+        assert a.metadata.num_row_groups == b.metadata.num_row_groups, mine.name
+        assert a.read().equals(b.read()), (mine.name, a.read().to_pylist()[:3], b.read().to_pylist()[:3])
+
+
+@pytest.fixture
+def no_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The columnar reader must take these lines: reading them line by line is a failure here."""
+
+    def refuse(*args: object, **kwargs: object) -> DeviceTables:
+        raise AssertionError("read line by line: the columnar reader refused lines it should take")
+
+    monkeypatch.setattr(columnar, "build_device", refuse)
+
+
+@pytest.mark.parametrize("zone", ZONES)
+@pytest.mark.parametrize("label", [("cloud_id", ""), ("participant_id", "p-0007")])
+def test_the_corpus_makes_the_same_cart_both_ways(
+    tmp_path: Path, label: tuple[str, str], zone: str, no_fallback: None
+) -> None:
+    got, want = both(corpus(), tmp_path, (H0 + 45, H0 + 4 * 3600 + 10), label, zone)
+    assert_same_cart(got, want)
+    # the corpus holds what the comparison needs: every kind, repeats, cut lines, late rows, waits
+    assert want.rows == {"demand": 30, "summation": 2, "price": 2} and want.duplicates == 7
+    assert want.partial == 2 and want.late >= 1 and any(h.longest_gap_s for h in want.hours)
+    names = {f.name for f in want.files}
+    assert names == {f"{label[1] or '0c0001'}/{k}.parquet" for k in ("demand", "summation", "price")}
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_hours_make_the_same_cart_both_ways(tmp_path: Path, seed: int, no_fallback: None) -> None:
+    rng = random.Random(seed)
+    span = rng.choice([(H0 - 7200, H0 + 10 * 3600), (H0 + 100, H0 + 3 * 3600 + 0.5), (H0 + 50, H0 + 50)])
+    label = rng.choice([("cloud_id", ""), ("participant_id", "p-1")])
+    got, want = both(random_objects(seed), tmp_path, span, label, rng.choice(ZONES))
+    assert_same_cart(got, want)
+
+
+def test_a_day_over_a_clock_change_makes_the_same_cart_both_ways(tmp_path: Path, no_fallback: None) -> None:
+    """Readings every 7.3 s through the hour Berlin's clocks jump: local times as Python writes them."""
+    day = SPRING // 86400 * 86400
+    objects = []
+    for h in range(24):
+        start = day + h * 3600
+        objects.append(
+            (start, b"".join(demand(int(start + 7.3 * i), start + 7.3 * i + 0.4) for i in range(493)))
+        )
+    got, want = both(objects, tmp_path, (day, day + 86400), ("cloud_id", ""), "Europe/Berlin")
+    assert_same_cart(got, want)
+    local = pq.read_table(got.files[0].path).column("local_time").to_pylist()
+    assert {t[-6:] for t in local} == {"+01:00", "+02:00"} and want.rows["demand"] > 11_000
+
+
+def test_lines_the_columnar_reader_does_not_take_are_read_line_by_line(tmp_path: Path) -> None:
+    objects = [
+        (
+            H0,
+            demand(H0, H0 + 1)
+            + b'{"device_time":%d,"demand_kw":NaN}\n' % (H0 + 6)
+            + demand(H0 + 12, H0 + 13),
+        )
+    ]
+    got, want = both(objects, tmp_path, (H0, H0 + 3600), ("cloud_id", ""), "UTC")
+    assert_same_cart(got, want)
+    assert got.rows["demand"] == 2 and got.partial == 1  # the NaN line is no reading
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_local_times_are_written_as_python_writes_them(zone: str) -> None:
+    rng = np.random.default_rng(7)
+    # clock changes in Berlin (on a UTC hour), St John's and Lord Howe (half past one); none
+    around = np.array([SPRING, SPRING + 210 * 86400, ST_JOHNS, LORD_HOWE, 1_800_000_000], dtype=np.float64)
+    times = np.concatenate([
+        (around[:, None] + rng.uniform(-7200, 7200, (len(around), 500))).ravel(),
+        around + 0.9999995, around - 0.0000004, around + 0.5, np.array([0.0, 1.0, 86399.999]),
+    ])  # fmt: skip
+    got = columnar.local_times(times, ZoneInfo(zone)).to_pylist()
+    want = [
+        datetime.fromtimestamp(t, ZoneInfo(zone)).isoformat(timespec="seconds") if t else None for t in times
+    ]
+    assert got == want
