@@ -69,9 +69,13 @@ def no_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("zone", ZONES)
 @pytest.mark.parametrize("label", [("cloud_id", ""), ("participant_id", "p-0007")])
 def test_the_corpus_makes_the_same_cart_both_ways(
-    tmp_path: Path, label: tuple[str, str], zone: str, no_fallback: None
+    tmp_path: Path, label: tuple[str, str], zone: str, no_fallback: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     got, want = both(corpus(), tmp_path, (H0 + 45, H0 + 4 * 3600 + 10), label, zone)
+    assert_same_cart(got, want)
+    monkeypatch.setattr(columnar, "PIECE_BYTES", 1)  # a piece an hour: what each holds back goes on
+    got = columnar.build_parquet_device("0c0001", staged(corpus(), tmp_path / "again"), H0 + 45,
+                                        H0 + 4 * 3600 + 10, tmp_path / "pieces", label, zone)  # fmt: skip
     assert_same_cart(got, want)
     # the corpus holds what the comparison needs: every kind, repeats, cut lines, late rows, waits
     assert want.rows == {"demand": 30, "summation": 2, "price": 2} and want.duplicates == 7
@@ -81,16 +85,24 @@ def test_the_corpus_makes_the_same_cart_both_ways(
 
 
 @pytest.mark.parametrize("seed", range(60))
-def test_random_hours_make_the_same_cart_both_ways(tmp_path: Path, seed: int, no_fallback: None) -> None:
+def test_random_hours_make_the_same_cart_both_ways(
+    tmp_path: Path, seed: int, no_fallback: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read whole, an hour at a time, or in pieces of a few hours (each handing on what it holds)."""
     rng = random.Random(seed)
+    monkeypatch.setattr(columnar, "PIECE_BYTES", rng.choice([1, 700, 2000, 10**9]))
     span = rng.choice([(H0 - 7200, H0 + 10 * 3600), (H0 + 100, H0 + 3 * 3600 + 0.5), (H0 + 50, H0 + 50)])
     label = rng.choice([("cloud_id", ""), ("participant_id", "p-1")])
     got, want = both(random_objects(seed), tmp_path, span, label, rng.choice(ZONES))
     assert_same_cart(got, want)
 
 
-def test_a_day_over_a_clock_change_makes_the_same_cart_both_ways(tmp_path: Path, no_fallback: None) -> None:
-    """Readings every 7.3 s through the hour Berlin's clocks jump: local times as Python writes them."""
+def test_a_day_over_a_clock_change_makes_the_same_cart_both_ways(
+    tmp_path: Path, no_fallback: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readings every 7.3 s through the hour Berlin's clocks jump, read in four pieces: local
+    times as Python writes them."""
+    monkeypatch.setattr(columnar, "PIECE_BYTES", 2**20)
     day = SPRING // 86400 * 86400
     objects = []
     for h in range(24):

@@ -193,3 +193,63 @@ def test_a_field_typed_two_ways_across_kinds_is_refused(monkeypatch: pytest.Monk
     monkeypatch.setattr(frames, "SCHEMAS", clash)
     with pytest.raises(TypeError, match="TimeStamp has two types across line kinds"):
         frames._line_fields()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_lines_read_a_few_objects_at_a_time_read_alike(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long range is parsed in blocks of objects (memory holds one block of lines, not the
+    range): cut between any two objects, the rows, order and counts are those of one reading."""
+    monkeypatch.setattr(frames, "_BLOCK", 1 + seed * 97)
+    for objects in (corpus(), random_objects(seed)):
+        assert_same(frames.merge(frames.parse(iter(objects))), frames.by_lines(objects))
+    with pytest.raises(frames.Unusual, match="more or less than one JSON object"):
+        frames.parse([(H0, demand(H0, H0)), (H0, b'{"device_time":%d} {"device_time":1}\n' % H0)])
+
+
+def in_pieces(objects: list[tuple[int, bytes]], cuts: set[int]) -> frames.Merged:
+    """The objects merged a piece at a time (a new piece at each hour in `cuts`), carrying from
+    one piece to the next, and the pieces' releases put end to end."""
+    pieces: list[list[tuple[int, bytes]]] = []
+    for hour, data in objects:
+        if not pieces or (hour in cuts and pieces[-1][-1][0] != hour):
+            pieces.append([])
+        pieces[-1].append((hour, data))
+    whole = frames.Merged({k: [] for k in KINDS}, {}, [])  # type: ignore[misc]
+    tables: dict[str, list[Any]] = {k: [] for k in KINDS}
+    times: dict[str, list[np.ndarray]] = {k: [] for k in KINDS}
+    carry = None
+    for n, piece in enumerate(pieces):
+        got = frames.merge(frames.parse(piece), carry, final=n == len(pieces) - 1)
+        carry = got.carry
+        assert (carry is None) == (n == len(pieces) - 1)
+        for kind in KINDS:
+            tables[kind].append(got.tables[kind])
+            times[kind].append(got.times[kind])
+        whole.hours += got.hours
+        whole.late += got.late
+        for mine, theirs in ((whole.duplicates, got.duplicates), (whole.partial, got.partial),
+                             (whole.lines, got.lines), (whole.gaps, got.gaps)):  # fmt: skip
+            assert not set(mine) & set(theirs), "an hour counted in two pieces"
+            mine.update(theirs)  # type: ignore[attr-defined]
+    import pyarrow as pa
+
+    whole.tables = {k: pa.concat_tables(tables[k]) for k in KINDS}
+    whole.times = {k: np.concatenate(times[k]) for k in KINDS}
+    return whole
+
+
+@pytest.mark.parametrize("seed", range(120))
+def test_a_range_merged_in_pieces_reads_as_one(seed: int) -> None:
+    """Cut anywhere between hours, the pieces release the rows one reading of the range releases,
+    in the same order, with the same repeats, late rows, cut lines and waits."""
+    rng = random.Random(seed)
+    objects = corpus() if seed % 10 == 0 else random_objects(seed)
+    hours = sorted({h for h, _ in objects})
+    cuts = set(rng.sample(hours, rng.randint(0, len(hours))))
+    got, want = in_pieces(objects, cuts), frames.by_lines(objects)
+    for kind in KINDS:
+        assert got.tables[kind].equals(want.tables[kind]), (kind, cuts)
+        assert np.array_equal(got.times[kind], want.times[kind]), kind
+    assert (got.hours, got.duplicates, got.partial, got.lines, got.late, got.gaps) == (
+        want.hours, want.duplicates, want.partial, want.lines, want.late, want.gaps,
+    ), cuts  # fmt: skip

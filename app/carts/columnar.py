@@ -3,14 +3,16 @@
 The same files, rows and counts as `tables.build_device` makes from the same hourly files (the
 columnar reader merges them by the rule `DeviceLines` keeps: repeats, release order, late rows,
 cut lines, waits between readings); tests/test_cart_columns.py holds the two side by side. A device
-is read this way when all its hours in the cart are hourly files (none from a compacted day) of
-at most COLUMNAR_BYTES together, which are read at once; any other device, or one with lines the
-columnar reader does not take (`frames.Unusual`), is read line by line as before, an hour at a time.
+is read this way when all its hours in the cart are hourly files (none from a compacted day), in
+pieces of about PIECE_BYTES of lines, each piece handing the next what it holds back
+(`frames.Carry`): memory holds one piece, whatever the range. A device with lines the columnar
+reader does not take (`frames.Unusual`) is read line by line as before, an hour at a time.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -27,7 +29,7 @@ from app.research.parquet import KindWriter
 from app.research.schema import KINDS, cart_schema
 
 log = logging.getLogger(__name__)
-COLUMNAR_BYTES = 256 * 2**20  # a device's hourly files read at once: about 55 days of 6-second readings
+PIECE_BYTES = 32 * 2**20  # lines merged at once: about a week of one household's 6-second readings
 
 
 def build_parquet_device(
@@ -41,58 +43,72 @@ def build_parquet_device(
 ) -> DeviceTables:
     """`tables.build_device("parquet", ...)` of a device's staged hourly parts (hour → its parts
     in order), read through the columnar reader when it can."""
-    size = sum(path.stat().st_size for parts in hours.values() for path in parts)
-    if size <= COLUMNAR_BYTES:
-        objects = [(hour, path.read_bytes()) for hour in sorted(hours) for path in hours[hour]]
-        try:
-            merged = frames.merge(frames.parse(objects))
-        except frames.Unusual as why:
-            log.info(
-                "read a device's cart hours line by line", extra={"cloud_id": cloud_id, "reason": str(why)}
-            )
-        else:
-            return _tables(cloud_id, merged, start, end, out_dir, label, ZoneInfo(zone))
-    return build_device("parquet", cloud_id, staged_hours(hours), start, end, out_dir, label, zone)
-
-
-def _tables(
-    cloud_id: str,
-    merged: frames.Merged,
-    start: float,
-    end: float,
-    out_dir: Path,
-    label: tuple[str, str],
-    zone: ZoneInfo,
-) -> DeviceTables:
     column, name = label[0], label[1] or cloud_id
-    result = DeviceTables(cloud_id, late=merged.late)
+    result = DeviceTables(cloud_id)
+    writers = {
+        kind: KindWriter(out_dir / name / f"{kind}.parquet", kind,
+                         schema=cart_schema(kind, pseudonymous=column != "cloud_id"))
+        for kind in KINDS
+    }  # fmt: skip
+    local = ZoneInfo(zone)
+    try:
+        carry: frames.Carry | None = None
+        for piece, last in _pieces(hours):
+            merged = frames.merge(
+                frames.parse((h, p.read_bytes()) for h in piece for p in hours[h]), carry, last
+            )
+            carry = merged.carry
+            _count(result, merged)
+            for kind, writer in writers.items():
+                times = merged.times[kind]
+                inside = (times >= start) & (times < end)  # the cart's range, clamped to the consent window
+                rows = (
+                    merged.tables[kind].filter(pa.array(inside)) if not inside.all() else merged.tables[kind]
+                )
+                if rows.num_rows:
+                    schema = writer.columns.schema
+                    writer.add_table(_cart_columns(rows, times[inside], schema, column, name, local))
+        for kind, writer in writers.items():
+            result.rows[kind] = writer.close()
+            if result.rows[kind]:  # a kind the device never sent has no file
+                result.files.append(file_made(f"{name}/{kind}.parquet", writer.path))
+    except frames.Unusual as why:
+        for writer in writers.values():
+            writer.abort()
+        log.info("read a device's cart hours line by line", extra={"cloud_id": cloud_id, "reason": str(why)})
+        return build_device("parquet", cloud_id, staged_hours(hours), start, end, out_dir, label, zone)
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    return result
+
+
+def _pieces(hours: dict[int, list[Path]]) -> Iterator[tuple[list[int], bool]]:
+    """The hours in order, in runs of about PIECE_BYTES of files (an hour is never split); and
+    whether a run is the last."""
+    piece: list[int] = []
+    size = 0
+    for hour in sorted(hours):
+        if piece and size >= PIECE_BYTES:
+            yield piece, False
+            piece, size = [], 0
+        piece.append(hour)
+        size += sum(path.stat().st_size for path in hours[hour])
+    yield piece, True
+
+
+def _count(result: DeviceTables, merged: frames.Merged) -> None:
+    """A piece's hours' counts into the device's."""
     for hour in merged.hours:
         held = dict(merged.lines.get(hour, {}))
         result.hours.append(HourCount(
             hour, readings=held.get("demand", 0), lines=held, longest_gap_s=merged.gaps.get(hour, 0.0),
             duplicates=merged.duplicates.get(hour, 0), partial=merged.partial.get(hour, 0),
         ))  # fmt: skip
-    result.duplicates = sum(merged.duplicates.values())
-    result.partial = sum(merged.partial.values())
-    writers: list[KindWriter] = []
-    try:
-        for kind in KINDS:
-            schema = cart_schema(kind, pseudonymous=column != "cloud_id")
-            writer = KindWriter(out_dir / name / f"{kind}.parquet", kind, schema=schema)
-            writers.append(writer)
-            times = merged.times[kind]
-            inside = (times >= start) & (times < end)  # the cart's range, clamped to the consent window
-            rows = merged.tables[kind].filter(pa.array(inside)) if not inside.all() else merged.tables[kind]
-            if rows.num_rows:
-                writer.add_table(_cart_columns(rows, times[inside], schema, column, name, zone))
-            result.rows[kind] = writer.close()
-            if result.rows[kind]:  # a kind the device never sent has no file
-                result.files.append(file_made(f"{name}/{kind}.parquet", writer.path))
-    except BaseException:
-        for writer in writers:
-            writer.abort()
-        raise
-    return result
+    result.duplicates += sum(merged.duplicates.values())
+    result.partial += sum(merged.partial.values())
+    result.late += merged.late
 
 
 def _cart_columns(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -60,7 +60,7 @@ _PARSE = {
     for kinds in (frozenset(c) for c in (("demand",), ("demand", "summation"), ("demand", "price"), KINDS))
 }
 _SAID = {kind: b'"kind":"%s"' % kind.encode() for kind in KINDS}  # as this version writes it
-_BLOCK = 1 << 24  # Arrow parses a block at a time; a device-day of lines is about 4 MB
+_BLOCK = 1 << 24  # lines parsed at once (Arrow's block): a device-day of lines is about 4 MB
 _FLOATS = [f.name for f in LINE_SCHEMA if pa.types.is_floating(f.type)]
 _KIND_NULL = re.compile(rb'"kind"\s*:\s*null')
 
@@ -75,20 +75,41 @@ class Parsed:
     partial: dict[int, int]  # hour → lines that could not be read (a cut last line)
 
 
-def parse(objects: list[tuple[int, bytes]]) -> Parsed:
+def parse(objects: Iterable[tuple[int, bytes]]) -> Parsed:
     """The lines of a device's objects: (hour start, the object's `.jl` bytes) in hour and part
-    order. Raises `Unusual` when a line is not as this version writes it."""
-    bodies: list[bytes] = []
+    order, taken as they come and read _BLOCK of lines at a time (a device-month of objects is
+    never in memory at once). Raises `Unusual` when a line is not as this version writes it."""
+    tables: list[pa.Table] = []
+    hours: list[int] = []
     counts: list[int] = []
     partial: dict[int, int] = {}
+    batch: list[bytes] = []
+    lines = size = 0
     for hour, data in objects:
         body = jl.whole(data)
         if len(body) < len(data):  # a last line cut by a crash
             partial[hour] = partial.get(hour, 0) + 1
         if body.startswith(b"\n") or b"\n\n" in body:
             raise Unusual("a blank line")
-        bodies.append(body)
+        hours.append(hour)
         counts.append(body.count(b"\n"))
+        batch.append(body)
+        lines, size = lines + counts[-1], size + len(body)
+        if size >= _BLOCK:
+            tables.append(_batch(batch, lines))
+            batch, lines, size = [], 0, 0
+    if batch or not tables:
+        tables.append(_batch(batch, lines))
+    table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    if any(pc.any(pc.invert(pc.is_finite(table.column(name)))).as_py() for name in _FLOATS):
+        raise Unusual("a NaN or Infinity, which JSON has not")  # Arrow's reader takes them
+    if table.column("device_time").null_count:
+        raise Unusual("a reading without a device time")
+    return Parsed(table, np.array(hours, dtype=np.int64), np.array(counts, dtype=np.int64), partial)
+
+
+def _batch(bodies: list[bytes], lines: int) -> pa.Table:
+    """Some objects' lines as one table of every line field."""
     joined = b"".join(bodies)
     if not joined.isascii():
         raise Unusual("a line that is not plain ASCII")  # orjson and Arrow differ on bad UTF-8
@@ -99,16 +120,11 @@ def parse(objects: list[tuple[int, bytes]]) -> Parsed:
                 LINE_SCHEMA.field(name), pa.nulls(table.num_rows, LINE_SCHEMA.field(name).type)
             )
     table = table.select(LINE_SCHEMA.names)
-    if table.num_rows != sum(counts):
+    if table.num_rows != lines:
         raise Unusual("a line that holds more or less than one JSON object")
-    if any(pc.any(pc.invert(pc.is_finite(table.column(name)))).as_py() for name in _FLOATS):
-        raise Unusual("a NaN or Infinity, which JSON has not")  # Arrow's reader takes them
-    if table.column("device_time").null_count:
-        raise Unusual("a reading without a device time")
     if table.column("kind").null_count and _KIND_NULL.search(joined):
         raise Unusual("a line whose kind is null")
-    hours = np.array([h for h, _ in objects], dtype=np.int64)
-    return Parsed(table, hours, np.array(counts, dtype=np.int64), partial)
+    return table
 
 
 def _read(data: bytes) -> pa.Table:
@@ -142,6 +158,7 @@ class Merged:
     late: int = 0
     times: dict[str, np.ndarray] = field(default_factory=dict)  # per row: its time (`lines.time_of`), s
     gaps: dict[int, float] = field(default_factory=dict)  # hour → longest wait for a demand reading, > 0
+    carry: Carry | None = None  # merged with final=False: what the next piece starts from
 
     def units(self, kind: str) -> list[pa.Table]:
         """The kind's rows cut where `DeviceLines` releases them: one table per release."""
@@ -150,37 +167,68 @@ class Merged:
         return [table.slice(a, b - a) for a, b in itertools.pairwise(cuts) if b > a]
 
 
-def merge(parsed: Parsed) -> Merged:
-    """Repeats dropped and rows ordered as `DeviceLines.add_hour` and `finish` do, hour by hour."""
-    table = parsed.table
+@dataclass
+class Carry:
+    """What a range read in pieces passes from one piece to the next (`merge(..., final=False)`),
+    so that the pieces release what one reading of the whole range would: the rows held back, each
+    with the hour it was read in (counted back from the next piece: -1 is the last hour read), the
+    other readings kept in the last hour (a repeat of one is dropped), the latest time released of
+    each kind (a row before it is late) and the latest demand reading (the next wait starts there)."""
+
+    table: pa.Table  # LINE_SCHEMA: the rows held back, in the order they were read
+    rank: np.ndarray
+    kept: list[tuple[str, float]]
+    released_to: dict[str, float]
+    demand: float | None
+
+
+def merge(parsed: Parsed, carry: Carry | None = None, final: bool = True) -> Merged:
+    """Repeats dropped and rows ordered as `DeviceLines.add_hour` and `finish` do, hour by hour:
+    after the pieces `carry` comes from, if any; unless `final`, the rows the last hour holds back
+    are not released but passed on in `Merged.carry`."""
+    held = carry.table.num_rows if carry is not None else 0
+    table = pa.concat_tables([carry.table, parsed.table]) if carry is not None and held else parsed.table
     hour_list = sorted(set(parsed.hours.tolist()))
     starts = np.array(hour_list, dtype=np.float64)
     rank = np.repeat(np.searchsorted(starts, parsed.hours.astype(np.float64)), parsed.rows)
+    if carry is not None:
+        rank = np.concatenate([carry.rank, rank]).astype(np.int64)
     coded = table.column("kind").combine_chunks().fill_null("demand").dictionary_encode()
     kinds = np.asarray(coded.indices, dtype=np.int64)
     names = [str(name) for name in coded.dictionary.to_pylist()]
     t = _floats(table.column("device_time"))
-    dup = _repeats(kinds, t, rank)
+    dup = _without_repeats_of(carry, names, kinds, t, rank, held)
+    fresh = np.arange(len(t)) >= held  # rows of this piece: a carried row was counted in its hour
     counted = dict(zip(*np.unique(rank[dup], return_counts=True), strict=True)) if dup.any() else {}
     merged = Merged({}, {}, hour_list, partial=dict(parsed.partial))
     merged.duplicates = {hour_list[int(r)]: int(c) for r, c in counted.items()}
     polled = np.nan_to_num(_floats(table.column("polled_at")), nan=0.0)
     keep = ~dup
+    released_to = dict(carry.released_to) if carry is not None else {}
+    demand = carry.demand if carry is not None else None
+    holding: list[np.ndarray] = []
     for code, name in enumerate(names):
         mine = keep & (kinds == code)
-        for r, c in zip(*np.unique(rank[mine], return_counts=True), strict=True):
+        for r, c in zip(*np.unique(rank[mine & fresh], return_counts=True), strict=True):
             merged.lines.setdefault(hour_list[int(r)], {})[name] = int(c)
         rows = np.flatnonzero(mine)
         # released by the first hour read (its own or later) that starts after the reading's time
         step = np.maximum(rank[rows], np.searchsorted(starts, t[rows], side="right"))
         by = np.lexsort((rows, polled[rows], t[rows], step))  # ties: the order the lines were read
-        order = rows[by]
-        merged.late += _late(t[order], step[by])  # of every kind, as DeviceLines counts them
+        order, steps = rows[by], step[by]
+        if not final:  # held back by the last hour: the next piece releases them
+            holding.append(np.sort(order[steps == len(hour_list)]))
+            order, steps = order[steps < len(hour_list)], steps[steps < len(hour_list)]
+        before = released_to.get(name, -np.inf)
+        merged.late += _late(t[order], steps, before)  # of every kind, as DeviceLines counts them
+        if len(order):
+            released_to[name] = max(before, float(t[order].max()))
         if name == "demand":
-            merged.gaps = _gaps(rank[rows], t[rows], hour_list)
+            new = np.flatnonzero(mine & fresh)
+            merged.gaps, demand = _gaps(rank[new], t[new], hour_list, demand)
         if name not in SCHEMAS:
             continue
-        merged.steps[name] = step[by]
+        merged.steps[name] = steps
         merged.times[name] = t[order]
         merged.tables[name] = _columns(table.take(order), name)
     for name in KINDS:
@@ -188,7 +236,33 @@ def merge(parsed: Parsed) -> Merged:
             merged.tables[name] = SCHEMAS[name].empty_table()
             merged.steps[name] = np.zeros(0, dtype=np.int64)
             merged.times[name] = np.zeros(0, dtype=np.float64)
+    if not final:
+        kept_rows = np.sort(np.concatenate(holding)) if holding else np.zeros(0, dtype=np.int64)
+        last = keep & (rank == len(hour_list) - 1)
+        last[kept_rows] = False  # (those go on as rows)
+        kept = [(names[int(k)], float(v)) for k, v in zip(kinds[last], t[last], strict=True)]
+        merged.carry = Carry(
+            table.take(kept_rows), rank[kept_rows] - len(hour_list), kept, released_to, demand
+        )
     return merged
+
+
+def _without_repeats_of(
+    carry: Carry | None, names: list[str], kinds: np.ndarray, t: np.ndarray, rank: np.ndarray, held: int
+) -> np.ndarray:
+    """`_repeats` of the rows (the carried ones first), after the readings the carry says were kept
+    in the last hour read. Each carried one is found kept again: every one carried was kept in its
+    own piece, so none repeats another within an hour of it."""
+    if carry is None or not (held or carry.kept):
+        return _repeats(kinds, t, rank)
+    for kind, _ in carry.kept:
+        if kind not in names:
+            names.append(kind)
+    ghosts = len(carry.kept)
+    all_kinds = np.concatenate([np.array([names.index(k) for k, _ in carry.kept], dtype=np.int64), kinds])
+    all_t = np.concatenate([np.array([v for _, v in carry.kept], dtype=np.float64), t])
+    all_rank = np.concatenate([np.full(ghosts, -1, dtype=np.int64), rank])
+    return _repeats(all_kinds, all_t, all_rank)[ghosts:]
 
 
 class Gathers(Protocol):
@@ -269,15 +343,16 @@ def _repeats(kinds: np.ndarray, t: np.ndarray, rank: np.ndarray) -> np.ndarray:
     return dup
 
 
-def _gaps(rank: np.ndarray, t: np.ndarray, hours: list[int]) -> dict[int, float]:
+def _gaps(
+    rank: np.ndarray, t: np.ndarray, hours: list[int], previous: float | None = None
+) -> tuple[dict[int, float], float | None]:
     """The longest wait for a demand reading ending in each hour (`DeviceLines`' count): the hour's
     kept readings in time order, each against the latest one before it, of this hour or an earlier
-    one read. Only the hours with a wait."""
+    one read (`previous`, from a piece read before). Only the hours with a wait; and the latest."""
     order = np.lexsort((t, rank))
     rank, t = rank[order], t[order]
     bounds = np.flatnonzero(np.diff(rank)) + 1
     gaps: dict[int, float] = {}
-    previous: float | None = None
     for hour, seg in zip(np.split(rank, bounds), np.split(t, bounds), strict=True):
         if not len(seg):
             continue
@@ -286,19 +361,18 @@ def _gaps(rank: np.ndarray, t: np.ndarray, hours: list[int]) -> dict[int, float]
         if (waits > 0).any():
             gaps[hours[int(hour[0])]] = float(waits.max())
         previous = float(latest[-1])
-    return gaps
+    return gaps, previous
 
 
-def _late(t: np.ndarray, steps: np.ndarray) -> int:
-    """Rows released earlier in time than a row released before them (`DeviceLines.late`)."""
+def _late(t: np.ndarray, steps: np.ndarray, since: float = -np.inf) -> int:
+    """Rows released earlier in time than a row released before them (`DeviceLines.late`), after
+    a piece read before that released up to `since`."""
     if len(t) == 0:
         return 0
-    cuts = np.flatnonzero(np.diff(steps)) + 1
-    if len(cuts) == 0:
-        return 0
-    starts = np.concatenate(([0], cuts))
-    highest = np.maximum.accumulate(np.maximum.reduceat(t, starts))  # the latest released after each release
-    before = np.repeat(np.concatenate(([-np.inf], highest[:-1])), np.diff(np.append(starts, len(t))))
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(steps)) + 1))
+    # the latest released after each release
+    highest = np.maximum(np.maximum.accumulate(np.maximum.reduceat(t, starts)), since)
+    before = np.repeat(np.concatenate(([since], highest[:-1])), np.diff(np.append(starts, len(t))))
     return int(np.count_nonzero(t < before))
 
 
