@@ -32,6 +32,12 @@ def hour_numbers_ms(unix_ms: Any) -> Any:
     return unix_ms // (HOUR_S * 1000)
 
 
+def hour_starts(unix_s: Any) -> Any:
+    """`Hour.at(t).start` of each of many instants at once: a numpy array of Unix seconds (floor
+    division as Python's, so a float a hair below the hour is in the hour before)."""
+    return (unix_s // HOUR_S).astype("int64") * HOUR_S
+
+
 @dataclass(frozen=True, order=True, slots=True)
 class _Span:
     """A UTC hour or day, held as its number since the epoch."""

@@ -6,6 +6,7 @@ random ones; lines the columnar reader does not take are read line by line, with
 from __future__ import annotations
 
 import random
+import time
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -36,12 +37,28 @@ def staged(objects: list[tuple[int, bytes]], folder: Path) -> dict[int, list[Pat
 
 
 def both(
-    objects: list[tuple[int, bytes]], tmp: Path, span: tuple[float, float], label: tuple[str, str], zone: str
+    objects: list[tuple[int, bytes]],
+    tmp: Path,
+    span: tuple[float, float],
+    label: tuple[str, str],
+    zone: str,
+    unusual: bool = False,
 ) -> tuple[DeviceTables, DeviceTables]:
+    """The device's cart by columns and line by line. The columnar reader must take the lines
+    unless they are `unusual` (then it must hand them to the line-by-line reader)."""
     hours = staged(objects, tmp / "staged")
     by_lines = build_device("parquet", "0c0001", staged_hours(hours), *span, tmp / "lines", label, zone)
-    by_columns = columnar.build_parquet_device("0c0001", hours, *span, tmp / "columns", label, zone)
-    return by_columns, by_lines
+    asked: list[bool] = []
+
+    def fallback() -> DeviceTables:
+        asked.append(True)
+        return build_device("parquet", "0c0001", staged_hours(hours), *span, tmp / "columns", label, zone)
+
+    made = columnar.build_parquet_device(
+        "0c0001", hours, [], set(), span, tmp / "columns", label, zone, fallback
+    )
+    assert asked == ([True] if unusual else []), "read line by line" if asked else "not read line by line"
+    return made, by_lines
 
 
 def assert_same_cart(got: DeviceTables, want: DeviceTables) -> None:
@@ -56,26 +73,15 @@ def assert_same_cart(got: DeviceTables, want: DeviceTables) -> None:
         assert a.read().equals(b.read()), (mine.name, a.read().to_pylist()[:3], b.read().to_pylist()[:3])
 
 
-@pytest.fixture
-def no_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The columnar reader must take these lines: reading them line by line is a failure here."""
-
-    def refuse(*args: object, **kwargs: object) -> DeviceTables:
-        raise AssertionError("read line by line: the columnar reader refused lines it should take")
-
-    monkeypatch.setattr(columnar, "build_device", refuse)
-
-
 @pytest.mark.parametrize("zone", ZONES)
 @pytest.mark.parametrize("label", [("cloud_id", ""), ("participant_id", "p-0007")])
 def test_the_corpus_makes_the_same_cart_both_ways(
-    tmp_path: Path, label: tuple[str, str], zone: str, no_fallback: None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, label: tuple[str, str], zone: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     got, want = both(corpus(), tmp_path, (H0 + 45, H0 + 4 * 3600 + 10), label, zone)
     assert_same_cart(got, want)
     monkeypatch.setattr(columnar, "PIECE_BYTES", 1)  # a piece an hour: what each holds back goes on
-    got = columnar.build_parquet_device("0c0001", staged(corpus(), tmp_path / "again"), H0 + 45,
-                                        H0 + 4 * 3600 + 10, tmp_path / "pieces", label, zone)  # fmt: skip
+    got, _ = both(corpus(), tmp_path / "pieces", (H0 + 45, H0 + 4 * 3600 + 10), label, zone)
     assert_same_cart(got, want)
     # the corpus holds what the comparison needs: every kind, repeats, cut lines, late rows, waits
     assert want.rows == {"demand": 30, "summation": 2, "price": 2} and want.duplicates == 7
@@ -86,7 +92,7 @@ def test_the_corpus_makes_the_same_cart_both_ways(
 
 @pytest.mark.parametrize("seed", range(60))
 def test_random_hours_make_the_same_cart_both_ways(
-    tmp_path: Path, seed: int, no_fallback: None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Read whole, an hour at a time, or in pieces of a few hours (each handing on what it holds)."""
     rng = random.Random(seed)
@@ -98,7 +104,7 @@ def test_random_hours_make_the_same_cart_both_ways(
 
 
 def test_a_day_over_a_clock_change_makes_the_same_cart_both_ways(
-    tmp_path: Path, no_fallback: None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Readings every 7.3 s through the hour Berlin's clocks jump, read in four pieces: local
     times as Python writes them."""
@@ -125,7 +131,7 @@ def test_lines_the_columnar_reader_does_not_take_are_read_line_by_line(tmp_path:
             + demand(H0 + 12, H0 + 13),
         )
     ]
-    got, want = both(objects, tmp_path, (H0, H0 + 3600), ("cloud_id", ""), "UTC")
+    got, want = both(objects, tmp_path, (H0, H0 + 3600), ("cloud_id", ""), "UTC", unusual=True)
     assert_same_cart(got, want)
     assert got.rows["demand"] == 2 and got.partial == 1  # the NaN line is no reading
 
@@ -144,3 +150,82 @@ def test_local_times_are_written_as_python_writes_them(zone: str) -> None:
         datetime.fromtimestamp(t, ZoneInfo(zone)).isoformat(timespec="seconds") if t else None for t in times
     ]
     assert got == want
+
+
+def test_compacted_days_and_hourly_files_make_the_same_cart_both_ways(tmp_path: Path) -> None:
+    """Three days of a device: the first and last compacted (their repeats dropped by compaction,
+    counted from its manifest), the middle one as hourly files; readings timed before their hour
+    carried over midnight; a late part of an hour in each, a reading a day late in two, history
+    refilled a day later. By columns as line by line."""
+    import asyncio
+    import gzip
+
+    from app.archive.factory import open_archive
+    from app.archive.layout import parse_key
+    from app.carts.build import _device_hours
+    from app.hours import Hour
+    from app.research.compact import Compactor
+    from app.research.days import DayReader, current
+    from app.rotate.runner import Rotator
+    from app.settings import Settings
+    from app.hourly import HourlyWriter
+
+    def write_hour(at: int, lines: int, start: int = 0) -> None:
+        """Lines as the pinger writes them: a reading every 6 s, each timed 1.75 s before it was
+        polled (the first of an hour is timed in the hour before)."""
+        writer = HourlyWriter(settings.logs_dir, settings.file_prefix, 16)
+        for i in range(start, start + lines):
+            polled = at + i * 6 % 3600 + 0.25
+            writer.append("0c0001", polled, demand(int(polled - 1.75), polled, 400 + i % 7))
+        writer.close()
+
+    env = {"DATA_DIR": str(tmp_path / "data"), "ARCHIVE_URL": f"file://{tmp_path / 'archive'}",
+           "ROTATE_GRACE_S": "0", "REDIS_URL": "redis://127.0.0.1:1/0"}  # fmt: skip
+    settings = Settings.from_env(env, dotenv_path=None)
+    first = (int(time.time()) // 86400 - 5) * 86400
+    days = [time.strftime("%Y-%m-%d", time.gmtime(first + d * 86400)) for d in range(3)]
+    for d in range(3):
+        for h in range(24):
+            write_hour(first + d * 86400 + h * 3600, lines=200)
+    archive = open_archive(settings)
+    asyncio.run(Rotator(settings, archive, None).pass_once())
+    for d in range(3):  # a late part of hour 5 of each day: 100 repeats, 50 new
+        write_hour(first + d * 86400 + 5 * 3600, lines=150, start=100)
+    writer = HourlyWriter(settings.logs_dir, settings.file_prefix, 16)
+    for d in (1, 2):  # a reading of the day before that reached us a day late: late where it lands
+        polled = first + d * 86400 + 3 * 3600 + 10.5
+        writer.append("0c0001", polled, demand(first + (d - 1) * 86400 + 10 * 3600 + 3, polled))
+    for d in (0, 1):  # refilled history, fetched the day after: filed in the hour of its own time
+        at = first + d * 86400 + 8 * 3600 + 9
+        writer.append("0c0001", at, demand(at, at + 86400 - 3600, source="history"))
+    writer.close()
+    asyncio.run(Rotator(settings, archive, None).pass_once())
+    for day in (days[0], days[2]):
+        assert Compactor(settings, archive).compact(day).duplicates == 100
+    staged: dict[int, list[Path]] = {}
+    y, m, d = days[1].split("-")
+    for n, obj in enumerate(archive.list(f"rainforest-logs/0c0001/{y}/{m}/{d}/")):
+        with archive.open_read(obj.key) as f:
+            path = tmp_path / "staged" / f"{n}.jl"
+            path.parent.mkdir(exist_ok=True)
+            path.write_bytes(gzip.decompress(f.read()))
+        parsed = parse_key(obj.key)
+        assert parsed is not None
+        staged.setdefault(Hour.parse(parsed[0].hour).start, []).append(path)
+    readers = []
+    for day in (days[0], days[2]):
+        manifest = current(archive, day)
+        assert manifest is not None
+        readers.append(DayReader(archive, manifest))
+    wanted = {first + h * 3600 for h in range(3 * 24) if h < 60}  # the last twelve hours not asked for
+    span, label = (first + 3 * 3600 + 0.5, first + 70 * 3600), ("participant_id", "p-3")
+    try:
+        lines = _device_hours(staged, readers, "0c0001", wanted)
+        want = build_device("parquet", "0c0001", lines, *span, tmp_path / "lines", label, "Europe/Berlin")
+        got = columnar.build_parquet_device("0c0001", staged, readers, wanted, span, tmp_path / "columns",
+                                            label, "Europe/Berlin", lambda: pytest.fail("read line by line"))  # fmt: skip
+    finally:
+        for reader in readers:
+            reader.close()
+    assert_same_cart(got, want)
+    assert want.duplicates == 300 and len(want.hours) == 60 and want.late == 2

@@ -31,7 +31,7 @@ from tests.test_users_cli import rainforest
 # 750 polls a second (and the summation and price requests): what the one-process simulator
 # serves on 2 cores with room left for a pinger process starting beside it
 INTERVAL_S = 4.0
-LEASE_S = 12.0  # long enough to tell a handover by release from one by expiry
+LEASE_S = 12.0  # a lease not renewed runs out after this
 DEVICES = 3000
 
 
@@ -144,7 +144,12 @@ def test_pingers_share_the_fleet_hand_over_and_survive_a_redis_restart(
         # A fourth joins: it takes about a quarter, and nothing moves between the other three.
         before = fleet.owners()
         d = fleet.start()
-        wait_until(lambda: fleet.settled({a, b, c, d}), timeout_s=30, what="the fourth pinger's share")
+
+        def fourth_settled() -> bool:  # (it claims its share over a round or two, the others let go)
+            owners = fleet.owners()
+            return fleet.settled({a, b, c, d}) and sum(p == d for p in owners.values()) >= 0.18 * DEVICES
+
+        wait_until(fourth_settled, timeout_s=60, what="the fourth pinger's share")
         after = fleet.owners()
         moved = [cid for cid in after if after[cid] != before[cid]]
         assert all(after[cid] == d for cid in moved) and 0.18 <= len(moved) / DEVICES <= 0.32
@@ -169,12 +174,16 @@ def test_pingers_share_the_fleet_hand_over_and_survive_a_redis_restart(
         fleet.pingers[b].send_signal(signal.SIGTERM)
         stopped_at = time.time()
         assert fleet.pingers[b].wait(20) == 0
+        # released as it left, not left to run out: no lease of it is in Redis once it has exited
+        assert not {cid for cid, agent in fleet.owners().items() if agent == b}, "leases left to expire"
 
         def handed_over() -> bool:
             seen = fleet.pollers()
             return all(seen[cid][-1][0] in (c, d) and float(seen[cid][-1][2]) > stopped_at for cid in leaving)
 
-        wait_until(handed_over, timeout_s=LEASE_S - 1, what="a handover faster than the lease running out")
+        wait_until(
+            handed_over, timeout_s=10 * LEASE_S, what="the leaving pinger's devices polled by the others"
+        )
         assert fleet.settled({c, d})
 
         # Redis restarts mid-run: the pingers poll on meanwhile, and every lease stays sane.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import heapq
 import logging
@@ -369,11 +370,15 @@ class Builder:
                 start, end = span or (request.start, request.start)  # no consent at all: no rows
                 label = (naming.id_column, naming.of(cloud_id))
                 zone = window.timezone if window else "UTC"
-                if request.format == "parquet" and not days:  # all of it in hourly files: by columns
-                    made = build_parquet_device(cloud_id, by_device.get(cloud_id, {}), start, end, folder,
-                                                label, zone)  # fmt: skip
+                by_lines = functools.partial(
+                    build_device, request.format, cloud_id, hours, start, end, folder, label, zone
+                )
+                if request.format == "parquet":  # by columns, or by_lines if they do not take the lines
+                    day_readers = [readers[d] for d in days]
+                    made = build_parquet_device(cloud_id, by_device.get(cloud_id, {}), day_readers, wanted,
+                                                (start, end), folder, label, zone, by_lines)  # fmt: skip
                 else:
-                    made = build_device(request.format, cloud_id, hours, start, end, folder, label, zone)
+                    made = by_lines()
                 per_device[cloud_id] = made
                 members.extend(bundle.Member(m.name, m.path, m.size, m.sha256) for m in made.files)
         finally:

@@ -1,18 +1,19 @@
 """A Parquet cart's device read through Arrow's JSON reader (`app.research.frames`), not line by line.
 
-The same files, rows and counts as `tables.build_device` makes from the same hourly files (the
-columnar reader merges them by the rule `DeviceLines` keeps: repeats, release order, late rows,
-cut lines, waits between readings); tests/test_cart_columns.py holds the two side by side. A device
-is read this way when all its hours in the cart are hourly files (none from a compacted day), in
-pieces of about PIECE_BYTES of lines, each piece handing the next what it holds back
-(`frames.Carry`): memory holds one piece, whatever the range. A device with lines the columnar
-reader does not take (`frames.Unusual`) is read line by line as before, an hour at a time.
+The same files, rows and counts as `tables.build_device` makes from the same hours (the columnar
+reader merges them by the rule `DeviceLines` keeps: repeats, release order, late rows, cut lines,
+waits between readings); tests/test_cart_columns.py holds the two side by side. A device's hours
+are read in pieces, each handing the next what it holds back (`frames.Carry`), so memory holds one
+piece whatever the range: staged hourly files about PIECE_BYTES of lines at a time, and a
+compacted day whole, from its Parquet rows (`days.compacted_columns`). A device with lines or rows
+the columnar reader does not take (`frames.Unusual`) is read line by line as before.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -22,8 +23,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from app.carts.tables import DeviceTables, build_device, file_made, staged_hours
+from app.carts.tables import DeviceTables, file_made
+from app.hours import Day, Hour, hour_starts
 from app.research import frames
+from app.research.days import DayReader, compacted_columns
 from app.research.merge import HourCount
 from app.research.parquet import KindWriter
 from app.research.schema import KINDS, cart_schema
@@ -34,17 +37,23 @@ log = logging.getLogger(__name__)
 PIECE_BYTES = 8 * 2**20
 
 
+Fallback = Callable[[], DeviceTables]  # the same device read line by line
+
+
 def build_parquet_device(
     cloud_id: str,
-    hours: dict[int, list[Path]],
-    start: float,
-    end: float,
+    staged: dict[int, list[Path]],
+    days: Sequence[DayReader],
+    wanted: set[int],
+    window: tuple[float, float],
     out_dir: Path,
-    label: tuple[str, str] = ("cloud_id", ""),
-    zone: str = "UTC",
+    label: tuple[str, str],
+    zone: str,
+    by_lines: Fallback,
 ) -> DeviceTables:
-    """`tables.build_device("parquet", ...)` of a device's staged hourly parts (hour → its parts
-    in order), read through the columnar reader when it can."""
+    """`tables.build_device("parquet", ...)` of a device's hours in the cart: its staged hourly
+    parts (hour → its parts in order) and its compacted days (their hours in `wanted`), read
+    through the columnar reader; or `by_lines()` when it does not take them."""
     column, name = label[0], label[1] or cloud_id
     result = DeviceTables(cloud_id)
     writers = {
@@ -55,15 +64,14 @@ def build_parquet_device(
     local = ZoneInfo(zone)
     try:
         carry: frames.Carry | None = None
-        for piece, last in _pieces(hours):
-            merged = frames.merge(
-                frames.parse((h, p.read_bytes()) for h in piece for p in hours[h]), carry, last
-            )
+        for read, last in _pieces(staged, days, cloud_id, wanted):
+            parsed, dropped = read()
+            merged = frames.merge(parsed, carry, last)
             carry = merged.carry
-            _count(result, merged)
+            _count(result, merged, dropped)
             for kind, writer in writers.items():
                 times = merged.times[kind]
-                inside = (times >= start) & (times < end)  # the cart's range, clamped to the consent window
+                inside = (times >= window[0]) & (times < window[1])  # the range, clamped to consent
                 rows = (
                     merged.tables[kind].filter(pa.array(inside)) if not inside.all() else merged.tables[kind]
                 )
@@ -78,7 +86,7 @@ def build_parquet_device(
         for writer in writers.values():
             writer.abort()
         log.info("read a device's cart hours line by line", extra={"cloud_id": cloud_id, "reason": str(why)})
-        return build_device("parquet", cloud_id, staged_hours(hours), start, end, out_dir, label, zone)
+        return by_lines()
     except BaseException:
         for writer in writers.values():
             writer.abort()
@@ -86,29 +94,53 @@ def build_parquet_device(
     return result
 
 
-def _pieces(hours: dict[int, list[Path]]) -> Iterator[tuple[list[int], bool]]:
-    """The hours in order, in runs of about PIECE_BYTES of files (an hour is never split); and
-    whether a run is the last."""
-    piece: list[int] = []
+Piece = Callable[[], tuple[frames.Parsed, dict[int, int]]]  # its lines, and repeats dropped before
+
+
+def _pieces(
+    staged: dict[int, list[Path]], days: Sequence[DayReader], cloud_id: str, wanted: set[int]
+) -> Iterator[tuple[Piece, bool]]:
+    """The device's hours in order, in pieces: a compacted day whole (it is one device-day of
+    rows), staged hours in runs of about PIECE_BYTES of files (an hour is never split); and
+    whether a piece is the last."""
+    starts: list[tuple[int, DayReader | None]] = [(hour, None) for hour in staged]
+    for reader in days:  # (a device-day is in the cart either compacted or as hourly files, never both)
+        day = Day.parse(reader.manifest.day)
+        if any(hour.start in wanted for hour in day.hours()):
+            starts.append((day.start, reader))
+    starts.sort(key=lambda item: item[0])
+    pieces: list[Piece] = []
+    run: list[int] = []
     size = 0
-    for hour in sorted(hours):
-        if piece and size >= PIECE_BYTES:
-            yield piece, False
-            piece, size = [], 0
-        piece.append(hour)
-        size += sum(path.stat().st_size for path in hours[hour])
-    yield piece, True
+
+    def staged_run(hours: list[int]) -> Piece:
+        return lambda: (frames.parse((h, p.read_bytes()) for h in hours for p in staged[h]), {})
+
+    for hour, compacted in starts:
+        if run and (compacted is not None or size >= PIECE_BYTES):
+            pieces.append(staged_run(run))
+            run, size = [], 0
+        if compacted is not None:
+            pieces.append(functools.partial(compacted_columns, compacted, cloud_id, wanted))
+        else:
+            run.append(hour)
+            size += sum(path.stat().st_size for path in staged[hour])
+    if run or not pieces:
+        pieces.append(staged_run(run))
+    for n, piece in enumerate(pieces):
+        yield piece, n == len(pieces) - 1
 
 
-def _count(result: DeviceTables, merged: frames.Merged) -> None:
-    """A piece's hours' counts into the device's."""
+def _count(result: DeviceTables, merged: frames.Merged, dropped: dict[int, int]) -> None:
+    """A piece's hours' counts into the device's (with the repeats compaction dropped before)."""
     for hour in merged.hours:
         held = dict(merged.lines.get(hour, {}))
+        repeats = merged.duplicates.get(hour, 0) + dropped.get(hour, 0)
         result.hours.append(HourCount(
             hour, readings=held.get("demand", 0), lines=held, longest_gap_s=merged.gaps.get(hour, 0.0),
-            duplicates=merged.duplicates.get(hour, 0), partial=merged.partial.get(hour, 0),
+            duplicates=repeats, partial=merged.partial.get(hour, 0),
         ))  # fmt: skip
-    result.duplicates += sum(merged.duplicates.values())
+    result.duplicates += sum(merged.duplicates.values()) + sum(dropped.values())
     result.partial += sum(merged.partial.values())
     result.late += merged.late
 
@@ -137,13 +169,14 @@ def local_times(times: np.ndarray, zone: ZoneInfo) -> pa.Array[Any]:
     seconds = whole.astype(np.int64) + (micros >= 1e6)
     offsets = np.zeros(len(times), dtype=np.int64)
     odd: list[str | None] = [None] * len(times)  # rows of an hour with a clock change, as Python writes them
-    hours = seconds // 3600
-    for hour in np.unique(hours).tolist():
-        first, last = _offset(hour * 3600, zone), _offset(hour * 3600 + 3599, zone)
+    hours = hour_starts(seconds)
+    for start in np.unique(hours).tolist():
+        hour = Hour.at(start)
+        first, last = _offset(hour.start, zone), _offset(hour.end - 1, zone)
         if first == last and first % 60 == 0:
-            offsets[hours == hour] = first
+            offsets[hours == start] = first
             continue
-        for i in np.flatnonzero(hours == hour).tolist():
+        for i in np.flatnonzero(hours == start).tolist():
             odd[i] = datetime.fromtimestamp(float(times[i]), zone).isoformat(timespec="seconds")
     written = np.datetime_as_string((seconds + offsets).astype("datetime64[s]"), unit="s")
     local = pa.array(written.tolist(), pa.string())

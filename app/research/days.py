@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,7 +24,8 @@ import pyarrow.parquet as pq
 from app.archive.backend import Archive
 from app.archive.layout import parse_key
 from app.errors import ArchiveError
-from app.hours import Hour
+from app.hours import Hour, hour_starts
+from app.research import frames
 from app.research.schema import KINDS
 
 ROOT = "rainforest-parquet"
@@ -96,17 +98,21 @@ class DayReader:
 
     def rows(self, cloud_id: str) -> list[dict[str, Any]]:
         """Every row of the device, of every kind, as lines of the hourly files would hold them."""
-        out: list[dict[str, Any]] = []
+        return [as_line(row, kind) for kind, table in self.tables(cloud_id) for row in table.to_pylist()]
+
+    def tables(self, cloud_id: str) -> list[tuple[str, pa.Table]]:
+        """The device's rows of each of the day's files that holds some: (kind, rows), file by file."""
+        out: list[tuple[str, pa.Table]] = []
         for entry in self.manifest.files:
             pf = self._open(entry["key"])
             groups = [
                 i for i in range(pf.metadata.num_row_groups) if may_hold(pf.metadata.row_group(i), cloud_id)
             ]
-            if not groups:
-                continue
-            table = pf.read_row_groups(groups)
-            table = table.filter(pc.equal(table.column("cloud_id"), pa.scalar(cloud_id)))
-            out.extend(as_line(row, entry["kind"]) for row in table.to_pylist())
+            if groups:
+                table = pf.read_row_groups(groups)
+                out.append(
+                    (entry["kind"], table.filter(pc.equal(table.column("cloud_id"), pa.scalar(cloud_id))))
+                )
         return out
 
     def close(self) -> None:
@@ -181,6 +187,56 @@ def compacted_hours(reader: DayReader, cloud_id: str) -> list[tuple[int, list[di
     partial = reader.manifest.partial.get(cloud_id, {})
     hours = set(by_hour) | {int(h) for h in dropped} | {int(h) for h in partial}
     return [(h, by_hour.get(h, []), partial.get(str(h), 0), dropped.get(str(h), 0)) for h in sorted(hours)]
+
+
+def compacted_columns(
+    reader: DayReader, cloud_id: str, wanted: set[int]
+) -> tuple[frames.Parsed, dict[int, int]]:
+    """`compacted_hours` for the columnar reader: the device's rows in the lines' form
+    (`frames.LINE_SCHEMA`, times in seconds as `as_line` gives them), grouped in the same order by
+    the hour whose file each was in (`file_hour`), of the hours in `wanted`; and the repeats
+    compaction dropped, by hour. `frames.Unusual` for a row without a time."""
+    parts = [_line_columns(table, kind) for kind, table in reader.tables(cloud_id)]
+    table = pa.concat_tables(parts) if parts else frames.LINE_SCHEMA.empty_table()
+    if table.column("device_time").null_count:
+        raise frames.Unusual("a compacted reading without a device time")
+    device = table.column("device_time").to_numpy()
+    polled = np.asarray(table.column("polled_at").to_numpy(zero_copy_only=False), dtype=np.float64)
+    source = table.column("source").combine_chunks()
+    history = np.asarray(pc.equal(source.fill_null(""), pa.scalar("history")).to_numpy(zero_copy_only=False))
+    at = np.where(history | np.isnan(polled), device, polled)
+    hour = hour_starts(at)
+    dropped = {int(h): n for h, n in reader.manifest.duplicates.get(cloud_id, {}).items() if int(h) in wanted}
+    partial = {int(h): n for h, n in reader.manifest.partial.get(cloud_id, {}).items() if int(h) in wanted}
+    hours = sorted((set(hour.tolist()) & wanted) | set(dropped) | set(partial))
+    order = np.argsort(hour, kind="stable")
+    order = order[np.isin(hour[order], hours)]
+    rows = [
+        int(n)
+        for n in np.searchsorted(hour[order], hours, side="right") - np.searchsorted(hour[order], hours)
+    ]
+    parsed = frames.Parsed(
+        table.take(order), np.array(hours, dtype=np.int64), np.array(rows, dtype=np.int64), partial
+    )
+    return parsed, dropped
+
+
+def _line_columns(table: pa.Table, kind: str) -> pa.Table:
+    """A kind's compacted rows as lines' columns: times back to Unix seconds, the kind named."""
+    arrays: list[Any] = []
+    for f in frames.LINE_SCHEMA:
+        if f.name in ("device_time", "polled_at"):
+            micros = pc.multiply(
+                table.column("time" if f.name == "device_time" else f.name).cast(pa.int64()), 1000
+            )
+            arrays.append(pc.divide(micros.cast(pa.float64()), 1e6))  # as datetime.timestamp() gives it
+        elif f.name == "kind":
+            arrays.append(pa.array([kind] * table.num_rows, pa.string()))
+        elif f.name in table.column_names:
+            arrays.append(table.column(f.name))
+        else:
+            arrays.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(arrays, schema=frames.LINE_SCHEMA)
 
 
 def file_hour(line: dict[str, Any]) -> int:
