@@ -163,12 +163,12 @@ def test_compacted_days_and_hourly_files_make_the_same_cart_both_ways(tmp_path: 
     from app.archive.factory import open_archive
     from app.archive.layout import parse_key
     from app.carts.build import _device_hours
+    from app.hourly import HourlyWriter
     from app.hours import Hour
     from app.research.compact import Compactor
     from app.research.days import DayReader, current
     from app.rotate.runner import Rotator
     from app.settings import Settings
-    from app.hourly import HourlyWriter
 
     def write_hour(at: int, lines: int, start: int = 0) -> None:
         """Lines as the pinger writes them: a reading every 6 s, each timed 1.75 s before it was
