@@ -222,8 +222,10 @@ def test_compacted_days_and_hourly_files_make_the_same_cart_both_ways(tmp_path: 
     try:
         lines = _device_hours(staged, readers, "0c0001", wanted)
         want = build_device("parquet", "0c0001", lines, *span, tmp_path / "lines", label, "Europe/Berlin")
-        got = columnar.build_parquet_device("0c0001", staged, readers, wanted, span, tmp_path / "columns",
-                                            label, "Europe/Berlin", lambda: pytest.fail("read line by line"))  # fmt: skip
+        refused = lambda: pytest.fail("read line by line")  # noqa: E731
+        got = columnar.build_parquet_device(
+            "0c0001", staged, readers, wanted, span, tmp_path / "columns", label, "Europe/Berlin", refused
+        )
     finally:
         for reader in readers:
             reader.close()
