@@ -7,7 +7,9 @@ columns with numpy. The result is exactly the rows `DeviceLines` releases, in th
 the same counts (tests/test_frames.py holds them side by side). Arrow's reader takes some lines
 that the line-by-line reader does not (a `NaN`, two objects on one line, a blank line skipped
 silently) and the rule needs a device time to name a reading, so lines not as this version writes
-them raise `Unusual`, and such a device is read line by line instead.
+them raise `Unusual`, and such a device is read line by line instead. A long range (a cart's
+device-month) is merged in pieces, each handing the next what its last hour holds back (`Carry`),
+with the same result as one pass (tests/test_frames.py cuts ranges at every hour).
 """
 
 from __future__ import annotations
