@@ -17,6 +17,7 @@ import pytest
 
 from app.carts import columnar
 from app.carts.tables import DeviceTables, build_device, staged_hours
+from app.research import frames
 from tests.test_frames import H0, corpus, demand, random_objects
 
 ZONES = ("UTC", "Europe/Berlin", "America/St_Johns", "Australia/Lord_Howe")
@@ -231,3 +232,61 @@ def test_compacted_days_and_hourly_files_make_the_same_cart_both_ways(tmp_path: 
             reader.close()
     assert_same_cart(got, want)
     assert want.duplicates == 300 and len(want.hours) == 60 and want.late == 2
+
+
+def test_a_compacted_reading_without_a_time_is_read_line_by_line(tmp_path: Path) -> None:
+    """Compaction keeps a reading sent without a time (its `time` null); the columnar reader
+    names readings by their time, so such a device's cart is made line by line, with it."""
+    import asyncio
+
+    from app.archive.factory import open_archive
+    from app.carts.build import _device_hours
+    from app.hourly import HourlyWriter
+    from app.research.compact import Compactor
+    from app.research.days import DayReader, compacted_columns, current
+    from app.rotate.runner import Rotator
+    from app.settings import Settings
+
+    env = {"DATA_DIR": str(tmp_path / "data"), "ARCHIVE_URL": f"file://{tmp_path / 'archive'}",
+           "ROTATE_GRACE_S": "0", "REDIS_URL": "redis://127.0.0.1:1/0"}  # fmt: skip
+    settings = Settings.from_env(env, dotenv_path=None)
+    day = (int(time.time()) // 86400 - 3) * 86400
+    writer = HourlyWriter(settings.logs_dir, settings.file_prefix, 16)
+    for i in range(20):
+        writer.append("0c0001", day + 60 * i + 0.5, demand(day + 60 * i, day + 60 * i + 0.5))
+    untimed = b'{"cloud_id":"0c0001","polled_at":%.1f,"kind":"demand","demand_kw":1.25}\n' % (day + 90.5)
+    writer.append("0c0001", day + 90.5, untimed)
+    writer.close()
+    archive = open_archive(settings)
+    asyncio.run(Rotator(settings, archive, None).pass_once())
+    name = time.strftime("%Y-%m-%d", time.gmtime(day))
+    assert Compactor(settings, archive).compact(name).rows["demand"] == 21
+    manifest = current(archive, name)
+    assert manifest is not None
+    reader, wanted = DayReader(archive, manifest), {day + h * 3600 for h in range(24)}
+    asked: list[bool] = []
+
+    def by_lines() -> DeviceTables:
+        asked.append(True)
+        hours = _device_hours({}, [reader], "0c0001", wanted)
+        return build_device(
+            "parquet", "0c0001", hours, day, day + 86400, tmp_path / "b", ("cloud_id", ""), "UTC"
+        )
+
+    try:
+        with pytest.raises(frames.Unusual, match="without a device time"):
+            compacted_columns(reader, "0c0001", wanted)
+        got = columnar.build_parquet_device(
+            "0c0001",
+            {},
+            [reader],
+            wanted,
+            (day, day + 86400),
+            tmp_path / "a",
+            ("cloud_id", ""),
+            "UTC",
+            by_lines,
+        )
+    finally:
+        reader.close()
+    assert asked == [True] and got.rows["demand"] == 21, "made line by line, the untimed reading kept"

@@ -6,10 +6,11 @@ every kind of line it does not take is named in a sentence, not misread."""
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
+import pyarrow as pa
 import pytest
 
 from app.eagle.readings import (
@@ -24,6 +25,7 @@ from app.eagle.readings import (
 from app.research import frames
 from app.research.schema import KINDS
 
+V = TypeVar("V")
 H0 = 1_790_000_000 // 3600 * 3600  # an hour's start
 MAC, METER = 0xD8D5B9000000ABCD, 0xF0AD4E0000012345  # both above 2**63, as real ones are
 
@@ -182,8 +184,6 @@ def test_a_kind_spelled_with_a_space_still_fills_its_columns() -> None:
 
 def test_a_field_typed_two_ways_across_kinds_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """One column per line field: schema.py must give a field one type in every kind."""
-    import pyarrow as pa
-
     from app.research.schema import SCHEMAS
 
     clash = dict(SCHEMAS)
@@ -214,7 +214,7 @@ def in_pieces(objects: list[tuple[int, bytes]], cuts: set[int]) -> frames.Merged
         if not pieces or (hour in cuts and pieces[-1][-1][0] != hour):
             pieces.append([])
         pieces[-1].append((hour, data))
-    whole = frames.Merged({k: [] for k in KINDS}, {}, [])  # type: ignore[misc]
+    whole = frames.Merged({}, {}, [])
     tables: dict[str, list[Any]] = {k: [] for k in KINDS}
     times: dict[str, list[np.ndarray]] = {k: [] for k in KINDS}
     carry = None
@@ -227,15 +227,18 @@ def in_pieces(objects: list[tuple[int, bytes]], cuts: set[int]) -> frames.Merged
             times[kind].append(got.times[kind])
         whole.hours += got.hours
         whole.late += got.late
-        for mine, theirs in ((whole.duplicates, got.duplicates), (whole.partial, got.partial),
-                             (whole.lines, got.lines), (whole.gaps, got.gaps)):  # fmt: skip
-            assert not set(mine) & set(theirs), "an hour counted in two pieces"
-            mine.update(theirs)  # type: ignore[attr-defined]
-    import pyarrow as pa
-
+        _join(whole.duplicates, got.duplicates)
+        _join(whole.partial, got.partial)
+        _join(whole.lines, got.lines)
+        _join(whole.gaps, got.gaps)
     whole.tables = {k: pa.concat_tables(tables[k]) for k in KINDS}
     whole.times = {k: np.concatenate(times[k]) for k in KINDS}
     return whole
+
+
+def _join(mine: dict[int, V], theirs: dict[int, V]) -> None:
+    assert not set(mine) & set(theirs), "an hour counted in two pieces"
+    mine.update(theirs)
 
 
 @pytest.mark.parametrize("seed", range(120))

@@ -188,8 +188,9 @@ def merge(parsed: Parsed, carry: Carry | None = None, final: bool = True) -> Mer
     """Repeats dropped and rows ordered as `DeviceLines.add_hour` and `finish` do, hour by hour:
     after the pieces `carry` comes from, if any; unless `final`, the rows the last hour holds back
     are not released but passed on in `Merged.carry`."""
-    held = carry.table.num_rows if carry is not None else 0
-    table = pa.concat_tables([carry.table, parsed.table]) if carry is not None and held else parsed.table
+    table = parsed.table
+    if carry is not None and carry.table.num_rows:
+        table = pa.concat_tables([carry.table, table])
     hour_list = sorted(set(parsed.hours.tolist()))
     starts = np.array(hour_list, dtype=np.float64)
     rank = np.repeat(np.searchsorted(starts, parsed.hours.astype(np.float64)), parsed.rows)
@@ -198,9 +199,11 @@ def merge(parsed: Parsed, carry: Carry | None = None, final: bool = True) -> Mer
     coded = table.column("kind").combine_chunks().fill_null("demand").dictionary_encode()
     kinds = np.asarray(coded.indices, dtype=np.int64)
     names = [str(name) for name in coded.dictionary.to_pylist()]
+    if carry is not None:  # a kind only the last hour read still names gets a code of its own
+        names += [kind for kind in dict.fromkeys(k for k, _ in carry.kept) if kind not in names]
     t = _floats(table.column("device_time"))
-    dup = _without_repeats_of(carry, names, kinds, t, rank, held)
-    fresh = np.arange(len(t)) >= held  # rows of this piece: a carried row was counted in its hour
+    dup = _without_repeats_of(carry, names, kinds, t, rank)
+    fresh = rank >= 0  # rows of this piece: a carried row (of an hour before it) was counted in its own
     counted = dict(zip(*np.unique(rank[dup], return_counts=True), strict=True)) if dup.any() else {}
     merged = Merged({}, {}, hour_list, partial=dict(parsed.partial))
     merged.duplicates = {hour_list[int(r)]: int(c) for r, c in counted.items()}
@@ -219,7 +222,7 @@ def merge(parsed: Parsed, carry: Carry | None = None, final: bool = True) -> Mer
         by = np.lexsort((rows, polled[rows], t[rows], step))  # ties: the order the lines were read
         order, steps = rows[by], step[by]
         if not final:  # held back by the last hour: the next piece releases them
-            holding.append(np.sort(order[steps == len(hour_list)]))
+            holding.append(order[steps == len(hour_list)])
             order, steps = order[steps < len(hour_list)], steps[steps < len(hour_list)]
         before = released_to.get(name, -np.inf)
         merged.late += _late(t[order], steps, before)  # of every kind, as DeviceLines counts them
@@ -250,16 +253,13 @@ def merge(parsed: Parsed, carry: Carry | None = None, final: bool = True) -> Mer
 
 
 def _without_repeats_of(
-    carry: Carry | None, names: list[str], kinds: np.ndarray, t: np.ndarray, rank: np.ndarray, held: int
+    carry: Carry | None, names: list[str], kinds: np.ndarray, t: np.ndarray, rank: np.ndarray
 ) -> np.ndarray:
-    """`_repeats` of the rows (the carried ones first), after the readings the carry says were kept
-    in the last hour read. Each carried one is found kept again: every one carried was kept in its
-    own piece, so none repeats another within an hour of it."""
-    if carry is None or not (held or carry.kept):
+    """`_repeats` of the rows (the carried ones first), after the readings the carry says were
+    kept in the last hour read (`names` codes the kinds of both). Each carried row and reading is
+    found kept again: every one was kept in its own piece, so none repeats another within an hour."""
+    if carry is None or not carry.kept:
         return _repeats(kinds, t, rank)
-    for kind, _ in carry.kept:
-        if kind not in names:
-            names.append(kind)
     ghosts = len(carry.kept)
     all_kinds = np.concatenate([np.array([names.index(k) for k, _ in carry.kept], dtype=np.int64), kinds])
     all_t = np.concatenate([np.array([v for _, v in carry.kept], dtype=np.float64), t])
