@@ -9,18 +9,22 @@ the containers share a volume.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import orjson
+import pytest
 import requests
 
 from app import keys
+from app.pinger.ownership import rendezvous
 from app.settings import Settings
 from tests.api_helpers import start_api
 from tests.conftest import RedisServer, Sim, wait_until
@@ -32,7 +36,10 @@ from tests.test_users_cli import rainforest
 # serves on 2 cores with room left for a pinger process starting beside it
 INTERVAL_S = 4.0
 LEASE_S = 12.0  # a lease not renewed runs out after this
+TIMEOUT_S = 3.5  # a poll not answered by then has failed
 DEVICES = 3000
+AGENT = "rainforest-logger pinger/"  # a pinger's User-Agent: this, then its id
+FAILED_POLL = re.compile(r"^(\S+Z) \S+ +app\.pinger\.loop +device poll failed +cloud_id=(\S+)", re.MULTILINE)
 
 
 class Fleet:
@@ -43,18 +50,20 @@ class Fleet:
         self.pingers: dict[str, subprocess.Popen[bytes]] = {}  # agent → process
 
     def start(self) -> str:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "pinger"], cwd=self.workdir, env={**os.environ, **self.env},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        agent = f"rainforest-logger pinger/{os.uname().nodename}:{proc.pid}"
+        # each pinger's log is kept beside the test's files: a failure names what to read
+        with (self.workdir / f"pinger-{len(self.pingers)}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "pinger"], cwd=self.workdir, env={**os.environ, **self.env},
+                stdout=log, stderr=log,
+            )  # fmt: skip
+        agent = f"{AGENT}{os.uname().nodename}:{proc.pid}"
         self.pingers[agent] = proc
         return agent
 
     def owners(self) -> dict[str, str]:
         """cloud_id → agent of the pinger holding its lease."""
         with sync_client(self.redis.url, decode_responses=True) as r:
-            return {cid: f"rainforest-logger pinger/{p}" for cid, p in r.hgetall(keys.owners()).items()}
+            return {cid: f"{AGENT}{p}" for cid, p in r.hgetall(keys.owners()).items()}
 
     def pollers(self) -> dict[str, list[list[object]]]:
         return dict(orjson.loads(self.sim.get("/control/pollers")))
@@ -66,8 +75,14 @@ class Fleet:
         urllib.request.urlopen(req, timeout=5).read()
 
     def settled(self, live: set[str]) -> bool:
+        """Does each device's lease sit with the live pinger it belongs to? (Holding the whole
+        fleet is not enough: a device moving on is held a while by a pinger that no longer
+        polls it, and its new owner polls it only once the lease is its own.)"""
         owners = self.owners()
-        return len(owners) == DEVICES and set(owners.values()) == live
+        ids = {agent.removeprefix(AGENT): agent for agent in live}
+        return len(owners) == DEVICES and all(
+            agent == ids.get(rendezvous(cid, ids) or "") for cid, agent in owners.items()
+        )
 
     def polled_by_exactly_one_within(self, window_s: float, windows: int) -> dict[str, str]:
         """The first of `windows` windows in which each device had one poller (fails if none)."""
@@ -89,12 +104,26 @@ class Fleet:
         assert not twice, f"{len(twice)} devices were polled by two pingers, e.g. {next(iter(twice.items()))}"
         return {cid: str(runs[0][0]) for cid, runs in seen.items()}
 
+    def failed_polls(self) -> dict[str, list[float]]:
+        """cloud_id → when a pinger logged a poll of it as failed (to the second)."""
+        found: dict[str, list[float]] = {}
+        for path in self.workdir.glob("pinger-*.log"):
+            for at, cid in FAILED_POLL.findall(path.read_text()):
+                found.setdefault(cid, []).append(datetime.fromisoformat(at).timestamp())
+        return found
+
     def stop_all(self) -> None:
         for proc in self.pingers.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for proc in self.pingers.values():
             proc.wait(20)
+
+
+def given_up(failures: list[float], device_time: float) -> bool:
+    """Was a reading of this time served to a poll that its pinger logged as failed? Its time is at
+    most one reading interval before the poll, which failed at most TIMEOUT_S later."""
+    return any(at - INTERVAL_S - TIMEOUT_S - 2 <= device_time <= at + 2 for at in failures)
 
 
 def see_the_owners(fleet: Fleet, env: dict[str, str], secret_key: str) -> None:
@@ -117,6 +146,7 @@ def see_the_owners(fleet: Fleet, env: dict[str, str], secret_key: str) -> None:
         api.stop()
 
 
+@pytest.mark.timeout(900)  # its steps wait on leases and polls: minutes on a loaded machine
 def test_pingers_share_the_fleet_hand_over_and_survive_a_redis_restart(
     start_sim: Callable[..., Sim], own_redis: RedisServer, make_settings: Callable[..., Settings],
     secret_key: str, tmp_path: Path,
@@ -125,17 +155,18 @@ def test_pingers_share_the_fleet_hand_over_and_survive_a_redis_restart(
     data = tmp_path / "data"
     data.mkdir()
     env = {"REDIS_URL": own_redis.url, "SECRET_KEY": secret_key, "DATA_DIR": str(data),
-           "EAGLE_CLOUD_URL": sim.url, "POLL_INTERVAL_S": str(INTERVAL_S), "POLL_TIMEOUT_S": "3.5",
+           "EAGLE_CLOUD_URL": sim.url, "POLL_INTERVAL_S": str(INTERVAL_S), "POLL_TIMEOUT_S": str(TIMEOUT_S),
            "PINGER_LEASE_S": str(LEASE_S), "CRAWL_INTERVAL_S": "0", "LOCAL_REQUEST_GAP_S": "0"}  # fmt: skip
     users = tmp_path / "users.jl"
     users.write_bytes(sim.get("/control/users.jl"))
     assert rainforest("users", "import", str(users), env=env).returncode == 0
     fleet = Fleet(sim, own_redis, env, tmp_path)
     settings = make_settings(own_redis.url, sim.url, data_dir=data)
+    events: dict[str, float] = {}  # what happened when, named in a failure
     try:
         # Three pingers: every device polled by exactly one of them, about a third each.
         a, b, c = fleet.start(), fleet.start(), fleet.start()
-        wait_until(lambda: fleet.settled({a, b, c}), timeout_s=40, what="three pingers to share the fleet")
+        wait_until(lambda: fleet.settled({a, b, c}), timeout_s=120, what="three pingers to share the fleet")
         polled = fleet.polled_by_exactly_one(2 * INTERVAL_S)
         assert polled == fleet.owners(), "a device was polled by a pinger that does not hold its lease"
         assert all(800 <= n <= 1200 for n in Counter(polled.values()).values())
@@ -145,20 +176,18 @@ def test_pingers_share_the_fleet_hand_over_and_survive_a_redis_restart(
         before = fleet.owners()
         d = fleet.start()
 
-        def fourth_settled() -> bool:  # (it claims its share over a round or two, the others let go)
-            owners = fleet.owners()
-            return fleet.settled({a, b, c, d}) and sum(p == d for p in owners.values()) >= 0.18 * DEVICES
-
-        wait_until(fourth_settled, timeout_s=60, what="the fourth pinger's share")
+        # (it claims its share over a round or two, as the others let go)
+        wait_until(lambda: fleet.settled({a, b, c, d}), timeout_s=120, what="the fourth pinger's share")
         after = fleet.owners()
         moved = [cid for cid in after if after[cid] != before[cid]]
         assert all(after[cid] == d for cid in moved) and 0.18 <= len(moved) / DEVICES <= 0.32
         fleet.polled_by_exactly_one(2 * INTERVAL_S)
 
-        # kill -9 one: each of its devices is polled again, by the others, within 30 s.
+        # kill -9 one: each of its devices is polled again by the others, once its lease runs out.
         dead = [cid for cid, agent in fleet.owners().items() if agent == a]
         fleet.pingers[a].kill()
         killed_at = time.time()
+        events["killed"] = round(killed_at, 1)
         fleet.pingers[a].wait(10)
 
         def resumed() -> bool:
@@ -166,13 +195,14 @@ def test_pingers_share_the_fleet_hand_over_and_survive_a_redis_restart(
             return all(seen.get(cid) and seen[cid][-1][0] != a and float(seen[cid][-1][2]) > killed_at
                        for cid in dead)  # fmt: skip
 
-        wait_until(resumed, timeout_s=30, what="the killed pinger's devices to be polled again")
-        assert fleet.settled({b, c, d})
+        wait_until(resumed, timeout_s=10 * LEASE_S, what="the killed pinger's devices to be polled again")
+        wait_until(lambda: fleet.settled({b, c, d}), timeout_s=10 * LEASE_S, what="the fleet shared by three")
 
         # SIGTERM one: it hands its devices over (released, not left to expire) and exits 0.
         leaving = {cid for cid, agent in fleet.owners().items() if agent == b}
         fleet.pingers[b].send_signal(signal.SIGTERM)
         stopped_at = time.time()
+        events["stopped"] = round(stopped_at, 1)
         assert fleet.pingers[b].wait(20) == 0
         # released as it left, not left to run out: no lease of it is in Redis once it has exited
         assert not {cid for cid, agent in fleet.owners().items() if agent == b}, "leases left to expire"
@@ -187,26 +217,39 @@ def test_pingers_share_the_fleet_hand_over_and_survive_a_redis_restart(
         assert fleet.settled({c, d})
 
         # Redis restarts mid-run: the pingers poll on meanwhile, and every lease stays sane.
+        events["redis stopped"] = round(time.time(), 1)
         own_redis.stop()
         time.sleep(2 * INTERVAL_S)
         own_redis.start()
-        wait_until(lambda: fleet.settled({c, d}), timeout_s=30, what="leases after the Redis restart")
+        events["redis started"] = round(time.time(), 1)
+        wait_until(lambda: fleet.settled({c, d}), timeout_s=10 * LEASE_S, what="the leases after a restart")
         # A pinger whose lease ran out during the outage polls on (by design: availability first)
         # until its next round tells it another took them: one pinger per device again within
         # a few intervals, not necessarily in the first window after the owners settle.
         polled = fleet.polled_by_exactly_one_within(2 * INTERVAL_S, windows=4)
         assert polled == fleet.owners()
     finally:
+        events["all stopped"] = round(time.time(), 1)
         fleet.stop_all()
 
     # No reading written twice, through a kill, a handover and a Redis restart; readings lost
-    # only those the killed pinger was given in its last interval and never wrote.
+    # only those the killed pinger was given in its last interval and never wrote, and those a
+    # pinger gave up waiting for (the simulator answered after the poll's timeout, as a loaded
+    # machine can make it do): the pinger never had them, and said so in its log.
     files = written(settings)
     assert all(len(lines) == 1 for lines in files.values()), "a reading was written twice"
     truth = served(sim)
     missing = truth.keys() - files.keys()
     dead_ids = set(dead)
-    assert all(cid in dead_ids for cid, _ in missing), "a reading of a live pinger's device was lost"
+    failed = fleet.failed_polls()
+    lost = sorted(
+        (cid, ts) for cid, ts in missing
+        if cid not in dead_ids and not given_up(failed.get(cid, []), truth[cid, ts]["device_time"])  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert not lost, (
+        f"{len(lost)} readings of live pingers' devices were lost, e.g. {lost[:5]}; "
+        f"served at {[truth[k]['device_time'] for k in lost[:5]]}, events at {events}; logs in {tmp_path}"
+    )
     assert all(
         truth[key]["device_time"] >= killed_at - INTERVAL_S - 4.5  # type: ignore[operator]
         for key in missing
