@@ -169,6 +169,8 @@ def random_objects(seed: int) -> list[tuple[int, bytes]]:
 def test_lines_it_does_not_take_are_named_and_read_line_by_line(data: bytes, why: str) -> None:
     with pytest.raises(frames.Unusual, match=why):
         frames.parse([(H0, demand(H0 - 6, H0 - 5) + data)])
+    with pytest.raises(frames.Unusual, match=why):  # the same as an object of its own, begun by it
+        frames.parse([(H0 - 3600, demand(H0 - 6, H0 - 5)), (H0, data)])
     frames.by_lines([(H0, data)])  # the line-by-line reader reads them (or counts them unreadable)
 
 
