@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from app import lines
-from app.archive.backend import Archive, gunzip_chunks
+from app.archive.backend import Archive, gunzip_object
 from app.archive.layout import DeviceHour
 from app.hourly import reading_path
 from app.hours import Hour
@@ -132,7 +132,7 @@ class SeriesSource:
             with tempfile.TemporaryDirectory(prefix="rf-series-") as tmp:
                 dest = Path(tmp) / "part.jl.gz"
                 self.archive.fetch(obj.key, dest)
-                blobs.append(b"".join(gunzip_chunks([dest.read_bytes()])))
+                blobs.append(gunzip_object(obj.key, dest.read_bytes()))
         return blobs
 
 

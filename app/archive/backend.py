@@ -21,6 +21,8 @@ from typing import BinaryIO, Protocol, cast
 
 from isal import isal_zlib
 
+from app.errors import ArchiveError
+
 _INFLATE_ERROR = cast("type[Exception]", isal_zlib.error)  # isal's stubs call it an instance
 
 CHUNK = 1024 * 1024
@@ -158,6 +160,14 @@ def gunzip_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
         raise zlib.error(str(exc)) from None
     if tail:
         yield tail
+
+
+def gunzip_object(key: str, gz: bytes) -> bytes:
+    """An hourly object's lines; bytes that are not gzip are an ArchiveError that names the object."""
+    try:
+        return b"".join(gunzip_chunks([gz]))
+    except zlib.error as exc:
+        raise ArchiveError(f"{key} is not a readable gzip object: {exc}", kind="integrity") from exc
 
 
 def gunzip_sha256(chunks: Iterable[bytes]) -> str:

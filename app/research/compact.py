@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from app.archive.backend import Archive, Upload, file_digests, gunzip_chunks
+from app.archive.backend import Archive, Upload, file_digests, gunzip_object
 from app.archive.layout import ROOT as HOURLY_ROOT
 from app.archive.layout import parse_key
 from app.erasure.marks import NONE, Marks
@@ -380,7 +380,7 @@ class Compactor:
     ) -> tuple[frames.Merged, frames.Merged | None]:
         fetched = [(key, self._fetch(key)) for key, _ in objects]
         with self._cpu:  # fetches wait on the archive; the reading itself on a CPU
-            data = [(_hour_of(key), _gunzip(key, gz)) for key, gz in fetched]
+            data = [(_hour_of(key), gunzip_object(key, gz)) for key, gz in fetched]
             del fetched
             reference = frames.by_lines(data, Restated) if sampled else None
             try:
@@ -497,13 +497,6 @@ def _hour_of(key: str) -> int:
     parsed = parse_key(key)
     assert parsed is not None  # `sources` lists only keys that parse
     return Hour.parse(parsed[0].hour).start
-
-
-def _gunzip(key: str, gz: bytes) -> bytes:
-    try:
-        return b"".join(gunzip_chunks([gz]))
-    except Exception as exc:  # zlib.error: not gzip
-        raise ArchiveError(f"{key} is not a readable gzip object: {exc}", kind="integrity") from exc
 
 
 def sources_digest(sources: dict[str, list[tuple[str, int]]]) -> str:

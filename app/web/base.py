@@ -12,7 +12,7 @@ import orjson
 import tornado.web
 
 from app.devices import DeviceRecord, normalize_cloud_id
-from app.errors import StoreError, ValidationError
+from app.errors import ArchiveError, StoreError, ValidationError
 from app.leases import owner_view
 from app.tokens import Token
 from app.web.context import Context
@@ -221,6 +221,11 @@ class BaseHandler(tornado.web.RequestHandler):
         elif isinstance(exc, StoreError):
             code, message = "unavailable", "Redis is unreachable; try again shortly."
             self.set_status(503)
+        elif isinstance(exc, ArchiveError) and exc.kind == "integrity":  # an object, not the archive
+            code, message = "archive_damaged", f"an archived object cannot be read: {exc}"
+        elif isinstance(exc, ArchiveError):
+            code, message = "archive_unavailable", f"the archive cannot be read now; try again shortly: {exc}"
+            self.set_status(503)
         elif status_code == 405:
             code = "method_not_allowed"
             method = self.request.method
@@ -242,6 +247,10 @@ class BaseHandler(tornado.web.RequestHandler):
             return  # the caller's mistake, answered; not a server problem
         if isinstance(value, StoreError):
             log.error("request failed: Redis unreachable", extra={"route": self.route, "reason": str(value)})
+            return
+        if isinstance(value, ArchiveError):  # one line: which object or why, no traceback
+            extra = {"route": self.route, "kind": value.kind, "reason": str(value)}
+            log.error("request failed: the archive", extra=extra)
             return
         super().log_exception(typ, value, tb)
 

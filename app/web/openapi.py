@@ -368,7 +368,9 @@ def document() -> dict[str, Any]:
                                {"name": "end", "in": "query", "schema": {"type": "number", "minimum": 946684800, "maximum": 4102444800}},
                                {"name": "kind", "in": "query", "schema": {"type": "string", "enum": ["demand", "summation", "price"]}},
                                {"name": "resolution", "in": "query", "description": "auto, 0 (every reading) or 10 to 86400 s buckets", "schema": {"type": "string"}}],
-                "responses": {"200": _json(_ref("Series"), "t with value (every reading) or min, max, mean per bucket"), **_errors(400, 401, 404, 429, 503)},
+                "responses": {"200": _json(_ref("Series"), "t with value (every reading) or min, max, mean per bucket"), **_errors(400, 401, 404, 429),
+                              "500": _json(_ref("Error"), "archive_damaged: an archived hourly object is not readable gzip (its key named)"),
+                              "503": _json(_ref("Error"), "Redis unreachable, or archive_unavailable: the archive cannot be reached now")},
             }},
             "/api/alerts": {"get": {
                 "summary": "Alerts, newest first (one per outage of a household: opened when its health state has lasted its threshold, resolved when it is ok again), and the open fleet-wide incidents",
