@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -65,6 +65,10 @@ class Fleet:
         with sync_client(self.redis.url, decode_responses=True) as r:
             return {cid: f"{AGENT}{p}" for cid, p in r.hgetall(keys.owners()).items()}
 
+    def owners_of(self, cloud_ids: Iterable[str]) -> dict[str, str]:
+        owners = self.owners()
+        return {cid: owners[cid] for cid in cloud_ids}
+
     def pollers(self) -> dict[str, list[list[object]]]:
         return dict(orjson.loads(self.sim.get("/control/pollers")))
 
@@ -95,11 +99,26 @@ class Fleet:
         raise AssertionError("no window was tried")
 
     def polled_by_exactly_one(self, window_s: float) -> dict[str, str]:
-        """Forget who polled, wait, and read back each device's one poller (fails on two)."""
+        """Forget who polled, wait, and read back each device's one poller (fails on two). Every
+        device is polled, but for one whose poll its pinger gave up on in the window or the minute
+        before it (a loaded machine's timeout, then its backoff: see `given_up`); a device whose
+        lease arrived as the window began may be asked only once in it."""
+        began = time.time()
         self.forget_pollers()
         time.sleep(window_s)
         seen = self.pollers()
-        assert len(seen) == DEVICES, f"{DEVICES - len(seen)} devices were not polled at all"
+        owners = self.owners()
+        assert len(owners) == DEVICES, f"{DEVICES - len(owners)} devices have no lease"
+        unpolled = {cid for cid in owners if cid not in seen}
+        ended = time.time()
+        if unpolled:  # a poll sent in the window fails up to TIMEOUT_S after it, and is logged then
+            time.sleep(TIMEOUT_S + 1)
+        failed, late = self.failed_polls(), ended + TIMEOUT_S + 1
+        excused = {c for c in unpolled if any(began - 60 <= at <= late for at in failed.get(c, []))}
+        assert unpolled <= excused, (
+            f"{len(unpolled - excused)} devices were not polled at all in [{began:.1f}, {ended:.1f}], "
+            f"their failed polls: {[failed.get(c) for c in sorted(unpolled - excused)]}"
+        )
         twice = {cid: runs for cid, runs in seen.items() if len({run[0] for run in runs}) > 1}
         assert not twice, f"{len(twice)} devices were polled by two pingers, e.g. {next(iter(twice.items()))}"
         return {cid: str(runs[0][0]) for cid, runs in seen.items()}
@@ -168,7 +187,9 @@ def test_pingers_share_the_fleet_hand_over_and_survive_a_redis_restart(
         a, b, c = fleet.start(), fleet.start(), fleet.start()
         wait_until(lambda: fleet.settled({a, b, c}), timeout_s=120, what="three pingers to share the fleet")
         polled = fleet.polled_by_exactly_one(2 * INTERVAL_S)
-        assert polled == fleet.owners(), "a device was polled by a pinger that does not hold its lease"
+        assert polled == fleet.owners_of(polled), (
+            "a device was polled by a pinger that does not hold its lease"
+        )
         assert all(800 <= n <= 1200 for n in Counter(polled.values()).values())
         see_the_owners(fleet, env, secret_key)
 
@@ -227,7 +248,7 @@ def test_pingers_share_the_fleet_hand_over_and_survive_a_redis_restart(
         # until its next round tells it another took them: one pinger per device again within
         # a few intervals, not necessarily in the first window after the owners settle.
         polled = fleet.polled_by_exactly_one_within(2 * INTERVAL_S, windows=4)
-        assert polled == fleet.owners()
+        assert polled == fleet.owners_of(polled)
     finally:
         events["all stopped"] = round(time.time(), 1)
         fleet.stop_all()
@@ -250,7 +271,11 @@ def test_pingers_share_the_fleet_hand_over_and_survive_a_redis_restart(
         f"{len(lost)} readings of live pingers' devices were lost, e.g. {lost[:5]}; "
         f"served at {[truth[k]['device_time'] for k in lost[:5]]}, events at {events}; logs in {tmp_path}"
     )
-    assert all(
-        truth[key]["device_time"] >= killed_at - INTERVAL_S - 4.5  # type: ignore[operator]
-        for key in missing
-    ), "the killed pinger lost readings older than its last interval"
+    older = sorted(
+        (cid, ts) for cid, ts in missing
+        if truth[cid, ts]["device_time"] < killed_at - INTERVAL_S - 4.5  # type: ignore[operator]
+        and not given_up(failed.get(cid, []), truth[cid, ts]["device_time"])  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert not older, (
+        f"the killed pinger lost {len(older)} readings older than its last interval, e.g. {older[:5]}"
+    )
