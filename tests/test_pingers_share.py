@@ -263,19 +263,13 @@ def test_pingers_share_the_fleet_hand_over_and_survive_a_redis_restart(
     missing = truth.keys() - files.keys()
     dead_ids = set(dead)
     failed = fleet.failed_polls()
-    lost = sorted(
-        (cid, ts) for cid, ts in missing
-        if cid not in dead_ids and not given_up(failed.get(cid, []), truth[cid, ts]["device_time"])  # type: ignore[arg-type]
-    )  # fmt: skip
+    missing = {key for key in missing if not given_up(failed.get(key[0], []), truth[key]["device_time"])}  # type: ignore[arg-type]
+    lost = sorted((cid, ts) for cid, ts in missing if cid not in dead_ids)
     assert not lost, (
         f"{len(lost)} readings of live pingers' devices were lost, e.g. {lost[:5]}; "
         f"served at {[truth[k]['device_time'] for k in lost[:5]]}, events at {events}; logs in {tmp_path}"
     )
-    older = sorted(
-        (cid, ts) for cid, ts in missing
-        if truth[cid, ts]["device_time"] < killed_at - INTERVAL_S - 4.5  # type: ignore[operator]
-        and not given_up(failed.get(cid, []), truth[cid, ts]["device_time"])  # type: ignore[arg-type]
-    )  # fmt: skip
+    older = sorted(key for key in missing if truth[key]["device_time"] < killed_at - INTERVAL_S - 4.5)  # type: ignore[operator]
     assert not older, (
         f"the killed pinger lost {len(older)} readings older than its last interval, e.g. {older[:5]}"
     )

@@ -6,10 +6,8 @@ endpoint with nothing listening, the API server as a process."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
-import orjson
 import requests
 
 from app.archive.factory import open_archive
@@ -17,9 +15,8 @@ from app.hours import Hour
 from app.rotate.runner import Rotator
 from app.settings import Settings
 from tests.api_helpers import make_token, start_api
-from tests.conftest import Sim, free_port
-from tests.test_rotate import PAST, write_hour
-from tests.test_users_cli import rainforest
+from tests.conftest import free_port
+from tests.test_rotate import PAST, register, write_hour
 
 
 def readings(url: str, token: str, cid: str) -> requests.Response:
@@ -34,26 +31,21 @@ def readings(url: str, token: str, cid: str) -> requests.Response:
 
 
 def test_a_damaged_object_is_named_and_an_unreachable_archive_is_a_503(
-    redis_url: str, secret_key: str, start_sim: Callable[..., Sim], tmp_path: Path
+    redis_url: str, secret_key: str, tmp_path: Path
 ) -> None:
-    sim = start_sim(1)
-    users = tmp_path / "users.jl"
-    users.write_bytes(sim.get("/control/users.jl"))
-    cid = orjson.loads(users.read_bytes().splitlines()[0])["cloud_id"]
-    env = {"REDIS_URL": redis_url, "SECRET_KEY": secret_key, "DATA_DIR": str(tmp_path / "cli")}
-    (tmp_path / "cli").mkdir()
-    assert rainforest("users", "import", str(users), env=env).returncode == 0
+    archive, cid = tmp_path / "archive", "0c0001"
+    settings = Settings(
+        redis_url=redis_url, data_dir=tmp_path / "data", archive_url=f"file://{archive}", rotate_grace_s=0.0
+    )
+    register(settings, cid)
     token = make_token(redis_url, "reader")
-
-    archive = tmp_path / "archive"
-    settings = Settings(data_dir=tmp_path / "data", archive_url=f"file://{archive}", rotate_grace_s=0.0)
     write_hour(settings, cid, at=PAST)
     assert asyncio.run(Rotator(settings, open_archive(settings), None).pass_once()).stored == 1
     (obj,) = archive.rglob("*.jl.gz")
     key = obj.relative_to(archive).as_posix()
 
     obj.write_bytes(b"these bytes were never gzip")
-    api = start_api(redis_url, secret_key, sim.url, ARCHIVE_URL=f"file://{archive}")
+    api = start_api(redis_url, secret_key, ARCHIVE_URL=f"file://{archive}")
     try:
         answer = readings(api.url, token, cid)
         assert answer.status_code == 500
@@ -67,7 +59,7 @@ def test_a_damaged_object_is_named_and_an_unreachable_archive_is_a_503(
 
     nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     api = start_api(
-        redis_url, secret_key, sim.url, ARCHIVE_URL="s3://rainforest/study", S3_ENDPOINT_URL=nowhere,
+        redis_url, secret_key, ARCHIVE_URL="s3://rainforest/study", S3_ENDPOINT_URL=nowhere,
         AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1",
     )  # fmt: skip
     try:

@@ -82,15 +82,13 @@ def build_parquet_device(
             result.rows[kind] = writer.close()
             if result.rows[kind]:  # a kind the device never sent has no file
                 result.files.append(file_made(f"{name}/{kind}.parquet", writer.path))
-    except frames.Unusual as why:
+    except BaseException as exc:
         for writer in writers.values():
             writer.abort()
-        log.info("read a device's cart hours line by line", extra={"cloud_id": cloud_id, "reason": str(why)})
+        if not isinstance(exc, frames.Unusual):
+            raise
+        log.info("read a device's cart hours line by line", extra={"cloud_id": cloud_id, "reason": str(exc)})
         return by_lines()
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
     return result
 
 
@@ -184,7 +182,8 @@ def local_times(times: np.ndarray, zone: ZoneInfo) -> pa.Array[Any]:
     suffix = pa.array([_written(o) for o in kinds.tolist()], pa.string()).take(which.astype(np.int64))
     made: Any = pc.binary_join_element_wise(local, suffix, "")  # type: ignore[call-overload]  # (stubs: no str separator)
     if any(t is not None for t in odd):
-        made = pc.if_else(pc.is_null(pa.array(odd, pa.string())), made, pa.array(odd, pa.string()))
+        exact = pa.array(odd, pa.string())
+        made = pc.if_else(pc.is_null(exact), made, exact)
     return cast("pa.Array[Any]", pc.if_else(pa.array(times == 0), pa.nulls(len(times), pa.string()), made))
 
 
